@@ -1,0 +1,275 @@
+//! Catch-up projector runners.
+//!
+//! Each projector tails the global log from its checkpoint. A batch applies its events
+//! and moves the checkpoint in one transaction, so a crash anywhere in a batch leaves
+//! neither rows nor checkpoint behind and the batch is simply applied again: nothing
+//! is applied twice or skipped. Progress is published on a watch channel so mutations
+//! can wait until every projector has seen their events (read-your-writes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{AnyConnection, Row};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::log::{self, LogPosition, StoredEvent};
+use crate::{Db, ProjectionError};
+
+/// A read-model builder: a small, idempotent function of (rows, event).
+#[async_trait::async_trait]
+pub trait Projector: Send + Sync + 'static {
+    /// Checkpoint name; stable across releases.
+    fn name(&self) -> &'static str;
+    /// Bumping it makes the projector rebuild its tables from the start of the log.
+    fn version(&self) -> i64 {
+        1
+    }
+    /// The tables this projector alone writes, emptied on a rebuild.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event. Must be idempotent: the same event twice changes nothing.
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+const BATCH: i64 = 500;
+/// Fallback poll while idle; the in-process wake-up makes the common case immediate.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A projector's stored checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub version: i64,
+    pub position: LogPosition,
+}
+
+pub async fn load_checkpoint(db: &Db, name: &str) -> Result<Option<Checkpoint>, ProjectionError> {
+    let row =
+        sqlx::query("SELECT version, txid, position FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&db.write)
+            .await?;
+    row.map(|row| {
+        Ok(Checkpoint {
+            version: row.try_get(0)?,
+            position: LogPosition {
+                tx: row.try_get(1)?,
+                pos: row.try_get(2)?,
+            },
+        })
+    })
+    .transpose()
+}
+
+async fn save_checkpoint(
+    conn: &mut AnyConnection,
+    name: &str,
+    checkpoint: Checkpoint,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, version, txid, position) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
+             txid = excluded.txid, position = excluded.position",
+    )
+    .bind(name)
+    .bind(checkpoint.version)
+    .bind(checkpoint.position.tx)
+    .bind(checkpoint.position.pos)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Empties the projector's tables and starts its checkpoint over, atomically.
+pub async fn reset(db: &Db, projector: &dyn Projector) -> Result<(), ProjectionError> {
+    let mut tx = db.write.begin().await?;
+    for table in projector.tables() {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    save_checkpoint(
+        &mut tx,
+        projector.name(),
+        Checkpoint {
+            version: projector.version(),
+            position: LogPosition::START,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Brings the checkpoint to the projector's version, resetting it on a version change.
+pub async fn prepare(db: &Db, projector: &dyn Projector) -> Result<LogPosition, ProjectionError> {
+    match load_checkpoint(db, projector.name()).await? {
+        Some(checkpoint) if checkpoint.version == projector.version() => Ok(checkpoint.position),
+        Some(checkpoint) => {
+            tracing::info!(
+                projector = projector.name(),
+                from = checkpoint.version,
+                to = projector.version(),
+                "projector version changed; rebuilding from the start of the log"
+            );
+            reset(db, projector).await?;
+            Ok(LogPosition::START)
+        }
+        None => Ok(LogPosition::START),
+    }
+}
+
+/// Applies one batch after `after`; returns the new position, or `None` when caught up.
+pub async fn run_batch(
+    db: &Db,
+    projector: &dyn Projector,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Option<LogPosition>, ProjectionError> {
+    let events = log::read_after(db, after, limit).await?;
+    let Some(last) = events.last().map(|event| event.position) else {
+        return Ok(None);
+    };
+    let mut tx = db.write.begin().await?;
+    for event in &events {
+        projector.apply(&mut tx, event).await?;
+    }
+    save_checkpoint(
+        &mut tx,
+        projector.name(),
+        Checkpoint {
+            version: projector.version(),
+            position: last,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(last))
+}
+
+/// Runs batches until the projector has applied everything currently readable.
+pub async fn catch_up(db: &Db, projector: &dyn Projector) -> Result<LogPosition, ProjectionError> {
+    let mut position = prepare(db, projector).await?;
+    while let Some(next) = run_batch(db, projector, position, BATCH).await? {
+        position = next;
+    }
+    Ok(position)
+}
+
+struct Runner {
+    name: &'static str,
+    progress: watch::Receiver<LogPosition>,
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// The running set of projectors of one node.
+pub struct Projections {
+    runners: Vec<Runner>,
+}
+
+impl Projections {
+    /// Starts one background runner per projector.
+    pub fn start(db: Db, projectors: Vec<Arc<dyn Projector>>) -> Self {
+        let runners = projectors
+            .into_iter()
+            .map(|projector| {
+                let (progress_tx, progress) = watch::channel(LogPosition::START);
+                let wake = Arc::new(Notify::new());
+                let task = tokio::spawn(run(
+                    db.clone(),
+                    projector.clone(),
+                    progress_tx,
+                    wake.clone(),
+                ));
+                Runner {
+                    name: projector.name(),
+                    progress,
+                    wake,
+                    task,
+                }
+            })
+            .collect();
+        Self { runners }
+    }
+
+    /// Tells every runner that new events were committed.
+    pub fn wake(&self) {
+        for runner in &self.runners {
+            runner.wake.notify_one();
+        }
+    }
+
+    /// Waits until every projector has applied `position`. Returns false on timeout.
+    pub async fn wait_for(&self, position: LogPosition, timeout: Duration) -> bool {
+        self.wake();
+        let all = futures::future::join_all(self.runners.iter().map(|runner| {
+            let mut progress = runner.progress.clone();
+            async move { progress.wait_for(|seen| *seen >= position).await.is_ok() }
+        }));
+        match tokio::time::timeout(timeout, all).await {
+            Ok(results) => results.into_iter().all(|reached| reached),
+            Err(_) => false,
+        }
+    }
+
+    /// Each projector's name and in-memory position.
+    pub fn positions(&self) -> Vec<(&'static str, LogPosition)> {
+        self.runners
+            .iter()
+            .map(|runner| (runner.name, *runner.progress.borrow()))
+            .collect()
+    }
+
+    /// Stops every runner; a batch in flight is rolled back, never half-applied.
+    pub fn stop(&self) {
+        for runner in &self.runners {
+            runner.task.abort();
+        }
+    }
+}
+
+impl Drop for Projections {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn run(
+    db: Db,
+    projector: Arc<dyn Projector>,
+    progress: watch::Sender<LogPosition>,
+    wake: Arc<Notify>,
+) {
+    let name = projector.name();
+    let mut position = loop {
+        match prepare(&db, projector.as_ref()).await {
+            Ok(position) => break position,
+            Err(error) => {
+                tracing::error!(projector = name, %error, "cannot load checkpoint");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
+        }
+    };
+    progress.send_replace(position);
+    loop {
+        match run_batch(&db, projector.as_ref(), position, BATCH).await {
+            Ok(Some(next)) => {
+                position = next;
+                progress.send_replace(position);
+            }
+            Ok(None) => {
+                let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+            }
+            Err(error) => {
+                tracing::error!(projector = name, %position, %error, "projector batch failed; retrying");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The `users` read model: every registered account, by id and by username.
+
+use parley_aggregates::user::UserEvent;
+use sqlx::{AnyConnection, FromRow};
+
+use crate::{Db, ProjectionError, Projector, StoredEvent};
+
+pub struct UsersProjector;
+
+#[async_trait::async_trait]
+impl Projector for UsersProjector {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["users"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != "User" {
+            return Ok(());
+        }
+        if let UserEvent::UserRegistered {
+            user_id,
+            username,
+            display_name,
+            registered_at,
+            ..
+        } = event.decode()?
+        {
+            sqlx::query(
+                "INSERT INTO users (id, username, display_name, registered_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(user_id.to_string())
+            .bind(username.as_str())
+            .bind(display_name.as_str())
+            .bind(crate::format_time(registered_at))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub registered_at: String,
+}
+
+/// Looks users up by id, in one query for any number of ids.
+pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<UserRow>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (1..=ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT id, username, display_name, registered_at FROM users WHERE id IN ({placeholders})"
+    );
+    let mut query = sqlx::query_as::<_, UserRow>(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&db.read).await?)
+}

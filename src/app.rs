@@ -1,0 +1,42 @@
+//! The application state every request shares, and the read-your-writes wait.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_projections::{Db, LogPosition, Projections};
+use uuid::Uuid;
+
+use crate::auth::Accounts;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::CommandMeta;
+
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub projections: Arc<Projections>,
+    pub accounts: Accounts,
+    pub clock: Arc<dyn Clock>,
+    /// Mutations whose read models did not catch up within the wait; see `settle`.
+    pub consistency_timeouts: AtomicU64,
+}
+
+impl AppState {
+    /// Metadata for a command issued on behalf of `actor`, stamped with the clock.
+    pub fn meta(&self, actor: Option<Uuid>) -> CommandMeta {
+        CommandMeta::new(actor, self.clock.now())
+    }
+
+    /// Waits until every projector has applied `position`, so the mutation's effect is
+    /// visible to any query that follows. Past the bound the mutation still succeeds
+    /// (its events are committed); the lag is logged and counted.
+    pub async fn settle(&self, position: Option<LogPosition>) {
+        let Some(position) = position else { return };
+        let wait = Duration::from_millis(self.config.consistency_wait_ms);
+        if !self.projections.wait_for(position, wait).await {
+            self.consistency_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%position, ?wait, "read models lag behind a mutation");
+        }
+    }
+}

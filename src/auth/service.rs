@@ -1,0 +1,241 @@
+//! The account operations behind `register`, `login`, `refreshToken`, `logout` and
+//! `changePassword`.
+
+use std::sync::Arc;
+
+use parley_aggregates::user::{User, UserCommand, UserEvent, UserServices};
+use parley_aggregates::username::{UsernameClaim, UsernameCommand};
+use parley_aggregates::values::{DisplayName, Password, Username};
+use parley_projections::LogPosition;
+use uuid::Uuid;
+
+use super::{Argon2Hasher, RefreshToken, TokenKeys};
+use crate::graphql::error::ApiError;
+use crate::store::{CommandBus, CommandMeta};
+
+/// Tokens handed to a client after register, login or refresh.
+pub struct AuthTokens {
+    pub user_id: Uuid,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Where the operation's events sit, for read-your-writes.
+    pub position: Option<LogPosition>,
+}
+
+pub struct Accounts {
+    users: CommandBus<User>,
+    usernames: CommandBus<UsernameClaim>,
+    hasher: Argon2Hasher,
+    keys: TokenKeys,
+}
+
+impl Accounts {
+    pub fn new(db: &parley_projections::Db, hasher: Argon2Hasher, keys: TokenKeys) -> Self {
+        Self {
+            users: CommandBus::new(db, UserServices::new(Arc::new(hasher.clone()))),
+            usernames: CommandBus::new(db, ()),
+            hasher,
+            keys,
+        }
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    fn tokens(
+        &self,
+        refresh: &RefreshToken,
+        meta: &CommandMeta,
+        position: Option<LogPosition>,
+    ) -> Result<AuthTokens, ApiError> {
+        Ok(AuthTokens {
+            user_id: refresh.user_id,
+            access_token: self
+                .keys
+                .issue_access(refresh.user_id, meta.at)
+                .map_err(ApiError::internal)?,
+            refresh_token: refresh.encode(),
+            position,
+        })
+    }
+
+    /// `register`: claims the username, creates the account and opens a session.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        display_name: &str,
+        meta: &CommandMeta,
+    ) -> Result<AuthTokens, ApiError> {
+        // Validate everything before claiming, so bad input claims nothing.
+        let name = Username::parse(username, "username")?;
+        DisplayName::parse(display_name, "displayName")?;
+        Password::parse(password, "password")?;
+
+        let user_id = Uuid::now_v7();
+        self.usernames
+            .execute(
+                name.as_str(),
+                UsernameCommand::Claim {
+                    username: name.clone(),
+                    user_id,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await?;
+        let meta = CommandMeta {
+            actor_id: Some(user_id),
+            ..meta.clone()
+        };
+        self.users
+            .execute(
+                &user_id.to_string(),
+                UserCommand::Register {
+                    user_id,
+                    username: username.to_owned(),
+                    password: password.to_owned(),
+                    display_name: display_name.to_owned(),
+                    at: meta.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.start_session(user_id, password, &meta).await
+    }
+
+    /// `login`: wrong password and unknown user fail alike, after the same work.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        meta: &CommandMeta,
+    ) -> Result<AuthTokens, ApiError> {
+        let owner = match Username::parse(username, "username") {
+            Ok(name) => self.usernames.load(name.as_str()).await?.owner,
+            Err(_) => None,
+        };
+        let Some(user_id) = owner else {
+            self.hasher.verify_dummy(password).await;
+            return Err(parley_aggregates::user::UserError::InvalidCredentials.into());
+        };
+        let meta = CommandMeta {
+            actor_id: Some(user_id),
+            ..meta.clone()
+        };
+        self.start_session(user_id, password, &meta).await
+    }
+
+    async fn start_session(
+        &self,
+        user_id: Uuid,
+        password: &str,
+        meta: &CommandMeta,
+    ) -> Result<AuthTokens, ApiError> {
+        let refresh = RefreshToken::generate(user_id, Uuid::now_v7());
+        let committed = self
+            .users
+            .execute(
+                &user_id.to_string(),
+                UserCommand::Login {
+                    password: password.to_owned(),
+                    family_id: refresh.family_id,
+                    token_hash: refresh.secret_hash(),
+                    expires_at: meta.at + self.keys.refresh_ttl,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await?;
+        self.tokens(&refresh, meta, committed.position)
+    }
+
+    /// `refreshToken`: rotates the token; a replayed old token revokes its family.
+    pub async fn refresh(&self, raw: &str, meta: &CommandMeta) -> Result<AuthTokens, ApiError> {
+        let presented = RefreshToken::parse(raw)
+            .ok_or_else(|| ApiError::Unauthenticated("invalid or expired refresh token".into()))?;
+        let next = RefreshToken::generate(presented.user_id, presented.family_id);
+        let meta = CommandMeta {
+            actor_id: Some(presented.user_id),
+            ..meta.clone()
+        };
+        let committed = self
+            .users
+            .execute(
+                &presented.user_id.to_string(),
+                UserCommand::Refresh {
+                    family_id: presented.family_id,
+                    presented_hash: presented.secret_hash(),
+                    new_hash: next.secret_hash(),
+                    expires_at: meta.at + self.keys.refresh_ttl,
+                    at: meta.at,
+                },
+                &meta,
+            )
+            .await?;
+        let reused = committed
+            .events
+            .iter()
+            .any(|event| matches!(event.payload, UserEvent::RefreshTokenReused { .. }));
+        if reused {
+            tracing::warn!(user_id = %presented.user_id, family_id = %presented.family_id,
+                "refresh token reuse detected; session family revoked");
+            return Err(ApiError::Unauthenticated(
+                "invalid or expired refresh token".into(),
+            ));
+        }
+        self.tokens(&next, &meta, committed.position)
+    }
+
+    /// `logout`: ends the token's session. False when it was not an open session.
+    pub async fn logout(&self, raw: &str, meta: &CommandMeta) -> Result<bool, ApiError> {
+        let Some(presented) = RefreshToken::parse(raw) else {
+            return Ok(false);
+        };
+        let meta = CommandMeta {
+            actor_id: Some(presented.user_id),
+            ..meta.clone()
+        };
+        let result = self
+            .users
+            .execute(
+                &presented.user_id.to_string(),
+                UserCommand::Logout {
+                    family_id: presented.family_id,
+                    presented_hash: presented.secret_hash(),
+                    at: meta.at,
+                },
+                &meta,
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(cqrs_es::AggregateError::UserError(_)) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// `changePassword`: needs the current password; revokes every refresh token.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current_password: &str,
+        new_password: &str,
+        meta: &CommandMeta,
+    ) -> Result<Option<LogPosition>, ApiError> {
+        let committed = self
+            .users
+            .execute(
+                &user_id.to_string(),
+                UserCommand::ChangePassword {
+                    current_password: current_password.to_owned(),
+                    new_password: new_password.to_owned(),
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await?;
+        Ok(committed.position)
+    }
+}

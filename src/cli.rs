@@ -1,0 +1,104 @@
+//! The `parley` command line: `serve` (default), `migrate`, `projections status`.
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::Argon2Hasher;
+use crate::config::Config;
+use crate::startup::{open_database, projectors, shutdown_signal, Server};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "parley",
+    version,
+    about = "Event-sourced chat backend with a GraphQL API"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Inspect projections.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projector's checkpoint against the head of the log.
+    Status,
+}
+
+/// Parses arguments; a bad value exits with one line naming the variable.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                error.exit();
+            }
+            let rendered = error.to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("parley: {}", line.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::telemetry::init(&cli.config.log, cli.config.log_format)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let server = Server::build(cli.config, Argon2Hasher::new()?).await?;
+            server.run_until(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let db = open_database(&cli.config).await?;
+            db.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Status,
+        } => {
+            let db = open_database(&cli.config).await?;
+            let head = parley_projections::log::head(&db).await?;
+            println!("head {}", head.to_cursor());
+            for projector in projectors() {
+                let checkpoint =
+                    parley_projections::runner::load_checkpoint(&db, projector.name()).await?;
+                match checkpoint {
+                    Some(checkpoint) => println!(
+                        "{:<24} v{} at {}{}",
+                        projector.name(),
+                        checkpoint.version,
+                        checkpoint.position.to_cursor(),
+                        if checkpoint.position >= head {
+                            ""
+                        } else {
+                            " (behind)"
+                        }
+                    ),
+                    None => println!("{:<24} not started", projector.name()),
+                }
+            }
+            db.close().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The one configuration struct, read from `PARLEY_*` environment variables and flags.
+//!
+//! Each argument's value name is its environment variable, so a bad value fails at
+//! start with a message naming the variable to fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve HTTP and WebSocket on.
+    #[arg(
+        long,
+        env = "PARLEY_LISTEN",
+        value_name = "PARLEY_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database, blobs and the generated development secret.
+    #[arg(
+        long,
+        env = "PARLEY_DATA_DIR",
+        value_name = "PARLEY_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` for PostgreSQL; default: SQLite at `$PARLEY_DATA_DIR/parley.db`.
+    #[arg(long, env = "PARLEY_DATABASE_URL", value_name = "PARLEY_DATABASE_URL", value_parser = parse_database_url, global = true)]
+    pub database_url: Option<String>,
+
+    /// HS256 signing secret for access tokens, at least 32 bytes. Generated into the
+    /// data directory when unset.
+    #[arg(long, env = "PARLEY_JWT_SECRET", value_name = "PARLEY_JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Log filter, in tracing's `EnvFilter` syntax.
+    #[arg(
+        long,
+        env = "PARLEY_LOG",
+        value_name = "PARLEY_LOG",
+        default_value = "info",
+        global = true
+    )]
+    pub log: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "PARLEY_LOG_FORMAT",
+        value_name = "PARLEY_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "PARLEY_ACCESS_TOKEN_TTL", value_name = "PARLEY_ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(u32).range(10..=86_400), global = true)]
+    pub access_token_ttl: u32,
+
+    /// Refresh-token lifetime in seconds.
+    #[arg(long, env = "PARLEY_REFRESH_TOKEN_TTL", value_name = "PARLEY_REFRESH_TOKEN_TTL", default_value_t = 30 * 86_400, value_parser = clap::value_parser!(u32).range(60..), global = true)]
+    pub refresh_token_ttl: u32,
+
+    /// Maximum database connections per pool.
+    #[arg(long, env = "PARLEY_DB_MAX_CONNECTIONS", value_name = "PARLEY_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub db_max_connections: u32,
+
+    /// Longest a mutation waits for read models to include its effect, in milliseconds.
+    #[arg(
+        long,
+        env = "PARLEY_CONSISTENCY_WAIT_MS",
+        value_name = "PARLEY_CONSISTENCY_WAIT_MS",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub consistency_wait_ms: u64,
+}
+
+fn parse_database_url(raw: &str) -> Result<String, String> {
+    let ok = ["postgres://", "postgresql://", "sqlite://", "sqlite:"]
+        .iter()
+        .any(|scheme| raw.starts_with(scheme));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("must start with postgres:// or sqlite://".to_owned())
+    }
+}
+
+fn parse_jwt_secret(raw: &str) -> Result<String, String> {
+    if raw.len() < 32 {
+        Err("must be at least 32 bytes long".to_owned())
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+impl Config {
+    /// The database URL in force: the configured one, else the embedded file.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("parley.db").display()
+            ),
+        }
+    }
+
+    pub fn ensure_data_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("PARLEY_DATA_DIR: cannot create {}", self.data_dir.display()))
+    }
+
+    /// The configured secret, or one generated once into the data directory.
+    pub fn jwt_secret(&self) -> anyhow::Result<SecretString> {
+        if let Some(secret) = &self.jwt_secret {
+            return Ok(SecretString::from(secret.clone()));
+        }
+        let path = self.data_dir.join("jwt-secret");
+        if let Ok(secret) = std::fs::read_to_string(&path) {
+            let secret = secret.trim().to_owned();
+            if secret.len() >= 32 {
+                return Ok(SecretString::from(secret));
+            }
+        }
+        tracing::warn!(
+            path = %path.display(),
+            "PARLEY_JWT_SECRET is not set; using a generated development secret. \
+             Set PARLEY_JWT_SECRET in production and on every node."
+        );
+        let bytes: [u8; 32] = rand::random();
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&path, &secret)?;
+        Ok(SecretString::from(secret))
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

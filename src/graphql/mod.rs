@@ -1,0 +1,67 @@
+//! The GraphQL API (contract: shared/API.md): schema construction, the request
+//! context, and resolvers split into queries, mutations and types.
+
+pub mod error;
+mod loaders;
+mod mutation;
+mod query;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, Schema};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use error::ApiError;
+pub use loaders::UserLoader;
+pub use mutation::Mutation;
+pub use query::Query;
+
+pub type ParleySchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Who is calling, from the `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Anonymous,
+    /// A header was sent but its token is missing, expired or forged.
+    Invalid,
+    User(Uuid),
+}
+
+pub fn build_schema(state: Arc<AppState>) -> ParleySchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(DataLoader::new(
+            UserLoader::new(state.db.clone()),
+            tokio::spawn,
+        ))
+        .data(state)
+        .limit_depth(16)
+        .limit_complexity(2_000)
+        .finish()
+}
+
+/// The schema's SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    let options = async_graphql::SDLExportOptions::new()
+        .sorted_fields()
+        .sorted_arguments()
+        .sorted_enum_items();
+    Schema::build(Query, Mutation, EmptySubscription)
+        .finish()
+        .sdl_with_options(options)
+}
+
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
+    // Installed by `build_schema`; every execution has it.
+    ctx.data_unchecked::<Arc<AppState>>()
+}
+
+/// The signed-in user, or `UNAUTHENTICATED`.
+pub(crate) fn viewer(ctx: &Context<'_>) -> Result<Uuid, ApiError> {
+    match ctx.data_opt::<Viewer>() {
+        Some(Viewer::User(id)) => Ok(*id),
+        _ => Err(ApiError::unauthenticated()),
+    }
+}

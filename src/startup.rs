@@ -1,0 +1,124 @@
+//! Builds the application from its configuration and runs it until stopped. The only
+//! place pools, projectors and the schema are put together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use parley_projections::{Db, Projections, Projector};
+use time::Duration;
+use tokio::net::TcpListener;
+
+use crate::app::AppState;
+use crate::auth::{Accounts, Argon2Hasher, TokenKeys};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::graphql::build_schema;
+
+/// Every projector this node runs.
+pub fn projectors() -> Vec<Arc<dyn Projector>> {
+    vec![Arc::new(parley_projections::users::UsersProjector)]
+}
+
+/// Opens and migrates the configured database.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    if config.database_url.is_none() {
+        config.ensure_data_dir()?;
+    }
+    let db = Db::connect(&config.database_url(), config.db_max_connections)
+        .await
+        .context("PARLEY_DATABASE_URL: cannot connect to the database")?;
+    db.migrate().await.context("cannot apply migrations")?;
+    Ok(db)
+}
+
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Connects, migrates, starts the projectors and binds the listener.
+    pub async fn build(config: Config, hasher: Argon2Hasher) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, hasher, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        config: Config,
+        hasher: Argon2Hasher,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let db = open_database(&config).await?;
+        if config.jwt_secret.is_none() {
+            config.ensure_data_dir()?;
+        }
+        let keys = TokenKeys::new(
+            &config.jwt_secret()?,
+            Duration::seconds(i64::from(config.access_token_ttl)),
+            Duration::seconds(i64::from(config.refresh_token_ttl)),
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("PARLEY_LISTEN: cannot listen on {}", config.listen))?;
+        let projections = Arc::new(Projections::start(db.clone(), projectors()));
+        let state = Arc::new(AppState {
+            accounts: Accounts::new(&db, hasher, keys),
+            config,
+            db,
+            projections,
+            clock,
+            consistency_timeouts: AtomicU64::new(0),
+        });
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains requests and stops projectors.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let schema = build_schema(self.state.clone());
+        let router = crate::http::router(self.state.clone(), schema);
+        tracing::info!(address = %self.listener.local_addr()?, "parley serving");
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server error")?;
+        self.state.projections.stop();
+        self.state.db.close().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,217 @@
+//! The embedded SQLite implementation of cqrs-es's `PersistedEventRepository`.
+//!
+//! Written here rather than taken from sqlite-es because the store must stamp every
+//! event with its own UUIDv7 at append (SQLite has no generator a column default could
+//! call), check the snapshot's optimistic lock before committing rather than after, and
+//! share the single writer connection the read models use.
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+pub struct SqliteEventRepository {
+    write: AnyPool,
+    read: AnyPool,
+}
+
+impl SqliteEventRepository {
+    pub fn new(write: AnyPool, read: AnyPool) -> Self {
+        Self { write, read }
+    }
+
+    async fn select(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata \
+             FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
+             ORDER BY sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after_sequence)
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(decode_event).collect()
+    }
+}
+
+pub(crate) fn map_error(error: sqlx::Error) -> PersistenceError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            PersistenceError::ConnectionError(Box::new(error))
+        }
+        _ => PersistenceError::UnknownError(Box::new(error)),
+    }
+}
+
+fn decode_event(row: &AnyRow) -> Result<SerializedEvent, PersistenceError> {
+    let text = |column: &str| -> Result<String, PersistenceError> {
+        row.try_get(column)
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+    };
+    let sequence: i64 = row
+        .try_get("sequence")
+        .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+    Ok(SerializedEvent::new(
+        text("aggregate_id")?,
+        usize::try_from(sequence)
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?,
+        text("aggregate_type")?,
+        text("event_type")?,
+        text("event_version")?,
+        serde_json::from_str(&text("payload")?)?,
+        serde_json::from_str(&text("metadata")?)?,
+    ))
+}
+
+fn sequence_i64(sequence: usize) -> Result<i64, PersistenceError> {
+    i64::try_from(sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))
+}
+
+impl PersistedEventRepository for SqliteEventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select(A::TYPE, aggregate_id, 0).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select(A::TYPE, aggregate_id, sequence_i64(last_sequence)?)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        let row = sqlx::query(
+            "SELECT last_sequence, current_snapshot, payload FROM snapshots \
+             WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |column: &str| -> Result<i64, PersistenceError> {
+            row.try_get(column)
+                .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+        };
+        let payload: String = row
+            .try_get("payload")
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+        let to_usize = |value: i64| {
+            usize::try_from(value).map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+        };
+        Ok(Some(SerializedSnapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: serde_json::from_str(&payload)?,
+            current_sequence: to_usize(get("last_sequence")?)?,
+            current_snapshot: to_usize(get("current_snapshot")?)?,
+        }))
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let mut tx = self.write.begin().await.map_err(map_error)?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
+                 event_type, event_version, payload, metadata) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(Uuid::now_v7().to_string())
+            .bind(A::TYPE)
+            .bind(&event.aggregate_id)
+            .bind(sequence_i64(event.sequence)?)
+            .bind(&event.event_type)
+            .bind(&event.event_version)
+            .bind(serde_json::to_string(&event.payload)?)
+            .bind(serde_json::to_string(&event.metadata)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        }
+        if let Some((aggregate_id, aggregate, snapshot)) = snapshot_update {
+            let last_sequence = events.last().map_or(0, |event| event.sequence);
+            let updated = sqlx::query(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+                 SET last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot, \
+                     payload = excluded.payload \
+                 WHERE snapshots.current_snapshot = $6",
+            )
+            .bind(A::TYPE)
+            .bind(&aggregate_id)
+            .bind(sequence_i64(last_sequence)?)
+            .bind(sequence_i64(snapshot)?)
+            .bind(serde_json::to_string(&aggregate)?)
+            .bind(sequence_i64(snapshot.saturating_sub(1))?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+            if updated.rows_affected() != 1 {
+                return Err(PersistenceError::OptimisticLockError);
+            }
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        let events = self.get_events::<A>(aggregate_id).await?;
+        Ok(replay(events).await)
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata \
+             FROM events WHERE aggregate_type = $1 ORDER BY position",
+        )
+        .bind(A::TYPE)
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_error)?;
+        let events = rows
+            .iter()
+            .map(decode_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(replay(events).await)
+    }
+}
+
+async fn replay(events: Vec<SerializedEvent>) -> ReplayStream {
+    let (mut feed, stream) = ReplayStream::new(events.len().max(1));
+    for event in events {
+        if feed.push(Ok(event)).await.is_err() {
+            break;
+        }
+    }
+    stream
+}

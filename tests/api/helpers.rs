@@ -1,0 +1,141 @@
+//! `spawn_app`: a real server on port 0 against a fresh database, and a GraphQL client.
+
+use std::sync::Arc;
+
+use parley::app::AppState;
+use parley::auth::Argon2Hasher;
+use parley::config::{Config, LogFormat};
+use parley::startup::Server;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub use crate::common::{backends, Backend, TestDatabase};
+
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+pub struct TestApp {
+    pub address: String,
+    pub state: Arc<AppState>,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn test_config(database: &TestDatabase) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: database.dir.path().to_path_buf(),
+        database_url: Some(database.url.clone()),
+        jwt_secret: Some(JWT_SECRET.to_owned()),
+        log: "warn".to_owned(),
+        log_format: LogFormat::Pretty,
+        access_token_ttl: 900,
+        refresh_token_ttl: 30 * 86_400,
+        db_max_connections: 8,
+        consistency_wait_ms: 5_000,
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let database = TestDatabase::new(backend).await;
+    spawn_app_on(database, |_| {}).await
+}
+
+pub async fn spawn_app_on(database: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(&database);
+    configure(&mut config);
+    let server = Server::build(config, Argon2Hasher::new().expect("hasher"))
+        .await
+        .expect("server builds");
+    let address = format!("http://{}", server.local_addr().expect("bound"));
+    let state = server.state();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        state,
+        client: reqwest::Client::new(),
+        database,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Posts a GraphQL operation, with a bearer token when given.
+    pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON response")
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Value {
+        self.graphql(
+            "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken user { id username displayName } } }",
+            json!({ "input": { "username": username, "password": password, "displayName": username } }),
+            None,
+        )
+        .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Value {
+        self.graphql(
+            "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken user { id username } } }",
+            json!({ "input": { "username": username, "password": password } }),
+            None,
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Value {
+        self.graphql(
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken user { username } } }",
+            json!({ "t": refresh_token }),
+            None,
+        )
+        .await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> TestDatabase {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+        self.database
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// The `extensions.field` of the first error, if any.
+pub fn error_field(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["field"].as_str()
+}
+
+/// A string at a JSON pointer, or a panic naming the response.
+pub fn text<'a>(response: &'a Value, pointer: &str) -> &'a str {
+    response
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {response}"))
+}

@@ -1,0 +1,9 @@
+//! API integration tests: the real server on port 0, driven over HTTP, on every backend.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod accounts;
+mod helpers;
+mod schema;
+mod server;

@@ -1,0 +1,130 @@
+//! The HTTP surface and the process: health, GraphiQL, configuration errors, restarts.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_readiness_and_graphiql_are_served() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let health = app
+            .client
+            .get(format!("{}/healthz", app.address))
+            .send()
+            .await
+            .expect("healthz");
+        assert!(health.status().is_success());
+
+        app.register("ivan", "correct horse battery").await;
+        let ready: serde_json::Value = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(ready["ready"], true, "{ready}");
+        assert_eq!(ready["projectors"][0]["name"], "users");
+
+        let graphiql = app
+            .client
+            .get(format!("{}/graphql", app.address))
+            .send()
+            .await
+            .expect("graphiql")
+            .text()
+            .await
+            .expect("html");
+        assert!(graphiql.to_lowercase().contains("graphiql"));
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn accounts_and_read_models_survive_a_restart() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let registered = app.register("judy", "correct horse battery").await;
+        let refresh = text(&registered, "/data/register/refreshToken").to_owned();
+        let database = app.stop().await;
+
+        let app = spawn_app_on(database, |_| {}).await;
+        let refreshed = app.refresh(&refresh).await;
+        let access = text(&refreshed, "/data/refreshToken/accessToken").to_owned();
+        let me = app
+            .graphql("{ me { username } }", json!({}), Some(&access))
+            .await;
+        assert_eq!(text(&me, "/data/me/username"), "judy");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_generated_jwt_secret_is_kept_in_the_data_dir_across_restarts() {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let app = spawn_app_on(database, |config| config.jwt_secret = None).await;
+    let registered = app.register("kate", "correct horse battery").await;
+    let access = text(&registered, "/data/register/accessToken").to_owned();
+    let database = app.stop().await;
+    assert!(database.dir.path().join("jwt-secret").exists());
+
+    let app = spawn_app_on(database, |config| config.jwt_secret = None).await;
+    let me = app
+        .graphql("{ me { username } }", json!({}), Some(&access))
+        .await;
+    assert_eq!(text(&me, "/data/me/username"), "kate");
+    app.stop().await;
+}
+
+fn run_parley(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+    command.current_dir(dir.path()).args(args);
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+        command.env_remove(key);
+    }
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.output().expect("parley runs")
+}
+
+#[test]
+fn bad_configuration_fails_at_start_with_one_line_naming_the_variable() {
+    let cases: [(&str, &str); 6] = [
+        ("PARLEY_LISTEN", "not-an-address"),
+        ("PARLEY_DATABASE_URL", "mysql://localhost/db"),
+        ("PARLEY_JWT_SECRET", "too-short"),
+        ("PARLEY_LOG_FORMAT", "xml"),
+        ("PARLEY_ACCESS_TOKEN_TTL", "0"),
+        ("PARLEY_LOG", "[[["),
+    ];
+    for (variable, value) in cases {
+        let output = run_parley(&[(variable, value)], &["migrate"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{variable}={value} was accepted");
+        assert_eq!(stderr.trim().lines().count(), 1, "{variable}: {stderr}");
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_embedded_database_in_the_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data_dir = data.to_string_lossy().to_string();
+    let output = run_parley(&[("PARLEY_DATA_DIR", &data_dir)], &["migrate"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(data.join("parley.db").exists());
+}

@@ -1,0 +1,150 @@
+//! Shared test fixtures: a fresh database per test on each backend.
+#![allow(dead_code)]
+
+use parley_projections::Db;
+use sqlx::Connection as _;
+use tempfile::TempDir;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends to run on: `PARLEY_TEST_BACKENDS` (`sqlite,postgres`), else SQLite plus
+/// PostgreSQL when `PARLEY_TEST_POSTGRES_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let pg_url = std::env::var("PARLEY_TEST_POSTGRES_URL").ok();
+    match std::env::var("PARLEY_TEST_BACKENDS") {
+        Ok(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| match name {
+                "sqlite" => Backend::Sqlite,
+                "postgres" => {
+                    assert!(
+                        pg_url.is_some(),
+                        "PARLEY_TEST_BACKENDS names postgres but PARLEY_TEST_POSTGRES_URL is unset"
+                    );
+                    Backend::Postgres
+                }
+                other => panic!("unknown backend {other:?} in PARLEY_TEST_BACKENDS"),
+            })
+            .collect(),
+        Err(_) if pg_url.is_some() => vec![Backend::Sqlite, Backend::Postgres],
+        Err(_) => vec![Backend::Sqlite],
+    }
+}
+
+/// A database that exists for one test and is removed after it.
+pub struct TestDatabase {
+    pub backend: Backend,
+    pub url: String,
+    pub dir: TempDir,
+    pg_drop: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("parley.db").display()
+                );
+                Self {
+                    backend,
+                    url,
+                    dir,
+                    pg_drop: None,
+                }
+            }
+            Backend::Postgres => {
+                let server =
+                    std::env::var("PARLEY_TEST_POSTGRES_URL").expect("PARLEY_TEST_POSTGRES_URL");
+                let name = format!("parley_test_{}", uuid::Uuid::now_v7().simple());
+                let mut conn = sqlx::PgConnection::connect(&server)
+                    .await
+                    .expect("connect to PARLEY_TEST_POSTGRES_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                let url = with_database(&server, &name);
+                Self {
+                    backend,
+                    url,
+                    dir,
+                    pg_drop: Some((server, name)),
+                }
+            }
+        }
+    }
+
+    /// A connected, migrated handle.
+    pub async fn connect(&self) -> Db {
+        let db = Db::connect(&self.url, 16).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        db
+    }
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((server, name)) = self.pg_drop.take() {
+            // Drop runs outside async; a short-lived runtime on its own thread does it.
+            let _ = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+#[test]
+fn database_names_are_replaced_in_urls() {
+    assert_eq!(
+        with_database("postgres://u@127.0.0.1:5/postgres", "x"),
+        "postgres://u@127.0.0.1:5/x"
+    );
+    assert_eq!(
+        with_database("postgres://u@h:5/postgres?sslmode=disable", "x"),
+        "postgres://u@h:5/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+}
