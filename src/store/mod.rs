@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{
-    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
+    EventUpcaster, PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope};
 use parley_projections::{log, Db, LogPosition};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
@@ -153,10 +154,26 @@ pub struct Committed<A: Aggregate> {
 }
 
 /// Executes commands for one aggregate type.
+///
+/// Loading and committing are done here over the repository rather than through
+/// cqrs-es's `PersistedEventStore`: in cqrs-es 0.5 a command's events are applied to the
+/// aggregate by `EventSink::write` and then applied again when the store builds its
+/// snapshot, and a commit that crosses a snapshot boundary records a `last_sequence`
+/// beyond what the snapshot holds, so events after it would never be replayed. Here a
+/// snapshot is always the aggregate exactly as of the commit's last event.
 pub struct CommandBus<A: Aggregate> {
-    store: PersistedEventStore<Repository, A>,
+    repo: Repository,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    snapshot_every: Option<usize>,
     services: A::Services,
     db: Db,
+}
+
+/// An aggregate as loaded: its state, last sequence and stored snapshot version.
+struct Loaded<A> {
+    aggregate: A,
+    sequence: usize,
+    snapshot_version: Option<usize>,
 }
 
 impl<A> CommandBus<A>
@@ -168,27 +185,84 @@ where
         Self::with_snapshots(db, services, SNAPSHOT_EVERY)
     }
 
+    /// Snapshots every `every` events (at least 1).
     pub fn with_snapshots(db: &Db, services: A::Services, every: usize) -> Self {
         Self {
-            store: PersistedEventStore::new_snapshot_store(Repository::new(db), every),
+            repo: Repository::new(db),
+            upcasters: Vec::new(),
+            snapshot_every: Some(every.max(1)),
             services,
             db: db.clone(),
         }
     }
 
+    /// A bus that replays every event on load; for comparisons with snapshot loads.
+    pub fn without_snapshots(db: &Db, services: A::Services) -> Self {
+        Self {
+            snapshot_every: None,
+            ..Self::with_snapshots(db, services, 1)
+        }
+    }
+
     /// Installs upcasters for older event shapes.
-    pub fn with_upcasters(
-        mut self,
-        upcasters: Vec<Box<dyn cqrs_es::persist::EventUpcaster>>,
-    ) -> Self {
-        self.store = self.store.with_upcasters(upcasters);
+    pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
+        self.upcasters = upcasters;
         self
+    }
+
+    fn deserialize(
+        &self,
+        event: SerializedEvent,
+    ) -> Result<EventEnvelope<A>, AggregateError<A::Error>> {
+        let event = self.upcasters.iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        });
+        Ok(EventEnvelope::try_from(event)?)
+    }
+
+    async fn load_state(&self, aggregate_id: &str) -> Result<Loaded<A>, AggregateError<A::Error>> {
+        let mut loaded = Loaded {
+            aggregate: A::default(),
+            sequence: 0,
+            snapshot_version: None,
+        };
+        if self.snapshot_every.is_some() {
+            if let Some(snapshot) = self.repo.get_snapshot::<A>(aggregate_id).await? {
+                loaded.snapshot_version = Some(snapshot.current_snapshot);
+                match serde_json::from_value::<A>(snapshot.aggregate) {
+                    Ok(aggregate) => {
+                        loaded.aggregate = aggregate;
+                        loaded.sequence = snapshot.current_sequence;
+                    }
+                    // The aggregate's shape changed since the snapshot: replay instead.
+                    Err(error) => tracing::debug!(
+                        aggregate = A::TYPE,
+                        aggregate_id,
+                        %error,
+                        "snapshot unreadable; replaying from the first event"
+                    ),
+                }
+            }
+        }
+        for event in self
+            .repo
+            .get_last_events::<A>(aggregate_id, loaded.sequence)
+            .await?
+        {
+            let envelope = self.deserialize(event)?;
+            loaded.sequence = envelope.sequence;
+            loaded.aggregate.apply(envelope.payload);
+        }
+        Ok(loaded)
     }
 
     /// The aggregate's current state.
     pub async fn load(&self, aggregate_id: &str) -> Result<A, AggregateError<A::Error>> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
-        Ok(std::mem::take(context.aggregate()))
+        Ok(self.load_state(aggregate_id).await?.aggregate)
     }
 
     /// Every event of one aggregate, oldest first.
@@ -196,7 +270,12 @@ where
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        self.store.load_events(aggregate_id).await
+        self.repo
+            .get_events::<A>(aggregate_id)
+            .await?
+            .into_iter()
+            .map(|event| self.deserialize(event))
+            .collect()
     }
 
     /// Handles `command`, retrying from a fresh load when a concurrent writer appended
@@ -227,10 +306,15 @@ where
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<Committed<A>, AggregateError<A::Error>> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
-        let sink = cqrs_es::event_sink::EventSink::default();
-        context
-            .aggregate()
+        let Loaded {
+            mut aggregate,
+            sequence,
+            snapshot_version,
+        } = self.load_state(aggregate_id).await?;
+        let sink = EventSink::default();
+        // `handle` applies each event it writes, so afterwards `aggregate` is the state
+        // as of the command's last event.
+        aggregate
             .handle(command, &self.services, &sink)
             .await
             .map_err(AggregateError::UserError)?;
@@ -241,24 +325,40 @@ where
                 position: None,
             });
         }
-        let events = self.store.commit(events, context, meta.to_map()).await?;
-        let position = match events.last() {
-            Some(last) => {
-                let sequence = i64::try_from(last.sequence)
-                    .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-                log::position_of(
-                    &self.db.write,
-                    self.db.backend,
-                    A::TYPE,
-                    aggregate_id,
-                    sequence,
-                )
-                .await
-                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?
-            }
-            None => None,
+        let metadata = meta.to_map();
+        let envelopes: Vec<EventEnvelope<A>> = events
+            .into_iter()
+            .zip(sequence + 1..)
+            .map(|(payload, sequence)| EventEnvelope {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let serialized = envelopes
+            .iter()
+            .map(SerializedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let last = sequence + envelopes.len();
+        let snapshot = match self.snapshot_every {
+            Some(every) if last / every > sequence / every => Some((
+                aggregate_id.to_owned(),
+                serde_json::to_value(&aggregate)?,
+                snapshot_version.map_or(1, |version| version + 1),
+            )),
+            _ => None,
         };
-        Ok(Committed { events, position })
+        self.repo.persist::<A>(&serialized, snapshot).await?;
+        let last = i64::try_from(last).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        let position =
+            log::position_of(&self.db.write, self.db.backend, A::TYPE, aggregate_id, last)
+                .await
+                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        Ok(Committed {
+            events: envelopes,
+            position,
+        })
     }
 }
 

@@ -1,0 +1,562 @@
+//! Event-store conformance suite, run against every backend: the same guarantees on
+//! SQLite and PostgreSQL.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{backends, Backend, TestDatabase};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{
+    EventUpcaster, PersistedEventRepository, PersistenceError, SerializedEvent,
+};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent};
+use parley::graphql::error::ApiError;
+use parley::store::{CommandBus, CommandMeta, Repository};
+use parley_projections::{log, Db, LogPosition};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A minimal aggregate for exercising the store.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Counter {
+    total: i64,
+    events: u64,
+}
+
+#[derive(Debug, Clone)]
+enum CounterCommand {
+    /// Appends `times` events of `amount` each.
+    Add { amount: i64, times: usize },
+}
+
+/// Version 2. Version 1 was `Incremented {}`, meaning +1 (see `IncrementedUpcaster`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    Added { amount: i64 },
+}
+
+impl DomainEvent for CounterEvent {
+    fn event_type(&self) -> String {
+        "Added".to_owned()
+    }
+    fn event_version(&self) -> String {
+        "2".to_owned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("counter error")]
+struct CounterError;
+
+impl From<CounterError> for ApiError {
+    fn from(_: CounterError) -> Self {
+        ApiError::BadUserInput {
+            field: "amount".into(),
+            message: "counter error".into(),
+        }
+    }
+}
+
+impl Aggregate for Counter {
+    const TYPE: &'static str = "Counter";
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type Error = CounterError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: CounterCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), CounterError> {
+        let CounterCommand::Add { amount, times } = command;
+        for _ in 0..times {
+            sink.write(CounterEvent::Added { amount }, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: CounterEvent) {
+        let CounterEvent::Added { amount } = event;
+        self.total += amount;
+        self.events += 1;
+    }
+}
+
+struct IncrementedUpcaster;
+
+impl EventUpcaster for IncrementedUpcaster {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "Incremented" && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        event.event_type = "Added".to_owned();
+        event.event_version = "2".to_owned();
+        event.payload = serde_json::json!({ "Added": { "amount": 1 } });
+        event
+    }
+}
+
+fn meta() -> CommandMeta {
+    CommandMeta::new(Some(Uuid::now_v7()), time::OffsetDateTime::now_utc())
+}
+
+fn add(amount: i64, times: usize) -> CounterCommand {
+    CounterCommand::Add { amount, times }
+}
+
+/// Appends one raw event in a transaction held open for `hold` before committing.
+async fn append_raw(
+    db: &Db,
+    id: &str,
+    sequence: i64,
+    event_type: &str,
+    version: &str,
+    payload: &str,
+    hold: Duration,
+) {
+    match &db.pg {
+        Some(pg) => {
+            let mut tx = pg.begin().await.expect("begin");
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('Counter', $1, $2, $3, $4, $5::jsonb, '{}'::jsonb)",
+            )
+            .bind(id)
+            .bind(sequence)
+            .bind(event_type)
+            .bind(version)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+            tokio::time::sleep(hold).await;
+            tx.commit().await.expect("commit");
+        }
+        None => {
+            let mut tx = db.write.begin().await.expect("begin");
+            sqlx::query(
+                "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ($1, 'Counter', $2, $3, $4, $5, $6, '{}')",
+            )
+            .bind(Uuid::now_v7().to_string())
+            .bind(id)
+            .bind(sequence)
+            .bind(event_type)
+            .bind(version)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+            tokio::time::sleep(hold).await;
+            tx.commit().await.expect("commit");
+        }
+    }
+}
+
+#[tokio::test]
+async fn appended_events_load_back_in_order_with_their_envelope() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let bus = CommandBus::<Counter>::new(&db, ());
+        let meta = meta();
+        let committed = bus.execute("c1", add(2, 3), &meta).await.expect("append");
+        assert_eq!(committed.events.len(), 3);
+        bus.execute("c1", add(10, 1), &meta).await.expect("append");
+
+        let loaded = bus.load("c1").await.expect("load");
+        assert_eq!((loaded.total, loaded.events), (16, 4));
+        let sequences: Vec<usize> = bus
+            .events("c1")
+            .await
+            .expect("events")
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(sequences, vec![1, 2, 3, 4]);
+
+        let logged = log::read_after(&db, LogPosition::START, 100)
+            .await
+            .expect("read");
+        assert_eq!(logged.len(), 4);
+        assert!(logged.windows(2).all(|w| w[0].position < w[1].position));
+        assert_eq!(committed.position, Some(logged[2].position));
+        for event in &logged {
+            let id = Uuid::parse_str(&event.event_id).expect("event id is a UUID");
+            assert_eq!(id.get_version_num(), 7, "event ids are UUIDv7");
+            assert_eq!(
+                event.meta("actor_id"),
+                meta.actor_id.map(|a| a.to_string()).as_deref()
+            );
+            assert_eq!(
+                event.meta("correlation_id"),
+                Some(meta.correlation_id.to_string().as_str())
+            );
+            assert_eq!(
+                event.meta("request_id"),
+                Some(meta.request_id.to_string().as_str())
+            );
+            assert!(event.meta("occurred_at").is_some());
+            assert_eq!(event.aggregate_type, "Counter");
+        }
+        let ids: HashSet<_> = logged.iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids.len(), 4);
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn two_writers_at_the_same_sequence_one_wins_and_the_other_gets_a_conflict() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let repo = Arc::new(Repository::new(&db));
+        for round in 0..10 {
+            let id = format!("race-{round}");
+            let event = |amount: i64| {
+                vec![SerializedEvent::new(
+                    id.clone(),
+                    1,
+                    "Counter".to_owned(),
+                    "Added".to_owned(),
+                    "2".to_owned(),
+                    serde_json::json!({ "Added": { "amount": amount } }),
+                    serde_json::json!({}),
+                )]
+            };
+            let (a, b) = (event(1), event(2));
+            let (ra, rb) = (repo.clone(), repo.clone());
+            let (first, second) = tokio::join!(
+                async move { ra.persist::<Counter>(&a, None).await },
+                async move { rb.persist::<Counter>(&b, None).await },
+            );
+            let results = [first, second];
+            assert_eq!(
+                results.iter().filter(|r| r.is_ok()).count(),
+                1,
+                "{results:?}"
+            );
+            let loser = results
+                .into_iter()
+                .find_map(Result::err)
+                .expect("one writer lost");
+            assert!(
+                matches!(loser, PersistenceError::OptimisticLockError),
+                "{loser:?}"
+            );
+            let api: ApiError = AggregateError::<CounterError>::from(loser).into();
+            assert_eq!(api.code(), "CONFLICT");
+        }
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_tail_sees_every_event_exactly_once_while_writers_race_and_hold_transactions_open() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 625; // 5,000 events in all
+    const BATCH: usize = 5;
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let bus = Arc::new(CommandBus::<Counter>::new(&db, ()));
+        let (holds, hold) = match backend {
+            // SQLite has one writer, so a held transaction stalls everyone: hold fewer.
+            Backend::Sqlite => (2, Duration::from_millis(150)),
+            Backend::Postgres => (5, Duration::from_millis(300)),
+        };
+
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let bus = bus.clone();
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let meta = meta();
+                    let slow_id = format!("slow-{w}");
+                    let mut written = 0;
+                    let mut slow_sequence = 0;
+                    let mut batch = 0;
+                    while written < PER_WRITER {
+                        batch += 1;
+                        if slow_sequence < holds && batch % 20 == (w % 20) {
+                            slow_sequence += 1;
+                            append_raw(
+                                &db,
+                                &slow_id,
+                                slow_sequence as i64,
+                                "Added",
+                                "2",
+                                r#"{"Added":{"amount":1}}"#,
+                                hold,
+                            )
+                            .await;
+                            written += 1;
+                        } else {
+                            let n = BATCH.min(PER_WRITER - written);
+                            bus.execute(&format!("w-{w}-{}", batch % 7), add(1, n), &meta)
+                                .await
+                                .expect("append");
+                            written += n;
+                        }
+                    }
+                })
+            })
+            .collect();
+
+        let reader = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut seen = HashSet::new();
+                let mut position = LogPosition::START;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+                while seen.len() < WRITERS * PER_WRITER {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "tail stalled at {}",
+                        seen.len()
+                    );
+                    let batch = log::read_after(&db, position, 173).await.expect("read");
+                    for event in batch {
+                        assert!(event.position > position, "tail went backwards");
+                        position = event.position;
+                        assert!(
+                            seen.insert((event.aggregate_id.clone(), event.sequence)),
+                            "event {}/{} seen twice",
+                            event.aggregate_id,
+                            event.sequence
+                        );
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (seen.len(), position)
+            })
+        };
+        for writer in writers {
+            writer.await.expect("writer");
+        }
+        let (seen, position) = tokio::time::timeout(Duration::from_secs(300), reader)
+            .await
+            .expect("reader finished")
+            .expect("reader");
+        assert_eq!(seen, WRITERS * PER_WRITER);
+        // Nothing is left behind the tail.
+        let rest = log::read_after(&db, position, 10).await.expect("read");
+        assert!(
+            rest.is_empty(),
+            "{} events after the tail's end",
+            rest.len()
+        );
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn loading_from_a_snapshot_equals_a_full_replay() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let snapshotting = CommandBus::<Counter>::with_snapshots(&db, (), 5);
+        let replaying = CommandBus::<Counter>::without_snapshots(&db, ());
+        let meta = meta();
+        for i in 0..23 {
+            snapshotting
+                .execute("snap", add(i, 1 + (i as usize % 3)), &meta)
+                .await
+                .expect("append");
+        }
+        let from_snapshot = snapshotting.load("snap").await.expect("load");
+        let from_replay = replaying.load("snap").await.expect("load");
+        assert_eq!(from_snapshot, from_replay);
+        assert_eq!(
+            from_replay.events,
+            (0..23).map(|i| 1 + (i % 3)).sum::<u64>()
+        );
+
+        let snapshot_at: i64 = sqlx::query_scalar(
+            "SELECT last_sequence FROM snapshots WHERE aggregate_type = 'Counter' AND aggregate_id = 'snap'",
+        )
+        .fetch_one(&db.read)
+        .await
+        .expect("a snapshot was written");
+        assert!(snapshot_at >= 40, "snapshot at {snapshot_at}");
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_stored_in_an_older_version_still_loads_through_its_upcaster() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        append_raw(
+            &db,
+            "old",
+            1,
+            "Incremented",
+            "1",
+            r#"{"Incremented":{}}"#,
+            Duration::ZERO,
+        )
+        .await;
+
+        let without = CommandBus::<Counter>::without_snapshots(&db, ());
+        assert!(
+            without.load("old").await.is_err(),
+            "v1 does not decode as v2 without the upcaster"
+        );
+
+        let bus =
+            CommandBus::<Counter>::new(&db, ()).with_upcasters(vec![Box::new(IncrementedUpcaster)]);
+        bus.execute("old", add(5, 1), &meta())
+            .await
+            .expect("append after v1");
+        let counter = bus.load("old").await.expect("load");
+        assert_eq!((counter.total, counter.events), (6, 2));
+        db.close().await;
+    }
+}
+
+mod projector_safety {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use parley_aggregates::user::{PasswordHasher, User, UserCommand, UserServices};
+    use parley_projections::runner::{self, Projector};
+    use parley_projections::users::UsersProjector;
+    use parley_projections::{ProjectionError, StoredEvent};
+    use sqlx::AnyConnection;
+
+    use super::*;
+
+    struct PlainHasher;
+
+    #[async_trait::async_trait]
+    impl PasswordHasher for PlainHasher {
+        async fn hash(&self, password: &str) -> Result<String, String> {
+            Ok(password.to_owned())
+        }
+        async fn verify(&self, password: &str, hash: &str) -> bool {
+            password == hash
+        }
+    }
+
+    /// The users projector, crashing on the `fail_at`-th event it sees.
+    struct CrashingProjector {
+        seen: AtomicUsize,
+        fail_at: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Projector for CrashingProjector {
+        fn name(&self) -> &'static str {
+            "users"
+        }
+        fn tables(&self) -> &'static [&'static str] {
+            UsersProjector.tables()
+        }
+        async fn apply(
+            &self,
+            conn: &mut AnyConnection,
+            event: &StoredEvent,
+        ) -> Result<(), ProjectionError> {
+            UsersProjector.apply(conn, event).await?;
+            if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+                return Err(ProjectionError::Injected("crash mid-batch"));
+            }
+            Ok(())
+        }
+    }
+
+    async fn rows(db: &Db) -> Vec<(String, String, String)> {
+        sqlx::query_as("SELECT id, username, display_name FROM users ORDER BY id")
+            .fetch_all(&db.read)
+            .await
+            .expect("rows")
+    }
+
+    #[tokio::test]
+    async fn a_projector_crash_mid_batch_leaves_nothing_and_recovery_equals_a_fresh_replay() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let database = TestDatabase::new(backend).await;
+            let db = database.connect().await;
+            let bus = CommandBus::<User>::new(&db, UserServices::new(Arc::new(PlainHasher)));
+            for name in ["ann", "ben", "cat", "dan", "eve"] {
+                let id = Uuid::now_v7();
+                bus.execute(
+                    &id.to_string(),
+                    UserCommand::Register {
+                        user_id: id,
+                        username: name.to_owned(),
+                        password: "long enough password".to_owned(),
+                        display_name: name.to_uppercase(),
+                        at: time::OffsetDateTime::now_utc(),
+                    },
+                    &meta(),
+                )
+                .await
+                .expect("register");
+            }
+
+            let crashing = CrashingProjector {
+                seen: AtomicUsize::new(0),
+                fail_at: 3,
+            };
+            let result = runner::run_batch(&db, &crashing, LogPosition::START, 100).await;
+            assert!(
+                matches!(result, Err(ProjectionError::Injected(_))),
+                "{result:?}"
+            );
+            assert!(
+                rows(&db).await.is_empty(),
+                "a failed batch left rows behind"
+            );
+            assert_eq!(
+                runner::load_checkpoint(&db, "users")
+                    .await
+                    .expect("checkpoint"),
+                None
+            );
+
+            let head = runner::catch_up(&db, &UsersProjector)
+                .await
+                .expect("recover");
+            assert_eq!(head, log::head(&db).await.expect("head"));
+            let recovered = rows(&db).await;
+            assert_eq!(recovered.len(), 5);
+
+            runner::reset(&db, &UsersProjector).await.expect("reset");
+            assert!(rows(&db).await.is_empty());
+            runner::catch_up(&db, &UsersProjector)
+                .await
+                .expect("replay");
+            assert_eq!(
+                rows(&db).await,
+                recovered,
+                "recovery differs from a fresh replay"
+            );
+
+            // Idempotent: the same events applied again change nothing.
+            let events = log::read_after(&db, LogPosition::START, 100)
+                .await
+                .expect("read");
+            let mut tx = db.write.begin().await.expect("begin");
+            for event in &events {
+                UsersProjector.apply(&mut tx, event).await.expect("reapply");
+            }
+            tx.commit().await.expect("commit");
+            assert_eq!(rows(&db).await, recovered);
+            db.close().await;
+        }
+    }
+}
