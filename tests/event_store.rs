@@ -500,6 +500,7 @@ mod projector_safety {
                         username: name.to_owned(),
                         password: "long enough password".to_owned(),
                         display_name: name.to_uppercase(),
+                        session: None,
                         at: time::OffsetDateTime::now_utc(),
                     },
                     &meta(),

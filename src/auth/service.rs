@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use parley_aggregates::user::{User, UserCommand, UserEvent, UserServices};
+use parley_aggregates::user::{NewSession, User, UserCommand, UserEvent, UserServices};
 use parley_aggregates::username::{UsernameClaim, UsernameCommand};
 use parley_aggregates::values::{DisplayName, Password, Username};
 use parley_projections::LogPosition;
@@ -89,7 +89,9 @@ impl Accounts {
             actor_id: Some(user_id),
             ..meta.clone()
         };
-        self.users
+        let refresh = RefreshToken::generate(user_id, Uuid::now_v7());
+        let registered = self
+            .users
             .execute(
                 &user_id.to_string(),
                 UserCommand::Register {
@@ -97,12 +99,34 @@ impl Accounts {
                     username: username.to_owned(),
                     password: password.to_owned(),
                     display_name: display_name.to_owned(),
+                    session: Some(NewSession {
+                        family_id: refresh.family_id,
+                        token_hash: refresh.secret_hash(),
+                        expires_at: meta.at + self.keys.refresh_ttl,
+                    }),
                     at: meta.at,
                 },
                 &meta,
             )
-            .await?;
-        self.start_session(user_id, password, &meta).await
+            .await;
+        match registered {
+            Ok(committed) => self.tokens(&refresh, &meta, committed.position),
+            Err(error) => {
+                // Input was validated above, so this is a storage failure: give the
+                // name back rather than leave it claimed by an account that never was.
+                let release = UsernameCommand::Release {
+                    user_id,
+                    at: meta.at,
+                };
+                if let Err(release_error) =
+                    self.usernames.execute(name.as_str(), release, &meta).await
+                {
+                    tracing::error!(username = %name, error = %release_error,
+                        "could not release the username of a failed registration");
+                }
+                Err(error.into())
+            }
+        }
     }
 
     /// `login`: wrong password and unknown user fail alike, after the same work.

@@ -112,6 +112,7 @@ impl From<UsernameError> for ApiError {
     fn from(error: UsernameError) -> Self {
         match error {
             UsernameError::Taken => Self::Conflict(error.to_string()),
+            UsernameError::NotOwner => Self::Forbidden(error.to_string()),
         }
     }
 }

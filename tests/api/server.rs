@@ -128,3 +128,35 @@ fn migrate_creates_the_embedded_database_in_the_data_dir() {
     );
     assert!(data.join("parley.db").exists());
 }
+
+#[test]
+fn the_server_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+        command.env_remove(key);
+    }
+    let mut child = command
+        .current_dir(dir.path())
+        .env("PARLEY_LISTEN", "127.0.0.1:0")
+        .env("PARLEY_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("parley starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("parley serving"));
+    assert!(serving, "the server never said it was serving");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("parley exits");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(dir.path().join("data/parley.db").exists());
+}

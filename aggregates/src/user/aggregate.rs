@@ -66,6 +66,7 @@ impl Aggregate for User {
                 username,
                 password,
                 display_name,
+                session,
                 at,
             } => {
                 if self.id.is_some() {
@@ -90,6 +91,18 @@ impl Aggregate for User {
                     self,
                 )
                 .await;
+                if let Some(session) = session {
+                    sink.write(
+                        UserEvent::SessionStarted {
+                            family_id: session.family_id,
+                            token_hash: session.token_hash,
+                            expires_at: session.expires_at,
+                            started_at: at,
+                        },
+                        self,
+                    )
+                    .await;
+                }
             }
             UserCommand::Login {
                 password,

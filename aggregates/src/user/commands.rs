@@ -1,14 +1,25 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// A refresh-token family to open.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub family_id: Uuid,
+    pub token_hash: String,
+    pub expires_at: OffsetDateTime,
+}
+
 /// Commands on a user account. `at` is the command service's clock.
 #[derive(Debug, Clone)]
 pub enum UserCommand {
+    /// Creates the account and, when `session` is given, opens its first session
+    /// (saving the password verification a separate login would cost).
     Register {
         user_id: Uuid,
         username: String,
         password: String,
         display_name: String,
+        session: Option<NewSession>,
         at: OffsetDateTime,
     },
     /// Verifies the password and opens a refresh-token family.

@@ -12,7 +12,7 @@ mod events;
 mod services;
 
 pub use aggregate::{Session, User, MAX_SESSIONS};
-pub use commands::UserCommand;
+pub use commands::{NewSession, UserCommand};
 pub use error::UserError;
 pub use events::UserEvent;
 pub use services::{PasswordHasher, UserServices};

@@ -55,6 +55,7 @@ fn register(username: &str, password: &str, display_name: &str) -> UserCommand {
         username: username.to_owned(),
         password: password.to_owned(),
         display_name: display_name.to_owned(),
+        session: None,
         at: NOW,
     }
 }
@@ -66,6 +67,23 @@ async fn registering_normalises_the_username_and_stores_only_a_hash() {
         .when_async(register(" Alice ", "correct horse", " Alice "))
         .await
         .then_expect_events(vec![registered()]);
+}
+
+#[tokio::test]
+async fn registering_can_open_the_first_session_in_the_same_command() {
+    let mut command = register("alice", "correct horse", "Alice");
+    if let UserCommand::Register { session, .. } = &mut command {
+        *session = Some(NewSession {
+            family_id: FAMILY,
+            token_hash: "t1".to_owned(),
+            expires_at: NOW + Duration::days(30),
+        });
+    }
+    framework()
+        .given_no_previous_events()
+        .when_async(command)
+        .await
+        .then_expect_events(vec![registered(), session_started(FAMILY, "t1", NOW)]);
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ pub enum UsernameCommand {
         user_id: Uuid,
         at: OffsetDateTime,
     },
+    /// Gives the name back when the account it was claimed for could not be created.
+    Release { user_id: Uuid, at: OffsetDateTime },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,12 +32,18 @@ pub enum UsernameEvent {
         #[serde(with = "time::serde::rfc3339")]
         claimed_at: OffsetDateTime,
     },
+    UsernameReleased {
+        user_id: Uuid,
+        #[serde(with = "time::serde::rfc3339")]
+        released_at: OffsetDateTime,
+    },
 }
 
 impl DomainEvent for UsernameEvent {
     fn event_type(&self) -> String {
         match self {
             Self::UsernameClaimed { .. } => "UsernameClaimed".to_owned(),
+            Self::UsernameReleased { .. } => "UsernameReleased".to_owned(),
         }
     }
 
@@ -48,6 +56,8 @@ impl DomainEvent for UsernameEvent {
 pub enum UsernameError {
     #[error("username is already taken")]
     Taken,
+    #[error("username is not held by this user")]
+    NotOwner,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,12 +98,27 @@ impl Aggregate for UsernameClaim {
                 .await;
                 Ok(())
             }
+            UsernameCommand::Release { user_id, at } => {
+                if self.owner != Some(user_id) {
+                    return Err(UsernameError::NotOwner);
+                }
+                sink.write(
+                    UsernameEvent::UsernameReleased {
+                        user_id,
+                        released_at: at,
+                    },
+                    self,
+                )
+                .await;
+                Ok(())
+            }
         }
     }
 
     fn apply(&mut self, event: UsernameEvent) {
         match event {
             UsernameEvent::UsernameClaimed { user_id, .. } => self.owner = Some(user_id),
+            UsernameEvent::UsernameReleased { .. } => self.owner = None,
         }
     }
 }
@@ -128,6 +153,35 @@ mod tests {
             .when_async(claim(1))
             .await
             .then_expect_events(vec![claimed(1)]);
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_can_release_a_name_and_it_can_then_be_claimed() {
+        let released = UsernameEvent::UsernameReleased {
+            user_id: Uuid::from_u128(1),
+            released_at: datetime!(2026-01-01 0:00 UTC),
+        };
+        TestFramework::<UsernameClaim>::with(())
+            .given(vec![claimed(1)])
+            .when_async(UsernameCommand::Release {
+                user_id: Uuid::from_u128(1),
+                at: datetime!(2026-01-01 0:00 UTC),
+            })
+            .await
+            .then_expect_events(vec![released.clone()]);
+        TestFramework::<UsernameClaim>::with(())
+            .given(vec![claimed(1)])
+            .when_async(UsernameCommand::Release {
+                user_id: Uuid::from_u128(2),
+                at: datetime!(2026-01-01 0:00 UTC),
+            })
+            .await
+            .then_expect_error(UsernameError::NotOwner);
+        TestFramework::<UsernameClaim>::with(())
+            .given(vec![claimed(1), released])
+            .when_async(claim(2))
+            .await
+            .then_expect_events(vec![claimed(2)]);
     }
 
     #[tokio::test]
