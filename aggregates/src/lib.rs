@@ -4,6 +4,10 @@
 //! command service's clock) and outside capabilities such as password hashing through
 //! each aggregate's `Services`, so every rule is testable with cqrs-es's `TestFramework`.
 
+pub mod conversation;
+pub mod member;
+pub mod message;
+pub mod policy;
 pub mod user;
 pub mod username;
 pub mod values;

@@ -184,3 +184,254 @@ mod tests {
         assert!(Password::parse(&"p".repeat(1025), "password").is_err());
     }
 }
+
+/// A message body: 1 to `max_chars` Unicode scalar values after trimming.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageBody(String);
+
+impl MessageBody {
+    pub const DEFAULT_MAX: usize = 4_000;
+
+    pub fn parse(raw: &str, field: &'static str, max_chars: usize) -> Result<Self, InputError> {
+        let body = raw.trim();
+        let len = body.chars().count();
+        if len == 0 {
+            return Err(InputError::new(field, "must not be empty"));
+        }
+        if len > max_chars {
+            return Err(InputError::new(
+                field,
+                format!("must be at most {max_chars} characters long"),
+            ));
+        }
+        Ok(Self(body.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A group title or channel name: 1–100 characters after trimming, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Title(String);
+
+impl Title {
+    pub const MAX: usize = 100;
+
+    pub fn parse(raw: &str, field: &'static str) -> Result<Self, InputError> {
+        let title = raw.trim();
+        let len = title.chars().count();
+        if len == 0 {
+            return Err(InputError::new(field, "must not be empty"));
+        }
+        if len > Self::MAX {
+            return Err(InputError::new(
+                field,
+                format!("must be at most {} characters long", Self::MAX),
+            ));
+        }
+        if title.chars().any(char::is_control) {
+            return Err(InputError::new(
+                field,
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(title.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A conversation description: at most 1,000 characters after trimming.
+pub fn parse_description(raw: &str, field: &'static str) -> Result<String, InputError> {
+    let description = raw.trim();
+    if description.chars().count() > 1_000 {
+        return Err(InputError::new(
+            field,
+            "must be at most 1000 characters long",
+        ));
+    }
+    Ok(description.to_owned())
+}
+
+/// A channel slug: 2–64 characters of `[a-z0-9-]`, not starting or ending with `-`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Slug(String);
+
+impl Slug {
+    pub const MIN: usize = 2;
+    pub const MAX: usize = 64;
+
+    pub fn parse(raw: &str, field: &'static str) -> Result<Self, InputError> {
+        let slug = raw.trim().to_lowercase();
+        let len = slug.chars().count();
+        if !(Self::MIN..=Self::MAX).contains(&len) {
+            return Err(InputError::new(
+                field,
+                format!("must be {} to {} characters long", Self::MIN, Self::MAX),
+            ));
+        }
+        if !slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            || slug.starts_with('-')
+            || slug.ends_with('-')
+        {
+            return Err(InputError::new(
+                field,
+                "may contain only a-z, digits and inner '-'",
+            ));
+        }
+        Ok(Self(slug))
+    }
+
+    /// Derives a slug from a channel name: ASCII letters and digits kept, runs of
+    /// anything else become one `-`.
+    pub fn derive(name: &str, field: &'static str) -> Result<Self, InputError> {
+        let mut slug = String::new();
+        for c in name.trim().to_lowercase().chars() {
+            if c.is_ascii_alphanumeric() {
+                slug.push(c);
+            } else if !slug.ends_with('-') && !slug.is_empty() {
+                slug.push('-');
+            }
+        }
+        let slug: String = slug.trim_end_matches('-').chars().take(Self::MAX).collect();
+        Self::parse(slug.trim_end_matches('-'), field).map_err(|_| {
+            InputError::new(
+                field,
+                "cannot derive a slug from this name; give one explicitly",
+            )
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A reaction: one emoji (including skin-tone and ZWJ sequences) or a `:shortcode:` of
+/// at most 32 characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Emoji(String);
+
+impl Emoji {
+    pub const MAX_SHORTCODE: usize = 32;
+
+    pub fn parse(raw: &str, field: &'static str) -> Result<Self, InputError> {
+        let emoji = raw.trim();
+        if let Some(inner) = emoji
+            .strip_prefix(':')
+            .and_then(|rest| rest.strip_suffix(':'))
+        {
+            let valid = !inner.is_empty()
+                && emoji.chars().count() <= Self::MAX_SHORTCODE
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-'));
+            return if valid {
+                Ok(Self(emoji.to_lowercase()))
+            } else {
+                Err(InputError::new(
+                    field,
+                    "a shortcode is :name: with letters, digits, '_', '+' or '-', at most 32 characters",
+                ))
+            };
+        }
+        let without_selector: String = emoji.chars().filter(|&c| c != '\u{fe0f}').collect();
+        if emojis::get(emoji).is_some() || emojis::get(&without_selector).is_some() {
+            Ok(Self(emoji.to_owned()))
+        } else {
+            Err(InputError::new(
+                field,
+                "must be a single emoji or a :shortcode:",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A client-chosen idempotency key for `sendMessage`: 1–64 characters.
+pub fn parse_client_message_id(raw: &str, field: &'static str) -> Result<String, InputError> {
+    let len = raw.chars().count();
+    if len == 0 || len > 64 {
+        return Err(InputError::new(field, "must be 1 to 64 characters long"));
+    }
+    Ok(raw.to_owned())
+}
+
+#[cfg(test)]
+mod conversation_value_tests {
+    use super::*;
+
+    #[test]
+    fn message_bodies_are_trimmed_and_bounded_in_scalar_values() {
+        assert_eq!(
+            MessageBody::parse("  hi  ", "body", 10).map(MessageBody::into_string),
+            Ok("hi".to_owned())
+        );
+        assert!(MessageBody::parse("   ", "body", 10).is_err());
+        assert!(MessageBody::parse(&"é".repeat(10), "body", 10).is_ok());
+        assert!(MessageBody::parse(&"é".repeat(11), "body", 10).is_err());
+    }
+
+    #[test]
+    fn slugs_are_derived_from_names_or_validated() {
+        assert_eq!(
+            Slug::derive("  Rust & Friends!! ", "name").map(|s| s.0),
+            Ok("rust-friends".to_owned())
+        );
+        assert!(Slug::derive("!!!", "name").is_err());
+        assert!(Slug::parse("general", "slug").is_ok());
+        for bad in ["a", "-x", "x-", "has space", "ünï", &"x".repeat(65)] {
+            assert!(Slug::parse(bad, "slug").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reactions_are_single_emoji_or_shortcodes() {
+        for ok in [
+            "👍",
+            "👍🏽",
+            "❤️",
+            "👩‍👩‍👧",
+            ":thumbsup:",
+            ":+1:",
+            ":party-parrot:",
+        ] {
+            assert!(Emoji::parse(ok, "emoji").is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "lol",
+            "👍👍",
+            "a👍",
+            "::",
+            ":has space:",
+            &format!(":{}:", "x".repeat(31)),
+        ] {
+            assert!(Emoji::parse(bad, "emoji").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_message_ids_are_at_most_64_characters() {
+        assert!(parse_client_message_id(&"x".repeat(64), "clientMessageId").is_ok());
+        assert!(parse_client_message_id(&"x".repeat(65), "clientMessageId").is_err());
+        assert!(parse_client_message_id("", "clientMessageId").is_err());
+    }
+}

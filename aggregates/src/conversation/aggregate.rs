@@ -1,0 +1,569 @@
+use std::collections::BTreeMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::commands::{ConversationCommand, ConversationServices, ReplyTarget};
+use super::error::ConversationError;
+use super::events::{ConversationEvent, ConversationKind, InitialMember, Visibility};
+use super::mentions::mentioned_names;
+use crate::policy::{allows, Action, Role};
+use crate::values::{
+    parse_client_message_id, parse_description, InputError, MessageBody, Title, Username,
+};
+
+/// How long a `clientMessageId` is remembered for deduplication.
+pub const CLIENT_ID_RETENTION: Duration = Duration::days(7);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub username: Username,
+    pub role: Role,
+}
+
+/// What a `clientMessageId` was used for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub message_id: Uuid,
+    /// SHA-256 of the post's input, to tell a retry from a different message.
+    pub fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub posted_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PendingInvitation {
+    invitee_id: Uuid,
+    inviter_id: Uuid,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: Option<Uuid>,
+    pub kind: Option<ConversationKind>,
+    pub visibility: Option<Visibility>,
+    pub members: BTreeMap<Uuid, MemberInfo>,
+    pub last_seq: u64,
+    pending: BTreeMap<Uuid, PendingInvitation>,
+    /// Keyed by `author_id/clientMessageId`.
+    client_ids: BTreeMap<String, ClientRecord>,
+}
+
+fn client_key(author_id: Uuid, client_id: &str) -> String {
+    format!("{author_id}/{client_id}")
+}
+
+fn fingerprint(body: &str, reply_to: Option<Uuid>, attachments: &[Uuid]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((body.len() as u64).to_be_bytes());
+    hasher.update(body.as_bytes());
+    hasher.update(reply_to.map(|id| *id.as_bytes()).unwrap_or_default());
+    for attachment in attachments {
+        hasher.update(attachment.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Conversation {
+    fn id(&self) -> Result<Uuid, ConversationError> {
+        self.id.ok_or(ConversationError::NotFound)
+    }
+
+    /// The member's role, or `NotMember`.
+    pub fn role_of(&self, user_id: Uuid) -> Result<Role, ConversationError> {
+        self.members
+            .get(&user_id)
+            .map(|member| member.role)
+            .ok_or(ConversationError::NotMember)
+    }
+
+    fn require(&self, user_id: Uuid, action: Action) -> Result<Role, ConversationError> {
+        let role = self.role_of(user_id)?;
+        if allows(role, action) {
+            Ok(role)
+        } else {
+            Err(ConversationError::NotAllowed(
+                "your role in this conversation does not allow that",
+            ))
+        }
+    }
+
+    fn is_direct(&self) -> bool {
+        self.kind == Some(ConversationKind::Direct)
+    }
+
+    /// The message a `clientMessageId` of `author_id` was used for, if remembered.
+    pub fn client_record(&self, author_id: Uuid, client_id: &str) -> Option<&ClientRecord> {
+        self.client_ids.get(&client_key(author_id, client_id))
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+impl Aggregate for Conversation {
+    const TYPE: &'static str = "Conversation";
+    type Command = (Uuid, ConversationCommand);
+    type Event = ConversationEvent;
+    type Error = ConversationError;
+    type Services = ConversationServices;
+
+    async fn handle(
+        &mut self,
+        (conversation_id, command): (Uuid, ConversationCommand),
+        services: &ConversationServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), ConversationError> {
+        let creating = matches!(
+            command,
+            ConversationCommand::CreateDirect { .. }
+                | ConversationCommand::CreateGroup { .. }
+                | ConversationCommand::CreateChannel { .. }
+        );
+        if creating && self.id.is_some() {
+            return Err(ConversationError::AlreadyExists);
+        }
+        let event = match command {
+            ConversationCommand::CreateDirect { creator, other, at } => {
+                if creator.user_id == other.user_id {
+                    return Err(InputError::new(
+                        "userId",
+                        "cannot start a conversation with yourself",
+                    )
+                    .into());
+                }
+                let members = [&creator, &other]
+                    .into_iter()
+                    .map(|member| InitialMember {
+                        user_id: member.user_id,
+                        username: member.username.clone(),
+                        role: Role::Member,
+                    })
+                    .collect();
+                ConversationEvent::ConversationCreated {
+                    conversation_id,
+                    kind: ConversationKind::Direct,
+                    title: None,
+                    slug: None,
+                    description: None,
+                    visibility: Visibility::Private,
+                    creator_id: creator.user_id,
+                    members,
+                    created_at: at,
+                }
+            }
+            ConversationCommand::CreateGroup {
+                creator,
+                title,
+                members,
+                at,
+            } => {
+                let title = Title::parse(&title, "title")?;
+                let mut initial = vec![InitialMember {
+                    user_id: creator.user_id,
+                    username: creator.username.clone(),
+                    role: Role::Owner,
+                }];
+                for member in members {
+                    if initial.iter().all(|m| m.user_id != member.user_id) {
+                        initial.push(InitialMember {
+                            user_id: member.user_id,
+                            username: member.username,
+                            role: Role::Member,
+                        });
+                    }
+                }
+                ConversationEvent::ConversationCreated {
+                    conversation_id,
+                    kind: ConversationKind::Group,
+                    title: Some(title.as_str().to_owned()),
+                    slug: None,
+                    description: None,
+                    visibility: Visibility::Private,
+                    creator_id: creator.user_id,
+                    members: initial,
+                    created_at: at,
+                }
+            }
+            ConversationCommand::CreateChannel {
+                creator,
+                name,
+                slug,
+                description,
+                visibility,
+                at,
+            } => {
+                let name = Title::parse(&name, "name")?;
+                let description = description
+                    .map(|d| parse_description(&d, "description"))
+                    .transpose()?;
+                let members = vec![InitialMember {
+                    user_id: creator.user_id,
+                    username: creator.username.clone(),
+                    role: Role::Owner,
+                }];
+                ConversationEvent::ConversationCreated {
+                    conversation_id,
+                    kind: ConversationKind::Channel,
+                    title: Some(name.as_str().to_owned()),
+                    slug: Some(slug.as_str().to_owned()),
+                    description,
+                    visibility,
+                    creator_id: creator.user_id,
+                    members,
+                    created_at: at,
+                }
+            }
+            ConversationCommand::Join { user, at } => {
+                let id = self.id()?;
+                if self.members.contains_key(&user.user_id) {
+                    return Ok(());
+                }
+                if self.kind != Some(ConversationKind::Channel)
+                    || self.visibility != Some(Visibility::Public)
+                {
+                    return Err(ConversationError::NotPublic);
+                }
+                ConversationEvent::MemberJoined {
+                    conversation_id: id,
+                    user_id: user.user_id,
+                    username: user.username,
+                    role: Role::Member,
+                    invitation_id: None,
+                    last_seq: self.last_seq,
+                    joined_at: at,
+                }
+            }
+            ConversationCommand::Leave { user_id, at } => {
+                let id = self.id()?;
+                let role = self.role_of(user_id)?;
+                if self.is_direct() {
+                    return Err(ConversationError::NotAllowed(
+                        "direct conversations cannot be left",
+                    ));
+                }
+                let owners = self
+                    .members
+                    .values()
+                    .filter(|m| m.role == Role::Owner)
+                    .count();
+                if role == Role::Owner && owners == 1 && self.members.len() > 1 {
+                    return Err(ConversationError::NotAllowed(
+                        "the last owner must transfer ownership before leaving",
+                    ));
+                }
+                ConversationEvent::MemberLeft {
+                    conversation_id: id,
+                    user_id,
+                    left_at: at,
+                }
+            }
+            ConversationCommand::Update {
+                actor_id,
+                title,
+                description,
+                at,
+            } => {
+                let id = self.id()?;
+                if self.is_direct() {
+                    return Err(ConversationError::NotAllowed(
+                        "direct conversations have no details to change",
+                    ));
+                }
+                self.require(actor_id, Action::UpdateDetails)?;
+                let field = if self.kind == Some(ConversationKind::Channel) {
+                    "name"
+                } else {
+                    "title"
+                };
+                let title = title
+                    .map(|t| Title::parse(&t, field).map(|t| t.as_str().to_owned()))
+                    .transpose()
+                    .map_err(|e| InputError::new("title", e.message))?;
+                let description = description
+                    .map(|d| parse_description(&d, "description"))
+                    .transpose()?;
+                if title.is_none() && description.is_none() {
+                    return Err(InputError::new(
+                        "title",
+                        "give a title or a description to change",
+                    )
+                    .into());
+                }
+                ConversationEvent::ConversationUpdated {
+                    conversation_id: id,
+                    title,
+                    description,
+                    updated_by: actor_id,
+                    updated_at: at,
+                }
+            }
+            ConversationCommand::Invite {
+                invitation_id,
+                inviter_id,
+                invitee,
+                at,
+            } => {
+                let id = self.id()?;
+                if self.is_direct() {
+                    return Err(ConversationError::NotAllowed(
+                        "nobody can be invited to a direct conversation",
+                    ));
+                }
+                self.require(inviter_id, Action::Invite)?;
+                if self.members.contains_key(&invitee.user_id) {
+                    return Err(ConversationError::AlreadyMember);
+                }
+                if self
+                    .pending
+                    .values()
+                    .any(|p| p.invitee_id == invitee.user_id)
+                {
+                    return Err(ConversationError::AlreadyInvited);
+                }
+                ConversationEvent::InvitationSent {
+                    conversation_id: id,
+                    invitation_id,
+                    inviter_id,
+                    invitee_id: invitee.user_id,
+                    sent_at: at,
+                }
+            }
+            ConversationCommand::AcceptInvitation {
+                invitation_id,
+                user,
+                at,
+            } => {
+                let id = self.id()?;
+                let pending = self
+                    .pending
+                    .get(&invitation_id)
+                    .ok_or(ConversationError::InvitationNotPending)?;
+                if pending.invitee_id != user.user_id {
+                    return Err(ConversationError::NotInvitee);
+                }
+                sink.write(
+                    ConversationEvent::InvitationAccepted {
+                        conversation_id: id,
+                        invitation_id,
+                        invitee_id: user.user_id,
+                        accepted_at: at,
+                    },
+                    self,
+                )
+                .await;
+                ConversationEvent::MemberJoined {
+                    conversation_id: id,
+                    user_id: user.user_id,
+                    username: user.username,
+                    role: Role::Member,
+                    invitation_id: Some(invitation_id),
+                    last_seq: self.last_seq,
+                    joined_at: at,
+                }
+            }
+            ConversationCommand::DeclineInvitation {
+                invitation_id,
+                user_id,
+                at,
+            } => {
+                let id = self.id()?;
+                let pending = self
+                    .pending
+                    .get(&invitation_id)
+                    .ok_or(ConversationError::InvitationNotPending)?;
+                if pending.invitee_id != user_id {
+                    return Err(ConversationError::NotInvitee);
+                }
+                ConversationEvent::InvitationDeclined {
+                    conversation_id: id,
+                    invitation_id,
+                    invitee_id: user_id,
+                    declined_at: at,
+                }
+            }
+            ConversationCommand::RevokeInvitation {
+                invitation_id,
+                actor_id,
+                at,
+            } => {
+                let id = self.id()?;
+                let pending = self
+                    .pending
+                    .get(&invitation_id)
+                    .ok_or(ConversationError::InvitationNotPending)?;
+                let role = self.role_of(actor_id)?;
+                if pending.inviter_id != actor_id && role < Role::Admin {
+                    return Err(ConversationError::NotAllowed(
+                        "only the inviter or an admin can revoke an invitation",
+                    ));
+                }
+                ConversationEvent::InvitationRevoked {
+                    conversation_id: id,
+                    invitation_id,
+                    invitee_id: pending.invitee_id,
+                    revoked_by: actor_id,
+                    revoked_at: at,
+                }
+            }
+            ConversationCommand::PostMessage {
+                message_id,
+                author_id,
+                body,
+                reply_to,
+                client_message_id,
+                attachment_ids,
+                at,
+            } => {
+                let id = self.id()?;
+                self.require(author_id, Action::Post)?;
+                let body = MessageBody::parse(&body, "body", services.max_body_chars)?;
+                let client_message_id = client_message_id
+                    .map(|c| parse_client_message_id(&c, "clientMessageId"))
+                    .transpose()?;
+                if let Some(ReplyTarget {
+                    conversation_id, ..
+                }) = &reply_to
+                {
+                    if *conversation_id != id {
+                        return Err(InputError::new(
+                            "replyToId",
+                            "must be a message of the same conversation",
+                        )
+                        .into());
+                    }
+                }
+                let reply_to_id = reply_to.as_ref().map(|r| r.message_id);
+                if let Some(client_id) = &client_message_id {
+                    if let Some(record) = self.client_record(author_id, client_id) {
+                        let same = record.fingerprint
+                            == fingerprint(body.as_str(), reply_to_id, &attachment_ids);
+                        return Err(if same {
+                            ConversationError::AlreadyPosted {
+                                message_id: record.message_id,
+                            }
+                        } else {
+                            ConversationError::ClientMessageIdReused
+                        });
+                    }
+                }
+                let names = mentioned_names(body.as_str());
+                let mentions = self
+                    .members
+                    .iter()
+                    .filter(|(user_id, member)| {
+                        **user_id != author_id && names.contains(member.username.as_str())
+                    })
+                    .map(|(user_id, _)| *user_id)
+                    .collect();
+                ConversationEvent::MessagePosted {
+                    conversation_id: id,
+                    message_id,
+                    seq: self.last_seq + 1,
+                    author_id,
+                    body: body.into_string(),
+                    format: "PLAIN".to_owned(),
+                    reply_to_id,
+                    reply_to_author_id: reply_to.map(|r| r.author_id),
+                    mentions,
+                    client_message_id,
+                    attachment_ids,
+                    posted_at: at,
+                }
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ConversationEvent) {
+        match event {
+            ConversationEvent::ConversationCreated {
+                conversation_id,
+                kind,
+                visibility,
+                members,
+                ..
+            } => {
+                self.id = Some(conversation_id);
+                self.kind = Some(kind);
+                self.visibility = Some(visibility);
+                self.members = members
+                    .into_iter()
+                    .map(|m| {
+                        (
+                            m.user_id,
+                            MemberInfo {
+                                username: m.username,
+                                role: m.role,
+                            },
+                        )
+                    })
+                    .collect();
+            }
+            ConversationEvent::MemberJoined {
+                user_id,
+                username,
+                role,
+                ..
+            } => {
+                self.members.insert(user_id, MemberInfo { username, role });
+            }
+            ConversationEvent::MemberLeft { user_id, .. } => {
+                self.members.remove(&user_id);
+            }
+            ConversationEvent::ConversationUpdated { .. } => {}
+            ConversationEvent::InvitationSent {
+                invitation_id,
+                inviter_id,
+                invitee_id,
+                ..
+            } => {
+                self.pending.insert(
+                    invitation_id,
+                    PendingInvitation {
+                        invitee_id,
+                        inviter_id,
+                    },
+                );
+            }
+            ConversationEvent::InvitationAccepted { invitation_id, .. }
+            | ConversationEvent::InvitationDeclined { invitation_id, .. }
+            | ConversationEvent::InvitationRevoked { invitation_id, .. } => {
+                self.pending.remove(&invitation_id);
+            }
+            ConversationEvent::MessagePosted {
+                message_id,
+                seq,
+                author_id,
+                body,
+                reply_to_id,
+                client_message_id,
+                attachment_ids,
+                posted_at,
+                ..
+            } => {
+                self.last_seq = seq;
+                let horizon = posted_at - CLIENT_ID_RETENTION;
+                self.client_ids
+                    .retain(|_, record| record.posted_at > horizon);
+                if let Some(client_id) = client_message_id {
+                    self.client_ids.insert(
+                        client_key(author_id, &client_id),
+                        ClientRecord {
+                            message_id,
+                            fingerprint: fingerprint(&body, reply_to_id, &attachment_ids),
+                            posted_at,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::events::Visibility;
+use crate::values::{Slug, Username};
+
+/// A user as the conversation records them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRef {
+    pub user_id: Uuid,
+    pub username: Username,
+}
+
+/// The message a new message replies to, as looked up by the command service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTarget {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub author_id: Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConversationCommand {
+    CreateDirect {
+        creator: MemberRef,
+        other: MemberRef,
+        at: OffsetDateTime,
+    },
+    CreateGroup {
+        creator: MemberRef,
+        title: String,
+        members: Vec<MemberRef>,
+        at: OffsetDateTime,
+    },
+    /// `slug` has already been claimed for this conversation.
+    CreateChannel {
+        creator: MemberRef,
+        name: String,
+        slug: Slug,
+        description: Option<String>,
+        visibility: Visibility,
+        at: OffsetDateTime,
+    },
+    Join {
+        user: MemberRef,
+        at: OffsetDateTime,
+    },
+    Leave {
+        user_id: Uuid,
+        at: OffsetDateTime,
+    },
+    Update {
+        actor_id: Uuid,
+        title: Option<String>,
+        description: Option<String>,
+        at: OffsetDateTime,
+    },
+    Invite {
+        invitation_id: Uuid,
+        inviter_id: Uuid,
+        invitee: MemberRef,
+        at: OffsetDateTime,
+    },
+    AcceptInvitation {
+        invitation_id: Uuid,
+        user: MemberRef,
+        at: OffsetDateTime,
+    },
+    DeclineInvitation {
+        invitation_id: Uuid,
+        user_id: Uuid,
+        at: OffsetDateTime,
+    },
+    RevokeInvitation {
+        invitation_id: Uuid,
+        actor_id: Uuid,
+        at: OffsetDateTime,
+    },
+    PostMessage {
+        message_id: Uuid,
+        author_id: Uuid,
+        body: String,
+        reply_to: Option<ReplyTarget>,
+        client_message_id: Option<String>,
+        attachment_ids: Vec<Uuid>,
+        at: OffsetDateTime,
+    },
+}
+
+/// Settings the conversation rules depend on.
+#[derive(Debug, Clone)]
+pub struct ConversationServices {
+    pub max_body_chars: usize,
+}
+
+impl Default for ConversationServices {
+    fn default() -> Self {
+        Self {
+            max_body_chars: crate::values::MessageBody::DEFAULT_MAX,
+        }
+    }
+}

@@ -1,0 +1,581 @@
+use cqrs_es::test::TestFramework;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::*;
+use crate::policy::Role;
+use crate::values::{InputError, Slug, Username};
+
+const NOW: OffsetDateTime = datetime!(2026-03-01 9:00 UTC);
+const CONV: Uuid = Uuid::from_u128(0xC0);
+const ALICE: Uuid = Uuid::from_u128(1);
+const BOB: Uuid = Uuid::from_u128(2);
+const CAROL: Uuid = Uuid::from_u128(3);
+const DAVE: Uuid = Uuid::from_u128(4);
+const INVITE: Uuid = Uuid::from_u128(0x1A);
+
+fn user(id: Uuid, name: &str) -> MemberRef {
+    MemberRef {
+        user_id: id,
+        username: Username::parse(name, "username").expect("valid"),
+    }
+}
+
+fn framework() -> TestFramework<Conversation> {
+    TestFramework::with(ConversationServices { max_body_chars: 20 })
+}
+
+fn member(id: Uuid, name: &str, role: Role) -> InitialMember {
+    InitialMember {
+        user_id: id,
+        username: Username::parse(name, "username").expect("valid"),
+        role,
+    }
+}
+
+fn group_created() -> ConversationEvent {
+    ConversationEvent::ConversationCreated {
+        conversation_id: CONV,
+        kind: ConversationKind::Group,
+        title: Some("Trip".to_owned()),
+        slug: None,
+        description: None,
+        visibility: Visibility::Private,
+        creator_id: ALICE,
+        members: vec![
+            member(ALICE, "alice", Role::Owner),
+            member(BOB, "bob", Role::Member),
+            member(CAROL, "carol", Role::Member),
+        ],
+        created_at: NOW,
+    }
+}
+
+fn channel_created(visibility: Visibility) -> ConversationEvent {
+    ConversationEvent::ConversationCreated {
+        conversation_id: CONV,
+        kind: ConversationKind::Channel,
+        title: Some("General".to_owned()),
+        slug: Some("general".to_owned()),
+        description: Some("all of us".to_owned()),
+        visibility,
+        creator_id: ALICE,
+        members: vec![member(ALICE, "alice", Role::Owner)],
+        created_at: NOW,
+    }
+}
+
+fn post(message: u128, author: Uuid, body: &str) -> ConversationCommand {
+    ConversationCommand::PostMessage {
+        message_id: Uuid::from_u128(message),
+        author_id: author,
+        body: body.to_owned(),
+        reply_to: None,
+        client_message_id: None,
+        attachment_ids: vec![],
+        at: NOW,
+    }
+}
+
+fn posted(
+    message: u128,
+    seq: u64,
+    author: Uuid,
+    body: &str,
+    mentions: Vec<Uuid>,
+) -> ConversationEvent {
+    ConversationEvent::MessagePosted {
+        conversation_id: CONV,
+        message_id: Uuid::from_u128(message),
+        seq,
+        author_id: author,
+        body: body.to_owned(),
+        format: "PLAIN".to_owned(),
+        reply_to_id: None,
+        reply_to_author_id: None,
+        mentions,
+        client_message_id: None,
+        attachment_ids: vec![],
+        posted_at: NOW,
+    }
+}
+
+async fn error_of(
+    given: Vec<ConversationEvent>,
+    command: ConversationCommand,
+) -> ConversationError {
+    framework()
+        .given(given)
+        .when_async((CONV, command))
+        .await
+        .inspect_result()
+        .expect_err("command must be refused")
+}
+
+#[tokio::test]
+async fn a_group_starts_with_its_creator_as_owner_and_members_once_each() {
+    framework()
+        .given_no_previous_events()
+        .when_async((
+            CONV,
+            ConversationCommand::CreateGroup {
+                creator: user(ALICE, "alice"),
+                title: " Trip ".to_owned(),
+                members: vec![
+                    user(BOB, "bob"),
+                    user(CAROL, "carol"),
+                    user(BOB, "bob"),
+                    user(ALICE, "alice"),
+                ],
+                at: NOW,
+            },
+        ))
+        .await
+        .then_expect_events(vec![group_created()]);
+}
+
+#[tokio::test]
+async fn a_group_needs_a_title_and_cannot_be_created_twice() {
+    let command = || ConversationCommand::CreateGroup {
+        creator: user(ALICE, "alice"),
+        title: "  ".to_owned(),
+        members: vec![],
+        at: NOW,
+    };
+    assert!(matches!(
+        error_of(vec![], command()).await,
+        ConversationError::Invalid(InputError { field: "title", .. })
+    ));
+    assert_eq!(
+        error_of(vec![group_created()], command()).await,
+        ConversationError::AlreadyExists
+    );
+}
+
+#[tokio::test]
+async fn a_direct_conversation_has_two_plain_members_and_not_oneself() {
+    let id = direct_conversation_id(ALICE, BOB);
+    assert_eq!(id, direct_conversation_id(BOB, ALICE));
+    let events = framework()
+        .given_no_previous_events()
+        .when_async((
+            id,
+            ConversationCommand::CreateDirect {
+                creator: user(ALICE, "alice"),
+                other: user(BOB, "bob"),
+                at: NOW,
+            },
+        ))
+        .await
+        .inspect_result()
+        .expect("created");
+    assert!(
+        matches!(&events[..], [ConversationEvent::ConversationCreated { kind: ConversationKind::Direct, members, .. }]
+        if members.iter().all(|m| m.role == Role::Member) && members.len() == 2)
+    );
+    let err = error_of(
+        vec![],
+        ConversationCommand::CreateDirect {
+            creator: user(ALICE, "alice"),
+            other: user(ALICE, "alice"),
+            at: NOW,
+        },
+    )
+    .await;
+    assert!(matches!(
+        err,
+        ConversationError::Invalid(InputError {
+            field: "userId",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_channel_records_name_slug_description_and_visibility() {
+    framework()
+        .given_no_previous_events()
+        .when_async((
+            CONV,
+            ConversationCommand::CreateChannel {
+                creator: user(ALICE, "alice"),
+                name: "General".to_owned(),
+                slug: Slug::parse("general", "slug").expect("valid"),
+                description: Some(" all of us ".to_owned()),
+                visibility: Visibility::Public,
+                at: NOW,
+            },
+        ))
+        .await
+        .then_expect_events(vec![channel_created(Visibility::Public)]);
+}
+
+#[tokio::test]
+async fn anyone_can_join_a_public_channel_once_but_not_a_private_one() {
+    let join = || ConversationCommand::Join {
+        user: user(BOB, "bob"),
+        at: NOW,
+    };
+    framework()
+        .given(vec![channel_created(Visibility::Public)])
+        .when_async((CONV, join()))
+        .await
+        .then_expect_events(vec![ConversationEvent::MemberJoined {
+            conversation_id: CONV,
+            user_id: BOB,
+            username: Username::parse("bob", "username").expect("valid"),
+            role: Role::Member,
+            invitation_id: None,
+            last_seq: 0,
+            joined_at: NOW,
+        }]);
+    assert_eq!(
+        error_of(vec![channel_created(Visibility::Private)], join()).await,
+        ConversationError::NotPublic
+    );
+    assert_eq!(
+        error_of(
+            vec![group_created()],
+            ConversationCommand::Join {
+                user: user(DAVE, "dave"),
+                at: NOW
+            }
+        )
+        .await,
+        ConversationError::NotPublic
+    );
+    framework()
+        .given(vec![group_created()])
+        .when_async((CONV, join()))
+        .await
+        .then_expect_events(vec![]);
+    assert_eq!(error_of(vec![], join()).await, ConversationError::NotFound);
+}
+
+#[tokio::test]
+async fn members_leave_but_the_last_owner_must_transfer_first_and_dms_cannot_be_left() {
+    framework()
+        .given(vec![group_created()])
+        .when_async((
+            CONV,
+            ConversationCommand::Leave {
+                user_id: BOB,
+                at: NOW,
+            },
+        ))
+        .await
+        .then_expect_events(vec![ConversationEvent::MemberLeft {
+            conversation_id: CONV,
+            user_id: BOB,
+            left_at: NOW,
+        }]);
+    assert!(matches!(
+        error_of(
+            vec![group_created()],
+            ConversationCommand::Leave {
+                user_id: ALICE,
+                at: NOW
+            }
+        )
+        .await,
+        ConversationError::NotAllowed(_)
+    ));
+    assert_eq!(
+        error_of(
+            vec![group_created()],
+            ConversationCommand::Leave {
+                user_id: DAVE,
+                at: NOW
+            }
+        )
+        .await,
+        ConversationError::NotMember
+    );
+}
+
+#[tokio::test]
+async fn only_owners_and_admins_update_details() {
+    let update = |actor| ConversationCommand::Update {
+        actor_id: actor,
+        title: Some("New".to_owned()),
+        description: None,
+        at: NOW,
+    };
+    framework()
+        .given(vec![group_created()])
+        .when_async((CONV, update(ALICE)))
+        .await
+        .then_expect_events(vec![ConversationEvent::ConversationUpdated {
+            conversation_id: CONV,
+            title: Some("New".to_owned()),
+            description: None,
+            updated_by: ALICE,
+            updated_at: NOW,
+        }]);
+    assert!(matches!(
+        error_of(vec![group_created()], update(BOB)).await,
+        ConversationError::NotAllowed(_)
+    ));
+    assert_eq!(
+        error_of(vec![group_created()], update(DAVE)).await,
+        ConversationError::NotMember
+    );
+    let empty = ConversationCommand::Update {
+        actor_id: ALICE,
+        title: None,
+        description: None,
+        at: NOW,
+    };
+    assert!(matches!(
+        error_of(vec![group_created()], empty).await,
+        ConversationError::Invalid(_)
+    ));
+}
+
+fn invited() -> ConversationEvent {
+    ConversationEvent::InvitationSent {
+        conversation_id: CONV,
+        invitation_id: INVITE,
+        inviter_id: BOB,
+        invitee_id: DAVE,
+        sent_at: NOW,
+    }
+}
+
+#[tokio::test]
+async fn invitations_go_to_non_members_once() {
+    let invite = |invitee: MemberRef| ConversationCommand::Invite {
+        invitation_id: INVITE,
+        inviter_id: BOB,
+        invitee,
+        at: NOW,
+    };
+    framework()
+        .given(vec![group_created()])
+        .when_async((CONV, invite(user(DAVE, "dave"))))
+        .await
+        .then_expect_events(vec![invited()]);
+    assert_eq!(
+        error_of(vec![group_created()], invite(user(CAROL, "carol"))).await,
+        ConversationError::AlreadyMember
+    );
+    assert_eq!(
+        error_of(vec![group_created(), invited()], invite(user(DAVE, "dave"))).await,
+        ConversationError::AlreadyInvited
+    );
+    let outsider = ConversationCommand::Invite {
+        invitation_id: INVITE,
+        inviter_id: DAVE,
+        invitee: user(Uuid::from_u128(9), "erin"),
+        at: NOW,
+    };
+    assert_eq!(
+        error_of(vec![group_created()], outsider).await,
+        ConversationError::NotMember
+    );
+}
+
+#[tokio::test]
+async fn only_the_invitee_answers_and_only_a_pending_invitation() {
+    let accept = |id: Uuid, name: &str| ConversationCommand::AcceptInvitation {
+        invitation_id: INVITE,
+        user: user(id, name),
+        at: NOW,
+    };
+    let events = framework()
+        .given(vec![group_created(), invited()])
+        .when_async((CONV, accept(DAVE, "dave")))
+        .await
+        .inspect_result()
+        .expect("accepted");
+    assert!(matches!(
+        &events[..],
+        [
+            ConversationEvent::InvitationAccepted { .. },
+            ConversationEvent::MemberJoined {
+                user_id: DAVE,
+                invitation_id: Some(INVITE),
+                ..
+            }
+        ]
+    ));
+    assert_eq!(
+        error_of(vec![group_created(), invited()], accept(CAROL, "carol")).await,
+        ConversationError::NotInvitee
+    );
+    let declined = ConversationEvent::InvitationDeclined {
+        conversation_id: CONV,
+        invitation_id: INVITE,
+        invitee_id: DAVE,
+        declined_at: NOW,
+    };
+    assert_eq!(
+        error_of(
+            vec![group_created(), invited(), declined],
+            accept(DAVE, "dave")
+        )
+        .await,
+        ConversationError::InvitationNotPending
+    );
+    framework()
+        .given(vec![group_created(), invited()])
+        .when_async((
+            CONV,
+            ConversationCommand::DeclineInvitation {
+                invitation_id: INVITE,
+                user_id: DAVE,
+                at: NOW,
+            },
+        ))
+        .await
+        .then_expect_events(vec![ConversationEvent::InvitationDeclined {
+            conversation_id: CONV,
+            invitation_id: INVITE,
+            invitee_id: DAVE,
+            declined_at: NOW,
+        }]);
+}
+
+#[tokio::test]
+async fn the_inviter_or_an_admin_revokes_an_invitation() {
+    let revoke = |actor| ConversationCommand::RevokeInvitation {
+        invitation_id: INVITE,
+        actor_id: actor,
+        at: NOW,
+    };
+    for actor in [BOB, ALICE] {
+        framework()
+            .given(vec![group_created(), invited()])
+            .when_async((CONV, revoke(actor)))
+            .await
+            .then_expect_events(vec![ConversationEvent::InvitationRevoked {
+                conversation_id: CONV,
+                invitation_id: INVITE,
+                invitee_id: DAVE,
+                revoked_by: actor,
+                revoked_at: NOW,
+            }]);
+    }
+    assert!(matches!(
+        error_of(vec![group_created(), invited()], revoke(CAROL)).await,
+        ConversationError::NotAllowed(_)
+    ));
+}
+
+#[tokio::test]
+async fn messages_get_consecutive_seqs_and_resolve_mentions_of_members_only() {
+    framework()
+        .given(vec![group_created(), posted(10, 1, BOB, "first", vec![])])
+        .when_async((CONV, post(11, ALICE, "hi @Bob @dave @alice")))
+        .await
+        .then_expect_events(vec![posted(
+            11,
+            2,
+            ALICE,
+            "hi @Bob @dave @alice",
+            vec![BOB],
+        )]);
+}
+
+#[tokio::test]
+async fn bad_posts_are_refused_with_the_field_named() {
+    assert_eq!(
+        error_of(vec![group_created()], post(1, DAVE, "hi")).await,
+        ConversationError::NotMember
+    );
+    assert!(matches!(
+        error_of(vec![group_created()], post(1, BOB, "   ")).await,
+        ConversationError::Invalid(InputError { field: "body", .. })
+    ));
+    assert!(matches!(
+        error_of(vec![group_created()], post(1, BOB, &"x".repeat(21))).await,
+        ConversationError::Invalid(InputError { field: "body", .. })
+    ));
+    let foreign_reply = ConversationCommand::PostMessage {
+        message_id: Uuid::from_u128(1),
+        author_id: BOB,
+        body: "re".to_owned(),
+        reply_to: Some(ReplyTarget {
+            message_id: Uuid::from_u128(99),
+            conversation_id: Uuid::from_u128(0xFF),
+            author_id: ALICE,
+        }),
+        client_message_id: None,
+        attachment_ids: vec![],
+        at: NOW,
+    };
+    assert!(matches!(
+        error_of(vec![group_created()], foreign_reply).await,
+        ConversationError::Invalid(InputError {
+            field: "replyToId",
+            ..
+        })
+    ));
+    assert_eq!(
+        error_of(vec![], post(1, BOB, "hi")).await,
+        ConversationError::NotFound
+    );
+}
+
+fn post_with_client_id(
+    message: u128,
+    body: &str,
+    client_id: &str,
+    at: OffsetDateTime,
+) -> ConversationCommand {
+    ConversationCommand::PostMessage {
+        message_id: Uuid::from_u128(message),
+        author_id: BOB,
+        body: body.to_owned(),
+        reply_to: None,
+        client_message_id: Some(client_id.to_owned()),
+        attachment_ids: vec![],
+        at,
+    }
+}
+
+#[tokio::test]
+async fn a_client_message_id_dedupes_retries_and_refuses_different_input_for_seven_days() {
+    let first = framework()
+        .given(vec![group_created()])
+        .when_async((CONV, post_with_client_id(1, "hello", "c-1", NOW)))
+        .await
+        .inspect_result()
+        .expect("posted");
+    let mut given = vec![group_created()];
+    given.extend(first);
+    assert_eq!(
+        error_of(given.clone(), post_with_client_id(2, " hello ", "c-1", NOW)).await,
+        ConversationError::AlreadyPosted {
+            message_id: Uuid::from_u128(1)
+        }
+    );
+    assert_eq!(
+        error_of(given.clone(), post_with_client_id(2, "other", "c-1", NOW)).await,
+        ConversationError::ClientMessageIdReused
+    );
+    assert!(matches!(
+        error_of(
+            given.clone(),
+            post_with_client_id(2, "x", &"c".repeat(65), NOW)
+        )
+        .await,
+        ConversationError::Invalid(InputError {
+            field: "clientMessageId",
+            ..
+        })
+    ));
+    // Another author may use the same id; and after the retention window it is free again.
+    let later = NOW + CLIENT_ID_RETENTION + Duration::minutes(1);
+    given.push(posted(5, 2, ALICE, "tick", vec![]));
+    if let Some(ConversationEvent::MessagePosted { posted_at, .. }) = given.last_mut() {
+        *posted_at = later;
+    }
+    framework()
+        .given(given)
+        .when_async((CONV, post_with_client_id(3, "other", "c-1", later)))
+        .await
+        .inspect_result()
+        .expect("the id is forgotten after seven days");
+}

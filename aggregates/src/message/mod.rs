@@ -1,0 +1,360 @@
+//! The `Message` aggregate: what happens to a message after it is posted — edits (every
+//! earlier body kept), deletion as a tombstone, and reactions (one per user and emoji).
+//!
+//! The post itself is a `Conversation` event, which decides `seq` and membership. The
+//! facts a message is born with (conversation, author, seq, body, mentions) reach this
+//! aggregate with its first command, from the read model; they never change, and once
+//! this stream has an event its own state is the truth.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::conversation::mentions::mentioned_names;
+use crate::policy::{allows, Action, Role};
+use crate::values::{Emoji, InputError, MessageBody};
+
+/// A message as posted, looked up by the command service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostedMessage {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub author_id: Uuid,
+    pub seq: u64,
+    pub body: String,
+    pub mentions: BTreeSet<Uuid>,
+}
+
+/// The actor's standing in the message's conversation, looked up by the command service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Uuid,
+    /// `None` when not a member.
+    pub role: Option<Role>,
+    /// Members by lowercase username, for resolving mentions in edits.
+    pub members: BTreeMap<String, Uuid>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MessageCommand {
+    Edit {
+        posted: PostedMessage,
+        actor: Actor,
+        body: String,
+        max_body_chars: usize,
+        at: OffsetDateTime,
+    },
+    Delete {
+        posted: PostedMessage,
+        actor: Actor,
+        reason: Option<String>,
+        at: OffsetDateTime,
+    },
+    AddReaction {
+        posted: PostedMessage,
+        actor: Actor,
+        emoji: String,
+        at: OffsetDateTime,
+    },
+    RemoveReaction {
+        posted: PostedMessage,
+        actor: Actor,
+        emoji: String,
+        at: OffsetDateTime,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MessageEvent {
+    MessageEdited {
+        message_id: Uuid,
+        conversation_id: Uuid,
+        author_id: Uuid,
+        seq: u64,
+        body: String,
+        previous_body: String,
+        mentions: Vec<Uuid>,
+        /// Mentions this edit adds; only these are notified.
+        new_mentions: Vec<Uuid>,
+        #[serde(with = "time::serde::rfc3339")]
+        edited_at: OffsetDateTime,
+    },
+    MessageDeleted {
+        message_id: Uuid,
+        conversation_id: Uuid,
+        author_id: Uuid,
+        seq: u64,
+        deleted_by: Uuid,
+        reason: Option<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        deleted_at: OffsetDateTime,
+    },
+    ReactionAdded {
+        message_id: Uuid,
+        conversation_id: Uuid,
+        message_author_id: Uuid,
+        user_id: Uuid,
+        emoji: String,
+        #[serde(with = "time::serde::rfc3339")]
+        reacted_at: OffsetDateTime,
+    },
+    ReactionRemoved {
+        message_id: Uuid,
+        conversation_id: Uuid,
+        message_author_id: Uuid,
+        user_id: Uuid,
+        emoji: String,
+        #[serde(with = "time::serde::rfc3339")]
+        removed_at: OffsetDateTime,
+    },
+}
+
+impl DomainEvent for MessageEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::MessageEdited { .. } => "MessageEdited",
+            Self::MessageDeleted { .. } => "MessageDeleted",
+            Self::ReactionAdded { .. } => "ReactionAdded",
+            Self::ReactionRemoved { .. } => "ReactionRemoved",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error(transparent)]
+    Invalid(#[from] InputError),
+    #[error("you are not a member of this conversation")]
+    NotMember,
+    #[error("{0}")]
+    NotAllowed(&'static str),
+    #[error("the message was deleted")]
+    Deleted,
+}
+
+/// Only what can change is kept: the immutable facts (conversation, author, seq) come
+/// with every command.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Whether `body` and `mentions` come from this stream (an edit or deletion
+    /// happened) rather than from the facts the message was posted with.
+    pub rewritten: bool,
+    pub body: String,
+    pub mentions: BTreeSet<Uuid>,
+    pub deleted: bool,
+    /// `emoji` → users who reacted with it.
+    pub reactions: BTreeMap<String, BTreeSet<Uuid>>,
+}
+
+fn member_role(actor: &Actor) -> Result<Role, MessageError> {
+    actor.role.ok_or(MessageError::NotMember)
+}
+
+impl Aggregate for Message {
+    const TYPE: &'static str = "Message";
+    type Command = MessageCommand;
+    type Event = MessageEvent;
+    type Error = MessageError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: MessageCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), MessageError> {
+        if !self.rewritten {
+            let posted = match &command {
+                MessageCommand::Edit { posted, .. }
+                | MessageCommand::Delete { posted, .. }
+                | MessageCommand::AddReaction { posted, .. }
+                | MessageCommand::RemoveReaction { posted, .. } => posted,
+            };
+            self.body.clone_from(&posted.body);
+            self.mentions.clone_from(&posted.mentions);
+        }
+        let event = match command {
+            MessageCommand::Edit {
+                posted,
+                actor,
+                body,
+                max_body_chars,
+                at,
+            } => {
+                member_role(&actor)?;
+                if actor.user_id != posted.author_id {
+                    return Err(MessageError::NotAllowed(
+                        "only the author can edit a message",
+                    ));
+                }
+                if self.deleted {
+                    return Err(MessageError::Deleted);
+                }
+                let body = MessageBody::parse(&body, "body", max_body_chars)?;
+                if body.as_str() == self.body {
+                    return Ok(());
+                }
+                let names = mentioned_names(body.as_str());
+                let mentions: BTreeSet<Uuid> = actor
+                    .members
+                    .iter()
+                    .filter(|(name, id)| **id != posted.author_id && names.contains(name.as_str()))
+                    .map(|(_, id)| *id)
+                    .collect();
+                let new_mentions = mentions.difference(&self.mentions).copied().collect();
+                MessageEvent::MessageEdited {
+                    message_id: posted.message_id,
+                    conversation_id: posted.conversation_id,
+                    author_id: posted.author_id,
+                    seq: posted.seq,
+                    body: body.into_string(),
+                    previous_body: self.body.clone(),
+                    mentions: mentions.into_iter().collect(),
+                    new_mentions,
+                    edited_at: at,
+                }
+            }
+            MessageCommand::Delete {
+                posted,
+                actor,
+                reason,
+                at,
+            } => {
+                let role = member_role(&actor)?;
+                if self.deleted {
+                    return Ok(());
+                }
+                let own = actor.user_id == posted.author_id;
+                if !own && !allows(role, Action::DeleteOthersMessage) {
+                    return Err(MessageError::NotAllowed(
+                        "only the author or a moderator can delete a message",
+                    ));
+                }
+                let reason = reason
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty());
+                if let Some(reason) = &reason {
+                    if reason.chars().count() > 500 {
+                        return Err(InputError::new(
+                            "reason",
+                            "must be at most 500 characters long",
+                        )
+                        .into());
+                    }
+                }
+                if !own && reason.is_none() {
+                    return Err(InputError::new(
+                        "reason",
+                        "is required when deleting someone else's message",
+                    )
+                    .into());
+                }
+                MessageEvent::MessageDeleted {
+                    message_id: posted.message_id,
+                    conversation_id: posted.conversation_id,
+                    author_id: posted.author_id,
+                    seq: posted.seq,
+                    deleted_by: actor.user_id,
+                    reason,
+                    deleted_at: at,
+                }
+            }
+            MessageCommand::AddReaction {
+                posted,
+                actor,
+                emoji,
+                at,
+            } => {
+                let role = member_role(&actor)?;
+                if !allows(role, Action::React) {
+                    return Err(MessageError::NotAllowed("you cannot react here"));
+                }
+                if self.deleted {
+                    return Err(MessageError::Deleted);
+                }
+                let emoji = Emoji::parse(&emoji, "emoji")?;
+                let already = self
+                    .reactions
+                    .get(emoji.as_str())
+                    .is_some_and(|users| users.contains(&actor.user_id));
+                if already {
+                    return Ok(());
+                }
+                MessageEvent::ReactionAdded {
+                    message_id: posted.message_id,
+                    conversation_id: posted.conversation_id,
+                    message_author_id: posted.author_id,
+                    user_id: actor.user_id,
+                    emoji: emoji.as_str().to_owned(),
+                    reacted_at: at,
+                }
+            }
+            MessageCommand::RemoveReaction {
+                posted,
+                actor,
+                emoji,
+                at,
+            } => {
+                member_role(&actor)?;
+                let emoji = Emoji::parse(&emoji, "emoji")?;
+                let present = self
+                    .reactions
+                    .get(emoji.as_str())
+                    .is_some_and(|users| users.contains(&actor.user_id));
+                if !present {
+                    return Ok(());
+                }
+                MessageEvent::ReactionRemoved {
+                    message_id: posted.message_id,
+                    conversation_id: posted.conversation_id,
+                    message_author_id: posted.author_id,
+                    user_id: actor.user_id,
+                    emoji: emoji.as_str().to_owned(),
+                    removed_at: at,
+                }
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: MessageEvent) {
+        match event {
+            MessageEvent::MessageEdited { body, mentions, .. } => {
+                self.rewritten = true;
+                self.body = body;
+                self.mentions = mentions.into_iter().collect();
+            }
+            MessageEvent::MessageDeleted { .. } => {
+                self.rewritten = true;
+                self.deleted = true;
+                self.body.clear();
+                self.mentions.clear();
+                self.reactions.clear();
+            }
+            MessageEvent::ReactionAdded { user_id, emoji, .. } => {
+                self.reactions.entry(emoji).or_default().insert(user_id);
+            }
+            MessageEvent::ReactionRemoved { user_id, emoji, .. } => {
+                if let Some(users) = self.reactions.get_mut(&emoji) {
+                    users.remove(&user_id);
+                    if users.is_empty() {
+                        self.reactions.remove(&emoji);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
