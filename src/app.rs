@@ -8,6 +8,7 @@ use parley_projections::{Db, LogPosition, Projections};
 use uuid::Uuid;
 
 use crate::auth::Accounts;
+use crate::chat::Chat;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::CommandMeta;
@@ -17,6 +18,7 @@ pub struct AppState {
     pub db: Db,
     pub projections: Arc<Projections>,
     pub accounts: Accounts,
+    pub chat: Chat,
     pub clock: Arc<dyn Clock>,
     /// Mutations whose read models did not catch up within the wait; see `settle`.
     pub consistency_timeouts: AtomicU64,

@@ -64,8 +64,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(&cli.config.log, cli.config.log_format)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let stop = shutdown_signal();
             let server = Server::build(cli.config, Argon2Hasher::new()?).await?;
-            server.run_until(shutdown_signal()).await
+            server.run_until(stop).await
         }
         Command::Migrate => {
             let db = open_database(&cli.config).await?;

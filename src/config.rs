@@ -79,6 +79,10 @@ pub struct Config {
     #[arg(long, env = "PARLEY_DB_MAX_CONNECTIONS", value_name = "PARLEY_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub db_max_connections: u32,
 
+    /// Longest message body accepted, in Unicode scalar values.
+    #[arg(long, env = "PARLEY_MAX_MESSAGE_LENGTH", value_name = "PARLEY_MAX_MESSAGE_LENGTH", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
+    pub max_message_length: u32,
+
     /// Longest a mutation waits for read models to include its effect, in milliseconds.
     #[arg(
         long,

@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::auth::TokenKeys;
-use crate::graphql::{ParleySchema, Viewer};
+use crate::graphql::{Loaders, ParleySchema, Viewer};
 
 #[derive(Clone)]
 struct Http {
@@ -54,8 +54,13 @@ async fn graphql(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     let viewer = viewer_from_header(authorization, http.state.accounts.keys());
+    let user = match viewer {
+        Viewer::User(id) => Some(id),
+        _ => None,
+    };
+    let loaders = Loaders::new(&http.state.db, user);
     http.schema
-        .execute(request.into_inner().data(viewer))
+        .execute(request.into_inner().data(viewer).data(loaders))
         .await
         .into()
 }

@@ -13,13 +13,21 @@ use tokio::net::TcpListener;
 
 use crate::app::AppState;
 use crate::auth::{Accounts, Argon2Hasher, TokenKeys};
+use crate::chat::Chat;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::graphql::build_schema;
 
 /// Every projector this node runs.
 pub fn projectors() -> Vec<Arc<dyn Projector>> {
-    vec![Arc::new(parley_projections::users::UsersProjector)]
+    use parley_projections::{conversations, messages, notifications, unread, users};
+    vec![
+        Arc::new(users::UsersProjector),
+        Arc::new(conversations::ConversationsProjector),
+        Arc::new(messages::MessagesProjector),
+        Arc::new(unread::UnreadProjector),
+        Arc::new(notifications::NotificationsProjector),
+    ]
 }
 
 /// Opens and migrates the configured database.
@@ -65,6 +73,7 @@ impl Server {
         let projections = Arc::new(Projections::start(db.clone(), projectors()));
         let state = Arc::new(AppState {
             accounts: Accounts::new(&db, hasher, keys),
+            chat: Chat::new(&db, config.max_message_length as usize),
             config,
             db,
             projections,
@@ -100,25 +109,30 @@ impl Server {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that arrives while the server is still
+/// starting is not lost to the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            let (Ok(mut terminate), Ok(mut interrupt)) = (terminate, interrupt) else {
+                tracing::warn!("cannot install signal handlers; stop with a kill signal");
+                return std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
+            tracing::info!("shutting down");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
-    tracing::info!("shutting down");
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }
 }

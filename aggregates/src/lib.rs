@@ -4,12 +4,13 @@
 //! command service's clock) and outside capabilities such as password hashing through
 //! each aggregate's `Services`, so every rule is testable with cqrs-es's `TestFramework`.
 
+pub mod claim;
 pub mod conversation;
+pub mod inbox;
 pub mod member;
 pub mod message;
 pub mod policy;
 pub mod user;
-pub mod username;
 pub mod values;
 
 pub use values::InputError;

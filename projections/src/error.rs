@@ -12,8 +12,10 @@ pub enum ProjectionError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("invalid log cursor")]
+    #[error("invalid cursor")]
     InvalidCursor,
+    #[error("page sizes must not be negative")]
+    InvalidPageSize,
     #[error("injected failure: {0}")]
     Injected(&'static str),
 }

@@ -6,10 +6,15 @@
 //! PostgreSQL through `sqlx::Any`, so column types stay within what both map the same
 //! way: BIGINT (also for flags, 0/1), TEXT, DOUBLE and BLOB.
 
+pub mod conversations;
 pub mod db;
 pub mod error;
 pub mod log;
+pub mod messages;
+pub mod notifications;
+pub mod page;
 pub mod runner;
+pub mod unread;
 pub mod users;
 
 pub use db::{Backend, Db};
@@ -22,4 +27,12 @@ pub fn format_time(at: time::OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// `$start, $start+1, …` for `count` bind parameters, for `IN (…)` lists.
+pub fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -74,3 +74,32 @@ pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<UserRow>, ProjectionE
     }
     Ok(query.fetch_all(&db.read).await?)
 }
+
+/// Users whose username or display name starts with `query` (case-insensitive), by username.
+pub async fn search(
+    db: &Db,
+    query: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<crate::page::Page<UserRow>, ProjectionError> {
+    let prefix = format!(
+        "{}%",
+        crate::conversations::escape_like(&query.trim().to_lowercase())
+    );
+    let rows = sqlx::query_as(
+        "SELECT id, username, display_name, registered_at FROM users \
+         WHERE (username LIKE $1 ESCAPE '\\' OR LOWER(display_name) LIKE $1 ESCAPE '\\') AND username > $2 \
+         ORDER BY username LIMIT $3",
+    )
+    .bind(&prefix)
+    .bind(after.unwrap_or(""))
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(crate::page::Page::forward(
+        rows,
+        limit,
+        after.is_some(),
+        |row: &UserRow| row.username.clone(),
+    ))
+}

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use parley_aggregates::claim::{username_claim, NameClaim, NameCommand};
 use parley_aggregates::user::{NewSession, User, UserCommand, UserEvent, UserServices};
-use parley_aggregates::username::{UsernameClaim, UsernameCommand};
 use parley_aggregates::values::{DisplayName, Password, Username};
 use parley_projections::LogPosition;
 use uuid::Uuid;
@@ -24,7 +24,7 @@ pub struct AuthTokens {
 
 pub struct Accounts {
     users: CommandBus<User>,
-    usernames: CommandBus<UsernameClaim>,
+    names: CommandBus<NameClaim>,
     hasher: Argon2Hasher,
     keys: TokenKeys,
 }
@@ -33,7 +33,7 @@ impl Accounts {
     pub fn new(db: &parley_projections::Db, hasher: Argon2Hasher, keys: TokenKeys) -> Self {
         Self {
             users: CommandBus::new(db, UserServices::new(Arc::new(hasher.clone()))),
-            usernames: CommandBus::new(db, ()),
+            names: CommandBus::new(db, ()),
             hasher,
             keys,
         }
@@ -74,12 +74,12 @@ impl Accounts {
         Password::parse(password, "password")?;
 
         let user_id = Uuid::now_v7();
-        self.usernames
+        self.names
             .execute(
-                name.as_str(),
-                UsernameCommand::Claim {
-                    username: name.clone(),
-                    user_id,
+                &username_claim(name.as_str()),
+                NameCommand::Claim {
+                    name: name.as_str().to_owned(),
+                    owner_id: user_id,
                     at: meta.at,
                 },
                 meta,
@@ -114,12 +114,14 @@ impl Accounts {
             Err(error) => {
                 // Input was validated above, so this is a storage failure: give the
                 // name back rather than leave it claimed by an account that never was.
-                let release = UsernameCommand::Release {
-                    user_id,
+                let release = NameCommand::Release {
+                    owner_id: user_id,
                     at: meta.at,
                 };
-                if let Err(release_error) =
-                    self.usernames.execute(name.as_str(), release, &meta).await
+                if let Err(release_error) = self
+                    .names
+                    .execute(&username_claim(name.as_str()), release, &meta)
+                    .await
                 {
                     tracing::error!(username = %name, error = %release_error,
                         "could not release the username of a failed registration");
@@ -137,7 +139,7 @@ impl Accounts {
         meta: &CommandMeta,
     ) -> Result<AuthTokens, ApiError> {
         let owner = match Username::parse(username, "username") {
-            Ok(name) => self.usernames.load(name.as_str()).await?.owner,
+            Ok(name) => self.names.load(&username_claim(name.as_str())).await?.owner,
             Err(_) => None,
         };
         let Some(user_id) = owner else {

@@ -2,8 +2,8 @@
 
 use async_graphql::ErrorExtensions as _;
 use cqrs_es::AggregateError;
+use parley_aggregates::claim::NameError;
 use parley_aggregates::user::UserError;
-use parley_aggregates::username::UsernameError;
 use parley_aggregates::InputError;
 use parley_projections::ProjectionError;
 
@@ -51,6 +51,11 @@ impl ApiError {
             | Self::BadUserInput { message, .. } => message.clone(),
             Self::Internal(_) => "internal server error".to_owned(),
         }
+    }
+
+    /// Stored data that fails a rule it passed when written: a bug, not bad input.
+    pub fn internal_input(error: InputError) -> Self {
+        Self::internal(error.to_string())
     }
 
     pub fn code(&self) -> &'static str {
@@ -108,11 +113,11 @@ impl From<UserError> for ApiError {
     }
 }
 
-impl From<UsernameError> for ApiError {
-    fn from(error: UsernameError) -> Self {
+impl From<NameError> for ApiError {
+    fn from(error: NameError) -> Self {
         match error {
-            UsernameError::Taken => Self::Conflict(error.to_string()),
-            UsernameError::NotOwner => Self::Forbidden(error.to_string()),
+            NameError::Taken => Self::Conflict(error.to_string()),
+            NameError::NotOwner => Self::Forbidden(error.to_string()),
         }
     }
 }
@@ -142,6 +147,10 @@ impl From<ProjectionError> for ApiError {
                 field: "after".to_owned(),
                 message: "invalid cursor".to_owned(),
             },
+            ProjectionError::InvalidPageSize => Self::BadUserInput {
+                field: "first".to_owned(),
+                message: "page sizes must not be negative".to_owned(),
+            },
             other => Self::internal(other),
         }
     }
@@ -170,7 +179,7 @@ mod tests {
             code_of(UserError::InvalidRefreshToken.into()),
             "UNAUTHENTICATED"
         );
-        assert_eq!(code_of(UsernameError::Taken.into()), "CONFLICT");
+        assert_eq!(code_of(NameError::Taken.into()), "CONFLICT");
         assert_eq!(
             code_of(InputError::new("username", "too short").into()),
             "BAD_USER_INPUT"

@@ -1,30 +1,125 @@
-//! Dataloaders: batch the lookups resolvers make per field into one query per request tick.
+//! Per-request dataloaders: every field that looks something up goes through one, so a
+//! page of 50 messages costs one query per kind of lookup, not one per message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::Loader;
-use parley_projections::users::{self, UserRow};
-use parley_projections::Db;
+use async_graphql::dataloader::{DataLoader, Loader};
+use parley_projections::conversations::{ConversationRow, MemberRow};
+use parley_projections::messages::{EditRow, MessageRow, ReactionSummary};
+use parley_projections::unread::Counts;
+use parley_projections::users::UserRow;
+use parley_projections::{conversations, messages, unread, users, Db, ProjectionError};
+use uuid::Uuid;
 
-use parley_projections::ProjectionError;
+type LoadResult<V> = Result<HashMap<String, V>, Arc<ProjectionError>>;
 
-pub struct UserLoader {
-    db: Db,
+macro_rules! loader {
+    ($(#[$doc:meta])* $name:ident => $value:ty, |$db:ident, $viewer:ident, $keys:ident| $body:expr) => {
+        $(#[$doc])*
+        pub struct $name {
+            db: Db,
+            viewer: String,
+        }
+
+        impl Loader<String> for $name {
+            type Value = $value;
+            type Error = Arc<ProjectionError>;
+
+            async fn load(&self, keys: &[String]) -> LoadResult<$value> {
+                let $db = &self.db;
+                let $viewer = self.viewer.as_str();
+                let $keys = keys;
+                let _ = $viewer;
+                $body.map_err(Arc::new)
+            }
+        }
+    };
 }
 
-impl UserLoader {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+loader!(
+    /// Users by id.
+    UserLoader => UserRow, |db, viewer, keys| {
+        users::by_ids(db, keys).await.map(|rows| rows.into_iter().map(|r| (r.id.clone(), r)).collect())
     }
+);
+
+loader!(
+    /// Conversations by id.
+    ConversationLoader => ConversationRow, |db, viewer, keys| {
+        conversations::by_ids(db, keys).await.map(|rows| rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+    }
+);
+
+loader!(
+    /// Messages by id.
+    MessageLoader => MessageRow, |db, viewer, keys| {
+        messages::by_ids(db, keys).await.map(|rows| rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+    }
+);
+
+loader!(
+    /// The viewer's membership, by conversation id.
+    MembershipLoader => MemberRow, |db, viewer, keys| {
+        conversations::memberships(db, viewer, keys).await.map(|rows| rows.into_iter().map(|r| (r.conversation_id.clone(), r)).collect())
+    }
+);
+
+loader!(
+    /// The viewer's unread and mention counts, by conversation id.
+    CountsLoader => Counts, |db, viewer, keys| { unread::counts(db, viewer, keys).await }
+);
+
+loader!(
+    /// Reaction summaries as the viewer sees them, by message id.
+    ReactionsLoader => Vec<ReactionSummary>, |db, viewer, keys| { messages::reactions(db, keys, viewer).await }
+);
+
+loader!(
+    /// How many other members read each message.
+    ReadCountLoader => i64, |db, viewer, keys| { unread::read_counts(db, keys).await }
+);
+
+loader!(
+    /// Earlier bodies of edited messages.
+    EditsLoader => Vec<EditRow>, |db, viewer, keys| { messages::edits(db, keys).await }
+);
+
+/// The loaders of one request.
+pub struct Loaders {
+    pub users: DataLoader<UserLoader>,
+    pub conversations: DataLoader<ConversationLoader>,
+    pub messages: DataLoader<MessageLoader>,
+    pub memberships: DataLoader<MembershipLoader>,
+    pub counts: DataLoader<CountsLoader>,
+    pub reactions: DataLoader<ReactionsLoader>,
+    pub read_counts: DataLoader<ReadCountLoader>,
+    pub edits: DataLoader<EditsLoader>,
 }
 
-impl Loader<String> for UserLoader {
-    type Value = UserRow;
-    type Error = Arc<ProjectionError>;
-
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, UserRow>, Self::Error> {
-        let rows = users::by_ids(&self.db, keys).await.map_err(Arc::new)?;
-        Ok(rows.into_iter().map(|row| (row.id.clone(), row)).collect())
+impl Loaders {
+    pub fn new(db: &Db, viewer: Option<Uuid>) -> Self {
+        let viewer = viewer.map(|id| id.to_string()).unwrap_or_default();
+        macro_rules! make {
+            ($loader:ident) => {
+                DataLoader::new(
+                    $loader {
+                        db: db.clone(),
+                        viewer: viewer.clone(),
+                    },
+                    tokio::spawn,
+                )
+            };
+        }
+        Self {
+            users: make!(UserLoader),
+            conversations: make!(ConversationLoader),
+            messages: make!(MessageLoader),
+            memberships: make!(MembershipLoader),
+            counts: make!(CountsLoader),
+            reactions: make!(ReactionsLoader),
+            read_counts: make!(ReadCountLoader),
+            edits: make!(EditsLoader),
+        }
     }
 }

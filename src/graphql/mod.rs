@@ -9,13 +9,12 @@ mod types;
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, Schema};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use error::ApiError;
-pub use loaders::UserLoader;
+pub use loaders::Loaders;
 pub use mutation::Mutation;
 pub use query::Query;
 
@@ -32,10 +31,6 @@ pub enum Viewer {
 
 pub fn build_schema(state: Arc<AppState>) -> ParleySchema {
     Schema::build(Query, Mutation, EmptySubscription)
-        .data(DataLoader::new(
-            UserLoader::new(state.db.clone()),
-            tokio::spawn,
-        ))
         .data(state)
         .limit_depth(16)
         .limit_complexity(2_000)

@@ -1,12 +1,19 @@
 //! Mutation resolvers. Each returns only after the read models include its effect.
 
-use async_graphql::{Context, InputObject, Object, Result};
+use async_graphql::{Context, InputObject, Object, Result, ID};
+use parley_aggregates::conversation::Visibility as DomainVisibility;
+use parley_aggregates::member::NotificationLevel as DomainLevel;
+use parley_projections::conversations;
 
 use super::error::ApiError;
-use super::query::load_user;
-use super::types::AuthPayload;
+use super::query::readable_message;
+use super::types::{
+    readable_conversation, user, AuthPayload, Conversation, Invitation, Message, NotificationLevel,
+    Visibility,
+};
 use super::{state, viewer};
 use crate::auth::AuthTokens;
+use crate::chat::{parse_id, Written};
 
 pub struct Mutation;
 
@@ -23,9 +30,73 @@ pub struct LoginInput {
     pub password: String,
 }
 
+#[derive(InputObject)]
+pub struct CreateGroupInput {
+    pub title: String,
+    pub member_ids: Vec<ID>,
+}
+
+#[derive(InputObject)]
+pub struct CreateChannelInput {
+    pub name: String,
+    pub slug: Option<String>,
+    pub description: Option<String>,
+    pub visibility: Visibility,
+}
+
+#[derive(InputObject)]
+pub struct UpdateConversationInput {
+    pub conversation_id: ID,
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct SendMessageInput {
+    pub conversation_id: ID,
+    pub body: String,
+    pub reply_to_id: Option<ID>,
+    pub client_message_id: Option<String>,
+    pub attachment_ids: Option<Vec<ID>>,
+}
+
+/// Waits for the read models, then answers with the conversation as they show it.
+async fn settled_conversation(
+    ctx: &Context<'_>,
+    written: Written<uuid::Uuid>,
+) -> Result<Conversation, ApiError> {
+    state(ctx).settle(written.position).await;
+    Ok(Conversation(
+        readable_conversation(ctx, &written.value.to_string()).await?,
+    ))
+}
+
+async fn settled_message(
+    ctx: &Context<'_>,
+    written: Written<uuid::Uuid>,
+) -> Result<Message, ApiError> {
+    state(ctx).settle(written.position).await;
+    readable_message(ctx, &written.value.to_string()).await
+}
+
+async fn settled_invitation(
+    ctx: &Context<'_>,
+    written: Written<uuid::Uuid>,
+) -> Result<Invitation, ApiError> {
+    state(ctx).settle(written.position).await;
+    conversations::invitation(&state(ctx).db, &written.value.to_string())
+        .await?
+        .map(Invitation)
+        .ok_or_else(|| ApiError::internal("invitation missing from the read model"))
+}
+
+fn ids(raw: &[ID], what: &str) -> Result<Vec<uuid::Uuid>, ApiError> {
+    raw.iter().map(|id| parse_id(id, what)).collect()
+}
+
 async fn payload(ctx: &Context<'_>, tokens: AuthTokens) -> Result<AuthPayload, ApiError> {
     state(ctx).settle(tokens.position).await;
-    let user = load_user(ctx, &tokens.user_id.to_string())
+    let user = user(ctx, &tokens.user_id.to_string())
         .await?
         .ok_or_else(|| ApiError::internal("user missing from the read model"))?;
     Ok(AuthPayload {
@@ -90,5 +161,389 @@ impl Mutation {
             .await?;
         state.settle(position).await;
         Ok(true)
+    }
+
+    /// `createDirectConversation`: the existing one if any.
+    async fn create_direct_conversation(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .create_direct(me, parse_id(&user_id, "user")?, &state.meta(Some(me)))
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `createGroup`: the creator is its owner.
+    async fn create_group(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateGroupInput,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let member_ids: Vec<String> = input.member_ids.iter().map(|id| id.to_string()).collect();
+        let written = state
+            .chat
+            .create_group(me, &input.title, &member_ids, &state.meta(Some(me)))
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `createChannel`: the slug is derived from the name unless given.
+    async fn create_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateChannelInput,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let visibility = match input.visibility {
+            Visibility::Public => DomainVisibility::Public,
+            Visibility::Private => DomainVisibility::Private,
+        };
+        let written = state
+            .chat
+            .create_channel(
+                me,
+                &input.name,
+                input.slug.as_deref(),
+                input.description,
+                visibility,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `joinChannel`: public channels only.
+    async fn join_channel(&self, ctx: &Context<'_>, conversation_id: ID) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .join(
+                me,
+                parse_id(&conversation_id, "conversation")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `leaveConversation`.
+    async fn leave_conversation(&self, ctx: &Context<'_>, conversation_id: ID) -> Result<bool> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .leave(
+                me,
+                parse_id(&conversation_id, "conversation")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        state.settle(written.position).await;
+        Ok(written.value)
+    }
+
+    /// `updateConversation`: owners and admins.
+    async fn update_conversation(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateConversationInput,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let id = parse_id(&input.conversation_id, "conversation")?;
+        let written = state
+            .chat
+            .update(
+                me,
+                id,
+                input.title,
+                input.description,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `setNotificationLevel`.
+    async fn set_notification_level(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        level: NotificationLevel,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let level = match level {
+            NotificationLevel::All => DomainLevel::All,
+            NotificationLevel::Mentions => DomainLevel::Mentions,
+            NotificationLevel::None => DomainLevel::None,
+        };
+        let id = parse_id(&conversation_id, "conversation")?;
+        let written = state
+            .chat
+            .set_notification_level(me, id, level, &state.meta(Some(me)))
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `inviteMember`.
+    async fn invite_member(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+    ) -> Result<Invitation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .invite(
+                me,
+                parse_id(&conversation_id, "conversation")?,
+                parse_id(&user_id, "user")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_invitation(ctx, written).await?)
+    }
+
+    /// `acceptInvitation`: the invitee joins.
+    async fn accept_invitation(
+        &self,
+        ctx: &Context<'_>,
+        invitation_id: ID,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .accept(
+                me,
+                parse_id(&invitation_id, "invitation")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `declineInvitation`.
+    async fn decline_invitation(&self, ctx: &Context<'_>, invitation_id: ID) -> Result<Invitation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .decline(
+                me,
+                parse_id(&invitation_id, "invitation")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_invitation(ctx, written).await?)
+    }
+
+    /// `revokeInvitation`: the inviter or an admin.
+    async fn revoke_invitation(&self, ctx: &Context<'_>, invitation_id: ID) -> Result<Invitation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .revoke(
+                me,
+                parse_id(&invitation_id, "invitation")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_invitation(ctx, written).await?)
+    }
+
+    /// `sendMessage`: a retry with the same `clientMessageId` returns the first message.
+    async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let conversation_id = parse_id(&input.conversation_id, "conversation")?;
+        let reply_to = input
+            .reply_to_id
+            .as_ref()
+            .map(|id| parse_id(id, "message"))
+            .transpose()?;
+        let attachments = ids(
+            input.attachment_ids.as_deref().unwrap_or_default(),
+            "attachment",
+        )?;
+        let written = state
+            .chat
+            .send(
+                me,
+                conversation_id,
+                input.body,
+                reply_to,
+                input.client_message_id,
+                attachments,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_message(ctx, written).await?)
+    }
+
+    /// `editMessage`: the author only; earlier bodies are kept in `edits`.
+    async fn edit_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        body: String,
+    ) -> Result<Message> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .edit(
+                me,
+                parse_id(&message_id, "message")?,
+                body,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_message(ctx, written).await?)
+    }
+
+    /// `deleteMessage`: the author, or a moderator with a reason.
+    async fn delete_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        reason: Option<String>,
+    ) -> Result<Message> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .delete(
+                me,
+                parse_id(&message_id, "message")?,
+                reason,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_message(ctx, written).await?)
+    }
+
+    /// `addReaction`: idempotent.
+    async fn add_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        emoji: String,
+    ) -> Result<Message> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .react(
+                me,
+                parse_id(&message_id, "message")?,
+                emoji,
+                true,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_message(ctx, written).await?)
+    }
+
+    /// `removeReaction`: idempotent.
+    async fn remove_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        emoji: String,
+    ) -> Result<Message> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .react(
+                me,
+                parse_id(&message_id, "message")?,
+                emoji,
+                false,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_message(ctx, written).await?)
+    }
+
+    /// `markRead`: forward only; an older message changes nothing.
+    async fn mark_read(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        message_id: ID,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .mark_read(
+                me,
+                parse_id(&conversation_id, "conversation")?,
+                parse_id(&message_id, "message")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `markUnread`: moves the marker to just before the message.
+    async fn mark_unread(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        message_id: ID,
+    ) -> Result<Conversation> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .mark_unread(
+                me,
+                parse_id(&conversation_id, "conversation")?,
+                parse_id(&message_id, "message")?,
+                &state.meta(Some(me)),
+            )
+            .await?;
+        Ok(settled_conversation(ctx, written).await?)
+    }
+
+    /// `markNotificationsRead`: how many became read.
+    async fn mark_notifications_read(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<i32> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let ids = ids.into_iter().map(|id| id.to_string()).collect();
+        let written = state
+            .chat
+            .mark_notifications_read(me, ids, &state.meta(Some(me)))
+            .await?;
+        state.settle(written.position).await;
+        Ok(written.value)
+    }
+
+    /// `markAllNotificationsRead`: how many became read.
+    async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> Result<i32> {
+        let me = viewer(ctx)?;
+        let state = state(ctx);
+        let written = state
+            .chat
+            .mark_all_notifications_read(me, &state.meta(Some(me)))
+            .await?;
+        state.settle(written.position).await;
+        Ok(written.value)
     }
 }

@@ -1,22 +1,39 @@
 //! Query resolvers.
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result, ID};
+use parley_projections::page::page_size;
+use parley_projections::{conversations, messages, notifications, users};
 
 use super::error::ApiError;
-use super::types::User;
-use super::{viewer, UserLoader};
+use super::types::{
+    connection, loaders, readable_conversation, user, Conversation, ConversationKind, Invitation,
+    InvitationStatus, Message, Notification, User,
+};
+use super::{state, viewer};
+use crate::chat::parse_id;
 
 pub struct Query;
 
-/// Loads a user through the request's dataloader.
-pub(crate) async fn load_user(ctx: &Context<'_>, id: &str) -> Result<Option<User>, ApiError> {
-    let loader = ctx.data_unchecked::<DataLoader<UserLoader>>();
-    loader
-        .load_one(id.to_owned())
+fn kind_name(kind: ConversationKind) -> &'static str {
+    match kind {
+        ConversationKind::Direct => "DIRECT",
+        ConversationKind::Group => "GROUP",
+        ConversationKind::Channel => "CHANNEL",
+    }
+}
+
+/// A message the viewer may read, or `NOT_FOUND` / `FORBIDDEN`.
+pub(crate) async fn readable_message(ctx: &Context<'_>, id: &str) -> Result<Message, ApiError> {
+    let id = parse_id(id, "message")?;
+    let row = loaders(ctx)
+        .messages
+        .load_one(id.to_string())
         .await
-        .map(|row| row.map(User::from))
-        .map_err(|e| ApiError::internal(e.to_string()))
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;
+    readable_conversation(ctx, &row.conversation_id).await?;
+    Ok(Message(row))
 }
 
 #[Object]
@@ -24,15 +41,228 @@ impl Query {
     /// `me`: the signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         let user_id = viewer(ctx)?;
-        Ok(load_user(ctx, &user_id.to_string()).await?)
+        Ok(user(ctx, &user_id.to_string()).await?)
     }
 
-    /// `user`: a user by id; null when there is none.
+    /// `user`: a user by id.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
         viewer(ctx)?;
-        let Ok(id) = uuid::Uuid::parse_str(&id) else {
-            return Ok(None);
-        };
-        Ok(load_user(ctx, &id.to_string()).await?)
+        let id = parse_id(&id, "user")?;
+        Ok(Some(user(ctx, &id.to_string()).await?.ok_or_else(
+            || ApiError::NotFound("user not found".to_owned()),
+        )?))
+    }
+
+    /// `searchUsers`: by username or display-name prefix.
+    async fn search_users(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, User>> {
+        viewer(ctx)?;
+        let page = users::search(
+            &state(ctx).db,
+            &query,
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, User::from))
+    }
+
+    /// `conversations`: the viewer's, most recent activity first.
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        kind: Option<ConversationKind>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Conversation>> {
+        let me = viewer(ctx)?;
+        let page = conversations::for_user(
+            &state(ctx).db,
+            &me.to_string(),
+            kind.map(kind_name),
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Conversation))
+    }
+
+    /// `conversation`: one the viewer may read.
+    async fn conversation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Conversation>> {
+        viewer(ctx)?;
+        let id = parse_id(&id, "conversation")?;
+        Ok(Some(Conversation(
+            readable_conversation(ctx, &id.to_string()).await?,
+        )))
+    }
+
+    /// `conversationBySlug`: a channel by its slug.
+    async fn conversation_by_slug(
+        &self,
+        ctx: &Context<'_>,
+        slug: String,
+    ) -> Result<Option<Conversation>> {
+        viewer(ctx)?;
+        let row = conversations::by_slug(&state(ctx).db, &slug.trim().to_lowercase())
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))?;
+        super::types::ensure_readable(ctx, &row).await?;
+        Ok(Some(Conversation(row)))
+    }
+
+    /// `searchConversations`: by title or slug, among public channels and the viewer's own.
+    async fn search_conversations(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Conversation>> {
+        let me = viewer(ctx)?;
+        let page = conversations::search(
+            &state(ctx).db,
+            &me.to_string(),
+            &query,
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Conversation))
+    }
+
+    /// `publicChannels`: newest first.
+    async fn public_channels(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Conversation>> {
+        viewer(ctx)?;
+        let page = conversations::public_channels(
+            &state(ctx).db,
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Conversation))
+    }
+
+    /// `messages`: oldest to newest; `last: 50` is the newest fifty.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<Connection<String, Message>> {
+        viewer(ctx)?;
+        let id = parse_id(&conversation_id, "conversation")?;
+        readable_conversation(ctx, &id.to_string()).await?;
+        let first = first
+            .map(|n| page_size(Some(n)))
+            .transpose()
+            .map_err(ApiError::from)?;
+        let last = last
+            .map(|n| page_size(Some(n)))
+            .transpose()
+            .map_err(ApiError::from)?;
+        let page = messages::history(
+            &state(ctx).db,
+            &id.to_string(),
+            first,
+            after.as_deref(),
+            last,
+            before.as_deref(),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Message))
+    }
+
+    /// `message`: one the viewer may read.
+    async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Message>> {
+        viewer(ctx)?;
+        Ok(Some(readable_message(ctx, &id).await?))
+    }
+
+    /// `thread`: replies to a message, oldest first.
+    async fn thread(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Message>> {
+        viewer(ctx)?;
+        let root = readable_message(ctx, &message_id).await?;
+        let page = messages::thread(
+            &state(ctx).db,
+            &root.0.id,
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Message))
+    }
+
+    /// `notifications`: the viewer's, newest first.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        unread_only: Option<bool>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Notification>> {
+        let me = viewer(ctx)?;
+        let page = notifications::for_user(
+            &state(ctx).db,
+            &me.to_string(),
+            unread_only.unwrap_or(false),
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Notification))
+    }
+
+    /// `invitations`: addressed to the viewer, newest first.
+    async fn invitations(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<InvitationStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Invitation>> {
+        let me = viewer(ctx)?;
+        let status = status.map(|s| match s {
+            InvitationStatus::Pending => "PENDING",
+            InvitationStatus::Accepted => "ACCEPTED",
+            InvitationStatus::Declined => "DECLINED",
+            InvitationStatus::Revoked => "REVOKED",
+        });
+        let page = conversations::invitations_for(
+            &state(ctx).db,
+            &me.to_string(),
+            status,
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Invitation))
     }
 }

@@ -1,14 +1,142 @@
-//! GraphQL object types.
+//! GraphQL object types over the read models.
 
-use async_graphql::{SimpleObject, ID};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, ID};
+use parley_projections::conversations::{self, ConversationRow, InvitationRow, MemberRow};
+use parley_projections::messages::MessageRow;
+use parley_projections::notifications::NotificationRow;
+use parley_projections::page::{self, Page};
 use parley_projections::users::UserRow;
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::loaders::Loaders;
+use super::{state, viewer};
+
+pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
+    ctx.data_unchecked::<Loaders>()
+}
+
+/// Parses a stored RFC 3339 time.
+pub(crate) fn time(raw: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(ApiError::internal)
+}
+
+fn load_error(error: std::sync::Arc<parley_projections::ProjectionError>) -> ApiError {
+    ApiError::internal(error.to_string())
+}
+
+/// Builds a Relay connection from a read-model page.
+pub(crate) fn connection<R, N>(page: Page<R>, node: impl Fn(R) -> N) -> Connection<String, N>
+where
+    N: async_graphql::OutputType,
+{
+    let mut connection = Connection::new(page.has_previous, page.has_next);
+    connection.edges.extend(
+        page.items
+            .into_iter()
+            .map(|(cursor, row)| Edge::new(cursor, node(row))),
+    );
+    connection
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ConversationKind {
+    Direct,
+    Group,
+    Channel,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum NotificationLevel {
+    All,
+    Mentions,
+    None,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum NotificationKind {
+    Mention,
+    Reply,
+    Reaction,
+    Invitation,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Declined,
+    Revoked,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Offline,
+}
+
+/// Maps a stored enum name to its GraphQL enum.
+macro_rules! from_stored {
+    ($ty:ident { $($text:literal => $variant:ident),+ $(,)? }) => {
+        impl $ty {
+            pub(crate) fn from_stored(raw: &str) -> Result<Self, ApiError> {
+                match raw {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(ApiError::internal(format!("unknown {} {other:?}", stringify!($ty)))),
+                }
+            }
+        }
+    };
+}
+
+from_stored!(ConversationKind { "DIRECT" => Direct, "GROUP" => Group, "CHANNEL" => Channel });
+from_stored!(Visibility { "PUBLIC" => Public, "PRIVATE" => Private });
+from_stored!(Role { "OWNER" => Owner, "ADMIN" => Admin, "MEMBER" => Member });
+from_stored!(NotificationLevel { "ALL" => All, "MENTIONS" => Mentions, "NONE" => None });
+from_stored!(NotificationKind { "MENTION" => Mention, "REPLY" => Reply, "REACTION" => Reaction, "INVITATION" => Invitation });
+from_stored!(InvitationStatus { "PENDING" => Pending, "ACCEPTED" => Accepted, "DECLINED" => Declined, "REVOKED" => Revoked });
+
+/// A user's presence. Live presence arrives with the live-updates work; until then
+/// nobody is reported online.
+#[derive(SimpleObject, Clone)]
+pub struct Presence {
+    pub status: PresenceStatus,
+    pub last_seen_at: Option<OffsetDateTime>,
+}
 
 /// A Parley account.
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct User {
     pub id: ID,
     pub username: String,
     pub display_name: String,
+}
+
+#[ComplexObject]
+impl User {
+    async fn presence(&self) -> Presence {
+        Presence {
+            status: PresenceStatus::Offline,
+            last_seen_at: None,
+        }
+    }
 }
 
 impl From<UserRow> for User {
@@ -21,6 +149,21 @@ impl From<UserRow> for User {
     }
 }
 
+pub(crate) async fn user(ctx: &Context<'_>, id: &str) -> Result<Option<User>, ApiError> {
+    Ok(loaders(ctx)
+        .users
+        .load_one(id.to_owned())
+        .await
+        .map_err(load_error)?
+        .map(User::from))
+}
+
+async fn required_user(ctx: &Context<'_>, id: &str) -> Result<User, ApiError> {
+    user(ctx, id)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("user {id} missing from the read model")))
+}
+
 /// Tokens for a signed-in session.
 #[derive(SimpleObject)]
 pub struct AuthPayload {
@@ -29,4 +172,401 @@ pub struct AuthPayload {
     /// Single-use token for `refreshToken`; each use returns a new one.
     pub refresh_token: String,
     pub user: User,
+}
+
+/// Whether the viewer may read the conversation: members, and for public channels any
+/// signed-in user. `FORBIDDEN` otherwise.
+pub(crate) async fn ensure_readable(
+    ctx: &Context<'_>,
+    row: &ConversationRow,
+) -> Result<(), ApiError> {
+    viewer(ctx)?;
+    if row.kind == "CHANNEL" && row.visibility == "PUBLIC" {
+        return Ok(());
+    }
+    let member = loaders(ctx)
+        .memberships
+        .load_one(row.id.clone())
+        .await
+        .map_err(load_error)?;
+    if member.is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "you are not a member of this conversation".to_owned(),
+        ))
+    }
+}
+
+/// A conversation the viewer may read, or `NOT_FOUND` / `FORBIDDEN`.
+pub(crate) async fn readable_conversation(
+    ctx: &Context<'_>,
+    id: &str,
+) -> Result<ConversationRow, ApiError> {
+    let row = loaders(ctx)
+        .conversations
+        .load_one(id.to_owned())
+        .await
+        .map_err(load_error)?
+        .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))?;
+    ensure_readable(ctx, &row).await?;
+    Ok(row)
+}
+
+/// A direct conversation, group or channel.
+pub struct Conversation(pub ConversationRow);
+
+#[Object]
+impl Conversation {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn kind(&self) -> Result<ConversationKind> {
+        Ok(ConversationKind::from_stored(&self.0.kind)?)
+    }
+
+    /// The group's title or channel's name; null for direct conversations.
+    async fn title(&self) -> Option<&str> {
+        self.0.title.as_deref()
+    }
+
+    async fn slug(&self) -> Option<&str> {
+        self.0.slug.as_deref()
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+
+    async fn visibility(&self) -> Result<Visibility> {
+        Ok(Visibility::from_stored(&self.0.visibility)?)
+    }
+
+    async fn created_at(&self) -> Result<OffsetDateTime> {
+        Ok(time(&self.0.created_at)?)
+    }
+
+    /// The viewer's role; null when not a member.
+    async fn my_role(&self, ctx: &Context<'_>) -> Result<Option<Role>> {
+        let member = loaders(ctx)
+            .memberships
+            .load_one(self.0.id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(member.map(|m| Role::from_stored(&m.role)).transpose()?)
+    }
+
+    /// The viewer's notification level; null when not a member.
+    async fn notification_level(&self, ctx: &Context<'_>) -> Result<Option<NotificationLevel>> {
+        let member = loaders(ctx)
+            .memberships
+            .load_one(self.0.id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(member
+            .map(|m| NotificationLevel::from_stored(&m.notification_level))
+            .transpose()?)
+    }
+
+    /// Messages by others after the viewer's read marker, not deleted.
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let counts = loaders(ctx)
+            .counts
+            .load_one(self.0.id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(counts.map_or(0, |c| i32::try_from(c.unread).unwrap_or(i32::MAX)))
+    }
+
+    /// Unread messages that mention the viewer or reply to the viewer's messages.
+    async fn mention_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let counts = loaders(ctx)
+            .counts
+            .load_one(self.0.id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(counts.map_or(0, |c| i32::try_from(c.mentions).unwrap_or(i32::MAX)))
+    }
+
+    async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        let Some(id) = &self.0.last_message_id else {
+            return Ok(None);
+        };
+        let row = loaders(ctx)
+            .messages
+            .load_one(id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(row.map(Message))
+    }
+
+    async fn last_activity_at(&self) -> Result<OffsetDateTime> {
+        Ok(time(&self.0.last_activity_at)?)
+    }
+
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Member>> {
+        let limit = page::page_size(first).map_err(ApiError::from)?;
+        let page = conversations::members(&state(ctx).db, &self.0.id, after.as_deref(), limit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(connection(page, Member))
+    }
+}
+
+/// A member of a conversation.
+pub struct Member(pub MemberRow);
+
+#[Object]
+impl Member {
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(required_user(ctx, &self.0.user_id).await?)
+    }
+
+    async fn role(&self) -> Result<Role> {
+        Ok(Role::from_stored(&self.0.role)?)
+    }
+
+    async fn joined_at(&self) -> Result<OffsetDateTime> {
+        Ok(time(&self.0.joined_at)?)
+    }
+
+    /// Until when the member is muted; null when not muted.
+    async fn muted_until(&self) -> Option<OffsetDateTime> {
+        None
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: i32,
+    pub reacted_by_me: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct MessageEdit {
+    /// The body before this edit.
+    pub body: String,
+    pub edited_at: OffsetDateTime,
+}
+
+/// A file attached to a message.
+#[derive(SimpleObject)]
+pub struct Attachment {
+    pub id: ID,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i32,
+    pub url: String,
+    pub thumbnail_url: Option<String>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub duration_ms: Option<i32>,
+}
+
+/// A message. A deleted message keeps its id and place, with `deleted: true` and no body.
+pub struct Message(pub MessageRow);
+
+#[Object]
+impl Message {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn conversation_id(&self) -> ID {
+        ID(self.0.conversation_id.clone())
+    }
+
+    /// 1, 2, 3 … within the conversation, so a client can see a gap.
+    async fn seq(&self) -> i32 {
+        i32::try_from(self.0.seq).unwrap_or(i32::MAX)
+    }
+
+    async fn author(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(required_user(ctx, &self.0.author_id).await?)
+    }
+
+    async fn body(&self) -> Option<&str> {
+        self.0.body.as_deref()
+    }
+
+    /// `PLAIN`.
+    async fn format(&self) -> &str {
+        &self.0.format
+    }
+
+    async fn created_at(&self) -> Result<OffsetDateTime> {
+        Ok(time(&self.0.created_at)?)
+    }
+
+    async fn edited_at(&self) -> Result<Option<OffsetDateTime>> {
+        Ok(self.0.edited_at.as_deref().map(time).transpose()?)
+    }
+
+    async fn deleted(&self) -> bool {
+        self.0.deleted != 0
+    }
+
+    async fn reply_to(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        let Some(id) = &self.0.reply_to_id else {
+            return Ok(None);
+        };
+        Ok(loaders(ctx)
+            .messages
+            .load_one(id.clone())
+            .await
+            .map_err(load_error)?
+            .map(Message))
+    }
+
+    async fn reply_count(&self) -> i32 {
+        i32::try_from(self.0.reply_count).unwrap_or(i32::MAX)
+    }
+
+    async fn reactions(&self, ctx: &Context<'_>) -> Result<Vec<ReactionCount>> {
+        let rows = loaders(ctx)
+            .reactions
+            .load_one(self.0.id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| ReactionCount {
+                emoji: r.emoji,
+                count: i32::try_from(r.count).unwrap_or(i32::MAX),
+                reacted_by_me: r.reacted_by_viewer > 0,
+            })
+            .collect())
+    }
+
+    async fn mentions(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        let ids = self.0.mention_ids();
+        let found = loaders(ctx)
+            .users
+            .load_many(ids.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.get(id).cloned().map(User::from))
+            .collect())
+    }
+
+    async fn attachments(&self) -> Vec<Attachment> {
+        Vec::new()
+    }
+
+    /// How many other members have read this message.
+    async fn read_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let count = loaders(ctx)
+            .read_counts
+            .load_one(self.0.id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(count.map_or(0, |c| i32::try_from(c).unwrap_or(i32::MAX)))
+    }
+
+    /// Earlier bodies, oldest first.
+    async fn edits(&self, ctx: &Context<'_>) -> Result<Vec<MessageEdit>> {
+        let rows = loaders(ctx)
+            .edits
+            .load_one(self.0.id.clone())
+            .await
+            .map_err(load_error)?;
+        let mut edits = Vec::new();
+        for row in rows.unwrap_or_default() {
+            edits.push(MessageEdit {
+                body: row.body,
+                edited_at: time(&row.edited_at)?,
+            });
+        }
+        Ok(edits)
+    }
+}
+
+pub struct Notification(pub NotificationRow);
+
+#[Object]
+impl Notification {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn kind(&self) -> Result<NotificationKind> {
+        Ok(NotificationKind::from_stored(&self.0.kind)?)
+    }
+
+    async fn conversation(&self, ctx: &Context<'_>) -> Result<Option<Conversation>> {
+        let row = loaders(ctx)
+            .conversations
+            .load_one(self.0.conversation_id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(row.map(Conversation))
+    }
+
+    async fn message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        let Some(id) = &self.0.message_id else {
+            return Ok(None);
+        };
+        Ok(loaders(ctx)
+            .messages
+            .load_one(id.clone())
+            .await
+            .map_err(load_error)?
+            .map(Message))
+    }
+
+    async fn actor(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(required_user(ctx, &self.0.actor_id).await?)
+    }
+
+    async fn created_at(&self) -> Result<OffsetDateTime> {
+        Ok(time(&self.0.created_at)?)
+    }
+
+    async fn read(&self) -> bool {
+        self.0.read != 0
+    }
+}
+
+pub struct Invitation(pub InvitationRow);
+
+#[Object]
+impl Invitation {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn conversation(&self, ctx: &Context<'_>) -> Result<Option<Conversation>> {
+        let row = loaders(ctx)
+            .conversations
+            .load_one(self.0.conversation_id.clone())
+            .await
+            .map_err(load_error)?;
+        Ok(row.map(Conversation))
+    }
+
+    async fn inviter(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(required_user(ctx, &self.0.inviter_id).await?)
+    }
+
+    async fn invitee(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(required_user(ctx, &self.0.invitee_id).await?)
+    }
+
+    async fn status(&self) -> Result<InvitationStatus> {
+        Ok(InvitationStatus::from_stored(&self.0.status)?)
+    }
+
+    async fn created_at(&self) -> Result<OffsetDateTime> {
+        Ok(time(&self.0.created_at)?)
+    }
 }

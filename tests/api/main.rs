@@ -5,5 +5,6 @@ mod common;
 
 mod accounts;
 mod helpers;
+mod messaging;
 mod schema;
 mod server;

@@ -1,0 +1,199 @@
+//! The `NameClaim` aggregate: unique names, keyed `username:<name>` or `slug:<slug>`.
+//!
+//! Registration claims a username (and channel creation a slug) here before the thing
+//! named exists. Two concurrent claims of one name both try to append sequence 1 to the
+//! same stream; optimistic concurrency lets exactly one win, and the retried loser then
+//! finds the name taken. Uniqueness is a property of the event store, not of a read model.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub enum NameCommand {
+    Claim {
+        name: String,
+        owner_id: Uuid,
+        at: OffsetDateTime,
+    },
+    /// Gives the name back when what it was claimed for could not be created.
+    Release { owner_id: Uuid, at: OffsetDateTime },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NameEvent {
+    NameClaimed {
+        name: String,
+        owner_id: Uuid,
+        #[serde(with = "time::serde::rfc3339")]
+        claimed_at: OffsetDateTime,
+    },
+    NameReleased {
+        owner_id: Uuid,
+        #[serde(with = "time::serde::rfc3339")]
+        released_at: OffsetDateTime,
+    },
+}
+
+impl DomainEvent for NameEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::NameClaimed { .. } => "NameClaimed".to_owned(),
+            Self::NameReleased { .. } => "NameReleased".to_owned(),
+        }
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("this name is already taken")]
+    Taken,
+    #[error("this name is not held by this owner")]
+    NotOwner,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NameClaim {
+    pub owner: Option<Uuid>,
+}
+
+/// The claim id of a username.
+pub fn username_claim(username: &str) -> String {
+    format!("username:{username}")
+}
+
+/// The claim id of a channel slug.
+pub fn slug_claim(slug: &str) -> String {
+    format!("slug:{slug}")
+}
+
+impl Aggregate for NameClaim {
+    const TYPE: &'static str = "NameClaim";
+    type Command = NameCommand;
+    type Event = NameEvent;
+    type Error = NameError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: NameCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), NameError> {
+        match command {
+            NameCommand::Claim { name, owner_id, at } => {
+                if self.owner.is_some() {
+                    return Err(NameError::Taken);
+                }
+                sink.write(
+                    NameEvent::NameClaimed {
+                        name,
+                        owner_id,
+                        claimed_at: at,
+                    },
+                    self,
+                )
+                .await;
+                Ok(())
+            }
+            NameCommand::Release { owner_id, at } => {
+                if self.owner != Some(owner_id) {
+                    return Err(NameError::NotOwner);
+                }
+                sink.write(
+                    NameEvent::NameReleased {
+                        owner_id,
+                        released_at: at,
+                    },
+                    self,
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, event: NameEvent) {
+        match event {
+            NameEvent::NameClaimed { owner_id, .. } => self.owner = Some(owner_id),
+            NameEvent::NameReleased { .. } => self.owner = None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn claim(user: u128) -> NameCommand {
+        NameCommand::Claim {
+            name: "alice".to_owned(),
+            owner_id: Uuid::from_u128(user),
+            at: datetime!(2026-01-01 0:00 UTC),
+        }
+    }
+
+    fn claimed(user: u128) -> NameEvent {
+        NameEvent::NameClaimed {
+            name: "alice".to_owned(),
+            owner_id: Uuid::from_u128(user),
+            claimed_at: datetime!(2026-01-01 0:00 UTC),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_free_name_is_claimed() {
+        TestFramework::<NameClaim>::with(())
+            .given_no_previous_events()
+            .when_async(claim(1))
+            .await
+            .then_expect_events(vec![claimed(1)]);
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_can_release_a_name_and_it_can_then_be_claimed() {
+        let released = NameEvent::NameReleased {
+            owner_id: Uuid::from_u128(1),
+            released_at: datetime!(2026-01-01 0:00 UTC),
+        };
+        TestFramework::<NameClaim>::with(())
+            .given(vec![claimed(1)])
+            .when_async(NameCommand::Release {
+                owner_id: Uuid::from_u128(1),
+                at: datetime!(2026-01-01 0:00 UTC),
+            })
+            .await
+            .then_expect_events(vec![released.clone()]);
+        TestFramework::<NameClaim>::with(())
+            .given(vec![claimed(1)])
+            .when_async(NameCommand::Release {
+                owner_id: Uuid::from_u128(2),
+                at: datetime!(2026-01-01 0:00 UTC),
+            })
+            .await
+            .then_expect_error(NameError::NotOwner);
+        TestFramework::<NameClaim>::with(())
+            .given(vec![claimed(1), released])
+            .when_async(claim(2))
+            .await
+            .then_expect_events(vec![claimed(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_cannot_be_claimed_again() {
+        TestFramework::<NameClaim>::with(())
+            .given(vec![claimed(1)])
+            .when_async(claim(2))
+            .await
+            .then_expect_error(NameError::Taken);
+    }
+}

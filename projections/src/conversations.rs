@@ -1,0 +1,506 @@
+//! The `conversations` read model: conversations, their members (with role and
+//! notification level) and invitations.
+
+use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::member::MemberEvent;
+use sqlx::{AnyConnection, FromRow};
+
+use crate::page::{pair, split_pair, Page};
+use crate::{format_time, Db, ProjectionError, Projector, StoredEvent};
+
+pub struct ConversationsProjector;
+
+#[async_trait::async_trait]
+impl Projector for ConversationsProjector {
+    fn name(&self) -> &'static str {
+        "conversations"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["conversations", "members", "invitations"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        match event.aggregate_type.as_str() {
+            "Conversation" => apply_conversation(conn, event.decode()?).await,
+            "MemberState" => match event.decode()? {
+                MemberEvent::NotificationLevelSet {
+                    conversation_id,
+                    user_id,
+                    level,
+                    ..
+                } => {
+                    sqlx::query("UPDATE members SET notification_level = $3 WHERE conversation_id = $1 AND user_id = $2")
+                        .bind(conversation_id.to_string())
+                        .bind(user_id.to_string())
+                        .bind(level.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn insert_member(
+    conn: &mut AnyConnection,
+    conversation_id: &str,
+    user_id: &str,
+    role: &str,
+    joined_at: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_at = excluded.joined_at",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(role)
+    .bind(joined_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn answer_invitation(
+    conn: &mut AnyConnection,
+    id: uuid::Uuid,
+    status: &str,
+    at: time::OffsetDateTime,
+) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE invitations SET status = $2, answered_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(status)
+        .bind(format_time(at))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn apply_conversation(
+    conn: &mut AnyConnection,
+    event: ConversationEvent,
+) -> Result<(), ProjectionError> {
+    match event {
+        ConversationEvent::ConversationCreated {
+            conversation_id,
+            kind,
+            title,
+            slug,
+            description,
+            visibility,
+            creator_id,
+            members,
+            created_at,
+        } => {
+            let id = conversation_id.to_string();
+            let at = format_time(created_at);
+            sqlx::query(
+                "INSERT INTO conversations (id, kind, title, slug, description, visibility, creator_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(kind.as_str())
+            .bind(title)
+            .bind(slug)
+            .bind(description)
+            .bind(visibility.as_str())
+            .bind(creator_id.to_string())
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+            for member in members {
+                insert_member(
+                    conn,
+                    &id,
+                    &member.user_id.to_string(),
+                    member.role.as_str(),
+                    &at,
+                )
+                .await?;
+            }
+        }
+        ConversationEvent::MemberJoined {
+            conversation_id,
+            user_id,
+            role,
+            joined_at,
+            ..
+        } => {
+            insert_member(
+                conn,
+                &conversation_id.to_string(),
+                &user_id.to_string(),
+                role.as_str(),
+                &format_time(joined_at),
+            )
+            .await?;
+        }
+        ConversationEvent::MemberLeft {
+            conversation_id,
+            user_id,
+            ..
+        } => {
+            sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation_id.to_string())
+                .bind(user_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        ConversationEvent::ConversationUpdated {
+            conversation_id,
+            title,
+            description,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE conversations SET title = COALESCE($2, title), description = COALESCE($3, description) WHERE id = $1",
+            )
+            .bind(conversation_id.to_string())
+            .bind(title)
+            .bind(description)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ConversationEvent::InvitationSent {
+            conversation_id,
+            invitation_id,
+            inviter_id,
+            invitee_id,
+            sent_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO invitations (id, conversation_id, inviter_id, invitee_id, status, created_at) \
+                 VALUES ($1, $2, $3, $4, 'PENDING', $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(invitation_id.to_string())
+            .bind(conversation_id.to_string())
+            .bind(inviter_id.to_string())
+            .bind(invitee_id.to_string())
+            .bind(format_time(sent_at))
+            .execute(&mut *conn)
+            .await?;
+        }
+        ConversationEvent::InvitationAccepted {
+            invitation_id,
+            accepted_at,
+            ..
+        } => {
+            answer_invitation(conn, invitation_id, "ACCEPTED", accepted_at).await?;
+        }
+        ConversationEvent::InvitationDeclined {
+            invitation_id,
+            declined_at,
+            ..
+        } => {
+            answer_invitation(conn, invitation_id, "DECLINED", declined_at).await?;
+        }
+        ConversationEvent::InvitationRevoked {
+            invitation_id,
+            revoked_at,
+            ..
+        } => {
+            answer_invitation(conn, invitation_id, "REVOKED", revoked_at).await?;
+        }
+        ConversationEvent::MessagePosted { .. } => {}
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ConversationRow {
+    pub id: String,
+    pub kind: String,
+    pub title: Option<String>,
+    pub slug: Option<String>,
+    pub description: Option<String>,
+    pub visibility: String,
+    pub creator_id: String,
+    pub created_at: String,
+    pub last_activity_at: String,
+    pub last_message_id: Option<String>,
+}
+
+const SELECT_CONVERSATION: &str = "SELECT c.id, c.kind, c.title, c.slug, c.description, c.visibility, c.creator_id, c.created_at, \
+     COALESCE(a.last_activity_at, c.created_at) AS last_activity_at, a.last_message_id \
+     FROM conversations c LEFT JOIN conversation_activity a ON a.conversation_id = c.id";
+
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
+    Ok(
+        sqlx::query_as(&format!("{SELECT_CONVERSATION} WHERE c.id = $1"))
+            .bind(id)
+            .fetch_optional(&db.read)
+            .await?,
+    )
+}
+
+pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<ConversationRow>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "{SELECT_CONVERSATION} WHERE c.id IN ({})",
+        crate::placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_as(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&db.read).await?)
+}
+
+pub async fn by_slug(db: &Db, slug: &str) -> Result<Option<ConversationRow>, ProjectionError> {
+    Ok(
+        sqlx::query_as(&format!("{SELECT_CONVERSATION} WHERE c.slug = $1"))
+            .bind(slug)
+            .fetch_optional(&db.read)
+            .await?,
+    )
+}
+
+fn activity_cursor(row: &ConversationRow) -> String {
+    pair(&row.last_activity_at, &row.id)
+}
+
+/// The user's conversations, most recent activity first.
+pub async fn for_user(
+    db: &Db,
+    user_id: &str,
+    kind: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<ConversationRow>, ProjectionError> {
+    let (at, id) = match after {
+        Some(cursor) => split_pair(cursor)?,
+        None => ("\u{10ffff}".to_owned(), String::new()),
+    };
+    let rows = sqlx::query_as(&format!(
+        "{SELECT_CONVERSATION} JOIN members m ON m.conversation_id = c.id AND m.user_id = $1 \
+         WHERE ($2 IS NULL OR c.kind = $2) \
+           AND (COALESCE(a.last_activity_at, c.created_at) < $3 \
+                OR (COALESCE(a.last_activity_at, c.created_at) = $3 AND c.id < $4) OR $5 = 0) \
+         ORDER BY COALESCE(a.last_activity_at, c.created_at) DESC, c.id DESC LIMIT $6"
+    ))
+    .bind(user_id)
+    .bind(kind)
+    .bind(&at)
+    .bind(&id)
+    .bind(i64::from(after.is_some()))
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(Page::forward(rows, limit, after.is_some(), activity_cursor))
+}
+
+/// Public channels, newest first.
+pub async fn public_channels(
+    db: &Db,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<ConversationRow>, ProjectionError> {
+    let (at, id) = match after {
+        Some(cursor) => split_pair(cursor)?,
+        None => ("\u{10ffff}".to_owned(), String::new()),
+    };
+    let rows = sqlx::query_as(&format!(
+        "{SELECT_CONVERSATION} WHERE c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC' \
+           AND (c.created_at < $1 OR (c.created_at = $1 AND c.id < $2) OR $3 = 0) \
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $4"
+    ))
+    .bind(&at)
+    .bind(&id)
+    .bind(i64::from(after.is_some()))
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(Page::forward(
+        rows,
+        limit,
+        after.is_some(),
+        |row: &ConversationRow| pair(&row.created_at, &row.id),
+    ))
+}
+
+/// Conversations whose title or slug contains `query`: public channels and the caller's own.
+pub async fn search(
+    db: &Db,
+    user_id: &str,
+    query: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<ConversationRow>, ProjectionError> {
+    let pattern = format!("%{}%", escape_like(&query.to_lowercase()));
+    let (at, id) = match after {
+        Some(cursor) => split_pair(cursor)?,
+        None => ("\u{10ffff}".to_owned(), String::new()),
+    };
+    let rows = sqlx::query_as(&format!(
+        "{SELECT_CONVERSATION} \
+         WHERE (LOWER(COALESCE(c.title, '')) LIKE $2 ESCAPE '\\' OR COALESCE(c.slug, '') LIKE $2 ESCAPE '\\') \
+           AND ((c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC') \
+                OR EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = c.id AND m.user_id = $1)) \
+           AND (c.created_at < $3 OR (c.created_at = $3 AND c.id < $4) OR $5 = 0) \
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $6"
+    ))
+    .bind(user_id)
+    .bind(&pattern)
+    .bind(&at)
+    .bind(&id)
+    .bind(i64::from(after.is_some()))
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(Page::forward(
+        rows,
+        limit,
+        after.is_some(),
+        |row: &ConversationRow| pair(&row.created_at, &row.id),
+    ))
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+pub fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct MemberRow {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub role: String,
+    pub joined_at: String,
+    pub notification_level: String,
+}
+
+const SELECT_MEMBER: &str =
+    "SELECT conversation_id, user_id, role, joined_at, notification_level FROM members";
+
+pub async fn member(
+    db: &Db,
+    conversation_id: &str,
+    user_id: &str,
+) -> Result<Option<MemberRow>, ProjectionError> {
+    Ok(sqlx::query_as(&format!(
+        "{SELECT_MEMBER} WHERE conversation_id = $1 AND user_id = $2"
+    ))
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_optional(&db.read)
+    .await?)
+}
+
+/// One user's memberships among `conversation_ids`.
+pub async fn memberships(
+    db: &Db,
+    user_id: &str,
+    conversation_ids: &[String],
+) -> Result<Vec<MemberRow>, ProjectionError> {
+    if conversation_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = crate::placeholders(2, conversation_ids.len());
+    let sql = format!("{SELECT_MEMBER} WHERE user_id = $1 AND conversation_id IN ({placeholders})");
+    let mut query = sqlx::query_as(&sql).bind(user_id);
+    for id in conversation_ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&db.read).await?)
+}
+
+/// Members in joining order.
+pub async fn members(
+    db: &Db,
+    conversation_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<MemberRow>, ProjectionError> {
+    let (at, id) = match after {
+        Some(cursor) => split_pair(cursor)?,
+        None => (String::new(), String::new()),
+    };
+    let rows = sqlx::query_as(&format!(
+        "{SELECT_MEMBER} WHERE conversation_id = $1 AND (joined_at > $2 OR (joined_at = $2 AND user_id > $3)) \
+         ORDER BY joined_at, user_id LIMIT $4"
+    ))
+    .bind(conversation_id)
+    .bind(&at)
+    .bind(&id)
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(Page::forward(
+        rows,
+        limit,
+        after.is_some(),
+        |row: &MemberRow| pair(&row.joined_at, &row.user_id),
+    ))
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct InvitationRow {
+    pub id: String,
+    pub conversation_id: String,
+    pub inviter_id: String,
+    pub invitee_id: String,
+    pub status: String,
+    pub created_at: String,
+}
+
+const SELECT_INVITATION: &str =
+    "SELECT id, conversation_id, inviter_id, invitee_id, status, created_at FROM invitations";
+
+pub async fn invitation(db: &Db, id: &str) -> Result<Option<InvitationRow>, ProjectionError> {
+    Ok(
+        sqlx::query_as(&format!("{SELECT_INVITATION} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&db.read)
+            .await?,
+    )
+}
+
+/// Invitations addressed to the user, newest first.
+pub async fn invitations_for(
+    db: &Db,
+    user_id: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<InvitationRow>, ProjectionError> {
+    let (at, id) = match after {
+        Some(cursor) => split_pair(cursor)?,
+        None => ("\u{10ffff}".to_owned(), String::new()),
+    };
+    let rows = sqlx::query_as(&format!(
+        "{SELECT_INVITATION} WHERE invitee_id = $1 AND ($2 IS NULL OR status = $2) \
+           AND (created_at < $3 OR (created_at = $3 AND id < $4) OR $5 = 0) \
+         ORDER BY created_at DESC, id DESC LIMIT $6"
+    ))
+    .bind(user_id)
+    .bind(status)
+    .bind(&at)
+    .bind(&id)
+    .bind(i64::from(after.is_some()))
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(Page::forward(
+        rows,
+        limit,
+        after.is_some(),
+        |row: &InvitationRow| pair(&row.created_at, &row.id),
+    ))
+}

@@ -1,0 +1,385 @@
+//! The `messages` read model: message history, earlier bodies of edited messages,
+//! reactions, threads, and each conversation's latest activity.
+
+use std::collections::HashMap;
+
+use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::message::MessageEvent;
+use sqlx::{AnyConnection, FromRow};
+
+use crate::page::Page;
+use crate::{format_time, placeholders, Db, ProjectionError, Projector, StoredEvent};
+
+pub struct MessagesProjector;
+
+fn json_ids(ids: &[uuid::Uuid]) -> String {
+    serde_json::to_string(&ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[async_trait::async_trait]
+impl Projector for MessagesProjector {
+    fn name(&self) -> &'static str {
+        "messages"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "messages",
+            "message_edits",
+            "reactions",
+            "conversation_activity",
+        ]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        match event.aggregate_type.as_str() {
+            "Conversation" => match event.decode()? {
+                ConversationEvent::ConversationCreated {
+                    conversation_id,
+                    created_at,
+                    ..
+                } => {
+                    sqlx::query(
+                        "INSERT INTO conversation_activity (conversation_id, last_seq, last_activity_at) VALUES ($1, 0, $2) \
+                         ON CONFLICT (conversation_id) DO NOTHING",
+                    )
+                    .bind(conversation_id.to_string())
+                    .bind(format_time(created_at))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                ConversationEvent::MessagePosted {
+                    conversation_id,
+                    message_id,
+                    seq,
+                    author_id,
+                    body,
+                    format,
+                    reply_to_id,
+                    mentions,
+                    attachment_ids,
+                    posted_at,
+                    ..
+                } => {
+                    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                    let at = format_time(posted_at);
+                    sqlx::query(
+                        "INSERT INTO messages (id, conversation_id, seq, author_id, body, format, created_at, reply_to_id, mentions, attachment_ids) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(message_id.to_string())
+                    .bind(conversation_id.to_string())
+                    .bind(seq)
+                    .bind(author_id.to_string())
+                    .bind(body)
+                    .bind(format)
+                    .bind(&at)
+                    .bind(reply_to_id.map(|id| id.to_string()))
+                    .bind(json_ids(&mentions))
+                    .bind(json_ids(&attachment_ids))
+                    .execute(&mut *conn)
+                    .await?;
+                    if let Some(parent) = reply_to_id {
+                        // Recounted rather than incremented, so a replay cannot double it.
+                        sqlx::query("UPDATE messages SET reply_count = (SELECT COUNT(*) FROM messages WHERE reply_to_id = $1) WHERE id = $1")
+                            .bind(parent.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO conversation_activity (conversation_id, last_seq, last_message_id, last_activity_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (conversation_id) DO UPDATE SET last_seq = excluded.last_seq, \
+                             last_message_id = excluded.last_message_id, last_activity_at = excluded.last_activity_at \
+                         WHERE conversation_activity.last_seq < excluded.last_seq",
+                    )
+                    .bind(conversation_id.to_string())
+                    .bind(seq)
+                    .bind(message_id.to_string())
+                    .bind(&at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                _ => {}
+            },
+            "Message" => match event.decode()? {
+                MessageEvent::MessageEdited {
+                    message_id,
+                    body,
+                    previous_body,
+                    mentions,
+                    edited_at,
+                    ..
+                } => {
+                    let at = format_time(edited_at);
+                    sqlx::query(
+                        "INSERT INTO message_edits (message_id, version, body, edited_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (message_id, version) DO NOTHING",
+                    )
+                    .bind(message_id.to_string())
+                    .bind(event.sequence)
+                    .bind(previous_body)
+                    .bind(&at)
+                    .execute(&mut *conn)
+                    .await?;
+                    sqlx::query("UPDATE messages SET body = $2, edited_at = $3, mentions = $4 WHERE id = $1 AND deleted = 0")
+                        .bind(message_id.to_string())
+                        .bind(body)
+                        .bind(&at)
+                        .bind(json_ids(&mentions))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                MessageEvent::MessageDeleted { message_id, .. } => {
+                    let id = message_id.to_string();
+                    // A tombstone keeps the message's place; its text goes, history included.
+                    sqlx::query("UPDATE messages SET deleted = 1, body = NULL, mentions = '[]' WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("DELETE FROM message_edits WHERE message_id = $1")
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("DELETE FROM reactions WHERE message_id = $1")
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                MessageEvent::ReactionAdded {
+                    message_id,
+                    user_id,
+                    emoji,
+                    reacted_at,
+                    ..
+                } => {
+                    sqlx::query(
+                        "INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
+                    )
+                    .bind(message_id.to_string())
+                    .bind(emoji)
+                    .bind(user_id.to_string())
+                    .bind(format_time(reacted_at))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                MessageEvent::ReactionRemoved {
+                    message_id,
+                    user_id,
+                    emoji,
+                    ..
+                } => {
+                    sqlx::query("DELETE FROM reactions WHERE message_id = $1 AND emoji = $2 AND user_id = $3")
+                        .bind(message_id.to_string())
+                        .bind(emoji)
+                        .bind(user_id.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct MessageRow {
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub author_id: String,
+    pub body: Option<String>,
+    pub format: String,
+    pub created_at: String,
+    pub edited_at: Option<String>,
+    pub deleted: i64,
+    pub reply_to_id: Option<String>,
+    pub reply_count: i64,
+    pub mentions: String,
+    pub attachment_ids: String,
+}
+
+impl MessageRow {
+    pub fn mention_ids(&self) -> Vec<String> {
+        serde_json::from_str(&self.mentions).unwrap_or_default()
+    }
+
+    pub fn attachment_id_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.attachment_ids).unwrap_or_default()
+    }
+}
+
+const SELECT_MESSAGE: &str =
+    "SELECT id, conversation_id, seq, author_id, body, format, created_at, edited_at, deleted, \
+     reply_to_id, reply_count, mentions, attachment_ids FROM messages";
+
+pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<MessageRow>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "{SELECT_MESSAGE} WHERE id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_as(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&db.read).await?)
+}
+
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<MessageRow>, ProjectionError> {
+    Ok(by_ids(db, &[id.to_owned()]).await?.into_iter().next())
+}
+
+fn seq_cursor(cursor: Option<&str>) -> Result<Option<i64>, ProjectionError> {
+    cursor
+        .map(|c| c.parse::<i64>().map_err(|_| ProjectionError::InvalidCursor))
+        .transpose()
+}
+
+/// A page of a conversation's history, oldest to newest, by `first/after` or `last/before`.
+pub async fn history(
+    db: &Db,
+    conversation_id: &str,
+    first: Option<i64>,
+    after: Option<&str>,
+    last: Option<i64>,
+    before: Option<&str>,
+) -> Result<Page<MessageRow>, ProjectionError> {
+    let after = seq_cursor(after)?;
+    let before = seq_cursor(before)?;
+    let lower = after.unwrap_or(0);
+    let upper = before.unwrap_or(i64::MAX);
+    let backwards = last.is_some() && first.is_none();
+    let limit = if backwards { last } else { first }.unwrap_or(crate::page::DEFAULT_PAGE);
+    let order = if backwards { "DESC" } else { "ASC" };
+    let mut rows: Vec<MessageRow> = sqlx::query_as(&format!(
+        "{SELECT_MESSAGE} WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq {order} LIMIT $4"
+    ))
+    .bind(conversation_id)
+    .bind(lower)
+    .bind(upper)
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    if backwards {
+        rows.reverse();
+    }
+    let (has_next, has_previous) = if backwards {
+        (before.is_some(), more)
+    } else {
+        (more, after.is_some())
+    };
+    Ok(Page {
+        items: rows
+            .into_iter()
+            .map(|row| (row.seq.to_string(), row))
+            .collect(),
+        has_next,
+        has_previous,
+    })
+}
+
+/// Replies to a message, oldest first.
+pub async fn thread(
+    db: &Db,
+    message_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<MessageRow>, ProjectionError> {
+    let after_seq = seq_cursor(after)?.unwrap_or(0);
+    let rows = sqlx::query_as(&format!(
+        "{SELECT_MESSAGE} WHERE reply_to_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    ))
+    .bind(message_id)
+    .bind(after_seq)
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(Page::forward(
+        rows,
+        limit,
+        after.is_some(),
+        |row: &MessageRow| row.seq.to_string(),
+    ))
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct EditRow {
+    pub message_id: String,
+    pub body: String,
+    pub edited_at: String,
+}
+
+/// Earlier bodies of the given messages, oldest first.
+pub async fn edits(
+    db: &Db,
+    message_ids: &[String],
+) -> Result<HashMap<String, Vec<EditRow>>, ProjectionError> {
+    let mut by_message: HashMap<String, Vec<EditRow>> = HashMap::new();
+    if message_ids.is_empty() {
+        return Ok(by_message);
+    }
+    let sql = format!(
+        "SELECT message_id, body, edited_at FROM message_edits WHERE message_id IN ({}) ORDER BY message_id, version",
+        placeholders(1, message_ids.len())
+    );
+    let mut query = sqlx::query_as::<_, EditRow>(&sql);
+    for id in message_ids {
+        query = query.bind(id);
+    }
+    for row in query.fetch_all(&db.read).await? {
+        by_message
+            .entry(row.message_id.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(by_message)
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ReactionSummary {
+    pub message_id: String,
+    pub emoji: String,
+    pub count: i64,
+    pub reacted_by_viewer: i64,
+}
+
+/// Reaction counts per message and emoji, in order of first use.
+pub async fn reactions(
+    db: &Db,
+    message_ids: &[String],
+    viewer: &str,
+) -> Result<HashMap<String, Vec<ReactionSummary>>, ProjectionError> {
+    let mut by_message: HashMap<String, Vec<ReactionSummary>> = HashMap::new();
+    if message_ids.is_empty() {
+        return Ok(by_message);
+    }
+    let sql = format!(
+        "SELECT message_id, emoji, COUNT(*) AS count, \
+                SUM(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS reacted_by_viewer \
+         FROM reactions WHERE message_id IN ({}) \
+         GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at), emoji",
+        placeholders(2, message_ids.len())
+    );
+    let mut query = sqlx::query_as::<_, ReactionSummary>(&sql).bind(viewer);
+    for id in message_ids {
+        query = query.bind(id);
+    }
+    for row in query.fetch_all(&db.read).await? {
+        by_message
+            .entry(row.message_id.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(by_message)
+}

@@ -1,0 +1,55 @@
+//! Keyset pagination shared by the read queries: opaque cursors and page bounds.
+
+use crate::ProjectionError;
+
+/// Page sizes default to 50 and are capped at 200.
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 200;
+
+/// The effective page size for a client's `first`/`last`.
+pub fn page_size(requested: Option<i32>) -> Result<i64, ProjectionError> {
+    match requested {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if n < 0 => Err(ProjectionError::InvalidPageSize),
+        Some(n) => Ok(i64::from(n).min(MAX_PAGE)),
+    }
+}
+
+/// A page of rows with their cursors.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<(String, T)>,
+    pub has_next: bool,
+    pub has_previous: bool,
+}
+
+impl<T> Page<T> {
+    /// Builds a forward page from up to `limit + 1` rows fetched in order.
+    pub fn forward(
+        mut rows: Vec<T>,
+        limit: i64,
+        after: bool,
+        cursor: impl Fn(&T) -> String,
+    ) -> Self {
+        let has_next = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        Self {
+            items: rows.into_iter().map(|row| (cursor(&row), row)).collect(),
+            has_next,
+            has_previous: after,
+        }
+    }
+}
+
+/// A two-part cursor `a|b`, as used for `(time, id)` keys.
+pub fn split_pair(cursor: &str) -> Result<(String, String), ProjectionError> {
+    cursor
+        .split_once('|')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or(ProjectionError::InvalidCursor)
+}
+
+pub fn pair(a: &str, b: &str) -> String {
+    format!("{a}|{b}")
+}

@@ -1,0 +1,285 @@
+//! The `unread` read model: one read marker per member and conversation, and attention
+//! rows only for the users a message mentions or replies to.
+//!
+//! Nothing here is written per member when a message arrives. Counts are derived when
+//! read: `unreadCount` is the conversation's last `seq` minus the marker, less the
+//! messages after the marker that are the reader's own or deleted (both found through
+//! indexes); `mentionCount` counts attention rows after the marker.
+
+use std::collections::HashMap;
+
+use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::member::MemberEvent;
+use parley_aggregates::message::MessageEvent;
+use sqlx::{AnyConnection, FromRow};
+use uuid::Uuid;
+
+use crate::{placeholders, Db, ProjectionError, Projector, StoredEvent};
+
+pub struct UnreadProjector;
+
+fn seq(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Moves a marker forward only (`MAX`), or sets it (`markUnread`).
+async fn set_marker(
+    conn: &mut AnyConnection,
+    conversation_id: Uuid,
+    user_id: Uuid,
+    read_seq: i64,
+    message_id: Option<Uuid>,
+    forward_only: bool,
+) -> Result<(), ProjectionError> {
+    let condition = if forward_only {
+        "WHERE read_markers.read_seq < excluded.read_seq"
+    } else {
+        ""
+    };
+    sqlx::query(&format!(
+        "INSERT INTO read_markers (conversation_id, user_id, read_seq, message_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (conversation_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, \
+             message_id = excluded.message_id {condition}"
+    ))
+    .bind(conversation_id.to_string())
+    .bind(user_id.to_string())
+    .bind(read_seq)
+    .bind(message_id.map(|id| id.to_string()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn attend(
+    conn: &mut AnyConnection,
+    user_id: Uuid,
+    conversation_id: Uuid,
+    seq: i64,
+    message_id: Uuid,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO attention (user_id, conversation_id, seq, message_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, message_id) DO NOTHING",
+    )
+    .bind(user_id.to_string())
+    .bind(conversation_id.to_string())
+    .bind(seq)
+    .bind(message_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Projector for UnreadProjector {
+    fn name(&self) -> &'static str {
+        "unread"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["read_markers", "attention"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        match event.aggregate_type.as_str() {
+            "Conversation" => match event.decode()? {
+                ConversationEvent::ConversationCreated {
+                    conversation_id,
+                    members,
+                    ..
+                } => {
+                    for member in members {
+                        set_marker(conn, conversation_id, member.user_id, 0, None, true).await?;
+                    }
+                }
+                ConversationEvent::MemberJoined {
+                    conversation_id,
+                    user_id,
+                    last_seq,
+                    ..
+                } => {
+                    // A (re)joining member starts with everything before the join read.
+                    set_marker(conn, conversation_id, user_id, seq(last_seq), None, false).await?;
+                }
+                ConversationEvent::MessagePosted {
+                    conversation_id,
+                    message_id,
+                    seq: message_seq,
+                    author_id,
+                    reply_to_author_id,
+                    mentions,
+                    ..
+                } => {
+                    let message_seq = seq(message_seq);
+                    // Posting marks the post read for its author, as in Slack and Matrix.
+                    set_marker(
+                        conn,
+                        conversation_id,
+                        author_id,
+                        message_seq,
+                        Some(message_id),
+                        true,
+                    )
+                    .await?;
+                    for user in mentions.into_iter().chain(reply_to_author_id) {
+                        if user != author_id {
+                            attend(conn, user, conversation_id, message_seq, message_id).await?;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            "Message" => {
+                if let MessageEvent::MessageEdited {
+                    conversation_id,
+                    message_id,
+                    seq: message_seq,
+                    new_mentions,
+                    ..
+                } = event.decode()?
+                {
+                    for user in new_mentions {
+                        attend(conn, user, conversation_id, seq(message_seq), message_id).await?;
+                    }
+                }
+            }
+            "MemberState" => match event.decode()? {
+                MemberEvent::ReadMarkerMoved {
+                    conversation_id,
+                    user_id,
+                    message_id,
+                    seq: read,
+                    ..
+                } => {
+                    set_marker(
+                        conn,
+                        conversation_id,
+                        user_id,
+                        seq(read),
+                        Some(message_id),
+                        true,
+                    )
+                    .await?;
+                }
+                MemberEvent::MarkedUnread {
+                    conversation_id,
+                    user_id,
+                    seq: read,
+                    ..
+                } => {
+                    set_marker(conn, conversation_id, user_id, seq(read), None, false).await?;
+                }
+                MemberEvent::NotificationLevelSet { .. } => {}
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub unread: i64,
+    pub mentions: i64,
+}
+
+#[derive(FromRow)]
+struct CountRow {
+    conversation_id: String,
+    unread: i64,
+    mentions: i64,
+}
+
+/// Unread and mention counts of `user_id` in each of `conversation_ids`.
+pub async fn counts(
+    db: &Db,
+    user_id: &str,
+    conversation_ids: &[String],
+) -> Result<HashMap<String, Counts>, ProjectionError> {
+    if conversation_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT r.conversation_id, \
+            a.last_seq - r.read_seq - \
+              (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = r.conversation_id AND m.seq > r.read_seq AND m.author_id = $1) - \
+              (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = r.conversation_id AND m.seq > r.read_seq AND m.deleted = 1 AND m.author_id <> $1) \
+              AS unread, \
+            (SELECT COUNT(*) FROM attention t JOIN messages m ON m.id = t.message_id \
+              WHERE t.user_id = $1 AND t.conversation_id = r.conversation_id AND t.seq > r.read_seq AND m.deleted = 0) AS mentions \
+         FROM read_markers r JOIN conversation_activity a ON a.conversation_id = r.conversation_id \
+         WHERE r.user_id = $1 AND r.conversation_id IN ({})",
+        placeholders(2, conversation_ids.len())
+    );
+    let mut query = sqlx::query_as::<_, CountRow>(&sql).bind(user_id);
+    for id in conversation_ids {
+        query = query.bind(id);
+    }
+    Ok(query
+        .fetch_all(&db.read)
+        .await?
+        .into_iter()
+        .map(|row| {
+            (
+                row.conversation_id,
+                Counts {
+                    unread: row.unread.max(0),
+                    mentions: row.mentions,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The user's read marker in a conversation (0 when none).
+pub async fn read_seq(
+    db: &Db,
+    conversation_id: &str,
+    user_id: &str,
+) -> Result<i64, ProjectionError> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "SELECT read_seq FROM read_markers WHERE conversation_id = $1 AND user_id = $2",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_optional(&db.read)
+    .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+#[derive(FromRow)]
+struct ReadCountRow {
+    id: String,
+    read_count: i64,
+}
+
+/// For each message, how many other current members have read it.
+pub async fn read_counts(
+    db: &Db,
+    message_ids: &[String],
+) -> Result<HashMap<String, i64>, ProjectionError> {
+    if message_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT m.id, (SELECT COUNT(*) FROM read_markers r JOIN members mm \
+              ON mm.conversation_id = r.conversation_id AND mm.user_id = r.user_id \
+            WHERE r.conversation_id = m.conversation_id AND r.read_seq >= m.seq AND r.user_id <> m.author_id) AS read_count \
+         FROM messages m WHERE m.id IN ({})",
+        placeholders(1, message_ids.len())
+    );
+    let mut query = sqlx::query_as::<_, ReadCountRow>(&sql);
+    for id in message_ids {
+        query = query.bind(id);
+    }
+    Ok(query
+        .fetch_all(&db.read)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row.read_count))
+        .collect())
+}

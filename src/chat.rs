@@ -1,0 +1,733 @@
+//! The messaging command service behind the conversation, invitation, message,
+//! read-state and notification mutations.
+//!
+//! It looks up what a command needs (users, the message a reply or reaction targets,
+//! the actor's standing), hands it to the aggregates, and reports the log position of
+//! what was appended so the API can wait for the read models (read-your-writes).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cqrs_es::AggregateError;
+use parley_aggregates::claim::{slug_claim, NameClaim, NameCommand};
+use parley_aggregates::conversation::{
+    direct_conversation_id, Conversation, ConversationCommand, ConversationError,
+    ConversationServices, MemberRef, ReplyTarget, Visibility,
+};
+use parley_aggregates::inbox::{Inbox, InboxCommand};
+use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, NotificationLevel};
+use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, PostedMessage};
+use parley_aggregates::values::{Slug, Username};
+use parley_aggregates::InputError;
+use parley_projections::messages::MessageRow;
+use parley_projections::{
+    conversations, log, messages, notifications, unread, users, Db, LogPosition,
+};
+use uuid::Uuid;
+
+use crate::graphql::error::ApiError;
+use crate::store::{CommandBus, CommandMeta};
+
+/// The result of a write: the id it concerns and where its events are in the log.
+pub struct Written<T> {
+    pub value: T,
+    pub position: Option<LogPosition>,
+}
+
+impl<T> Written<T> {
+    fn new(value: T, position: Option<LogPosition>) -> Self {
+        Self { value, position }
+    }
+}
+
+pub struct Chat {
+    db: Db,
+    conversations: CommandBus<Conversation>,
+    messages: CommandBus<Message>,
+    members: CommandBus<MemberState>,
+    inbox: CommandBus<Inbox>,
+    names: CommandBus<NameClaim>,
+    max_body_chars: usize,
+}
+
+/// Parses an `ID` argument; anything that is not one of ours is unknown.
+pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::NotFound(format!("{what} not found")))
+}
+
+impl From<ConversationError> for ApiError {
+    fn from(error: ConversationError) -> Self {
+        match error {
+            ConversationError::Invalid(input) => input.into(),
+            ConversationError::NotFound => Self::NotFound(error.to_string()),
+            ConversationError::NotMember
+            | ConversationError::NotPublic
+            | ConversationError::NotAllowed(_)
+            | ConversationError::NotInvitee => Self::Forbidden(error.to_string()),
+            ConversationError::AlreadyExists
+            | ConversationError::AlreadyMember
+            | ConversationError::AlreadyInvited
+            | ConversationError::InvitationNotPending
+            | ConversationError::ClientMessageIdReused => Self::Conflict(error.to_string()),
+            ConversationError::AlreadyPosted { .. } => Self::Conflict(error.to_string()),
+        }
+    }
+}
+
+impl From<MessageError> for ApiError {
+    fn from(error: MessageError) -> Self {
+        match error {
+            MessageError::Invalid(input) => input.into(),
+            MessageError::NotMember | MessageError::NotAllowed(_) => {
+                Self::Forbidden(error.to_string())
+            }
+            MessageError::Deleted => Self::Conflict(error.to_string()),
+        }
+    }
+}
+
+impl From<parley_aggregates::member::MemberError> for ApiError {
+    fn from(error: parley_aggregates::member::MemberError) -> Self {
+        match error {}
+    }
+}
+
+impl From<parley_aggregates::inbox::InboxError> for ApiError {
+    fn from(error: parley_aggregates::inbox::InboxError) -> Self {
+        match error {}
+    }
+}
+
+impl Chat {
+    pub fn new(db: &Db, max_body_chars: usize) -> Self {
+        Self {
+            db: db.clone(),
+            conversations: CommandBus::new(db, ConversationServices { max_body_chars }),
+            messages: CommandBus::new(db, ()),
+            members: CommandBus::new(db, ()),
+            inbox: CommandBus::new(db, ()),
+            names: CommandBus::new(db, ()),
+            max_body_chars,
+        }
+    }
+
+    /// A user as a conversation records them; `NOT_FOUND` for unknown users.
+    async fn member_ref(&self, user_id: Uuid) -> Result<MemberRef, ApiError> {
+        let row = users::by_ids(&self.db, &[user_id.to_string()])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+        let username =
+            Username::parse(&row.username, "userId").map_err(ApiError::internal_input)?;
+        Ok(MemberRef { user_id, username })
+    }
+
+    async fn run(
+        &self,
+        conversation_id: Uuid,
+        command: ConversationCommand,
+        meta: &CommandMeta,
+    ) -> Result<Option<LogPosition>, ApiError> {
+        Ok(self
+            .conversations
+            .execute(
+                &conversation_id.to_string(),
+                (conversation_id, command),
+                meta,
+            )
+            .await?
+            .position)
+    }
+
+    /// `createDirectConversation`: the existing one if any.
+    pub async fn create_direct(
+        &self,
+        viewer: Uuid,
+        other: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let creator = self.member_ref(viewer).await?;
+        let other = self.member_ref(other).await?;
+        let id = direct_conversation_id(viewer, other.user_id);
+        let command = ConversationCommand::CreateDirect {
+            creator,
+            other,
+            at: meta.at,
+        };
+        match self
+            .conversations
+            .execute(&id.to_string(), (id, command), meta)
+            .await
+        {
+            Ok(committed) => Ok(Written::new(id, committed.position)),
+            // It may have been created a moment ago by a concurrent call: wait for
+            // everything committed so far, so the caller can read it.
+            Err(AggregateError::UserError(ConversationError::AlreadyExists)) => {
+                Ok(Written::new(id, Some(log::head(&self.db).await?)))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// `createGroup`.
+    pub async fn create_group(
+        &self,
+        viewer: Uuid,
+        title: &str,
+        member_ids: &[String],
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let creator = self.member_ref(viewer).await?;
+        let mut members = Vec::with_capacity(member_ids.len());
+        for raw in member_ids {
+            members.push(self.member_ref(parse_id(raw, "user")?).await?);
+        }
+        let id = Uuid::now_v7();
+        let command = ConversationCommand::CreateGroup {
+            creator,
+            title: title.to_owned(),
+            members,
+            at: meta.at,
+        };
+        let position = self.run(id, command, meta).await?;
+        Ok(Written::new(id, position))
+    }
+
+    /// `createChannel`: claims the slug first, so two channels never share one.
+    pub async fn create_channel(
+        &self,
+        viewer: Uuid,
+        name: &str,
+        slug: Option<&str>,
+        description: Option<String>,
+        visibility: Visibility,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let creator = self.member_ref(viewer).await?;
+        parley_aggregates::values::Title::parse(name, "name")?;
+        let slug = match slug {
+            Some(slug) => Slug::parse(slug, "slug")?,
+            None => Slug::derive(name, "name")?,
+        };
+        let id = Uuid::now_v7();
+        let claim = slug_claim(slug.as_str());
+        self.names
+            .execute(
+                &claim,
+                NameCommand::Claim {
+                    name: slug.as_str().to_owned(),
+                    owner_id: id,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await
+            .map_err(|error| match ApiError::from(error) {
+                ApiError::Conflict(_) => {
+                    ApiError::Conflict(format!("the slug '{}' is already taken", slug.as_str()))
+                }
+                other => other,
+            })?;
+        let command = ConversationCommand::CreateChannel {
+            creator,
+            name: name.to_owned(),
+            slug,
+            description,
+            visibility,
+            at: meta.at,
+        };
+        match self.run(id, command, meta).await {
+            Ok(position) => Ok(Written::new(id, position)),
+            Err(error) => {
+                let release = NameCommand::Release {
+                    owner_id: id,
+                    at: meta.at,
+                };
+                if let Err(release_error) = self.names.execute(&claim, release, meta).await {
+                    tracing::error!(%claim, error = %release_error, "could not release the slug of a failed channel");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// `joinChannel`.
+    pub async fn join(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let user = self.member_ref(viewer).await?;
+        let position = self
+            .run(
+                conversation_id,
+                ConversationCommand::Join { user, at: meta.at },
+                meta,
+            )
+            .await?;
+        Ok(Written::new(conversation_id, position))
+    }
+
+    /// `leaveConversation`.
+    pub async fn leave(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<bool>, ApiError> {
+        let position = self
+            .run(
+                conversation_id,
+                ConversationCommand::Leave {
+                    user_id: viewer,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await?;
+        Ok(Written::new(true, position))
+    }
+
+    /// `updateConversation`.
+    pub async fn update(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        title: Option<String>,
+        description: Option<String>,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let command = ConversationCommand::Update {
+            actor_id: viewer,
+            title,
+            description,
+            at: meta.at,
+        };
+        let position = self.run(conversation_id, command, meta).await?;
+        Ok(Written::new(conversation_id, position))
+    }
+
+    /// The viewer's current role, from the conversation's own state (not a read model).
+    async fn standing(
+        &self,
+        conversation_id: Uuid,
+        viewer: Uuid,
+    ) -> Result<(Conversation, Option<parley_aggregates::policy::Role>), ApiError> {
+        let conversation = self
+            .conversations
+            .load(&conversation_id.to_string())
+            .await?;
+        if conversation.id.is_none() {
+            return Err(ApiError::NotFound("conversation not found".to_owned()));
+        }
+        let role = conversation.role_of(viewer).ok();
+        Ok((conversation, role))
+    }
+
+    /// `setNotificationLevel`.
+    pub async fn set_notification_level(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        level: NotificationLevel,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let (_, role) = self.standing(conversation_id, viewer).await?;
+        if role.is_none() {
+            return Err(ConversationError::NotMember.into());
+        }
+        let command = MemberCommand::SetNotificationLevel {
+            conversation_id,
+            user_id: viewer,
+            level,
+            at: meta.at,
+        };
+        let committed = self
+            .members
+            .execute(&member_state_id(conversation_id, viewer), command, meta)
+            .await?;
+        Ok(Written::new(conversation_id, committed.position))
+    }
+
+    /// `inviteMember`.
+    pub async fn invite(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        user_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let invitee = self.member_ref(user_id).await?;
+        let invitation_id = Uuid::now_v7();
+        let command = ConversationCommand::Invite {
+            invitation_id,
+            inviter_id: viewer,
+            invitee,
+            at: meta.at,
+        };
+        let position = self.run(conversation_id, command, meta).await?;
+        Ok(Written::new(invitation_id, position))
+    }
+
+    async fn invitation_conversation(&self, invitation_id: Uuid) -> Result<Uuid, ApiError> {
+        let row = conversations::invitation(&self.db, &invitation_id.to_string())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("invitation not found".to_owned()))?;
+        parse_id(&row.conversation_id, "conversation")
+    }
+
+    /// `acceptInvitation`: returns the conversation joined.
+    pub async fn accept(
+        &self,
+        viewer: Uuid,
+        invitation_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let conversation_id = self.invitation_conversation(invitation_id).await?;
+        let user = self.member_ref(viewer).await?;
+        let command = ConversationCommand::AcceptInvitation {
+            invitation_id,
+            user,
+            at: meta.at,
+        };
+        let position = self.run(conversation_id, command, meta).await?;
+        Ok(Written::new(conversation_id, position))
+    }
+
+    /// `declineInvitation`.
+    pub async fn decline(
+        &self,
+        viewer: Uuid,
+        invitation_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let conversation_id = self.invitation_conversation(invitation_id).await?;
+        let command = ConversationCommand::DeclineInvitation {
+            invitation_id,
+            user_id: viewer,
+            at: meta.at,
+        };
+        let position = self.run(conversation_id, command, meta).await?;
+        Ok(Written::new(invitation_id, position))
+    }
+
+    /// `revokeInvitation`.
+    pub async fn revoke(
+        &self,
+        viewer: Uuid,
+        invitation_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let conversation_id = self.invitation_conversation(invitation_id).await?;
+        let command = ConversationCommand::RevokeInvitation {
+            invitation_id,
+            actor_id: viewer,
+            at: meta.at,
+        };
+        let position = self.run(conversation_id, command, meta).await?;
+        Ok(Written::new(invitation_id, position))
+    }
+
+    async fn message_row(&self, message_id: Uuid) -> Result<MessageRow, ApiError> {
+        messages::by_id(&self.db, &message_id.to_string())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("message not found".to_owned()))
+    }
+
+    /// `sendMessage`: a retry with the same `clientMessageId` returns the first message.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        body: String,
+        reply_to: Option<Uuid>,
+        client_message_id: Option<String>,
+        attachment_ids: Vec<Uuid>,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        if let Some(attachment) = attachment_ids.first() {
+            return Err(ApiError::NotFound(format!(
+                "attachment {attachment} not found"
+            )));
+        }
+        let reply_to = match reply_to {
+            Some(id) => {
+                let row = self.message_row(id).await.map_err(|_| {
+                    ApiError::NotFound("the message replied to was not found".to_owned())
+                })?;
+                Some(ReplyTarget {
+                    message_id: id,
+                    conversation_id: parse_id(&row.conversation_id, "conversation")?,
+                    author_id: parse_id(&row.author_id, "user")?,
+                })
+            }
+            None => None,
+        };
+        let message_id = Uuid::now_v7();
+        let command = ConversationCommand::PostMessage {
+            message_id,
+            author_id: viewer,
+            body,
+            reply_to,
+            client_message_id,
+            attachment_ids,
+            at: meta.at,
+        };
+        match self
+            .conversations
+            .execute(
+                &conversation_id.to_string(),
+                (conversation_id, command),
+                meta,
+            )
+            .await
+        {
+            Ok(committed) => Ok(Written::new(message_id, committed.position)),
+            Err(AggregateError::UserError(ConversationError::AlreadyPosted { message_id })) => {
+                // The first attempt may still be settling: wait for everything committed so far.
+                let head = log::head(&self.db).await?;
+                Ok(Written::new(message_id, Some(head)))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn posted_and_actor(
+        &self,
+        viewer: Uuid,
+        message_id: Uuid,
+    ) -> Result<(PostedMessage, Actor), ApiError> {
+        let row = self.message_row(message_id).await?;
+        let conversation_id = parse_id(&row.conversation_id, "conversation")?;
+        let (conversation, role) = self.standing(conversation_id, viewer).await?;
+        let posted = PostedMessage {
+            message_id,
+            conversation_id,
+            author_id: parse_id(&row.author_id, "user")?,
+            seq: u64::try_from(row.seq).unwrap_or_default(),
+            body: row.body.clone().unwrap_or_default(),
+            mentions: row
+                .mention_ids()
+                .iter()
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect::<BTreeSet<_>>(),
+        };
+        let members: BTreeMap<String, Uuid> = conversation
+            .members
+            .iter()
+            .map(|(id, member)| (member.username.as_str().to_owned(), *id))
+            .collect();
+        Ok((
+            posted,
+            Actor {
+                user_id: viewer,
+                role,
+                members,
+            },
+        ))
+    }
+
+    async fn on_message(
+        &self,
+        message_id: Uuid,
+        command: MessageCommand,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let committed = self
+            .messages
+            .execute(&message_id.to_string(), command, meta)
+            .await?;
+        Ok(Written::new(message_id, committed.position))
+    }
+
+    /// `editMessage`.
+    pub async fn edit(
+        &self,
+        viewer: Uuid,
+        message_id: Uuid,
+        body: String,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let (posted, actor) = self.posted_and_actor(viewer, message_id).await?;
+        let command = MessageCommand::Edit {
+            posted,
+            actor,
+            body,
+            max_body_chars: self.max_body_chars,
+            at: meta.at,
+        };
+        self.on_message(message_id, command, meta).await
+    }
+
+    /// `deleteMessage`.
+    pub async fn delete(
+        &self,
+        viewer: Uuid,
+        message_id: Uuid,
+        reason: Option<String>,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let (posted, actor) = self.posted_and_actor(viewer, message_id).await?;
+        self.on_message(
+            message_id,
+            MessageCommand::Delete {
+                posted,
+                actor,
+                reason,
+                at: meta.at,
+            },
+            meta,
+        )
+        .await
+    }
+
+    /// `addReaction` / `removeReaction`.
+    pub async fn react(
+        &self,
+        viewer: Uuid,
+        message_id: Uuid,
+        emoji: String,
+        add: bool,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let (posted, actor) = self.posted_and_actor(viewer, message_id).await?;
+        let command = if add {
+            MessageCommand::AddReaction {
+                posted,
+                actor,
+                emoji,
+                at: meta.at,
+            }
+        } else {
+            MessageCommand::RemoveReaction {
+                posted,
+                actor,
+                emoji,
+                at: meta.at,
+            }
+        };
+        self.on_message(message_id, command, meta).await
+    }
+
+    /// The message, checked to be in `conversation_id`, and the viewer's membership.
+    async fn read_target(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<MessageRow, ApiError> {
+        let (_, role) = self.standing(conversation_id, viewer).await?;
+        if role.is_none() {
+            return Err(ConversationError::NotMember.into());
+        }
+        let row = self.message_row(message_id).await?;
+        if row.conversation_id != conversation_id.to_string() {
+            return Err(
+                InputError::new("messageId", "is not a message of this conversation").into(),
+            );
+        }
+        Ok(row)
+    }
+
+    /// `markRead`: forward only.
+    pub async fn mark_read(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let row = self
+            .read_target(viewer, conversation_id, message_id)
+            .await?;
+        let current =
+            unread::read_seq(&self.db, &conversation_id.to_string(), &viewer.to_string()).await?;
+        let command = MemberCommand::MarkRead {
+            conversation_id,
+            user_id: viewer,
+            message_id,
+            seq: u64::try_from(row.seq).unwrap_or_default(),
+            current_seq: u64::try_from(current).unwrap_or_default(),
+            at: meta.at,
+        };
+        let committed = self
+            .members
+            .execute(&member_state_id(conversation_id, viewer), command, meta)
+            .await?;
+        Ok(Written::new(conversation_id, committed.position))
+    }
+
+    /// `markUnread`: the marker moves to just before the message.
+    pub async fn mark_unread(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        let row = self
+            .read_target(viewer, conversation_id, message_id)
+            .await?;
+        let command = MemberCommand::MarkUnread {
+            conversation_id,
+            user_id: viewer,
+            message_id,
+            seq: u64::try_from(row.seq).unwrap_or_default(),
+            at: meta.at,
+        };
+        let committed = self
+            .members
+            .execute(&member_state_id(conversation_id, viewer), command, meta)
+            .await?;
+        Ok(Written::new(conversation_id, committed.position))
+    }
+
+    /// `markNotificationsRead`: how many of `ids` became read.
+    pub async fn mark_notifications_read(
+        &self,
+        viewer: Uuid,
+        ids: Vec<String>,
+        meta: &CommandMeta,
+    ) -> Result<Written<i32>, ApiError> {
+        let count = notifications::count_unread(&self.db, &viewer.to_string(), Some(&ids)).await?;
+        let command = InboxCommand::MarkRead {
+            user_id: viewer,
+            notification_ids: ids,
+            at: meta.at,
+        };
+        let committed = self
+            .inbox
+            .execute(&viewer.to_string(), command, meta)
+            .await?;
+        Ok(Written::new(
+            i32::try_from(count).unwrap_or(i32::MAX),
+            committed.position,
+        ))
+    }
+
+    /// `markAllNotificationsRead`.
+    pub async fn mark_all_notifications_read(
+        &self,
+        viewer: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<i32>, ApiError> {
+        let count = notifications::count_unread(&self.db, &viewer.to_string(), None).await?;
+        let committed = self
+            .inbox
+            .execute(
+                &viewer.to_string(),
+                InboxCommand::MarkAllRead {
+                    user_id: viewer,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await?;
+        Ok(Written::new(
+            i32::try_from(count).unwrap_or(i32::MAX),
+            committed.position,
+        ))
+    }
+}
