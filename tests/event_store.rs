@@ -182,9 +182,7 @@ async fn appended_events_load_back_in_order_with_their_envelope() {
             .collect();
         assert_eq!(sequences, vec![1, 2, 3, 4]);
 
-        let logged = log::read_after(&db, LogPosition::START, 100)
-            .await
-            .expect("read");
+        let logged = common::readable_events(&db, 4).await;
         assert_eq!(logged.len(), 4);
         assert!(logged.windows(2).all(|w| w[0].position < w[1].position));
         assert_eq!(committed.position, Some(logged[2].position));
@@ -509,6 +507,7 @@ mod projector_safety {
                 .expect("register");
             }
 
+            assert_eq!(common::readable_events(&db, 5).await.len(), 5);
             let crashing = CrashingProjector {
                 seen: AtomicUsize::new(0),
                 fail_at: 3,

@@ -32,6 +32,13 @@ impl Projector for MessagesProjector {
         ]
     }
 
+    fn backend_tables(&self, backend: crate::Backend) -> &'static [&'static str] {
+        match backend {
+            crate::Backend::Sqlite => &["messages_fts"],
+            crate::Backend::Postgres => &[],
+        }
+    }
+
     async fn apply(
         &self,
         conn: &mut AnyConnection,
@@ -76,7 +83,7 @@ impl Projector for MessagesProjector {
                     .bind(conversation_id.to_string())
                     .bind(seq)
                     .bind(author_id.to_string())
-                    .bind(body)
+                    .bind(&body)
                     .bind(format)
                     .bind(&at)
                     .bind(reply_to_id.map(|id| id.to_string()))
@@ -84,6 +91,7 @@ impl Projector for MessagesProjector {
                     .bind(json_ids(&attachment_ids))
                     .execute(&mut *conn)
                     .await?;
+                    index(conn, message_id, Some(&body)).await?;
                     if let Some(parent) = reply_to_id {
                         // Recounted rather than incremented, so a replay cannot double it.
                         sqlx::query("UPDATE messages SET reply_count = (SELECT COUNT(*) FROM messages WHERE reply_to_id = $1) WHERE id = $1")
@@ -128,11 +136,12 @@ impl Projector for MessagesProjector {
                     .await?;
                     sqlx::query("UPDATE messages SET body = $2, edited_at = $3, mentions = $4 WHERE id = $1 AND deleted = 0")
                         .bind(message_id.to_string())
-                        .bind(body)
+                        .bind(&body)
                         .bind(&at)
                         .bind(json_ids(&mentions))
                         .execute(&mut *conn)
                         .await?;
+                    index(conn, message_id, Some(&body)).await?;
                 }
                 MessageEvent::MessageDeleted { message_id, .. } => {
                     let id = message_id.to_string();
@@ -149,6 +158,7 @@ impl Projector for MessagesProjector {
                         .bind(&id)
                         .execute(&mut *conn)
                         .await?;
+                    index(conn, message_id, None).await?;
                 }
                 MessageEvent::ReactionAdded {
                     message_id,
@@ -186,6 +196,30 @@ impl Projector for MessagesProjector {
         }
         Ok(())
     }
+}
+
+/// On SQLite, keeps the FTS5 table in step (PostgreSQL derives its index from `body`).
+async fn index(
+    conn: &mut AnyConnection,
+    message_id: uuid::Uuid,
+    body: Option<&str>,
+) -> Result<(), ProjectionError> {
+    if conn.backend_name() != "SQLite" {
+        return Ok(());
+    }
+    let id = message_id.to_string();
+    sqlx::query("DELETE FROM messages_fts WHERE message_id = $1")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(body) = body {
+        sqlx::query("INSERT INTO messages_fts (message_id, body) VALUES ($1, $2)")
+            .bind(&id)
+            .bind(body)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -382,4 +416,82 @@ pub async fn reactions(
             .push(row);
     }
     Ok(by_message)
+}
+
+/// Turns free text into an FTS5 query: every word must occur, and FTS5's own syntax in
+/// the text is taken literally.
+fn fts5_query(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const SEARCH_COLUMNS: &str = "SELECT m.id, m.conversation_id, m.seq, m.author_id, m.body, m.format, m.created_at, \
+     m.edited_at, m.deleted, m.reply_to_id, m.reply_count, m.mentions, m.attachment_ids FROM messages m";
+
+/// Messages matching `query` in conversations the viewer may read (member, or public
+/// channel), optionally in one conversation, newest first.
+pub async fn search(
+    db: &Db,
+    viewer: &str,
+    query: &str,
+    conversation_id: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<MessageRow>, ProjectionError> {
+    let (at, id) = match after {
+        Some(cursor) => crate::page::split_pair(cursor)?,
+        None => ("\u{10ffff}".to_owned(), String::new()),
+    };
+    let (matching, text) = match db.backend {
+        crate::Backend::Sqlite => (
+            "m.id IN (SELECT message_id FROM messages_fts WHERE messages_fts MATCH $1)",
+            fts5_query(query),
+        ),
+        crate::Backend::Postgres => (
+            "m.search @@ plainto_tsquery('simple', $1)",
+            query.trim().to_owned(),
+        ),
+    };
+    if text.is_empty() {
+        return Ok(Page {
+            items: Vec::new(),
+            has_next: false,
+            has_previous: after.is_some(),
+        });
+    }
+    let rows = sqlx::query_as(&format!(
+        "{SEARCH_COLUMNS} WHERE {matching} AND m.deleted = 0 \
+           AND ($2 IS NULL OR m.conversation_id = $2) \
+           AND (EXISTS (SELECT 1 FROM members mm WHERE mm.conversation_id = m.conversation_id AND mm.user_id = $3) \
+                OR EXISTS (SELECT 1 FROM conversations c WHERE c.id = m.conversation_id AND c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC')) \
+           AND (m.created_at < $4 OR (m.created_at = $4 AND m.id < $5) OR $6 = 0) \
+         ORDER BY m.created_at DESC, m.id DESC LIMIT $7"
+    ))
+    .bind(&text)
+    .bind(conversation_id)
+    .bind(viewer)
+    .bind(&at)
+    .bind(&id)
+    .bind(i64::from(after.is_some()))
+    .bind(limit + 1)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(Page::forward(
+        rows,
+        limit,
+        after.is_some(),
+        |row: &MessageRow| crate::page::pair(&row.created_at, &row.id),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fts5_queries_take_user_syntax_literally() {
+        assert_eq!(super::fts5_query("hello  world"), "\"hello\" \"world\"");
+        assert_eq!(super::fts5_query("a\"b OR c*"), "\"a\"\"b\" \"OR\" \"c*\"");
+        assert_eq!(super::fts5_query("   "), "");
+    }
 }

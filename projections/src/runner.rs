@@ -27,6 +27,10 @@ pub trait Projector: Send + Sync + 'static {
     }
     /// The tables this projector alone writes, emptied on a rebuild.
     fn tables(&self) -> &'static [&'static str];
+    /// Tables that exist only on one backend (such as SQLite's full-text index).
+    fn backend_tables(&self, _backend: crate::Backend) -> &'static [&'static str] {
+        &[]
+    }
     /// Applies one event. Must be idempotent: the same event twice changes nothing.
     async fn apply(
         &self,
@@ -88,7 +92,7 @@ async fn save_checkpoint(
 /// Empties the projector's tables and starts its checkpoint over, atomically.
 pub async fn reset(db: &Db, projector: &dyn Projector) -> Result<(), ProjectionError> {
     let mut tx = db.write.begin().await?;
-    for table in projector.tables() {
+    for table in all_tables(projector, db.backend) {
         sqlx::query(&format!("DELETE FROM {table}"))
             .execute(&mut *tx)
             .await?;
@@ -104,6 +108,13 @@ pub async fn reset(db: &Db, projector: &dyn Projector) -> Result<(), ProjectionE
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Every table the projector writes on `backend`.
+pub fn all_tables(projector: &dyn Projector, backend: crate::Backend) -> Vec<&'static str> {
+    let mut tables = projector.tables().to_vec();
+    tables.extend_from_slice(projector.backend_tables(backend));
+    tables
 }
 
 /// Brings the checkpoint to the projector's version, resetting it on a version change.

@@ -218,6 +218,36 @@ impl Query {
         Ok(connection(page, Message))
     }
 
+    /// `searchMessages`: full text, only in conversations the viewer may read.
+    async fn search_messages(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        conversation_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Message>> {
+        let me = viewer(ctx)?;
+        let conversation = match conversation_id {
+            Some(id) => {
+                let id = parse_id(&id, "conversation")?;
+                Some(readable_conversation(ctx, &id.to_string()).await?.id)
+            }
+            None => None,
+        };
+        let page = messages::search(
+            &state(ctx).db,
+            &me.to_string(),
+            &query,
+            conversation.as_deref(),
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, Message))
+    }
+
     /// `notifications`: the viewer's, newest first.
     async fn notifications(
         &self,

@@ -23,8 +23,10 @@ pub use sqlite::SqliteEventRepository;
 
 /// Events between snapshots; keeps every aggregate load to one snapshot plus a few events.
 pub const SNAPSHOT_EVERY: usize = 50;
-/// Attempts for a command that loses an optimistic-concurrency race.
-const MAX_ATTEMPTS: usize = 8;
+/// Attempts for a command that loses an optimistic-concurrency race to another node.
+const MAX_ATTEMPTS: u32 = 12;
+/// Lock stripes serialising commands per aggregate within this process.
+const STRIPES: usize = 256;
 
 /// The event repository of the configured backend.
 pub enum Repository {
@@ -162,6 +164,9 @@ pub struct Committed<A: Aggregate> {
 /// beyond what the snapshot holds, so events after it would never be replayed. Here a
 /// snapshot is always the aggregate exactly as of the commit's last event.
 pub struct CommandBus<A: Aggregate> {
+    /// Commands on one aggregate wait for each other here instead of racing to append
+    /// and retrying; only writers on other nodes can still conflict.
+    stripes: Vec<tokio::sync::Mutex<()>>,
     repo: Repository,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     snapshot_every: Option<usize>,
@@ -188,6 +193,7 @@ where
     /// Snapshots every `every` events (at least 1).
     pub fn with_snapshots(db: &Db, services: A::Services, every: usize) -> Self {
         Self {
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             repo: Repository::new(db),
             upcasters: Vec::new(),
             snapshot_every: Some(every.max(1)),
@@ -286,14 +292,23 @@ where
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<Committed<A>, AggregateError<A::Error>> {
+        let stripe = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::hash::DefaultHasher::new();
+            aggregate_id.hash(&mut hasher);
+            (hasher.finish() % STRIPES as u64) as usize
+        };
+        let _turn = self.stripes[stripe].lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.try_execute(aggregate_id, command.clone(), meta).await {
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
-                    // Jitter keeps racing writers from colliding again in lockstep.
-                    let jitter = rand::random_range(0..(5 * attempt as u64));
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    // Exponential backoff with full jitter keeps racing nodes from
+                    // colliding again in lockstep.
+                    let ceiling = 2_u64.pow(attempt.min(7)) * 2;
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..=ceiling)))
+                        .await;
                 }
                 result => return result,
             }

@@ -768,3 +768,265 @@ async fn conversations_list_by_recent_activity_and_levels_silence_notifications(
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn message_search_finds_words_only_where_the_caller_may_read() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob, eve) = (
+            user(&app, "alice").await,
+            user(&app, "bob").await,
+            user(&app, "eve").await,
+        );
+        let private = create_group(&app, &alice, "Private", &[&bob]).await;
+        let channel = gql(
+            &app,
+            &alice,
+            "mutation { createChannel(input: { name: \"Open\", visibility: PUBLIC }) { id } }",
+            json!({}),
+        )
+        .await;
+        let channel = text(&channel, "/data/createChannel/id").to_owned();
+        send_ok(&app, &alice, &private, "the secret rendezvous is at noon").await;
+        send_ok(&app, &alice, &channel, "public rendezvous tomorrow").await;
+        let gone = send_ok(&app, &alice, &channel, "rendezvous cancelled").await;
+        gql(
+            &app,
+            &alice,
+            "mutation($m: ID!) { deleteMessage(messageId: $m) { id } }",
+            json!({ "m": gone }),
+        )
+        .await;
+        const SEARCH: &str = "query($q: String!, $c: ID) { searchMessages(query: $q, conversationId: $c) { nodes { body } } }";
+        let bodies = |response: &Value| -> Vec<String> {
+            ok(response)["searchMessages"]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["body"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let mut for_bob = bodies(&gql(&app, &bob, SEARCH, json!({ "q": "Rendezvous" })).await);
+        for_bob.sort();
+        assert_eq!(
+            for_bob,
+            vec![
+                "public rendezvous tomorrow",
+                "the secret rendezvous is at noon"
+            ]
+        );
+        assert_eq!(
+            bodies(&gql(&app, &eve, SEARCH, json!({ "q": "rendezvous" })).await),
+            vec!["public rendezvous tomorrow"]
+        );
+        assert_eq!(
+            bodies(&gql(&app, &bob, SEARCH, json!({ "q": "secret noon" })).await),
+            vec!["the secret rendezvous is at noon"]
+        );
+        assert_eq!(
+            bodies(
+                &gql(
+                    &app,
+                    &bob,
+                    SEARCH,
+                    json!({ "q": "rendezvous", "c": channel })
+                )
+                .await
+            ),
+            vec!["public rendezvous tomorrow"]
+        );
+        // Search syntax in the query is taken literally, never an error.
+        assert!(
+            bodies(&gql(&app, &bob, SEARCH, json!({ "q": "\"unbalanced OR *" })).await).is_empty()
+        );
+        assert_eq!(
+            error_code(&gql(&app, &eve, SEARCH, json!({ "q": "secret", "c": private })).await),
+            Some("FORBIDDEN")
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_posts_to_one_conversation_all_land_with_consecutive_seqs() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let group = create_group(&app, &alice, "Busy", &[&bob]).await;
+        let posts = futures::future::join_all((0..24).map(|i| {
+            let who = if i % 2 == 0 { &alice } else { &bob };
+            send(&app, who, &group, "racing")
+        }))
+        .await;
+        for post in &posts {
+            ok(post);
+        }
+        let seqs: Vec<i64> = history(&app, &alice, &group)
+            .await
+            .iter()
+            .filter_map(|m| m["seq"].as_i64())
+            .collect();
+        assert_eq!(seqs, (1..=24).collect::<Vec<_>>());
+        // Receipts: bob has read everything up to his own last post.
+        let read = gql(&app, &alice, "query($c: ID!) { messages(conversationId: $c, first: 1) { nodes { author { username } readCount } } }", json!({ "c": group })).await;
+        let first = &ok(&read)["messages"]["nodes"][0];
+        assert_eq!(first["readCount"], 1, "{first}");
+        app.stop().await;
+    }
+}
+
+mod replay {
+    use parley_projections::runner;
+    use parley_projections::{log, LogPosition};
+    use sqlx::Row;
+
+    use super::*;
+
+    /// Every row of the projector's tables, as sorted text.
+    async fn dump(db: &parley_projections::Db, tables: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for table in tables {
+            // The PostgreSQL search column is derived from `body`, and not decodable here.
+            let columns = if *table == "messages" {
+                "id, conversation_id, seq, author_id, body, format, created_at, edited_at, deleted, reply_to_id, reply_count, mentions, attachment_ids"
+            } else {
+                "*"
+            };
+            let rows = sqlx::query(&format!("SELECT {columns} FROM {table}"))
+                .fetch_all(&db.read)
+                .await
+                .expect("dump");
+            let mut lines: Vec<String> = rows
+                .iter()
+                .map(|row| {
+                    let cells: Vec<String> = (0..row.len())
+                        .map(|i| {
+                            row.try_get::<Option<String>, _>(i)
+                                .map(|v| format!("{v:?}"))
+                                .or_else(|_| {
+                                    row.try_get::<Option<i64>, _>(i).map(|v| format!("{v:?}"))
+                                })
+                                .unwrap_or_else(|_| "?".to_owned())
+                        })
+                        .collect();
+                    format!("{table}: {}", cells.join(" | "))
+                })
+                .collect();
+            lines.sort();
+            out.extend(lines);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_projector_is_idempotent_and_equals_a_fresh_replay() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let app = spawn_app(backend).await;
+            let (alice, bob, carol) = (
+                user(&app, "alice").await,
+                user(&app, "bob").await,
+                user(&app, "carol").await,
+            );
+            let group = create_group(&app, &alice, "Everything", &[&bob]).await;
+            let hello = send_ok(&app, &bob, &group, "hello @alice").await;
+            let reply = gql(
+                &app,
+                &alice,
+                SEND,
+                json!({ "i": { "conversationId": group, "body": "hi", "replyToId": hello } }),
+            )
+            .await;
+            let reply = text(&reply, "/data/sendMessage/id").to_owned();
+            gql(&app, &bob, "mutation($m: ID!) { editMessage(messageId: $m, body: \"hello @alice and @carol\") { id } }", json!({ "m": hello })).await;
+            gql(
+                &app,
+                &bob,
+                "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"🎉\") { id } }",
+                json!({ "m": reply }),
+            )
+            .await;
+            gql(
+                &app,
+                &carol,
+                "mutation { createChannel(input: { name: \"Lobby\", visibility: PUBLIC }) { id } }",
+                json!({}),
+            )
+            .await;
+            let invite = gql(&app, &alice, "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }", json!({ "c": group, "u": carol.id })).await;
+            gql(
+                &app,
+                &carol,
+                "mutation($i: ID!) { acceptInvitation(invitationId: $i) { id } }",
+                json!({ "i": text(&invite, "/data/inviteMember/id") }),
+            )
+            .await;
+            gql(&app, &carol, "mutation($c: ID!) { setNotificationLevel(conversationId: $c, level: MENTIONS) { id } }", json!({ "c": group })).await;
+            gql(
+                &app,
+                &bob,
+                "mutation($c: ID!, $m: ID!) { markRead(conversationId: $c, messageId: $m) { id } }",
+                json!({ "c": group, "m": reply }),
+            )
+            .await;
+            gql(
+                &app,
+                &bob,
+                "mutation($m: ID!) { deleteMessage(messageId: $m) { id } }",
+                json!({ "m": hello }),
+            )
+            .await;
+            gql(
+                &app,
+                &alice,
+                "mutation { markAllNotificationsRead }",
+                json!({}),
+            )
+            .await;
+            gql(
+                &app,
+                &carol,
+                "mutation($c: ID!) { leaveConversation(conversationId: $c) }",
+                json!({ "c": group }),
+            )
+            .await;
+
+            app.state.projections.stop();
+            let db = &app.state.db;
+            let events = log::read_after(db, LogPosition::START, 10_000)
+                .await
+                .expect("events");
+            for projector in parley::startup::projectors() {
+                let tables = runner::all_tables(projector.as_ref(), db.backend);
+                let before = dump(db, &tables).await;
+                assert!(!before.is_empty(), "{} built nothing", projector.name());
+
+                let mut tx = db.write.begin().await.expect("begin");
+                for event in &events {
+                    projector.apply(&mut tx, event).await.expect("reapply");
+                }
+                tx.commit().await.expect("commit");
+                assert_eq!(
+                    dump(db, &tables).await,
+                    before,
+                    "{}: applying twice changed rows",
+                    projector.name()
+                );
+
+                runner::reset(db, projector.as_ref()).await.expect("reset");
+                runner::catch_up(db, projector.as_ref())
+                    .await
+                    .expect("replay");
+                assert_eq!(
+                    dump(db, &tables).await,
+                    before,
+                    "{}: a fresh replay differs",
+                    projector.name()
+                );
+            }
+            app.stop().await;
+        }
+    }
+}

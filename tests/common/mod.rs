@@ -148,3 +148,20 @@ fn database_names_are_replaced_in_urls() {
     );
     assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
 }
+
+/// The log once at least `count` events are readable. On PostgreSQL a reader sees an
+/// event only after every older transaction in the cluster has finished, so a test that
+/// runs beside others waits (with a generous bound) instead of assuming it at once.
+pub async fn readable_events(db: &Db, count: usize) -> Vec<parley_projections::StoredEvent> {
+    use parley_projections::{log, LogPosition};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let events = log::read_after(db, LogPosition::START, 100_000)
+            .await
+            .expect("read the log");
+        if events.len() >= count || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
