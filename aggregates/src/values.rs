@@ -75,29 +75,34 @@ impl DisplayName {
     pub const MAX: usize = 64;
 
     pub fn parse(raw: &str, field: &'static str) -> Result<Self, InputError> {
-        let name = raw.trim();
-        let len = name.chars().count();
-        if len == 0 {
-            return Err(InputError::new(field, "must not be empty"));
-        }
-        if len > Self::MAX {
-            return Err(InputError::new(
-                field,
-                format!("must be at most {} characters long", Self::MAX),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(InputError::new(
-                field,
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
+        single_line(raw, field, Self::MAX).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Trimmed text of 1 to `max` Unicode scalar values without control characters.
+fn single_line(raw: &str, field: &'static str, max: usize) -> Result<String, InputError> {
+    let text = raw.trim();
+    let len = text.chars().count();
+    if len == 0 {
+        return Err(InputError::new(field, "must not be empty"));
+    }
+    if len > max {
+        return Err(InputError::new(
+            field,
+            format!("must be at most {max} characters long"),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(InputError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// A password as typed: 10–1,024 bytes. Never stored or logged; only its hash is.
@@ -226,24 +231,7 @@ impl Title {
     pub const MAX: usize = 100;
 
     pub fn parse(raw: &str, field: &'static str) -> Result<Self, InputError> {
-        let title = raw.trim();
-        let len = title.chars().count();
-        if len == 0 {
-            return Err(InputError::new(field, "must not be empty"));
-        }
-        if len > Self::MAX {
-            return Err(InputError::new(
-                field,
-                format!("must be at most {} characters long", Self::MAX),
-            ));
-        }
-        if title.chars().any(char::is_control) {
-            return Err(InputError::new(
-                field,
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(title.to_owned()))
+        single_line(raw, field, Self::MAX).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -277,10 +277,7 @@ pub async fn for_user(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Page<ConversationRow>, ProjectionError> {
-    let (at, id) = match after {
-        Some(cursor) => split_pair(cursor)?,
-        None => ("\u{10ffff}".to_owned(), String::new()),
-    };
+    let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
         "{SELECT_CONVERSATION} JOIN members m ON m.conversation_id = c.id AND m.user_id = $1 \
          WHERE ($2 IS NULL OR c.kind = $2) \
@@ -292,7 +289,7 @@ pub async fn for_user(
     .bind(kind)
     .bind(&at)
     .bind(&id)
-    .bind(i64::from(after.is_some()))
+    .bind(has_cursor)
     .bind(limit + 1)
     .fetch_all(&db.read)
     .await?;
@@ -305,10 +302,7 @@ pub async fn public_channels(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Page<ConversationRow>, ProjectionError> {
-    let (at, id) = match after {
-        Some(cursor) => split_pair(cursor)?,
-        None => ("\u{10ffff}".to_owned(), String::new()),
-    };
+    let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
         "{SELECT_CONVERSATION} WHERE c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC' \
            AND (c.created_at < $1 OR (c.created_at = $1 AND c.id < $2) OR $3 = 0) \
@@ -316,7 +310,7 @@ pub async fn public_channels(
     ))
     .bind(&at)
     .bind(&id)
-    .bind(i64::from(after.is_some()))
+    .bind(has_cursor)
     .bind(limit + 1)
     .fetch_all(&db.read)
     .await?;
@@ -337,10 +331,7 @@ pub async fn search(
     limit: i64,
 ) -> Result<Page<ConversationRow>, ProjectionError> {
     let pattern = format!("%{}%", escape_like(&query.to_lowercase()));
-    let (at, id) = match after {
-        Some(cursor) => split_pair(cursor)?,
-        None => ("\u{10ffff}".to_owned(), String::new()),
-    };
+    let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
         "{SELECT_CONVERSATION} \
          WHERE (LOWER(COALESCE(c.title, '')) LIKE $2 ESCAPE '\\' OR COALESCE(c.slug, '') LIKE $2 ESCAPE '\\') \
@@ -353,7 +344,7 @@ pub async fn search(
     .bind(&pattern)
     .bind(&at)
     .bind(&id)
-    .bind(i64::from(after.is_some()))
+    .bind(has_cursor)
     .bind(limit + 1)
     .fetch_all(&db.read)
     .await?;
@@ -480,10 +471,7 @@ pub async fn invitations_for(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Page<InvitationRow>, ProjectionError> {
-    let (at, id) = match after {
-        Some(cursor) => split_pair(cursor)?,
-        None => ("\u{10ffff}".to_owned(), String::new()),
-    };
+    let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
         "{SELECT_INVITATION} WHERE invitee_id = $1 AND ($2 IS NULL OR status = $2) \
            AND (created_at < $3 OR (created_at = $3 AND id < $4) OR $5 = 0) \
@@ -493,7 +481,7 @@ pub async fn invitations_for(
     .bind(status)
     .bind(&at)
     .bind(&id)
-    .bind(i64::from(after.is_some()))
+    .bind(has_cursor)
     .bind(limit + 1)
     .fetch_all(&db.read)
     .await?;

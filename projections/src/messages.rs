@@ -440,10 +440,7 @@ pub async fn search(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Page<MessageRow>, ProjectionError> {
-    let (at, id) = match after {
-        Some(cursor) => crate::page::split_pair(cursor)?,
-        None => ("\u{10ffff}".to_owned(), String::new()),
-    };
+    let (at, id, has_cursor) = crate::page::below(after)?;
     let (matching, text) = match db.backend {
         crate::Backend::Sqlite => (
             "m.id IN (SELECT message_id FROM messages_fts WHERE messages_fts MATCH $1)",
@@ -474,7 +471,7 @@ pub async fn search(
     .bind(viewer)
     .bind(&at)
     .bind(&id)
-    .bind(i64::from(after.is_some()))
+    .bind(has_cursor)
     .bind(limit + 1)
     .fetch_all(&db.read)
     .await?;

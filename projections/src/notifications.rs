@@ -8,7 +8,7 @@ use parley_aggregates::message::MessageEvent;
 use sqlx::{AnyConnection, FromRow};
 use uuid::Uuid;
 
-use crate::page::{pair, split_pair, Page};
+use crate::page::{pair, Page};
 use crate::{format_time, placeholders, Db, ProjectionError, Projector, StoredEvent};
 
 pub struct NotificationsProjector;
@@ -285,10 +285,7 @@ pub async fn for_user(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Page<NotificationRow>, ProjectionError> {
-    let (at, id) = match after {
-        Some(cursor) => split_pair(cursor)?,
-        None => ("\u{10ffff}".to_owned(), String::new()),
-    };
+    let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(
         "SELECT id, user_id, kind, conversation_id, message_id, invitation_id, actor_id, created_at, read FROM notifications \
          WHERE user_id = $1 AND ($2 = 0 OR read = 0) \
@@ -299,7 +296,7 @@ pub async fn for_user(
     .bind(i64::from(unread_only))
     .bind(&at)
     .bind(&id)
-    .bind(i64::from(after.is_some()))
+    .bind(has_cursor)
     .bind(limit + 1)
     .fetch_all(&db.read)
     .await?;

@@ -50,6 +50,15 @@ pub fn split_pair(cursor: &str) -> Result<(String, String), ProjectionError> {
         .ok_or(ProjectionError::InvalidCursor)
 }
 
+/// The bounds for a newest-first `(time, id)` listing after `cursor`: the key to stay
+/// below, and `1` when there is a cursor at all (`0` lists from the top).
+pub fn below(cursor: Option<&str>) -> Result<(String, String, i64), ProjectionError> {
+    match cursor {
+        Some(cursor) => split_pair(cursor).map(|(at, id)| (at, id, 1)),
+        None => Ok((String::new(), String::new(), 0)),
+    }
+}
+
 pub fn pair(a: &str, b: &str) -> String {
     format!("{a}|{b}")
 }
