@@ -58,11 +58,19 @@ impl From<ConversationError> for ApiError {
     fn from(error: ConversationError) -> Self {
         match error {
             ConversationError::Invalid(input) => input.into(),
-            ConversationError::NotFound => Self::NotFound(error.to_string()),
+            ConversationError::NotFound | ConversationError::TargetNotMember => {
+                Self::NotFound(error.to_string())
+            }
             ConversationError::NotMember
             | ConversationError::NotPublic
             | ConversationError::NotAllowed(_)
-            | ConversationError::NotInvitee => Self::Forbidden(error.to_string()),
+            | ConversationError::NotInvitee
+            | ConversationError::Banned
+            | ConversationError::TargetBanned
+            | ConversationError::Muted => Self::Forbidden(error.to_string()),
+            ConversationError::NotBanned | ConversationError::NotMuted => {
+                Self::Conflict(error.to_string())
+            }
             ConversationError::AlreadyExists
             | ConversationError::AlreadyMember
             | ConversationError::AlreadyInvited
@@ -498,6 +506,7 @@ impl Chat {
         &self,
         viewer: Uuid,
         message_id: Uuid,
+        at: time::OffsetDateTime,
     ) -> Result<(PostedMessage, Actor), ApiError> {
         let row = self.message_row(message_id).await?;
         let conversation_id = parse_id(&row.conversation_id, "conversation")?;
@@ -514,6 +523,7 @@ impl Chat {
                 .filter_map(|id| Uuid::parse_str(id).ok())
                 .collect::<BTreeSet<_>>(),
         };
+        let posted_author = posted.author_id;
         let members: BTreeMap<String, Uuid> = conversation
             .members
             .iter()
@@ -525,6 +535,8 @@ impl Chat {
                 user_id: viewer,
                 role,
                 members,
+                muted: conversation.is_muted(viewer, at),
+                author_role: conversation.role_of(posted_author).ok(),
             },
         ))
     }
@@ -550,7 +562,7 @@ impl Chat {
         body: String,
         meta: &CommandMeta,
     ) -> Result<Written<Uuid>, ApiError> {
-        let (posted, actor) = self.posted_and_actor(viewer, message_id).await?;
+        let (posted, actor) = self.posted_and_actor(viewer, message_id, meta.at).await?;
         let command = MessageCommand::Edit {
             posted,
             actor,
@@ -569,7 +581,7 @@ impl Chat {
         reason: Option<String>,
         meta: &CommandMeta,
     ) -> Result<Written<Uuid>, ApiError> {
-        let (posted, actor) = self.posted_and_actor(viewer, message_id).await?;
+        let (posted, actor) = self.posted_and_actor(viewer, message_id, meta.at).await?;
         self.on_message(
             message_id,
             MessageCommand::Delete {
@@ -592,7 +604,7 @@ impl Chat {
         add: bool,
         meta: &CommandMeta,
     ) -> Result<Written<Uuid>, ApiError> {
-        let (posted, actor) = self.posted_and_actor(viewer, message_id).await?;
+        let (posted, actor) = self.posted_and_actor(viewer, message_id, meta.at).await?;
         let command = if add {
             MessageCommand::AddReaction {
                 posted,
@@ -730,4 +742,89 @@ impl Chat {
             committed.position,
         ))
     }
+
+    /// The moderation mutations: role changes, ownership transfer, kick, ban, mute and
+    /// their reversals. Returns the id of the recorded action.
+    pub async fn moderate(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        user_id: Uuid,
+        action: Moderation,
+        reason: Option<String>,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ApiError> {
+        self.member_ref(user_id).await?;
+        let action_id = Uuid::now_v7();
+        let (actor_id, at) = (viewer, meta.at);
+        let required = || reason.clone().unwrap_or_default();
+        let command = match action {
+            Moderation::SetRole(role) => ConversationCommand::SetMemberRole {
+                action_id,
+                actor_id,
+                user_id,
+                role,
+                reason,
+                at,
+            },
+            Moderation::TransferOwnership => ConversationCommand::TransferOwnership {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                at,
+            },
+            Moderation::Kick => ConversationCommand::Kick {
+                action_id,
+                actor_id,
+                user_id,
+                reason: required(),
+                at,
+            },
+            Moderation::Ban { until } => ConversationCommand::Ban {
+                action_id,
+                actor_id,
+                user_id,
+                reason: required(),
+                until,
+                at,
+            },
+            Moderation::Unban => ConversationCommand::Unban {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                at,
+            },
+            Moderation::Mute { until } => ConversationCommand::Mute {
+                action_id,
+                actor_id,
+                user_id,
+                reason: required(),
+                until,
+                at,
+            },
+            Moderation::Unmute => ConversationCommand::Unmute {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                at,
+            },
+        };
+        let position = self.run(conversation_id, command, meta).await?;
+        Ok(Written::new(action_id, position))
+    }
+}
+
+/// A moderation action to take on a member.
+#[derive(Debug, Clone, Copy)]
+pub enum Moderation {
+    SetRole(parley_aggregates::policy::Role),
+    TransferOwnership,
+    Kick,
+    Ban { until: Option<time::OffsetDateTime> },
+    Unban,
+    Mute { until: Option<time::OffsetDateTime> },
+    Unmute,
 }

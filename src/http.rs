@@ -59,10 +59,26 @@ async fn graphql(
         _ => None,
     };
     let loaders = Loaders::new(&http.state.db, user);
-    http.schema
+    let mut response = http
+        .schema
         .execute(request.into_inner().data(viewer).data(loaders))
-        .await
-        .into()
+        .await;
+    // Every resolver error carries its code already; what reaches here without one
+    // failed before any resolver ran (parsing, validation, argument coercion, limits):
+    // the request itself was bad.
+    for error in &mut response.errors {
+        let coded = error
+            .extensions
+            .as_ref()
+            .is_some_and(|extensions| extensions.get("code").is_some());
+        if !coded {
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", crate::graphql::error::code::BAD_USER_INPUT);
+        }
+    }
+    response.into()
 }
 
 async fn graphiql() -> Html<String> {

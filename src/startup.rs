@@ -20,13 +20,14 @@ use crate::graphql::build_schema;
 
 /// Every projector this node runs.
 pub fn projectors() -> Vec<Arc<dyn Projector>> {
-    use parley_projections::{conversations, messages, notifications, unread, users};
+    use parley_projections::{conversations, messages, moderation, notifications, unread, users};
     vec![
         Arc::new(users::UsersProjector),
         Arc::new(conversations::ConversationsProjector),
         Arc::new(messages::MessagesProjector),
         Arc::new(unread::UnreadProjector),
         Arc::new(notifications::NotificationsProjector),
+        Arc::new(moderation::ModerationProjector),
     ]
 }
 

@@ -353,6 +353,21 @@ impl Emoji {
     }
 }
 
+/// A moderation reason: at most 500 characters after trimming; `required` for kicks,
+/// bans, mutes and deleting others' messages. Blank counts as absent.
+pub fn parse_reason(raw: Option<&str>, required: bool) -> Result<Option<String>, InputError> {
+    let reason = raw.map(str::trim).filter(|r| !r.is_empty());
+    match reason {
+        None if required => Err(InputError::new("reason", "is required for this action")),
+        None => Ok(None),
+        Some(reason) if reason.chars().count() > 500 => Err(InputError::new(
+            "reason",
+            "must be at most 500 characters long",
+        )),
+        Some(reason) => Ok(Some(reason.to_owned())),
+    }
+}
+
 /// A client-chosen idempotency key for `sendMessage`: 1–64 characters.
 pub fn parse_client_message_id(raw: &str, field: &'static str) -> Result<String, InputError> {
     let len = raw.chars().count();

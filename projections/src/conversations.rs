@@ -209,8 +209,80 @@ async fn apply_conversation(
         } => {
             answer_invitation(conn, invitation_id, "REVOKED", revoked_at).await?;
         }
-        ConversationEvent::MessagePosted { .. } => {}
+        ConversationEvent::MemberRoleChanged {
+            conversation_id,
+            user_id,
+            to,
+            ..
+        } => {
+            set_role(conn, conversation_id, user_id, to.as_str()).await?;
+        }
+        ConversationEvent::OwnershipTransferred {
+            conversation_id,
+            actor_id,
+            user_id,
+            ..
+        } => {
+            set_role(conn, conversation_id, actor_id, "ADMIN").await?;
+            set_role(conn, conversation_id, user_id, "OWNER").await?;
+        }
+        ConversationEvent::MemberKicked {
+            conversation_id,
+            user_id,
+            ..
+        }
+        | ConversationEvent::MemberBanned {
+            conversation_id,
+            user_id,
+            ..
+        } => {
+            sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation_id.to_string())
+                .bind(user_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        ConversationEvent::MemberMuted {
+            conversation_id,
+            user_id,
+            until,
+            ..
+        } => {
+            sqlx::query("UPDATE members SET muted = 1, muted_until = $3 WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation_id.to_string())
+                .bind(user_id.to_string())
+                .bind(until.map(format_time))
+                .execute(&mut *conn)
+                .await?;
+        }
+        ConversationEvent::MemberUnmuted {
+            conversation_id,
+            user_id,
+            ..
+        } => {
+            sqlx::query("UPDATE members SET muted = 0, muted_until = NULL WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation_id.to_string())
+                .bind(user_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        ConversationEvent::MemberUnbanned { .. } | ConversationEvent::MessagePosted { .. } => {}
     }
+    Ok(())
+}
+
+async fn set_role(
+    conn: &mut AnyConnection,
+    conversation_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    role: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2")
+        .bind(conversation_id.to_string())
+        .bind(user_id.to_string())
+        .bind(role)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -375,10 +447,18 @@ pub struct MemberRow {
     pub role: String,
     pub joined_at: String,
     pub notification_level: String,
+    pub muted: i64,
+    pub muted_until: Option<String>,
 }
 
-const SELECT_MEMBER: &str =
-    "SELECT conversation_id, user_id, role, joined_at, notification_level FROM members";
+impl MemberRow {
+    /// Whether a mute is in force at `now` (an RFC 3339 time): indefinite, or until later.
+    pub fn muted_at(&self, now: &str) -> bool {
+        self.muted != 0 && self.muted_until.as_deref().is_none_or(|until| until > now)
+    }
+}
+
+const SELECT_MEMBER: &str = "SELECT conversation_id, user_id, role, joined_at, notification_level, muted, muted_until FROM members";
 
 pub async fn member(
     db: &Db,

@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod log;
 pub mod messages;
+pub mod moderation;
 pub mod notifications;
 pub mod page;
 pub mod runner;

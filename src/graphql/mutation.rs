@@ -3,17 +3,18 @@
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use parley_aggregates::conversation::Visibility as DomainVisibility;
 use parley_aggregates::member::NotificationLevel as DomainLevel;
-use parley_projections::conversations;
+use parley_aggregates::policy::Role as DomainRole;
+use parley_projections::{conversations, moderation};
+use time::OffsetDateTime;
 
 use super::error::ApiError;
-use super::query::readable_message;
 use super::types::{
-    readable_conversation, user, AuthPayload, Conversation, Invitation, Message, NotificationLevel,
-    Visibility,
+    readable_conversation, user, AuthPayload, Conversation, Invitation, Message, ModerationAction,
+    NotificationLevel, Role, Visibility,
 };
 use super::{state, viewer};
 use crate::auth::AuthTokens;
-use crate::chat::{parse_id, Written};
+use crate::chat::{parse_id, Moderation, Written};
 
 pub struct Mutation;
 
@@ -71,12 +72,18 @@ async fn settled_conversation(
     ))
 }
 
+/// The message a mutation wrote. The aggregate authorised the write; read access is not
+/// checked again, so a post accepted just before its author was banned is still
+/// answered with the message rather than an error.
 async fn settled_message(
     ctx: &Context<'_>,
     written: Written<uuid::Uuid>,
 ) -> Result<Message, ApiError> {
     state(ctx).settle(written.position).await;
-    readable_message(ctx, &written.value.to_string()).await
+    parley_projections::messages::by_id(&state(ctx).db, &written.value.to_string())
+        .await?
+        .map(Message)
+        .ok_or_else(|| ApiError::internal("message missing from the read model"))
 }
 
 async fn settled_invitation(
@@ -546,4 +553,153 @@ impl Mutation {
         state.settle(written.position).await;
         Ok(written.value)
     }
+
+    /// `setMemberRole`: the owner only; `OWNER` moves with `transferOwnership`.
+    async fn set_member_role(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+        role: Role,
+        reason: Option<String>,
+    ) -> Result<ModerationAction> {
+        let role = match role {
+            Role::Owner => DomainRole::Owner,
+            Role::Admin => DomainRole::Admin,
+            Role::Member => DomainRole::Member,
+        };
+        Ok(moderate(
+            ctx,
+            conversation_id,
+            user_id,
+            Moderation::SetRole(role),
+            reason,
+        )
+        .await?)
+    }
+
+    /// `transferOwnership`: the previous owner becomes an admin.
+    async fn transfer_ownership(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+        reason: Option<String>,
+    ) -> Result<ModerationAction> {
+        Ok(moderate(
+            ctx,
+            conversation_id,
+            user_id,
+            Moderation::TransferOwnership,
+            reason,
+        )
+        .await?)
+    }
+
+    /// `kickMember`: removes a member; they may rejoin or be invited again.
+    async fn kick_member(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+        reason: String,
+    ) -> Result<ModerationAction> {
+        Ok(moderate(
+            ctx,
+            conversation_id,
+            user_id,
+            Moderation::Kick,
+            Some(reason),
+        )
+        .await?)
+    }
+
+    /// `banMember`: removes the user and keeps them out until `until` (forever without).
+    async fn ban_member(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+        reason: String,
+        until: Option<OffsetDateTime>,
+    ) -> Result<ModerationAction> {
+        Ok(moderate(
+            ctx,
+            conversation_id,
+            user_id,
+            Moderation::Ban { until },
+            Some(reason),
+        )
+        .await?)
+    }
+
+    /// `unbanMember`.
+    async fn unban_member(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+        reason: Option<String>,
+    ) -> Result<ModerationAction> {
+        Ok(moderate(ctx, conversation_id, user_id, Moderation::Unban, reason).await?)
+    }
+
+    /// `muteMember`: the member cannot post or react until `until` (forever without).
+    async fn mute_member(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+        reason: String,
+        until: Option<OffsetDateTime>,
+    ) -> Result<ModerationAction> {
+        Ok(moderate(
+            ctx,
+            conversation_id,
+            user_id,
+            Moderation::Mute { until },
+            Some(reason),
+        )
+        .await?)
+    }
+
+    /// `unmuteMember`.
+    async fn unmute_member(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        user_id: ID,
+        reason: Option<String>,
+    ) -> Result<ModerationAction> {
+        Ok(moderate(ctx, conversation_id, user_id, Moderation::Unmute, reason).await?)
+    }
+}
+
+async fn moderate(
+    ctx: &Context<'_>,
+    conversation_id: ID,
+    user_id: ID,
+    action: Moderation,
+    reason: Option<String>,
+) -> Result<ModerationAction, ApiError> {
+    let me = viewer(ctx)?;
+    let state = state(ctx);
+    let conversation_id = parse_id(&conversation_id, "conversation")?;
+    let user_id = parse_id(&user_id, "user")?;
+    let written = state
+        .chat
+        .moderate(
+            me,
+            conversation_id,
+            user_id,
+            action,
+            reason,
+            &state.meta(Some(me)),
+        )
+        .await?;
+    state.settle(written.position).await;
+    moderation::by_id(&state.db, &written.value.to_string())
+        .await?
+        .map(ModerationAction)
+        .ok_or_else(|| ApiError::internal("moderation action missing from the read model"))
 }

@@ -3,12 +3,12 @@
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result, ID};
 use parley_projections::page::page_size;
-use parley_projections::{conversations, messages, notifications, users};
+use parley_projections::{conversations, messages, moderation, notifications, users};
 
 use super::error::ApiError;
 use super::types::{
     connection, loaders, readable_conversation, user, Conversation, ConversationKind, Invitation,
-    InvitationStatus, Message, Notification, User,
+    InvitationStatus, Message, ModerationAction, Notification, User,
 };
 use super::{state, viewer};
 use crate::chat::parse_id;
@@ -246,6 +246,39 @@ impl Query {
         .await
         .map_err(ApiError::from)?;
         Ok(connection(page, Message))
+    }
+
+    /// `moderationLog`: owners and admins only, newest first.
+    async fn moderation_log(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, ModerationAction>> {
+        viewer(ctx)?;
+        let id = parse_id(&conversation_id, "conversation")?.to_string();
+        readable_conversation(ctx, &id).await?;
+        let member = loaders(ctx)
+            .memberships
+            .load_one(id.clone())
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if !member.is_some_and(|m| m.role == "OWNER" || m.role == "ADMIN") {
+            return Err(ApiError::Forbidden(
+                "only owners and admins can read the moderation log".to_owned(),
+            )
+            .into());
+        }
+        let page = moderation::log(
+            &state(ctx).db,
+            &id,
+            after.as_deref(),
+            page_size(first).map_err(ApiError::from)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(connection(page, ModerationAction))
     }
 
     /// `notifications`: the viewer's, newest first.

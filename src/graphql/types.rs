@@ -4,6 +4,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, ID};
 use parley_projections::conversations::{self, ConversationRow, InvitationRow, MemberRow};
 use parley_projections::messages::MessageRow;
+use parley_projections::moderation::ModerationRow;
 use parley_projections::notifications::NotificationRow;
 use parley_projections::page::{self, Page};
 use parley_projections::users::UserRow;
@@ -336,9 +337,23 @@ impl Member {
         Ok(time(&self.0.joined_at)?)
     }
 
-    /// Until when the member is muted; null when not muted.
-    async fn muted_until(&self) -> Option<OffsetDateTime> {
-        None
+    /// Until when the member is muted; null when not muted. An indefinite mute reads
+    /// as 9999-12-31T23:59:59Z (see `muted`).
+    async fn muted_until(&self, ctx: &Context<'_>) -> Result<Option<OffsetDateTime>> {
+        let now = parley_projections::format_time(state(ctx).clock.now());
+        if !self.0.muted_at(&now) {
+            return Ok(None);
+        }
+        Ok(Some(match &self.0.muted_until {
+            Some(until) => time(until)?,
+            None => time::macros::datetime!(9999-12-31 23:59:59 UTC),
+        }))
+    }
+
+    /// Whether the member is muted now.
+    async fn muted(&self, ctx: &Context<'_>) -> bool {
+        self.0
+            .muted_at(&parley_projections::format_time(state(ctx).clock.now()))
     }
 }
 
@@ -488,6 +503,70 @@ impl Message {
             });
         }
         Ok(edits)
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ModerationKind {
+    Kick,
+    Ban,
+    Unban,
+    Mute,
+    Unmute,
+    DeleteMessage,
+    RoleChange,
+    OwnershipTransfer,
+}
+
+from_stored!(ModerationKind {
+    "KICK" => Kick, "BAN" => Ban, "UNBAN" => Unban, "MUTE" => Mute, "UNMUTE" => Unmute,
+    "DELETE_MESSAGE" => DeleteMessage, "ROLE_CHANGE" => RoleChange, "OWNERSHIP_TRANSFER" => OwnershipTransfer,
+});
+
+/// A recorded moderation action.
+pub struct ModerationAction(pub ModerationRow);
+
+#[Object]
+impl ModerationAction {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn conversation_id(&self) -> ID {
+        ID(self.0.conversation_id.clone())
+    }
+
+    async fn action(&self) -> Result<ModerationKind> {
+        Ok(ModerationKind::from_stored(&self.0.action)?)
+    }
+
+    async fn actor(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(required_user(ctx, &self.0.actor_id).await?)
+    }
+
+    async fn target(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match &self.0.target_id {
+            Some(id) => Ok(user(ctx, id).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// The deleted message's id, for `DELETE_MESSAGE`; its body is never shown.
+    async fn message_id(&self) -> Option<ID> {
+        self.0.message_id.clone().map(ID)
+    }
+
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+
+    /// When a ban or mute ends by itself; null when indefinite or not applicable.
+    async fn expires_at(&self) -> Result<Option<OffsetDateTime>> {
+        Ok(self.0.expires_at.as_deref().map(time).transpose()?)
+    }
+
+    async fn occurred_at(&self) -> Result<OffsetDateTime> {
+        Ok(time(&self.0.occurred_at)?)
     }
 }
 

@@ -44,9 +44,41 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_on(database: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with(database, configure, Arc::new(parley::clock::SystemClock)).await
+}
+
+/// A clock the test moves by hand.
+pub struct TestClock(std::sync::Mutex<time::OffsetDateTime>);
+
+impl TestClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(std::sync::Mutex::new(time::OffsetDateTime::now_utc())))
+    }
+
+    pub fn advance(&self, by: time::Duration) {
+        if let Ok(mut now) = self.0.lock() {
+            *now += by;
+        }
+    }
+}
+
+impl parley::clock::Clock for TestClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0
+            .lock()
+            .map(|now| *now)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+    }
+}
+
+pub async fn spawn_app_with(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut Config),
+    clock: Arc<dyn parley::clock::Clock>,
+) -> TestApp {
     let mut config = test_config(&database);
     configure(&mut config);
-    let server = Server::build(config, Argon2Hasher::new().expect("hasher"))
+    let server = Server::build_with_clock(config, Argon2Hasher::new().expect("hasher"), clock)
         .await
         .expect("server builds");
     let address = format!("http://{}", server.local_addr().expect("bound"));

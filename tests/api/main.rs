@@ -6,5 +6,6 @@ mod common;
 mod accounts;
 mod helpers;
 mod messaging;
+mod moderation;
 mod schema;
 mod server;

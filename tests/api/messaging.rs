@@ -985,6 +985,15 @@ mod replay {
                 json!({}),
             )
             .await;
+            let carols = send_ok(&app, &carol, &group, "off topic rant").await;
+            let moderation = [
+                (&alice, "mutation($c: ID!, $u: ID!) { setMemberRole(conversationId: $c, userId: $u, role: ADMIN) { id } }", json!({ "c": group, "u": bob.id })),
+                (&bob, "mutation($c: ID!, $u: ID!) { muteMember(conversationId: $c, userId: $u, reason: \"hush\") { id } }", json!({ "c": group, "u": carol.id })),
+                (&bob, "mutation($m: ID!) { deleteMessage(messageId: $m, reason: \"off topic\") { id } }", json!({ "m": carols })),
+            ];
+            for (who, query, variables) in moderation {
+                ok(&gql(&app, who, query, variables).await);
+            }
             gql(
                 &app,
                 &carol,

@@ -13,7 +13,8 @@ use super::events::{ConversationEvent, ConversationKind, InitialMember, Visibili
 use super::mentions::mentioned_names;
 use crate::policy::{allows, Action, Role};
 use crate::values::{
-    parse_client_message_id, parse_description, InputError, MessageBody, Title, Username,
+    parse_client_message_id, parse_description, parse_reason, InputError, MessageBody, Title,
+    Username,
 };
 
 /// How long a `clientMessageId` is remembered for deduplication.
@@ -51,6 +52,17 @@ pub struct Conversation {
     pending: BTreeMap<Uuid, PendingInvitation>,
     /// Keyed by `author_id/clientMessageId`.
     client_ids: BTreeMap<String, ClientRecord>,
+    /// Banned users and until when (`None`: indefinitely).
+    #[serde(default)]
+    pub bans: BTreeMap<Uuid, Option<OffsetDateTime>>,
+    /// Muted members and until when (`None`: indefinitely).
+    #[serde(default)]
+    pub mutes: BTreeMap<Uuid, Option<OffsetDateTime>>,
+}
+
+/// Whether a ban or mute recorded with `until` is still in force at `at`.
+fn in_force(until: Option<OffsetDateTime>, at: OffsetDateTime) -> bool {
+    until.is_none_or(|until| until > at)
 }
 
 fn client_key(author_id: Uuid, client_id: &str) -> String {
@@ -94,6 +106,63 @@ impl Conversation {
                 "your role in this conversation does not allow that",
             ))
         }
+    }
+
+    pub fn is_banned(&self, user_id: Uuid, at: OffsetDateTime) -> bool {
+        self.bans
+            .get(&user_id)
+            .is_some_and(|until| in_force(*until, at))
+    }
+
+    pub fn is_muted(&self, user_id: Uuid, at: OffsetDateTime) -> bool {
+        self.mutes
+            .get(&user_id)
+            .is_some_and(|until| in_force(*until, at))
+    }
+
+    /// Checks that `actor_id` may moderate `target_id`: an owner or admin acting on
+    /// someone of a lower role, never on themselves, never in a direct conversation.
+    fn moderate(&self, actor_id: Uuid, target_id: Uuid) -> Result<Role, ConversationError> {
+        if self.is_direct() {
+            return Err(ConversationError::NotAllowed(
+                "direct conversations have no moderation",
+            ));
+        }
+        let actor = self.role_of(actor_id)?;
+        if actor < Role::Admin {
+            return Err(ConversationError::NotAllowed(
+                "only owners and admins can moderate",
+            ));
+        }
+        if actor_id == target_id {
+            return Err(ConversationError::NotAllowed(
+                "you cannot moderate yourself",
+            ));
+        }
+        if self
+            .members
+            .get(&target_id)
+            .is_some_and(|target| target.role >= actor)
+        {
+            return Err(ConversationError::NotAllowed(
+                "an admin cannot act on the owner or another admin",
+            ));
+        }
+        Ok(actor)
+    }
+
+    fn require_owner(&self, actor_id: Uuid) -> Result<(), ConversationError> {
+        if self.is_direct() {
+            return Err(ConversationError::NotAllowed(
+                "direct conversations have no roles to change",
+            ));
+        }
+        if self.role_of(actor_id)? != Role::Owner {
+            return Err(ConversationError::NotAllowed(
+                "only the owner can change roles",
+            ));
+        }
+        Ok(())
     }
 
     fn is_direct(&self) -> bool {
@@ -225,6 +294,9 @@ impl Aggregate for Conversation {
                 if self.members.contains_key(&user.user_id) {
                     return Ok(());
                 }
+                if self.is_banned(user.user_id, at) {
+                    return Err(ConversationError::Banned);
+                }
                 if self.kind != Some(ConversationKind::Channel)
                     || self.visibility != Some(Visibility::Public)
                 {
@@ -320,6 +392,9 @@ impl Aggregate for Conversation {
                 if self.members.contains_key(&invitee.user_id) {
                     return Err(ConversationError::AlreadyMember);
                 }
+                if self.is_banned(invitee.user_id, at) {
+                    return Err(ConversationError::TargetBanned);
+                }
                 if self
                     .pending
                     .values()
@@ -347,6 +422,9 @@ impl Aggregate for Conversation {
                     .ok_or(ConversationError::InvitationNotPending)?;
                 if pending.invitee_id != user.user_id {
                     return Err(ConversationError::NotInvitee);
+                }
+                if self.is_banned(user.user_id, at) {
+                    return Err(ConversationError::Banned);
                 }
                 sink.write(
                     ConversationEvent::InvitationAccepted {
@@ -412,6 +490,204 @@ impl Aggregate for Conversation {
                     revoked_at: at,
                 }
             }
+            ConversationCommand::SetMemberRole {
+                action_id,
+                actor_id,
+                user_id,
+                role,
+                reason,
+                at,
+            } => {
+                let id = self.id()?;
+                self.require_owner(actor_id)?;
+                let from = self
+                    .members
+                    .get(&user_id)
+                    .map(|m| m.role)
+                    .ok_or(ConversationError::TargetNotMember)?;
+                if role == Role::Owner || from == Role::Owner {
+                    return Err(InputError::new(
+                        "role",
+                        "ownership changes hands with transferOwnership",
+                    )
+                    .into());
+                }
+                let reason = parse_reason(reason.as_deref(), false)?;
+                if from == role {
+                    return Err(InputError::new("role", "the member already has this role").into());
+                }
+                ConversationEvent::MemberRoleChanged {
+                    conversation_id: id,
+                    action_id,
+                    actor_id,
+                    user_id,
+                    from,
+                    to: role,
+                    reason,
+                    changed_at: at,
+                }
+            }
+            ConversationCommand::TransferOwnership {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                at,
+            } => {
+                let id = self.id()?;
+                self.require_owner(actor_id)?;
+                if actor_id == user_id {
+                    return Err(
+                        InputError::new("userId", "you already own this conversation").into(),
+                    );
+                }
+                if !self.members.contains_key(&user_id) {
+                    return Err(ConversationError::TargetNotMember);
+                }
+                ConversationEvent::OwnershipTransferred {
+                    conversation_id: id,
+                    action_id,
+                    actor_id,
+                    user_id,
+                    reason: parse_reason(reason.as_deref(), false)?,
+                    transferred_at: at,
+                }
+            }
+            ConversationCommand::Kick {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                at,
+            } => {
+                let id = self.id()?;
+                self.moderate(actor_id, user_id)?;
+                let reason = parse_reason(Some(&reason), true)?.unwrap_or_default();
+                if !self.members.contains_key(&user_id) {
+                    return Err(ConversationError::TargetNotMember);
+                }
+                ConversationEvent::MemberKicked {
+                    conversation_id: id,
+                    action_id,
+                    actor_id,
+                    user_id,
+                    reason,
+                    kicked_at: at,
+                }
+            }
+            ConversationCommand::Ban {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                until,
+                at,
+            } => {
+                let id = self.id()?;
+                self.moderate(actor_id, user_id)?;
+                let reason = parse_reason(Some(&reason), true)?.unwrap_or_default();
+                if until.is_some_and(|until| until <= at) {
+                    return Err(InputError::new("until", "must be in the future").into());
+                }
+                // A ban also withdraws the user's pending invitations.
+                let pending: Vec<Uuid> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.invitee_id == user_id)
+                    .map(|(invitation_id, _)| *invitation_id)
+                    .collect();
+                for invitation_id in pending {
+                    sink.write(
+                        ConversationEvent::InvitationRevoked {
+                            conversation_id: id,
+                            invitation_id,
+                            invitee_id: user_id,
+                            revoked_by: actor_id,
+                            revoked_at: at,
+                        },
+                        self,
+                    )
+                    .await;
+                }
+                ConversationEvent::MemberBanned {
+                    conversation_id: id,
+                    action_id,
+                    actor_id,
+                    user_id,
+                    reason,
+                    until,
+                    banned_at: at,
+                }
+            }
+            ConversationCommand::Unban {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                at,
+            } => {
+                let id = self.id()?;
+                self.moderate(actor_id, user_id)?;
+                if !self.is_banned(user_id, at) {
+                    return Err(ConversationError::NotBanned);
+                }
+                ConversationEvent::MemberUnbanned {
+                    conversation_id: id,
+                    action_id,
+                    actor_id,
+                    user_id,
+                    reason: parse_reason(reason.as_deref(), false)?,
+                    unbanned_at: at,
+                }
+            }
+            ConversationCommand::Mute {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                until,
+                at,
+            } => {
+                let id = self.id()?;
+                self.moderate(actor_id, user_id)?;
+                let reason = parse_reason(Some(&reason), true)?.unwrap_or_default();
+                if until.is_some_and(|until| until <= at) {
+                    return Err(InputError::new("until", "must be in the future").into());
+                }
+                if !self.members.contains_key(&user_id) {
+                    return Err(ConversationError::TargetNotMember);
+                }
+                ConversationEvent::MemberMuted {
+                    conversation_id: id,
+                    action_id,
+                    actor_id,
+                    user_id,
+                    reason,
+                    until,
+                    muted_at: at,
+                }
+            }
+            ConversationCommand::Unmute {
+                action_id,
+                actor_id,
+                user_id,
+                reason,
+                at,
+            } => {
+                let id = self.id()?;
+                self.moderate(actor_id, user_id)?;
+                if !self.is_muted(user_id, at) {
+                    return Err(ConversationError::NotMuted);
+                }
+                ConversationEvent::MemberUnmuted {
+                    conversation_id: id,
+                    action_id,
+                    actor_id,
+                    user_id,
+                    reason: parse_reason(reason.as_deref(), false)?,
+                    unmuted_at: at,
+                }
+            }
             ConversationCommand::PostMessage {
                 message_id,
                 author_id,
@@ -423,6 +699,9 @@ impl Aggregate for Conversation {
             } => {
                 let id = self.id()?;
                 self.require(author_id, Action::Post)?;
+                if self.is_muted(author_id, at) {
+                    return Err(ConversationError::Muted);
+                }
                 let body = MessageBody::parse(&body, "body", services.max_body_chars)?;
                 let client_message_id = client_message_id
                     .map(|c| parse_client_message_id(&c, "clientMessageId"))
@@ -537,6 +816,37 @@ impl Aggregate for Conversation {
             | ConversationEvent::InvitationDeclined { invitation_id, .. }
             | ConversationEvent::InvitationRevoked { invitation_id, .. } => {
                 self.pending.remove(&invitation_id);
+            }
+            ConversationEvent::MemberRoleChanged { user_id, to, .. } => {
+                if let Some(member) = self.members.get_mut(&user_id) {
+                    member.role = to;
+                }
+            }
+            ConversationEvent::OwnershipTransferred {
+                actor_id, user_id, ..
+            } => {
+                if let Some(previous) = self.members.get_mut(&actor_id) {
+                    previous.role = Role::Admin;
+                }
+                if let Some(owner) = self.members.get_mut(&user_id) {
+                    owner.role = Role::Owner;
+                }
+            }
+            ConversationEvent::MemberKicked { user_id, .. } => {
+                self.members.remove(&user_id);
+            }
+            ConversationEvent::MemberBanned { user_id, until, .. } => {
+                self.members.remove(&user_id);
+                self.bans.insert(user_id, until);
+            }
+            ConversationEvent::MemberUnbanned { user_id, .. } => {
+                self.bans.remove(&user_id);
+            }
+            ConversationEvent::MemberMuted { user_id, until, .. } => {
+                self.mutes.insert(user_id, until);
+            }
+            ConversationEvent::MemberUnmuted { user_id, .. } => {
+                self.mutes.remove(&user_id);
             }
             ConversationEvent::MessagePosted {
                 message_id,

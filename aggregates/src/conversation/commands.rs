@@ -2,6 +2,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::events::Visibility;
+use crate::policy::Role;
 use crate::values::{Slug, Username};
 
 /// A user as the conversation records them.
@@ -74,6 +75,60 @@ pub enum ConversationCommand {
     RevokeInvitation {
         invitation_id: Uuid,
         actor_id: Uuid,
+        at: OffsetDateTime,
+    },
+    SetMemberRole {
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        role: Role,
+        reason: Option<String>,
+        at: OffsetDateTime,
+    },
+    TransferOwnership {
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: Option<String>,
+        at: OffsetDateTime,
+    },
+    Kick {
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: String,
+        at: OffsetDateTime,
+    },
+    /// `until: None` bans indefinitely. The user need not be a member.
+    Ban {
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: String,
+        until: Option<OffsetDateTime>,
+        at: OffsetDateTime,
+    },
+    Unban {
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: Option<String>,
+        at: OffsetDateTime,
+    },
+    /// `until: None` mutes indefinitely.
+    Mute {
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: String,
+        until: Option<OffsetDateTime>,
+        at: OffsetDateTime,
+    },
+    Unmute {
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: Option<String>,
         at: OffsetDateTime,
     },
     PostMessage {

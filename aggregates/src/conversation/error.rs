@@ -19,6 +19,18 @@ pub enum ConversationError {
     NotAllowed(&'static str),
     #[error("the user is already a member")]
     AlreadyMember,
+    #[error("the user is not a member of this conversation")]
+    TargetNotMember,
+    #[error("you are banned from this conversation")]
+    Banned,
+    #[error("the user is banned from this conversation")]
+    TargetBanned,
+    #[error("you are muted in this conversation")]
+    Muted,
+    #[error("the user is not banned")]
+    NotBanned,
+    #[error("the user is not muted")]
+    NotMuted,
     #[error("the user already has a pending invitation")]
     AlreadyInvited,
     #[error("the invitation is not pending")]

@@ -115,6 +115,79 @@ pub enum ConversationEvent {
         #[serde(with = "time::serde::rfc3339")]
         revoked_at: OffsetDateTime,
     },
+    MemberRoleChanged {
+        conversation_id: Uuid,
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        from: Role,
+        to: Role,
+        reason: Option<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        changed_at: OffsetDateTime,
+    },
+    /// The new owner becomes `OWNER`; the previous owner becomes `ADMIN`.
+    OwnershipTransferred {
+        conversation_id: Uuid,
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: Option<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        transferred_at: OffsetDateTime,
+    },
+    MemberKicked {
+        conversation_id: Uuid,
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: String,
+        #[serde(with = "time::serde::rfc3339")]
+        kicked_at: OffsetDateTime,
+    },
+    /// Removes the user if a member; blocks joining, invitations and posting until
+    /// `until` (forever when `None`).
+    MemberBanned {
+        conversation_id: Uuid,
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: String,
+        #[serde(with = "time::serde::rfc3339::option")]
+        until: Option<OffsetDateTime>,
+        #[serde(with = "time::serde::rfc3339")]
+        banned_at: OffsetDateTime,
+    },
+    MemberUnbanned {
+        conversation_id: Uuid,
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: Option<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        unbanned_at: OffsetDateTime,
+    },
+    /// Blocks posting and reacting until `until` (forever when `None`).
+    MemberMuted {
+        conversation_id: Uuid,
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: String,
+        #[serde(with = "time::serde::rfc3339::option")]
+        until: Option<OffsetDateTime>,
+        #[serde(with = "time::serde::rfc3339")]
+        muted_at: OffsetDateTime,
+    },
+    MemberUnmuted {
+        conversation_id: Uuid,
+        action_id: Uuid,
+        actor_id: Uuid,
+        user_id: Uuid,
+        reason: Option<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        unmuted_at: OffsetDateTime,
+    },
     MessagePosted {
         conversation_id: Uuid,
         message_id: Uuid,
@@ -133,40 +206,6 @@ pub enum ConversationEvent {
     },
 }
 
-impl ConversationEvent {
-    pub fn conversation_id(&self) -> Uuid {
-        match self {
-            Self::ConversationCreated {
-                conversation_id, ..
-            }
-            | Self::MemberJoined {
-                conversation_id, ..
-            }
-            | Self::MemberLeft {
-                conversation_id, ..
-            }
-            | Self::ConversationUpdated {
-                conversation_id, ..
-            }
-            | Self::InvitationSent {
-                conversation_id, ..
-            }
-            | Self::InvitationAccepted {
-                conversation_id, ..
-            }
-            | Self::InvitationDeclined {
-                conversation_id, ..
-            }
-            | Self::InvitationRevoked {
-                conversation_id, ..
-            }
-            | Self::MessagePosted {
-                conversation_id, ..
-            } => *conversation_id,
-        }
-    }
-}
-
 impl DomainEvent for ConversationEvent {
     fn event_type(&self) -> String {
         match self {
@@ -178,6 +217,13 @@ impl DomainEvent for ConversationEvent {
             Self::InvitationAccepted { .. } => "InvitationAccepted",
             Self::InvitationDeclined { .. } => "InvitationDeclined",
             Self::InvitationRevoked { .. } => "InvitationRevoked",
+            Self::MemberRoleChanged { .. } => "MemberRoleChanged",
+            Self::OwnershipTransferred { .. } => "OwnershipTransferred",
+            Self::MemberKicked { .. } => "MemberKicked",
+            Self::MemberBanned { .. } => "MemberBanned",
+            Self::MemberUnbanned { .. } => "MemberUnbanned",
+            Self::MemberMuted { .. } => "MemberMuted",
+            Self::MemberUnmuted { .. } => "MemberUnmuted",
             Self::MessagePosted { .. } => "MessagePosted",
         }
         .to_owned()

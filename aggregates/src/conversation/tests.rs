@@ -1,4 +1,5 @@
 use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -578,4 +579,394 @@ async fn a_client_message_id_dedupes_retries_and_refuses_different_input_for_sev
         .await
         .inspect_result()
         .expect("the id is forgotten after seven days");
+}
+
+mod moderation {
+    use super::*;
+
+    const ACTION: Uuid = Uuid::from_u128(0xAC);
+
+    fn with_admin() -> Vec<ConversationEvent> {
+        vec![
+            group_created(),
+            ConversationEvent::MemberRoleChanged {
+                conversation_id: CONV,
+                action_id: ACTION,
+                actor_id: ALICE,
+                user_id: BOB,
+                from: Role::Member,
+                to: Role::Admin,
+                reason: None,
+                changed_at: NOW,
+            },
+        ]
+    }
+
+    fn kick(actor: Uuid, target: Uuid, reason: &str) -> ConversationCommand {
+        ConversationCommand::Kick {
+            action_id: ACTION,
+            actor_id: actor,
+            user_id: target,
+            reason: reason.to_owned(),
+            at: NOW,
+        }
+    }
+
+    fn ban(actor: Uuid, target: Uuid, until: Option<OffsetDateTime>) -> ConversationCommand {
+        ConversationCommand::Ban {
+            action_id: ACTION,
+            actor_id: actor,
+            user_id: target,
+            reason: "spam".to_owned(),
+            until,
+            at: NOW,
+        }
+    }
+
+    fn banned(target: Uuid, until: Option<OffsetDateTime>) -> ConversationEvent {
+        ConversationEvent::MemberBanned {
+            conversation_id: CONV,
+            action_id: ACTION,
+            actor_id: ALICE,
+            user_id: target,
+            reason: "spam".to_owned(),
+            until,
+            banned_at: NOW,
+        }
+    }
+
+    fn muted(target: Uuid, until: Option<OffsetDateTime>) -> ConversationEvent {
+        ConversationEvent::MemberMuted {
+            conversation_id: CONV,
+            action_id: ACTION,
+            actor_id: ALICE,
+            user_id: target,
+            reason: "calm down".to_owned(),
+            until,
+            muted_at: NOW,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_changes_roles_and_never_to_owner() {
+        framework()
+            .given(vec![group_created()])
+            .when_async((
+                CONV,
+                ConversationCommand::SetMemberRole {
+                    action_id: ACTION,
+                    actor_id: ALICE,
+                    user_id: BOB,
+                    role: Role::Admin,
+                    reason: None,
+                    at: NOW,
+                },
+            ))
+            .await
+            .then_expect_events(with_admin()[1..].to_vec());
+        let by_admin = ConversationCommand::SetMemberRole {
+            action_id: ACTION,
+            actor_id: BOB,
+            user_id: CAROL,
+            role: Role::Admin,
+            reason: None,
+            at: NOW,
+        };
+        assert!(matches!(
+            error_of(with_admin(), by_admin).await,
+            ConversationError::NotAllowed(_)
+        ));
+        let to_owner = ConversationCommand::SetMemberRole {
+            action_id: ACTION,
+            actor_id: ALICE,
+            user_id: CAROL,
+            role: Role::Owner,
+            reason: None,
+            at: NOW,
+        };
+        assert!(matches!(
+            error_of(with_admin(), to_owner).await,
+            ConversationError::Invalid(InputError { field: "role", .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn ownership_transfers_to_a_member_and_the_old_owner_becomes_admin() {
+        let transfer = |actor, target| ConversationCommand::TransferOwnership {
+            action_id: ACTION,
+            actor_id: actor,
+            user_id: target,
+            reason: None,
+            at: NOW,
+        };
+        framework()
+            .given(vec![group_created()])
+            .when_async((CONV, transfer(ALICE, CAROL)))
+            .await
+            .then_expect_events(vec![ConversationEvent::OwnershipTransferred {
+                conversation_id: CONV,
+                action_id: ACTION,
+                actor_id: ALICE,
+                user_id: CAROL,
+                reason: None,
+                transferred_at: NOW,
+            }]);
+        assert!(matches!(
+            error_of(with_admin(), transfer(BOB, CAROL)).await,
+            ConversationError::NotAllowed(_)
+        ));
+        assert_eq!(
+            error_of(vec![group_created()], transfer(ALICE, DAVE)).await,
+            ConversationError::TargetNotMember
+        );
+        let mut conversation = Conversation::default();
+        for event in [
+            group_created(),
+            ConversationEvent::OwnershipTransferred {
+                conversation_id: CONV,
+                action_id: ACTION,
+                actor_id: ALICE,
+                user_id: CAROL,
+                reason: None,
+                transferred_at: NOW,
+            },
+        ] {
+            conversation.apply(event);
+        }
+        assert_eq!(conversation.role_of(ALICE), Ok(Role::Admin));
+        assert_eq!(conversation.role_of(CAROL), Ok(Role::Owner));
+    }
+
+    #[tokio::test]
+    async fn members_cannot_kick_and_admins_cannot_act_on_admins_or_the_owner() {
+        assert!(matches!(
+            error_of(vec![group_created()], kick(CAROL, BOB, "no")).await,
+            ConversationError::NotAllowed(_)
+        ));
+        assert!(matches!(
+            error_of(with_admin(), kick(BOB, ALICE, "coup")).await,
+            ConversationError::NotAllowed(_)
+        ));
+        assert!(matches!(
+            error_of(with_admin(), ban(BOB, ALICE, None)).await,
+            ConversationError::NotAllowed(_)
+        ));
+        assert!(matches!(
+            error_of(with_admin(), kick(BOB, BOB, "me")).await,
+            ConversationError::NotAllowed(_)
+        ));
+        framework()
+            .given(with_admin())
+            .when_async((CONV, kick(BOB, CAROL, " rude ")))
+            .await
+            .then_expect_events(vec![ConversationEvent::MemberKicked {
+                conversation_id: CONV,
+                action_id: ACTION,
+                actor_id: BOB,
+                user_id: CAROL,
+                reason: "rude".to_owned(),
+                kicked_at: NOW,
+            }]);
+    }
+
+    #[tokio::test]
+    async fn kicks_bans_and_mutes_need_a_reason_of_at_most_500_characters() {
+        for reason in ["", "   ", &"r".repeat(501)] {
+            assert!(matches!(
+                error_of(vec![group_created()], kick(ALICE, CAROL, reason)).await,
+                ConversationError::Invalid(InputError {
+                    field: "reason",
+                    ..
+                })
+            ));
+        }
+        let mute = ConversationCommand::Mute {
+            action_id: ACTION,
+            actor_id: ALICE,
+            user_id: CAROL,
+            reason: " ".to_owned(),
+            until: None,
+            at: NOW,
+        };
+        assert!(matches!(
+            error_of(vec![group_created()], mute).await,
+            ConversationError::Invalid(InputError {
+                field: "reason",
+                ..
+            })
+        ));
+        let past = ban(ALICE, CAROL, Some(NOW - Duration::hours(1)));
+        assert!(matches!(
+            error_of(vec![group_created()], past).await,
+            ConversationError::Invalid(InputError { field: "until", .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_ban_removes_the_member_withdraws_invitations_and_blocks_rejoining() {
+        let invited_dave = ConversationEvent::InvitationSent {
+            conversation_id: CONV,
+            invitation_id: INVITE,
+            inviter_id: ALICE,
+            invitee_id: DAVE,
+            sent_at: NOW,
+        };
+        let events = framework()
+            .given(vec![group_created(), invited_dave])
+            .when_async((CONV, ban(ALICE, DAVE, None)))
+            .await
+            .inspect_result()
+            .expect("banned");
+        assert!(matches!(
+            &events[..],
+            [
+                ConversationEvent::InvitationRevoked {
+                    invitee_id: DAVE,
+                    ..
+                },
+                ConversationEvent::MemberBanned { user_id: DAVE, .. }
+            ]
+        ));
+
+        let channel_ban = vec![channel_created(Visibility::Public), banned(BOB, None)];
+        assert_eq!(
+            error_of(
+                channel_ban.clone(),
+                ConversationCommand::Join {
+                    user: user(BOB, "bob"),
+                    at: NOW
+                }
+            )
+            .await,
+            ConversationError::Banned
+        );
+        let invite = ConversationCommand::Invite {
+            invitation_id: INVITE,
+            inviter_id: ALICE,
+            invitee: user(BOB, "bob"),
+            at: NOW,
+        };
+        assert_eq!(
+            error_of(channel_ban, invite).await,
+            ConversationError::TargetBanned
+        );
+        // Banning a member removes them: they can no longer post.
+        assert_eq!(
+            error_of(
+                vec![group_created(), banned(CAROL, None)],
+                post(1, CAROL, "hi")
+            )
+            .await,
+            ConversationError::NotMember
+        );
+    }
+
+    #[tokio::test]
+    async fn bans_and_mutes_end_by_themselves_after_until() {
+        let until = NOW + Duration::hours(1);
+        let later = until + Duration::seconds(1);
+        let join_later = ConversationCommand::Join {
+            user: user(BOB, "bob"),
+            at: later,
+        };
+        framework()
+            .given(vec![
+                channel_created(Visibility::Public),
+                banned(BOB, Some(until)),
+            ])
+            .when_async((CONV, join_later))
+            .await
+            .inspect_result()
+            .expect("the ban is over");
+        let mut late_post = post(1, CAROL, "back");
+        if let ConversationCommand::PostMessage { at, .. } = &mut late_post {
+            *at = later;
+        }
+        assert_eq!(
+            error_of(
+                vec![group_created(), muted(CAROL, Some(until))],
+                post(1, CAROL, "hi")
+            )
+            .await,
+            ConversationError::Muted
+        );
+        framework()
+            .given(vec![group_created(), muted(CAROL, Some(until))])
+            .when_async((CONV, late_post))
+            .await
+            .inspect_result()
+            .expect("the mute is over");
+    }
+
+    #[tokio::test]
+    async fn unban_and_unmute_need_an_active_ban_or_mute() {
+        let unban = ConversationCommand::Unban {
+            action_id: ACTION,
+            actor_id: ALICE,
+            user_id: DAVE,
+            reason: None,
+            at: NOW,
+        };
+        assert_eq!(
+            error_of(vec![group_created()], unban.clone()).await,
+            ConversationError::NotBanned
+        );
+        framework()
+            .given(vec![group_created(), banned(DAVE, None)])
+            .when_async((CONV, unban))
+            .await
+            .then_expect_events(vec![ConversationEvent::MemberUnbanned {
+                conversation_id: CONV,
+                action_id: ACTION,
+                actor_id: ALICE,
+                user_id: DAVE,
+                reason: None,
+                unbanned_at: NOW,
+            }]);
+        let unmute = ConversationCommand::Unmute {
+            action_id: ACTION,
+            actor_id: ALICE,
+            user_id: CAROL,
+            reason: Some("ok".to_owned()),
+            at: NOW,
+        };
+        assert_eq!(
+            error_of(vec![group_created()], unmute.clone()).await,
+            ConversationError::NotMuted
+        );
+        framework()
+            .given(vec![group_created(), muted(CAROL, None)])
+            .when_async((CONV, unmute))
+            .await
+            .then_expect_events(vec![ConversationEvent::MemberUnmuted {
+                conversation_id: CONV,
+                action_id: ACTION,
+                actor_id: ALICE,
+                user_id: CAROL,
+                reason: Some("ok".to_owned()),
+                unmuted_at: NOW,
+            }]);
+    }
+
+    #[tokio::test]
+    async fn direct_conversations_have_no_moderation() {
+        let direct = ConversationEvent::ConversationCreated {
+            conversation_id: CONV,
+            kind: ConversationKind::Direct,
+            title: None,
+            slug: None,
+            description: None,
+            visibility: Visibility::Private,
+            creator_id: ALICE,
+            members: vec![
+                member(ALICE, "alice", Role::Member),
+                member(BOB, "bob", Role::Member),
+            ],
+            created_at: NOW,
+        };
+        assert!(matches!(
+            error_of(vec![direct], kick(ALICE, BOB, "bye")).await,
+            ConversationError::NotAllowed(_)
+        ));
+    }
 }

@@ -37,6 +37,10 @@ pub struct Actor {
     pub role: Option<Role>,
     /// Members by lowercase username, for resolving mentions in edits.
     pub members: BTreeMap<String, Uuid>,
+    /// Whether the actor is muted in the conversation now.
+    pub muted: bool,
+    /// The message author's current role (`None` when no longer a member).
+    pub author_role: Option<Role>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +243,11 @@ impl Aggregate for Message {
                         "only the author or a moderator can delete a message",
                     ));
                 }
+                if !own && actor.author_role.is_some_and(|author| author >= role) {
+                    return Err(MessageError::NotAllowed(
+                        "an admin cannot delete messages of the owner or another admin",
+                    ));
+                }
                 let reason = reason
                     .map(|r| r.trim().to_owned())
                     .filter(|r| !r.is_empty());
@@ -275,8 +284,10 @@ impl Aggregate for Message {
                 at,
             } => {
                 let role = member_role(&actor)?;
-                if !allows(role, Action::React) {
-                    return Err(MessageError::NotAllowed("you cannot react here"));
+                if !allows(role, Action::React) || actor.muted {
+                    return Err(MessageError::NotAllowed(
+                        "you cannot react here while muted",
+                    ));
                 }
                 if self.deleted {
                     return Err(MessageError::Deleted);

@@ -36,6 +36,8 @@ fn actor(user_id: Uuid, role: Option<Role>) -> Actor {
             ("bob".to_owned(), BOB),
             ("carol".to_owned(), CAROL),
         ]),
+        muted: false,
+        author_role: Some(Role::Member),
     }
 }
 
@@ -257,6 +259,34 @@ async fn reactions_are_one_per_user_and_emoji_and_idempotent() {
         .when_async(remove(ALICE))
         .await
         .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn muted_members_cannot_react_and_admins_cannot_delete_an_admins_message() {
+    let mut muted = actor(ALICE, Some(Role::Member));
+    muted.muted = true;
+    let react = MessageCommand::AddReaction {
+        posted: posted(),
+        actor: muted,
+        emoji: "👍".to_owned(),
+        at: NOW,
+    };
+    assert!(matches!(
+        error_of(vec![], react).await,
+        MessageError::NotAllowed(_)
+    ));
+    let mut admin = actor(ALICE, Some(Role::Admin));
+    admin.author_role = Some(Role::Admin);
+    let delete = MessageCommand::Delete {
+        posted: posted(),
+        actor: admin,
+        reason: Some("spam".to_owned()),
+        at: NOW,
+    };
+    assert!(matches!(
+        error_of(vec![], delete).await,
+        MessageError::NotAllowed(_)
+    ));
 }
 
 #[tokio::test]
