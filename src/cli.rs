@@ -30,6 +30,38 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Audit moderation history from the event log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Rebuild a conversation's members, roles, bans, mutes and moderation actions as of
+    /// a moment, from the event log alone.
+    Replay {
+        /// The conversation's id.
+        #[arg(long)]
+        conversation: uuid::Uuid,
+        /// RFC 3339 time to replay up to (inclusive); default: now.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<time::OffsetDateTime>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+}
+
+fn parse_time(raw: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +104,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open_database(&cli.config).await?;
             db.close().await;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Replay {
+                    conversation,
+                    until,
+                    format,
+                },
+        } => {
+            let db = open_database(&cli.config).await?;
+            let as_of = until.unwrap_or_else(time::OffsetDateTime::now_utc);
+            let report = crate::audit::replay(&db, conversation, as_of).await?;
+            match format {
+                ReportFormat::Text => print!("{}", crate::audit::render_text(&report)),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            db.close().await;
             Ok(())
         }
         Command::Projections {

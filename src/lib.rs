@@ -2,6 +2,7 @@
 //! the GraphQL API and the HTTP server.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod cli;

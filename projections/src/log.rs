@@ -116,6 +116,47 @@ pub async fn read_after(
     rows.iter().map(decode_row).collect()
 }
 
+/// Every event of one stream, oldest first, straight from the log (no read model).
+pub async fn stream(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        log_table(db.backend)
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(&db.read)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// Every event of one type, in global order.
+pub async fn of_type(
+    db: &Db,
+    aggregate_type: &str,
+    event_type: &str,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE aggregate_type = $1 AND event_type = $2 ORDER BY txid, position",
+        log_table(db.backend)
+    ))
+    .bind(aggregate_type)
+    .bind(event_type)
+    .fetch_all(&db.read)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+fn log_table(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "events",
+        Backend::Postgres => "events_log",
+    }
+}
+
 /// The position of one stored event, by stream and sequence.
 pub async fn position_of(
     pool: &AnyPool,

@@ -579,3 +579,180 @@ async fn no_post_sent_after_a_ban_returns_is_accepted() {
         }
     }
 }
+
+fn audit_replay(app: &TestApp, conversation: &str, until: Option<&str>) -> Value {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+        command.env_remove(key);
+    }
+    command
+        .env("PARLEY_DATABASE_URL", &app.database.url)
+        .env("PARLEY_LOG", "error")
+        .args([
+            "audit",
+            "replay",
+            "--conversation",
+            conversation,
+            "--format",
+            "json",
+        ]);
+    if let Some(until) = until {
+        command.args(["--until", until]);
+    }
+    let output = command.output().expect("parley runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json report")
+}
+
+#[tokio::test]
+async fn audit_replay_rebuilds_moderation_state_from_the_log_and_agrees_with_the_api() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob, carol, dave) = (
+            user(&app, "alice").await,
+            user(&app, "bob").await,
+            user(&app, "carol").await,
+            user(&app, "dave").await,
+        );
+        let conv = group(&app, &alice, &[&bob, &carol, &dave]).await;
+        ok(&act(
+            &app,
+            &alice,
+            "setMemberRole",
+            &conv,
+            &bob,
+            json!({ "role": "ADMIN" }),
+        )
+        .await);
+        let kicked = act(
+            &app,
+            &bob,
+            "kickMember",
+            &conv,
+            &carol,
+            json!({ "reason": "rude" }),
+        )
+        .await;
+        let kicked_id = text(&kicked, "/data/kickMember/id").to_owned();
+        ok(&act(
+            &app,
+            &bob,
+            "muteMember",
+            &conv,
+            &dave,
+            json!({ "reason": "flooding" }),
+        )
+        .await);
+        let message = send(&app, &alice, &conv, "fine").await;
+        let spam = send(&app, &bob, &conv, "spam").await;
+        ok(&gql(
+            &app,
+            &alice,
+            "mutation($m: ID!) { deleteMessage(messageId: $m, reason: \"spam\") { id } }",
+            json!({ "m": text(&spam, "/data/sendMessage/id") }),
+        )
+        .await);
+        ok(&act(
+            &app,
+            &alice,
+            "banMember",
+            &conv,
+            &carol,
+            json!({ "reason": "came back rude" }),
+        )
+        .await);
+        assert!(message["errors"].is_null());
+
+        // The present agrees with the API.
+        let report = audit_replay(&app, &conv, None);
+        let log = log_actions(&app, &alice, &conv).await;
+        let mut from_api: Vec<String> = ok(&log)["moderationLog"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["action"].as_str().map(str::to_owned))
+            .collect();
+        from_api.reverse();
+        let from_log: Vec<String> = report["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["action"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(from_log, from_api);
+        assert_eq!(
+            from_log,
+            vec!["ROLE_CHANGE", "KICK", "MUTE", "DELETE_MESSAGE", "BAN"]
+        );
+        let members: Vec<(String, String)> = report["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["username"].as_str().unwrap_or("").to_owned(),
+                    m["role"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(members, roles(&app, &alice, &conv).await);
+        assert_eq!(report["bans"].as_array().map(Vec::len), Some(1));
+        let dave_row = report["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["username"] == "dave")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(dave_row["muted_until"], "indefinite");
+        assert!(report["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|a| a["correlation_id"].is_string()));
+
+        // As of the kick: carol gone, dave not yet muted, nobody banned.
+        let kick_time = ok(&gql(
+            &app,
+            &alice,
+            "query($c: ID!) { moderationLog(conversationId: $c) { nodes { id occurredAt } } }",
+            json!({ "c": conv }),
+        )
+        .await)["moderationLog"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["id"] == kicked_id.as_str())
+            .and_then(|n| n["occurredAt"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let then = audit_replay(&app, &conv, Some(&kick_time));
+        let names: Vec<&str> = then["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["username"].as_str())
+            .collect();
+        assert!(
+            !names.contains(&"carol") && names.contains(&"dave"),
+            "{then}"
+        );
+        assert!(
+            then["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|m| m.get("muted_until").is_none()),
+            "{then}"
+        );
+        assert_eq!(then["bans"], json!([]));
+        assert_eq!(then["actions"].as_array().map(Vec::len), Some(2));
+        app.stop().await;
+    }
+}
