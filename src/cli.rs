@@ -57,6 +57,13 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
     },
+    /// Check every event against its stream hash and the global chain; print the head
+    /// hash to keep outside the database. Exits non-zero at the first problem.
+    Verify {
+        /// A head hash printed by an earlier verify: the log must still extend it.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
 }
 
 fn parse_time(raw: &str) -> Result<time::OffsetDateTime, String> {
@@ -123,6 +130,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             db.close().await;
             Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { anchor },
+        } => {
+            let db = open_database(&cli.config).await?;
+            let outcome = parley_projections::chain::verify(&db, anchor.as_deref()).await?;
+            db.close().await;
+            match outcome {
+                Ok(verified) => {
+                    println!("ok: {} events verified", verified.events);
+                    println!(
+                        "head {} at {}",
+                        verified.head,
+                        verified.head_position.to_cursor()
+                    );
+                    Ok(())
+                }
+                Err(tamper) => {
+                    println!("FAILED: {tamper}");
+                    std::process::exit(3);
+                }
+            }
         }
         Command::Projections {
             command: ProjectionsCommand::Status,

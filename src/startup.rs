@@ -20,7 +20,9 @@ use crate::graphql::build_schema;
 
 /// Every projector this node runs.
 pub fn projectors() -> Vec<Arc<dyn Projector>> {
-    use parley_projections::{conversations, messages, moderation, notifications, unread, users};
+    use parley_projections::{
+        chain, conversations, messages, moderation, notifications, unread, users,
+    };
     vec![
         Arc::new(users::UsersProjector),
         Arc::new(conversations::ConversationsProjector),
@@ -28,6 +30,7 @@ pub fn projectors() -> Vec<Arc<dyn Projector>> {
         Arc::new(unread::UnreadProjector),
         Arc::new(notifications::NotificationsProjector),
         Arc::new(moderation::ModerationProjector),
+        Arc::new(chain::AuditChainProjector),
     ]
 }
 

@@ -560,3 +560,282 @@ mod projector_safety {
         }
     }
 }
+
+mod tamper {
+    use parley_projections::chain::{self, Tamper};
+
+    use super::*;
+
+    /// A database with ten events over three interleaved streams, chained.
+    async fn chained(backend: Backend) -> (TestDatabase, Db, Vec<parley_projections::StoredEvent>) {
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let bus = CommandBus::<Counter>::new(&db, ());
+        for (id, times) in [("a", 2), ("b", 1), ("a", 2), ("c", 3), ("b", 2)] {
+            bus.execute(id, add(1, times), &meta())
+                .await
+                .expect("append");
+        }
+        let events = common::readable_events(&db, 10).await;
+        assert_eq!(events.len(), 10);
+        let verified = chain::verify(&db, None)
+            .await
+            .expect("verify")
+            .expect("untouched log verifies");
+        assert_eq!(verified.events, 10);
+        (database, db, events)
+    }
+
+    /// What an attacker with write access does first: switch the append-only rule off.
+    async fn unprotect(db: &Db) {
+        match &db.pg {
+            Some(pg) => {
+                sqlx::query("ALTER TABLE events DISABLE TRIGGER USER")
+                    .execute(pg)
+                    .await
+                    .expect("disable");
+            }
+            None => {
+                for trigger in ["events_no_update", "events_no_delete"] {
+                    sqlx::query(&format!("DROP TRIGGER {trigger}"))
+                        .execute(&db.write)
+                        .await
+                        .expect("drop");
+                }
+            }
+        }
+    }
+
+    async fn exec(db: &Db, sql: &str) {
+        match &db.pg {
+            Some(pg) => sqlx::query(sql).execute(pg).await.map(|_| ()),
+            None => sqlx::query(sql).execute(&db.write).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn failure(db: &Db) -> Tamper {
+        chain::verify(db, None)
+            .await
+            .expect("verify runs")
+            .expect_err("tampering must be found")
+    }
+
+    #[tokio::test]
+    async fn verify_names_the_position_of_an_altered_payload() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let (_database, db, events) = chained(backend).await;
+            unprotect(&db).await;
+            let target = &events[4];
+            let payload = if db.pg.is_some() {
+                "'{\"Added\":{\"amount\":999}}'::jsonb"
+            } else {
+                "'{\"Added\":{\"amount\":999}}'"
+            };
+            exec(
+                &db,
+                &format!(
+                    "UPDATE events SET payload = {payload} WHERE position = {}",
+                    target.position.pos
+                ),
+            )
+            .await;
+            let tamper = failure(&db).await;
+            assert!(matches!(tamper, Tamper::Altered { .. }), "{tamper}");
+            assert_eq!(tamper.position(), Some(target.position));
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_names_the_position_of_a_deleted_row() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let (_database, db, events) = chained(backend).await;
+            unprotect(&db).await;
+            let target = &events[3];
+            exec(
+                &db,
+                &format!(
+                    "DELETE FROM events WHERE position = {}",
+                    target.position.pos
+                ),
+            )
+            .await;
+            let tamper = failure(&db).await;
+            assert!(matches!(tamper, Tamper::Removed { .. }), "{tamper}");
+            assert_eq!(tamper.position(), Some(target.position));
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_names_the_position_of_an_inserted_row() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let (_database, db, events) = chained(backend).await;
+            unprotect(&db).await;
+            // Make room after the fifth event, then forge a well-hashed event into it.
+            let after = &events[4].position;
+            exec(
+                &db,
+                &format!(
+                    "UPDATE events SET position = position + 1000000 WHERE position > {}",
+                    after.pos
+                ),
+            )
+            .await;
+            exec(
+                &db,
+                "UPDATE events SET position = position - 999999 WHERE position > 1000000",
+            )
+            .await;
+            let forged = chain::to_hex(&chain::stream_hash(
+                &chain::ZERO,
+                "Counter",
+                "forged",
+                1,
+                "Added",
+                "2",
+                "{\"Added\":{\"amount\":5}}",
+                "{}",
+            ));
+            let (payload, metadata) = if db.pg.is_some() {
+                ("'{\"Added\":{\"amount\":5}}'::jsonb", "'{}'::jsonb")
+            } else {
+                ("'{\"Added\":{\"amount\":5}}'", "'{}'")
+            };
+            let event_id = if db.pg.is_some() {
+                "gen_random_uuid()".to_owned()
+            } else {
+                format!("'{}'", Uuid::now_v7())
+            };
+            exec(&db, &format!(
+                "INSERT INTO events (position, txid, event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) \
+                 VALUES ({pos}, {tx}, {event_id}, 'Counter', 'forged', 1, 'Added', '2', {payload}, {metadata}, '{forged}')",
+                pos = after.pos + 1,
+                tx = after.tx,
+            )).await;
+            let tamper = failure(&db).await;
+            assert_eq!(
+                tamper.position(),
+                Some(LogPosition {
+                    tx: after.tx,
+                    pos: after.pos + 1
+                }),
+                "{tamper}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_names_the_position_of_two_swapped_rows() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let (_database, db, events) = chained(backend).await;
+            unprotect(&db).await;
+            let (first, second) = (&events[2].position, &events[6].position);
+            exec(
+                &db,
+                &format!(
+                    "UPDATE events SET position = -1, txid = {} WHERE position = {}",
+                    second.tx, first.pos
+                ),
+            )
+            .await;
+            exec(
+                &db,
+                &format!(
+                    "UPDATE events SET position = {}, txid = {} WHERE position = {}",
+                    first.pos, first.tx, second.pos
+                ),
+            )
+            .await;
+            exec(
+                &db,
+                &format!(
+                    "UPDATE events SET position = {} WHERE position = -1",
+                    second.pos
+                ),
+            )
+            .await;
+            let tamper = failure(&db).await;
+            assert_eq!(tamper.position(), Some(*first), "{tamper}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_anchor_must_still_be_extended_by_the_log() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let (_database, db, _) = chained(backend).await;
+            let head = chain::verify(&db, None)
+                .await
+                .expect("verify")
+                .expect("ok")
+                .head;
+            CommandBus::<Counter>::new(&db, ())
+                .execute("d", add(1, 2), &meta())
+                .await
+                .expect("append");
+            common::readable_events(&db, 12).await;
+            let later = chain::verify(&db, Some(&head))
+                .await
+                .expect("verify")
+                .expect("the log extends the anchor");
+            assert_ne!(later.head, head);
+            let stranger = chain::verify(&db, Some(&"ab".repeat(32)))
+                .await
+                .expect("verify");
+            assert!(
+                matches!(stranger, Err(Tamper::AnchorMissing { .. })),
+                "{stranger:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_verify_command_prints_the_head_and_fails_on_tampering() {
+        for backend in backends() {
+            eprintln!("backend: {backend:?}");
+            let (database, db, events) = chained(backend).await;
+            let run = |args: &[&str]| {
+                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
+                for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+                    command.env_remove(key);
+                }
+                command
+                    .env("PARLEY_DATABASE_URL", &database.url)
+                    .env("PARLEY_LOG", "error")
+                    .args(args);
+                command.output().expect("parley runs")
+            };
+            let clean = run(&["audit", "verify"]);
+            let stdout = String::from_utf8_lossy(&clean.stdout).to_string();
+            assert!(clean.status.success(), "{stdout}");
+            let head = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("head "))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_default()
+                .to_owned();
+            assert_eq!(head.len(), 64, "{stdout}");
+            assert!(run(&["audit", "verify", "--anchor", &head])
+                .status
+                .success());
+
+            unprotect(&db).await;
+            exec(
+                &db,
+                &format!(
+                    "DELETE FROM events WHERE position = {}",
+                    events[1].position.pos
+                ),
+            )
+            .await;
+            let tampered = run(&["audit", "verify", "--anchor", &head]);
+            assert!(!tampered.status.success());
+            let report = String::from_utf8_lossy(&tampered.stdout).to_string();
+            assert!(report.contains(&events[1].position.to_cursor()), "{report}");
+        }
+    }
+}

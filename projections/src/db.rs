@@ -121,7 +121,16 @@ impl Db {
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> Result<(), ProjectionError> {
         match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.write).await?,
+            Backend::Sqlite => {
+                SQLITE_MIGRATIONS.run(&self.write).await?;
+                let hashed = crate::chain::backfill_sqlite(self).await?;
+                if hashed > 0 {
+                    tracing::info!(
+                        events = hashed,
+                        "hashed events stored before hashing existed"
+                    );
+                }
+            }
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.write).await?,
         }
         Ok(())

@@ -62,6 +62,11 @@ pub struct StoredEvent {
     pub event_version: String,
     pub payload: serde_json::Value,
     pub metadata: HashMap<String, String>,
+    /// The stored payload and metadata exactly as text, for hashing.
+    pub payload_text: String,
+    pub metadata_text: String,
+    /// The per-stream hash written at append (hex).
+    pub hash: Option<String>,
 }
 
 impl StoredEvent {
@@ -81,7 +86,7 @@ impl StoredEvent {
 }
 
 const COLUMNS: &str = "txid, position, event_id, aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata";
+     event_type, event_version, payload, metadata, hash";
 
 /// Reads up to `limit` events after `after`, in global order.
 pub async fn read_after(
@@ -211,21 +216,15 @@ fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, ProjectionError> {
         pos: row.try_get("position")?,
     };
     let event_type: String = row.try_get("event_type")?;
-    let json = |column: &str| -> Result<serde_json::Value, ProjectionError> {
-        let text: String = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|source| ProjectionError::Decode {
-            position: position.to_cursor(),
-            event_type: event_type.clone(),
-            source,
-        })
+    let payload_text: String = row.try_get("payload")?;
+    let metadata_text: String = row.try_get("metadata")?;
+    let decode_error = |source| ProjectionError::Decode {
+        position: position.to_cursor(),
+        event_type: event_type.clone(),
+        source,
     };
-    let payload = json("payload")?;
-    let metadata =
-        serde_json::from_value(json("metadata")?).map_err(|source| ProjectionError::Decode {
-            position: position.to_cursor(),
-            event_type: event_type.clone(),
-            source,
-        })?;
+    let payload = serde_json::from_str(&payload_text).map_err(decode_error)?;
+    let metadata = serde_json::from_str(&metadata_text).map_err(decode_error)?;
     Ok(StoredEvent {
         position,
         event_id: row.try_get("event_id")?,
@@ -236,6 +235,9 @@ fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, ProjectionError> {
         event_version: row.try_get("event_version")?,
         payload,
         metadata,
+        payload_text,
+        metadata_text,
+        hash: row.try_get("hash")?,
     })
 }
 

@@ -9,6 +9,7 @@ use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
 use cqrs_es::Aggregate;
+use parley_projections::chain;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -17,11 +18,23 @@ use uuid::Uuid;
 pub struct SqliteEventRepository {
     write: AnyPool,
     read: AnyPool,
+    hashing: bool,
 }
 
 impl SqliteEventRepository {
     pub fn new(write: AnyPool, read: AnyPool) -> Self {
-        Self { write, read }
+        Self {
+            write,
+            read,
+            hashing: true,
+        }
+    }
+
+    /// Appends without stream hashes, only to measure what hashing costs (benchmarks);
+    /// `parley audit verify` reports such events as altered.
+    pub fn without_hashing(mut self) -> Self {
+        self.hashing = false;
+        self
     }
 
     async fn select(
@@ -136,20 +149,58 @@ impl PersistedEventRepository for SqliteEventRepository {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         let mut tx = self.write.begin().await.map_err(map_error)?;
+        // The stream's previous hash: each writer reads only its own stream's tail.
+        let mut prev = match events.first() {
+            Some(first) if first.sequence > 1 && self.hashing => {
+                let hash: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+                )
+                .bind(A::TYPE)
+                .bind(&first.aggregate_id)
+                .bind(sequence_i64(first.sequence - 1)?)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_error)?;
+                // No predecessor means another writer's view of the stream differs from
+                // ours: the insert below will conflict, so any value will do here.
+                hash.flatten()
+                    .as_deref()
+                    .and_then(chain::from_hex)
+                    .unwrap_or(chain::ZERO)
+            }
+            _ => chain::ZERO,
+        };
         for event in events {
+            let sequence = sequence_i64(event.sequence)?;
+            let payload = serde_json::to_string(&event.payload)?;
+            let metadata = serde_json::to_string(&event.metadata)?;
+            let hash = self.hashing.then(|| {
+                prev = chain::stream_hash(
+                    &prev,
+                    A::TYPE,
+                    &event.aggregate_id,
+                    sequence,
+                    &event.event_type,
+                    &event.event_version,
+                    &payload,
+                    &metadata,
+                );
+                chain::to_hex(&prev)
+            });
             sqlx::query(
                 "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
-                 event_type, event_version, payload, metadata) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 event_type, event_version, payload, metadata, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(Uuid::now_v7().to_string())
             .bind(A::TYPE)
             .bind(&event.aggregate_id)
-            .bind(sequence_i64(event.sequence)?)
+            .bind(sequence)
             .bind(&event.event_type)
             .bind(&event.event_version)
-            .bind(serde_json::to_string(&event.payload)?)
-            .bind(serde_json::to_string(&event.metadata)?)
+            .bind(payload)
+            .bind(metadata)
+            .bind(hash)
             .execute(&mut *tx)
             .await
             .map_err(map_error)?;
