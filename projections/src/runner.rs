@@ -43,6 +43,8 @@ const BATCH: i64 = 500;
 /// Fallback poll while idle; the in-process wake-up makes the common case immediate.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// How often a standby node checks the owner's checkpoint and tries for the lock.
+const STANDBY_POLL: Duration = Duration::from_millis(100);
 
 /// A projector's stored checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,12 +253,132 @@ impl Drop for Projections {
     }
 }
 
+/// The advisory-lock key of a projector, the same on every node.
+fn lock_key(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("parley:projector:{name}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// Runs a projector on PostgreSQL, where several nodes share one database: exactly one
+/// node holds the projector's advisory lock (on a session of its own) and applies
+/// batches; the others follow its checkpoint, so their read-your-writes waits still
+/// see progress, and take over within about a second when the holder's session ends.
+async fn run_shared(
+    db: Db,
+    projector: Arc<dyn Projector>,
+    progress: watch::Sender<LogPosition>,
+    wake: Arc<Notify>,
+) {
+    use sqlx::postgres::PgConnection;
+    use sqlx::Connection as _;
+    let name = projector.name();
+    let Some(pool) = db.pg.clone() else { return };
+    let key = lock_key(name);
+    loop {
+        let mut session = match PgConnection::connect_with(&pool.connect_options()).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(projector = name, %error, "cannot open the projector lock session");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        loop {
+            let owner: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut session)
+                .await;
+            match owner {
+                Ok(true) => break,
+                Ok(false) => {
+                    // Standby: follow the owner's checkpoint.
+                    if let Ok(Some(checkpoint)) = load_checkpoint(&db, name).await {
+                        progress.send_if_modified(|seen| {
+                            let newer = checkpoint.position > *seen;
+                            if newer {
+                                *seen = checkpoint.position;
+                            }
+                            newer
+                        });
+                    }
+                    let _ = tokio::time::timeout(STANDBY_POLL, wake.notified()).await;
+                }
+                Err(error) => {
+                    tracing::warn!(projector = name, %error, "lost the projector lock session");
+                    break;
+                }
+            }
+        }
+        if session.ping().await.is_err() {
+            continue;
+        }
+        tracing::info!(projector = name, "this node now runs the projector");
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.ok();
+        if let Some(listener) = listener.as_mut() {
+            if let Err(error) = listener.listen("parley_events").await {
+                tracing::warn!(projector = name, %error, "cannot listen for other nodes' events");
+            }
+        }
+        let mut position = match prepare(&db, projector.as_ref()).await {
+            Ok(position) => position,
+            Err(error) => {
+                tracing::error!(projector = name, %error, "cannot load checkpoint");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        progress.send_replace(position);
+        loop {
+            match run_batch(&db, projector.as_ref(), position, BATCH).await {
+                Ok(Some(next)) => {
+                    position = next;
+                    progress.send_replace(position);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(projector = name, %position, %error, "projector batch failed; retrying");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+            }
+            // Still the owner? A dead lock session means another node may own it now.
+            if session.ping().await.is_err() {
+                tracing::warn!(projector = name, "lock session lost; standing by");
+                break;
+            }
+            match listener.as_mut() {
+                Some(listener) => {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        received = listener.recv() => {
+                            // A broken listener reconnects on the next recv; don't spin.
+                            if received.is_err() {
+                                tokio::time::sleep(IDLE_POLL).await;
+                            }
+                        }
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     db: Db,
     projector: Arc<dyn Projector>,
     progress: watch::Sender<LogPosition>,
     wake: Arc<Notify>,
 ) {
+    if db.pg.is_some() {
+        return run_shared(db, projector, progress, wake).await;
+    }
     let name = projector.name();
     let mut position = loop {
         match prepare(&db, projector.as_ref()).await {

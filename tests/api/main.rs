@@ -7,5 +7,6 @@ mod accounts;
 mod helpers;
 mod messaging;
 mod moderation;
+mod nodes;
 mod schema;
 mod server;

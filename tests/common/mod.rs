@@ -84,6 +84,17 @@ impl TestDatabase {
         }
     }
 
+    /// The same database for a second node: its own data directory, and not dropped
+    /// when this handle is.
+    pub fn shared(&self) -> Self {
+        Self {
+            backend: self.backend,
+            url: self.url.clone(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            pg_drop: None,
+        }
+    }
+
     /// A connected, migrated handle.
     pub async fn connect(&self) -> Db {
         let db = Db::connect(&self.url, 16).await.expect("connect");
