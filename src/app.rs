@@ -19,6 +19,9 @@ pub struct AppState {
     pub projections: Arc<Projections>,
     pub accounts: Accounts,
     pub chat: Chat,
+    pub live: Arc<crate::live::LiveTail>,
+    /// Set when the server starts shutting down; WebSocket sessions close on it.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     pub clock: Arc<dyn Clock>,
     /// Mutations whose read models did not catch up within the wait; see `settle`.
     pub consistency_timeouts: AtomicU64,
@@ -35,6 +38,7 @@ impl AppState {
     /// (its events are committed); the lag is logged and counted.
     pub async fn settle(&self, position: Option<LogPosition>) {
         let Some(position) = position else { return };
+        self.live.wake.notify_one();
         let wait = Duration::from_millis(self.config.consistency_wait_ms);
         if !self.projections.wait_for(position, wait).await {
             self.consistency_timeouts.fetch_add(1, Ordering::Relaxed);

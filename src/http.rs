@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
@@ -23,7 +24,7 @@ struct Http {
 
 pub fn router(state: Arc<AppState>, schema: ParleySchema) -> Router {
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(TraceLayer::new_for_http())
@@ -81,7 +82,18 @@ async fn graphql(
     response.into()
 }
 
-async fn graphiql() -> Html<String> {
+/// `GET /graphql`: the WebSocket endpoint when upgrading, GraphiQL otherwise.
+async fn graphql_get(
+    State(http): State<Http>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => crate::live::upgrade(upgrade, http.schema.clone(), http.state.clone()),
+        Err(_) => graphiql().into_response(),
+    }
+}
+
+fn graphiql() -> Html<String> {
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod graphql;
 pub mod http;
+pub mod live;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -75,9 +75,14 @@ impl Server {
             .await
             .with_context(|| format!("PARLEY_LISTEN: cannot listen on {}", config.listen))?;
         let projections = Arc::new(Projections::start(db.clone(), projectors()));
+        let live = crate::live::LiveTail::start(db.clone(), projections.clone())
+            .await
+            .context("cannot start the live tail")?;
         let state = Arc::new(AppState {
             accounts: Accounts::new(&db, hasher, keys),
             chat: Chat::new(&db, config.max_message_length as usize),
+            live,
+            stopping: tokio::sync::watch::channel(false).0,
             config,
             db,
             projections,
@@ -103,6 +108,12 @@ impl Server {
         let schema = build_schema(self.state.clone());
         let router = crate::http::router(self.state.clone(), schema);
         tracing::info!(address = %self.listener.local_addr()?, "parley serving");
+        let stopping = self.state.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Open WebSockets would keep a graceful shutdown waiting forever.
+            stopping.send_replace(true);
+        };
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await

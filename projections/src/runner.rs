@@ -184,6 +184,9 @@ struct Runner {
 /// The running set of projectors of one node.
 pub struct Projections {
     runners: Vec<Runner>,
+    /// Notified whenever events commit anywhere (in process, or on another node).
+    commits: Arc<Notify>,
+    hub: Option<JoinHandle<()>>,
 }
 
 impl Projections {
@@ -207,8 +210,26 @@ impl Projections {
                     task,
                 }
             })
-            .collect();
-        Self { runners }
+            .collect::<Vec<Runner>>();
+        let commits = Arc::new(Notify::new());
+        let hub = db.pg.clone().map(|pool| {
+            let wakes: Vec<Arc<Notify>> = runners
+                .iter()
+                .map(|r| r.wake.clone())
+                .chain([commits.clone()])
+                .collect();
+            tokio::spawn(listen(pool, wakes))
+        });
+        Self {
+            runners,
+            commits,
+            hub,
+        }
+    }
+
+    /// Woken when events commit, here or on another node; for the live tail.
+    pub fn commits(&self) -> Arc<Notify> {
+        self.commits.clone()
     }
 
     /// Tells every runner that new events were committed.
@@ -244,12 +265,50 @@ impl Projections {
         for runner in &self.runners {
             runner.task.abort();
         }
+        if let Some(hub) = &self.hub {
+            hub.abort();
+        }
     }
 }
 
 impl Drop for Projections {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// One LISTEN session per node, on a connection of its own (a listener holds its
+/// connection for good, so it must not come out of the shared pool): every commit on
+/// any node wakes this node's runners and live tail.
+async fn listen(pool: sqlx::PgPool, wakes: Vec<Arc<Notify>>) {
+    loop {
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*pool.connect_options()).clone())
+            .await;
+        let listener = match own {
+            Ok(own) => sqlx::postgres::PgListener::connect_with(&own).await,
+            Err(error) => Err(error),
+        };
+        let mut listener = match listener {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for commits; polling instead");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen("parley_events").await {
+            tracing::warn!(%error, "cannot listen for commits; polling instead");
+            tokio::time::sleep(ERROR_BACKOFF).await;
+            continue;
+        }
+        while listener.recv().await.is_ok() {
+            for wake in &wakes {
+                wake.notify_one();
+            }
+        }
+        tokio::time::sleep(ERROR_BACKOFF).await;
     }
 }
 
@@ -316,12 +375,6 @@ async fn run_shared(
             continue;
         }
         tracing::info!(projector = name, "this node now runs the projector");
-        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.ok();
-        if let Some(listener) = listener.as_mut() {
-            if let Err(error) = listener.listen("parley_events").await {
-                tracing::warn!(projector = name, %error, "cannot listen for other nodes' events");
-            }
-        }
         let mut position = match prepare(&db, projector.as_ref()).await {
             Ok(position) => position,
             Err(error) => {
@@ -349,23 +402,7 @@ async fn run_shared(
                 tracing::warn!(projector = name, "lock session lost; standing by");
                 break;
             }
-            match listener.as_mut() {
-                Some(listener) => {
-                    tokio::select! {
-                        _ = wake.notified() => {}
-                        received = listener.recv() => {
-                            // A broken listener reconnects on the next recv; don't spin.
-                            if received.is_err() {
-                                tokio::time::sleep(IDLE_POLL).await;
-                            }
-                        }
-                        () = tokio::time::sleep(IDLE_POLL) => {}
-                    }
-                }
-                None => {
-                    let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
-                }
-            }
+            let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
         }
     }
 }

@@ -5,11 +5,12 @@ pub mod error;
 mod loaders;
 mod mutation;
 mod query;
+mod subscription;
 mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, Schema};
+use async_graphql::{Context, Schema};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -17,8 +18,9 @@ use error::ApiError;
 pub use loaders::Loaders;
 pub use mutation::Mutation;
 pub use query::Query;
+pub use subscription::Subscription;
 
-pub type ParleySchema = Schema<Query, Mutation, EmptySubscription>;
+pub type ParleySchema = Schema<Query, Mutation, Subscription>;
 
 /// Who is calling, from the `Authorization` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub enum Viewer {
 }
 
 pub fn build_schema(state: Arc<AppState>) -> ParleySchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation, Subscription)
         .data(state)
         .limit_depth(16)
         .limit_complexity(2_000)
@@ -43,7 +45,7 @@ pub fn sdl() -> String {
         .sorted_fields()
         .sorted_arguments()
         .sorted_enum_items();
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation, Subscription)
         .finish()
         .sdl_with_options(options)
 }

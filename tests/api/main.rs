@@ -5,6 +5,7 @@ mod common;
 
 mod accounts;
 mod helpers;
+mod live;
 mod messaging;
 mod moderation;
 mod nodes;
