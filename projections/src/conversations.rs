@@ -143,17 +143,6 @@ async fn apply_conversation(
             )
             .await?;
         }
-        ConversationEvent::MemberLeft {
-            conversation_id,
-            user_id,
-            ..
-        } => {
-            sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2")
-                .bind(conversation_id.to_string())
-                .bind(user_id.to_string())
-                .execute(&mut *conn)
-                .await?;
-        }
         ConversationEvent::ConversationUpdated {
             conversation_id,
             title,
@@ -226,7 +215,12 @@ async fn apply_conversation(
             set_role(conn, conversation_id, actor_id, "ADMIN").await?;
             set_role(conn, conversation_id, user_id, "OWNER").await?;
         }
-        ConversationEvent::MemberKicked {
+        ConversationEvent::MemberLeft {
+            conversation_id,
+            user_id,
+            ..
+        }
+        | ConversationEvent::MemberKicked {
             conversation_id,
             user_id,
             ..
