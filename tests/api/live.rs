@@ -261,3 +261,26 @@ async fn a_kicked_member_stops_receiving_the_conversation() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_subscriber_on_one_node_receives_a_message_posted_on_another() {
+    if !backends().contains(&Backend::Postgres) {
+        eprintln!("PostgreSQL not configured; several nodes need it");
+        return;
+    }
+    let first = spawn_app(Backend::Postgres).await;
+    let second = spawn_app_on(first.database.shared(), |_| {}).await;
+    let (alice, bob) = (user(&first, "alice").await, user(&second, "bob").await);
+    let conv = group(&first, &alice, &[&bob]).await;
+    let mut socket = connect(&second, &bob.token).await;
+    subscribe(&mut socket, &conv, None).await;
+    until_live(&first, &alice, &conv, &mut socket).await;
+    post(&first, &alice, &conv, "across nodes").await;
+    let payload = event(&mut socket).await;
+    assert_eq!(
+        payload["data"]["conversationEvents"]["message"]["body"], "across nodes",
+        "{payload}"
+    );
+    second.stop().await;
+    first.stop().await;
+}
