@@ -60,6 +60,14 @@ pub struct Conversation {
     pub mutes: BTreeMap<Uuid, Option<OffsetDateTime>>,
 }
 
+/// A ban's or mute's `until`, when given, must lie after the command's time.
+fn require_future(until: Option<OffsetDateTime>, at: OffsetDateTime) -> Result<(), InputError> {
+    match until {
+        Some(until) if until <= at => Err(InputError::new("until", "must be in the future")),
+        _ => Ok(()),
+    }
+}
+
 /// Whether a ban or mute recorded with `until` is still in force at `at`.
 fn in_force(until: Option<OffsetDateTime>, at: OffsetDateTime) -> bool {
     until.is_none_or(|until| until > at)
@@ -586,9 +594,7 @@ impl Aggregate for Conversation {
                 let id = self.id()?;
                 self.moderate(actor_id, user_id)?;
                 let reason = parse_reason(Some(&reason), true)?.unwrap_or_default();
-                if until.is_some_and(|until| until <= at) {
-                    return Err(InputError::new("until", "must be in the future").into());
-                }
+                require_future(until, at)?;
                 // A ban also withdraws the user's pending invitations.
                 let pending: Vec<Uuid> = self
                     .pending
@@ -651,9 +657,7 @@ impl Aggregate for Conversation {
                 let id = self.id()?;
                 self.moderate(actor_id, user_id)?;
                 let reason = parse_reason(Some(&reason), true)?.unwrap_or_default();
-                if until.is_some_and(|until| until <= at) {
-                    return Err(InputError::new("until", "must be in the future").into());
-                }
+                require_future(until, at)?;
                 if !self.members.contains_key(&user_id) {
                     return Err(ConversationError::TargetNotMember);
                 }

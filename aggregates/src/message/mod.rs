@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::conversation::mentions::mentioned_names;
 use crate::policy::{allows, Action, Role};
-use crate::values::{Emoji, InputError, MessageBody};
+use crate::values::{parse_reason, Emoji, InputError, MessageBody};
 
 /// A message as posted, looked up by the command service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,25 +248,8 @@ impl Aggregate for Message {
                         "an admin cannot delete messages of the owner or another admin",
                     ));
                 }
-                let reason = reason
-                    .map(|r| r.trim().to_owned())
-                    .filter(|r| !r.is_empty());
-                if let Some(reason) = &reason {
-                    if reason.chars().count() > 500 {
-                        return Err(InputError::new(
-                            "reason",
-                            "must be at most 500 characters long",
-                        )
-                        .into());
-                    }
-                }
-                if !own && reason.is_none() {
-                    return Err(InputError::new(
-                        "reason",
-                        "is required when deleting someone else's message",
-                    )
-                    .into());
-                }
+                // A reason is required when deleting someone else's message.
+                let reason = parse_reason(reason.as_deref(), !own)?;
                 MessageEvent::MessageDeleted {
                     message_id: posted.message_id,
                     conversation_id: posted.conversation_id,
