@@ -20,6 +20,9 @@ pub struct AppState {
     pub accounts: Accounts,
     pub chat: Chat,
     pub live: Arc<crate::live::LiveTail>,
+    /// Typing and presence, between connections and nodes.
+    pub signals: Arc<crate::live::Signals>,
+    pub presence: Arc<crate::live::Presence>,
     /// Set when the server starts shutting down; WebSocket sessions close on it.
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub clock: Arc<dyn Clock>,

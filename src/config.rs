@@ -92,6 +92,18 @@ pub struct Config {
         global = true
     )]
     pub consistency_wait_ms: u64,
+
+    /// Events a subscriber may fall behind by before it is ended with
+    /// `RESUME_REQUIRED` (it resumes from its cursor); bounds memory per subscriber.
+    #[arg(
+        long,
+        env = "PARLEY_SUBSCRIBER_BUFFER",
+        value_name = "PARLEY_SUBSCRIBER_BUFFER",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true
+    )]
+    pub subscriber_buffer: u32,
 }
 
 fn parse_database_url(raw: &str) -> Result<String, String> {

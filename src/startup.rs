@@ -75,10 +75,18 @@ impl Server {
             .await
             .with_context(|| format!("PARLEY_LISTEN: cannot listen on {}", config.listen))?;
         let projections = Arc::new(Projections::start(db.clone(), projectors()));
-        let live = crate::live::LiveTail::start(db.clone(), projections.clone())
-            .await
-            .context("cannot start the live tail")?;
+        let live = crate::live::LiveTail::start(
+            db.clone(),
+            projections.clone(),
+            config.subscriber_buffer as usize,
+        )
+        .await
+        .context("cannot start the live tail")?;
+        let signals = crate::live::Signals::start(&db);
+        let presence = crate::live::Presence::start(db.clone(), clock.clone(), signals.clone());
         let state = Arc::new(AppState {
+            signals,
+            presence,
             accounts: Accounts::new(&db, hasher, keys),
             chat: Chat::new(&db, config.max_message_length as usize),
             live,
@@ -118,6 +126,7 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error")?;
+        self.state.presence.release().await;
         self.state.projections.stop();
         self.state.db.close().await;
         Ok(())

@@ -468,6 +468,16 @@ pub async fn member(
     .await?)
 }
 
+/// The ids of every conversation the user is a member of.
+pub async fn ids_of_member(db: &Db, user_id: &str) -> Result<Vec<String>, ProjectionError> {
+    Ok(
+        sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&db.read)
+            .await?,
+    )
+}
+
 /// One user's memberships among `conversation_ids`.
 pub async fn memberships(
     db: &Db,

@@ -15,6 +15,7 @@ pub mod messages;
 pub mod moderation;
 pub mod notifications;
 pub mod page;
+pub mod presence;
 pub mod runner;
 pub mod unread;
 pub mod users;

@@ -138,6 +138,33 @@ pub async fn stream(
     rows.iter().map(decode_row).collect()
 }
 
+/// One stream's events of the given types, in stream order.
+pub async fn stream_of_types(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    event_types: &[&str],
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    if event_types.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {} WHERE aggregate_type = $1 AND aggregate_id = $2 AND event_type IN ({}) ORDER BY sequence",
+        log_table(db.backend),
+        crate::placeholders(3, event_types.len())
+    );
+    let mut query = sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id);
+    for event_type in event_types {
+        query = query.bind(*event_type);
+    }
+    query
+        .fetch_all(&db.read)
+        .await?
+        .iter()
+        .map(decode_row)
+        .collect()
+}
+
 /// Every event of one type, in global order.
 pub async fn of_type(
     db: &Db,

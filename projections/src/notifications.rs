@@ -335,3 +335,33 @@ pub async fn count_unread(
         .await?),
     }
 }
+
+/// The notifications `event` created for `user_id` (none when it created none).
+pub async fn from_event(
+    db: &Db,
+    event_id: &str,
+    user_id: Uuid,
+) -> Result<Vec<NotificationRow>, ProjectionError> {
+    // Notification ids derive from event, recipient and kind (see `notify`), so the
+    // candidates are known without an index on the event.
+    let ids: Vec<String> = ["MENTION", "REPLY", "REACTION", "INVITATION"]
+        .iter()
+        .map(|kind| {
+            Uuid::new_v5(
+                &NAMESPACE,
+                format!("{event_id}/{user_id}/{kind}").as_bytes(),
+            )
+            .to_string()
+        })
+        .collect();
+    let sql = format!(
+        "SELECT id, user_id, kind, conversation_id, message_id, invitation_id, actor_id, created_at, read \
+         FROM notifications WHERE id IN ({}) ORDER BY id",
+        placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_as(&sql);
+    for id in &ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&db.read).await?)
+}

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, Loader};
 use parley_projections::conversations::{ConversationRow, MemberRow};
 use parley_projections::messages::{EditRow, MessageRow, ReactionSummary};
+use parley_projections::presence::PresenceRow;
 use parley_projections::unread::Counts;
 use parley_projections::users::UserRow;
-use parley_projections::{conversations, messages, unread, users, Db, ProjectionError};
+use parley_projections::{conversations, messages, presence, unread, users, Db, ProjectionError};
 use uuid::Uuid;
 
 type LoadResult<V> = Result<HashMap<String, V>, Arc<ProjectionError>>;
@@ -85,6 +86,11 @@ loader!(
     EditsLoader => Vec<EditRow>, |db, viewer, keys| { messages::edits(db, keys).await }
 );
 
+loader!(
+    /// Presence as last announced, by user id.
+    PresenceLoader => PresenceRow, |db, viewer, keys| { presence::by_ids(db, keys).await }
+);
+
 /// The loaders of one request.
 pub struct Loaders {
     pub users: DataLoader<UserLoader>,
@@ -95,6 +101,7 @@ pub struct Loaders {
     pub reactions: DataLoader<ReactionsLoader>,
     pub read_counts: DataLoader<ReadCountLoader>,
     pub edits: DataLoader<EditsLoader>,
+    pub presence: DataLoader<PresenceLoader>,
 }
 
 impl Loaders {
@@ -120,6 +127,7 @@ impl Loaders {
             reactions: make!(ReactionsLoader),
             read_counts: make!(ReadCountLoader),
             edits: make!(EditsLoader),
+            presence: make!(PresenceLoader),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod error;
 mod loaders;
 mod mutation;
+mod my_events;
 mod query;
 mod subscription;
 mod types;

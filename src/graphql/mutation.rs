@@ -10,11 +10,13 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::types::{
     readable_conversation, user, AuthPayload, Conversation, Invitation, Message, ModerationAction,
-    NotificationLevel, Role, Visibility,
+    NotificationLevel, PresenceStatus, Role, User, Visibility,
 };
 use super::{state, viewer};
 use crate::auth::AuthTokens;
 use crate::chat::{parse_id, Moderation, Written};
+use crate::live::Signal;
+use parley_aggregates::InputError;
 
 pub struct Mutation;
 
@@ -552,6 +554,65 @@ impl Mutation {
             .await?;
         state.settle(written.position).await;
         Ok(written.value)
+    }
+
+    /// `setTyping`: members only. Typing ends by itself about six seconds after the
+    /// last `true`, so a client repeats `true` while the user keeps typing.
+    async fn set_typing(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        typing: bool,
+    ) -> Result<bool> {
+        let me = viewer(ctx)?;
+        let id = parse_id(&conversation_id, "conversationId")?;
+        readable_conversation(ctx, &id.to_string()).await?;
+        let state = state(ctx);
+        if conversations::member(&state.db, &id.to_string(), &me.to_string())
+            .await?
+            .is_none()
+        {
+            return Err(
+                ApiError::Forbidden("only members can type in a conversation".to_owned()).into(),
+            );
+        }
+        state
+            .signals
+            .publish(Signal::Typing {
+                conversation_id: id,
+                user_id: me,
+                typing,
+            })
+            .await;
+        Ok(true)
+    }
+
+    /// `heartbeat`: keeps the caller online for a minute without a WebSocket.
+    async fn heartbeat(&self, ctx: &Context<'_>) -> Result<bool> {
+        let me = viewer(ctx)?;
+        state(ctx).presence.heartbeat(me, None).await?;
+        Ok(true)
+    }
+
+    /// `setPresence`: `ONLINE` or `AWAY` (also a heartbeat). `OFFLINE` is not a choice:
+    /// a user is offline when their connections and heartbeats stop.
+    async fn set_presence(&self, ctx: &Context<'_>, status: PresenceStatus) -> Result<User> {
+        let me = viewer(ctx)?;
+        let away = match status {
+            PresenceStatus::Online => false,
+            PresenceStatus::Away => true,
+            PresenceStatus::Offline => {
+                return Err(ApiError::from(InputError::new(
+                    "status",
+                    "must be ONLINE or AWAY; OFFLINE follows from closing connections",
+                ))
+                .into())
+            }
+        };
+        state(ctx).presence.heartbeat(me, Some(away)).await?;
+        Ok(user(ctx, &me.to_string())
+            .await?
+            .ok_or_else(|| ApiError::internal("the signed-in user is missing"))?)
     }
 
     /// `setMemberRole`: the owner only; `OWNER` moves with `transferOwnership`.

@@ -44,6 +44,16 @@ impl Query {
         Ok(user(ctx, &user_id.to_string()).await?)
     }
 
+    /// The current end of the event log. Take it before loading history and pass it as
+    /// a subscription's `after`: nothing that happens in between is missed.
+    async fn live_cursor(&self, ctx: &Context<'_>) -> Result<String> {
+        viewer(ctx)?;
+        let head = parley_projections::log::head(&state(ctx).db)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(head.to_cursor())
+    }
+
     /// `user`: a user by id.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
         viewer(ctx)?;

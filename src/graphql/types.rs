@@ -111,14 +111,27 @@ from_stored!(Visibility { "PUBLIC" => Public, "PRIVATE" => Private });
 from_stored!(Role { "OWNER" => Owner, "ADMIN" => Admin, "MEMBER" => Member });
 from_stored!(NotificationLevel { "ALL" => All, "MENTIONS" => Mentions, "NONE" => None });
 from_stored!(NotificationKind { "MENTION" => Mention, "REPLY" => Reply, "REACTION" => Reaction, "INVITATION" => Invitation });
+from_stored!(PresenceStatus { "ONLINE" => Online, "AWAY" => Away, "OFFLINE" => Offline });
 from_stored!(InvitationStatus { "PENDING" => Pending, "ACCEPTED" => Accepted, "DECLINED" => Declined, "REVOKED" => Revoked });
 
-/// A user's presence. Live presence arrives with the live-updates work; until then
-/// nobody is reported online.
+/// A user's presence: `ONLINE` while connected or heartbeating, `AWAY` when the
+/// client said so, `OFFLINE` otherwise. `lastSeenAt` is when the user last went
+/// offline (null if never seen).
 #[derive(SimpleObject, Clone)]
 pub struct Presence {
     pub status: PresenceStatus,
     pub last_seen_at: Option<OffsetDateTime>,
+}
+
+impl Presence {
+    pub(crate) fn new(status: &str, last_seen_at: Option<i64>) -> Result<Self, ApiError> {
+        Ok(Self {
+            status: PresenceStatus::from_stored(status)?,
+            last_seen_at: last_seen_at.and_then(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            }),
+        })
+    }
 }
 
 /// A Parley account.
@@ -132,11 +145,16 @@ pub struct User {
 
 #[ComplexObject]
 impl User {
-    async fn presence(&self) -> Presence {
-        Presence {
-            status: PresenceStatus::Offline,
-            last_seen_at: None,
-        }
+    async fn presence(&self, ctx: &Context<'_>) -> Result<Presence> {
+        let row = loaders(ctx)
+            .presence
+            .load_one(self.id.to_string())
+            .await
+            .map_err(load_error)?;
+        Ok(match row {
+            Some(row) => Presence::new(&row.status, row.last_seen_at)?,
+            None => Presence::new("OFFLINE", None)?,
+        })
     }
 }
 

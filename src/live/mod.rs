@@ -18,8 +18,12 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::graphql::{Loaders, ParleySchema, Viewer};
 
-/// How many events a subscriber may fall behind before it must resume.
-pub const SUBSCRIBER_BUFFER: usize = 1_024;
+mod presence;
+mod signals;
+
+pub use presence::{Presence, HEARTBEAT_TTL};
+pub use signals::{Signal, Signals, TYPING_TTL};
+
 const POLL: Duration = Duration::from_millis(100);
 /// The close code for a bad or expired token (graphql-transport-ws's "Forbidden").
 pub const CLOSE_FORBIDDEN: u16 = 4403;
@@ -31,12 +35,14 @@ pub struct LiveTail {
 }
 
 impl LiveTail {
-    /// Starts tailing after the current head of the log.
+    /// Starts tailing after the current head of the log; a subscriber more than
+    /// `buffer` events behind the tail is told to resume.
     pub async fn start(
         db: Db,
         projections: Arc<Projections>,
+        buffer: usize,
     ) -> Result<Arc<Self>, parley_projections::ProjectionError> {
-        let (sender, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let (sender, _) = broadcast::channel(buffer.max(1));
         let tail = Arc::new(Self {
             sender,
             wake: Arc::new(Notify::new()),
@@ -100,10 +106,26 @@ fn token(payload: &serde_json::Value) -> Option<&str> {
         .and_then(serde_json::Value::as_str)
 }
 
+/// Runs one WebSocket session; while it is signed in, its user counts as present.
 async fn serve(
     socket: axum::extract::ws::WebSocket,
     schema: ParleySchema,
     state: Arc<crate::app::AppState>,
+) {
+    let signed_in = Arc::new(std::sync::OnceLock::new());
+    session(socket, schema, state.clone(), signed_in.clone()).await;
+    if let Some(user) = signed_in.get() {
+        if let Err(error) = state.presence.disconnected(*user).await {
+            tracing::warn!(%error, "cannot record a closed connection's presence");
+        }
+    }
+}
+
+async fn session(
+    socket: axum::extract::ws::WebSocket,
+    schema: ParleySchema,
+    state: Arc<crate::app::AppState>,
+    signed_in: Arc<std::sync::OnceLock<uuid::Uuid>>,
 ) {
     let protocol = socket
         .protocol()
@@ -127,12 +149,20 @@ async fn serve(
         .on_connection_init(move |payload| {
             let state = state.clone();
             let flag = flag.clone();
+            let signed_in = signed_in.clone();
             async move {
                 let viewer = token(&payload).map(|value| {
                     crate::http::viewer_from_header(Some(value), state.accounts.keys())
                 });
                 match viewer {
                     Some(Viewer::User(id)) => {
+                        // `connection_init` comes once per connection (the protocol
+                        // closes a second one), so the connection counts once.
+                        if signed_in.set(id).is_ok() {
+                            if let Err(error) = state.presence.connected(id).await {
+                                tracing::warn!(%error, "cannot record a connection's presence");
+                            }
+                        }
                         let mut data = Data::default();
                         data.insert(Viewer::User(id));
                         data.insert(Loaders::new(&state.db, Some(id)));

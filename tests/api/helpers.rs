@@ -34,6 +34,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
         refresh_token_ttl: 30 * 86_400,
         db_max_connections: 8,
         consistency_wait_ms: 5_000,
+        subscriber_buffer: 1_024,
         max_message_length: 4_000,
     }
 }

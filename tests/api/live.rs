@@ -284,3 +284,419 @@ async fn a_subscriber_on_one_node_receives_a_message_posted_on_another() {
     second.stop().await;
     first.stop().await;
 }
+
+/// The end of the log now: subscribing from it misses nothing that happens later.
+async fn live_cursor(app: &TestApp, who: &Client) -> String {
+    let response = app
+        .graphql("{ liveCursor }", json!({}), Some(&who.token))
+        .await;
+    text(&response, "/data/liveCursor").to_owned()
+}
+
+async fn start(socket: &mut Socket, id: &str, query: &str, variables: Value) {
+    socket
+        .send(Message::Text(
+            json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } })
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send");
+}
+
+const MY_EVENTS: &str = "subscription($a: String) { myEvents(after: $a) { __typename \
+    ... on NotificationCreated { cursor notification { kind message { body } } } \
+    ... on UnreadCountChanged { cursor conversationId unreadCount mentionCount } \
+    ... on ConversationAdded { cursor conversation { id } } \
+    ... on ConversationRemoved { cursor conversationId } \
+    ... on InvitationReceived { cursor invitation { id status conversation { id } } } } }";
+
+/// The next `myEvents` event.
+async fn mine(socket: &mut Socket) -> Value {
+    let payload = event(socket).await;
+    assert!(payload["errors"].is_null(), "{payload}");
+    payload["data"]["myEvents"].clone()
+}
+
+async fn gql(app: &TestApp, who: &Client, query: &str, variables: Value) -> Value {
+    let response = app.graphql(query, variables, Some(&who.token)).await;
+    assert!(response["errors"].is_null(), "{response}");
+    response
+}
+
+#[tokio::test]
+async fn my_events_deliver_notifications_counts_and_membership_and_resume_from_a_cursor() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let mut socket = connect(&app, &bob.token).await;
+        let from = live_cursor(&app, &bob).await;
+        start(&mut socket, "me", MY_EVENTS, json!({ "a": from })).await;
+
+        let conv = group(&app, &alice, &[&bob]).await;
+        let added = mine(&mut socket).await;
+        assert_eq!(added["__typename"], "ConversationAdded", "{added}");
+        assert_eq!(added["conversation"]["id"], conv.as_str());
+
+        post(&app, &alice, &conv, "hello @bob").await;
+        let counts = mine(&mut socket).await;
+        assert_eq!(counts["__typename"], "UnreadCountChanged", "{counts}");
+        assert_eq!(counts["conversationId"], conv.as_str());
+        assert_eq!(
+            (
+                counts["unreadCount"].as_i64(),
+                counts["mentionCount"].as_i64()
+            ),
+            (Some(1), Some(1))
+        );
+        let mention = mine(&mut socket).await;
+        assert_eq!(mention["__typename"], "NotificationCreated", "{mention}");
+        assert_eq!(mention["notification"]["kind"], "MENTION");
+        assert_eq!(mention["notification"]["message"]["body"], "hello @bob");
+
+        // Reading on another device (plain HTTP) zeroes the counts here too.
+        let message = post(&app, &alice, &conv, "second").await;
+        assert_eq!(mine(&mut socket).await["unreadCount"], 2);
+        gql(
+            &app,
+            &bob,
+            "mutation($c: ID!, $m: ID!) { markRead(conversationId: $c, messageId: $m) { id } }",
+            json!({ "c": conv, "m": message }),
+        )
+        .await;
+        let read = mine(&mut socket).await;
+        assert_eq!(read["__typename"], "UnreadCountChanged", "{read}");
+        assert_eq!(
+            (read["unreadCount"].as_i64(), read["mentionCount"].as_i64()),
+            (Some(0), Some(0))
+        );
+
+        let channel = gql(
+            &app,
+            &alice,
+            "mutation { createChannel(input: { name: \"Secret\", visibility: PRIVATE }) { id } }",
+            json!({}),
+        )
+        .await;
+        let channel = text(&channel, "/data/createChannel/id").to_owned();
+        let invitation = gql(
+            &app,
+            &alice,
+            "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }",
+            json!({ "c": channel, "u": bob.id }),
+        )
+        .await;
+        let invitation = text(&invitation, "/data/inviteMember/id").to_owned();
+        let invited = mine(&mut socket).await;
+        assert_eq!(invited["__typename"], "InvitationReceived", "{invited}");
+        assert_eq!(invited["invitation"]["id"], invitation.as_str());
+        assert_eq!(
+            invited["invitation"]["conversation"]["id"],
+            channel.as_str()
+        );
+        let notified = mine(&mut socket).await;
+        assert_eq!(notified["notification"]["kind"], "INVITATION", "{notified}");
+
+        gql(&app, &alice, "mutation($c: ID!, $u: ID!) { kickMember(conversationId: $c, userId: $u, reason: \"spam\") { id } }", json!({ "c": conv, "u": bob.id })).await;
+        let removed = mine(&mut socket).await;
+        assert_eq!(removed["__typename"], "ConversationRemoved", "{removed}");
+        assert_eq!(removed["conversationId"], conv.as_str());
+        let last = removed["cursor"].as_str().expect("cursor").to_owned();
+        socket.close(None).await.ok();
+
+        // While disconnected: joins the channel, is mentioned, three messages arrive.
+        gql(
+            &app,
+            &bob,
+            "mutation($i: ID!) { acceptInvitation(invitationId: $i) { id } }",
+            json!({ "i": invitation }),
+        )
+        .await;
+        post(&app, &alice, &channel, "welcome @bob").await;
+        post(&app, &alice, &channel, "two").await;
+        post(&app, &alice, &channel, "three").await;
+
+        let mut socket = connect(&app, &bob.token).await;
+        start(&mut socket, "me", MY_EVENTS, json!({ "a": last })).await;
+        let added = mine(&mut socket).await;
+        assert_eq!(added["__typename"], "ConversationAdded", "{added}");
+        assert_eq!(added["conversation"]["id"], channel.as_str());
+        let mention = mine(&mut socket).await;
+        assert_eq!(
+            mention["notification"]["message"]["body"], "welcome @bob",
+            "{mention}"
+        );
+        // Then the current counts, once, instead of one change per missed message.
+        let counts = mine(&mut socket).await;
+        assert_eq!(counts["__typename"], "UnreadCountChanged", "{counts}");
+        assert_eq!(counts["conversationId"], channel.as_str());
+        assert_eq!(
+            (
+                counts["unreadCount"].as_i64(),
+                counts["mentionCount"].as_i64()
+            ),
+            (Some(3), Some(1))
+        );
+        // And live again, with nothing repeated at the seam.
+        post(&app, &alice, &channel, "four").await;
+        let live = mine(&mut socket).await;
+        assert_eq!(live["unreadCount"], 4, "{live}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn resuming_from_before_a_removal_replays_up_to_it_then_ends_forbidden() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let conv = group(&app, &alice, &[&bob]).await;
+        let before = live_cursor(&app, &bob).await;
+        post(&app, &alice, &conv, "one").await;
+        post(&app, &alice, &conv, "two").await;
+        gql(&app, &alice, "mutation($c: ID!, $u: ID!) { banMember(conversationId: $c, userId: $u, reason: \"spam\") { id } }", json!({ "c": conv, "u": bob.id })).await;
+        let after = live_cursor(&app, &bob).await;
+        post(&app, &alice, &conv, "after the ban").await;
+
+        let mut socket = connect(&app, &bob.token).await;
+        subscribe(&mut socket, &conv, Some(&before)).await;
+        for body in ["one", "two"] {
+            let payload = event(&mut socket).await;
+            assert_eq!(
+                payload["data"]["conversationEvents"]["message"]["body"], body,
+                "{payload}"
+            );
+        }
+        let removed = event(&mut socket).await;
+        assert_eq!(
+            removed["data"]["conversationEvents"]["__typename"], "MemberRemoved",
+            "{removed}"
+        );
+        assert_eq!(removed["data"]["conversationEvents"]["action"], "BAN");
+        let denied = event(&mut socket).await;
+        assert_eq!(
+            denied["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{denied}"
+        );
+        assert_eq!(next_json(&mut socket).await["type"], "complete");
+
+        // From after the removal, or without a cursor, there is nothing to collect.
+        for cursor in [Some(after.as_str()), None] {
+            subscribe(&mut socket, &conv, cursor).await;
+            let refused = next_json(&mut socket).await;
+            assert_eq!(
+                refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+                "{refused}"
+            );
+            assert_eq!(next_json(&mut socket).await["type"], "complete");
+        }
+        app.stop().await;
+    }
+}
+
+const TYPING: &str =
+    "subscription($c: ID!, $a: String) { conversationEvents(conversationId: $c, after: $a) { \
+    __typename ... on TypingChanged { user { username } typing } } }";
+
+async fn set_typing(app: &TestApp, who: &Client, conversation: &str, typing: bool) -> Value {
+    app.graphql(
+        "mutation($c: ID!, $t: Boolean!) { setTyping(conversationId: $c, typing: $t) }",
+        json!({ "c": conversation, "t": typing }),
+        Some(&who.token),
+    )
+    .await
+}
+
+async fn typing(socket: &mut Socket) -> (String, bool) {
+    let payload = event(socket).await;
+    let data = &payload["data"]["conversationEvents"];
+    assert_eq!(data["__typename"], "TypingChanged", "{payload}");
+    (
+        data["user"]["username"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        data["typing"].as_bool().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn typing_is_delivered_to_others_once_per_change_and_expires_by_itself() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (alice, bob, eve) = (
+        user(&app, "alice").await,
+        user(&app, "bob").await,
+        user(&app, "eve").await,
+    );
+    let conv = group(&app, &alice, &[&bob]).await;
+    let mut socket = connect(&app, &bob.token).await;
+    let from = live_cursor(&app, &bob).await;
+    start(&mut socket, "t", TYPING, json!({ "c": conv, "a": from })).await;
+    // Bob's own typing is not echoed back to him; Alice's arrives once per change.
+    assert_eq!(
+        set_typing(&app, &bob, &conv, true).await["data"]["setTyping"],
+        true
+    );
+    assert_eq!(
+        set_typing(&app, &alice, &conv, true).await["data"]["setTyping"],
+        true
+    );
+    set_typing(&app, &alice, &conv, true).await;
+    assert_eq!(typing(&mut socket).await, ("alice".to_owned(), true));
+    set_typing(&app, &alice, &conv, false).await;
+    assert_eq!(typing(&mut socket).await, ("alice".to_owned(), false));
+    // Without a `false`, typing ends by itself a few seconds after the last `true`.
+    set_typing(&app, &alice, &conv, true).await;
+    assert_eq!(typing(&mut socket).await, ("alice".to_owned(), true));
+    assert_eq!(typing(&mut socket).await, ("alice".to_owned(), false));
+    // Outsiders cannot type here.
+    assert_eq!(
+        error_code(&set_typing(&app, &eve, &conv, true).await),
+        Some("FORBIDDEN")
+    );
+    app.stop().await;
+}
+
+const PRESENCE: &str = "subscription($u: [ID!]!) { presenceChanged(userIds: $u) { user { username } status lastSeenAt } }";
+
+async fn presence(socket: &mut Socket) -> (String, Option<String>) {
+    let payload = event(socket).await;
+    let data = &payload["data"]["presenceChanged"];
+    assert!(payload["errors"].is_null(), "{payload}");
+    (
+        data["status"].as_str().unwrap_or_default().to_owned(),
+        data["lastSeenAt"].as_str().map(str::to_owned),
+    )
+}
+
+async fn set_presence(app: &TestApp, who: &Client, status: &str) -> Value {
+    app.graphql(
+        "mutation($s: PresenceStatus!) { setPresence(status: $s) { presence { status } } }",
+        json!({ "s": status }),
+        Some(&who.token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn presence_follows_connections_and_set_presence_and_records_last_seen() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let mut watcher = connect(&app, &bob.token).await;
+        start(&mut watcher, "p", PRESENCE, json!({ "u": [alice.id] })).await;
+        assert_eq!(presence(&mut watcher).await, ("OFFLINE".to_owned(), None));
+
+        // A connection keeps Alice online; closing it takes her offline at once.
+        let alice_socket = connect(&app, &alice.token).await;
+        assert_eq!(presence(&mut watcher).await.0, "ONLINE");
+        drop(alice_socket);
+        let (status, seen) = presence(&mut watcher).await;
+        assert_eq!(status, "OFFLINE");
+        let seen = seen.expect("last seen is recorded on going offline");
+        let queried = gql(
+            &app,
+            &bob,
+            "query($u: ID!) { user(id: $u) { presence { status lastSeenAt } } }",
+            json!({ "u": alice.id }),
+        )
+        .await;
+        assert_eq!(queried["data"]["user"]["presence"]["status"], "OFFLINE");
+        assert_eq!(
+            queried["data"]["user"]["presence"]["lastSeenAt"],
+            seen.as_str()
+        );
+
+        // Connected again, the client chooses between ONLINE and AWAY.
+        let _alice_socket = connect(&app, &alice.token).await;
+        assert_eq!(presence(&mut watcher).await.0, "ONLINE");
+        let away = set_presence(&app, &alice, "AWAY").await;
+        assert_eq!(away["data"]["setPresence"]["presence"]["status"], "AWAY");
+        assert_eq!(presence(&mut watcher).await.0, "AWAY");
+        let refused = set_presence(&app, &alice, "OFFLINE").await;
+        assert_eq!(error_code(&refused), Some("BAD_USER_INPUT"));
+        assert_eq!(error_field(&refused), Some("status"));
+        set_presence(&app, &alice, "ONLINE").await;
+        assert_eq!(presence(&mut watcher).await.0, "ONLINE");
+
+        start(&mut watcher, "none", PRESENCE, json!({ "u": [] })).await;
+        let refused = next_json(&mut watcher).await;
+        assert_eq!(
+            refused["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_heartbeat_keeps_a_user_online_for_a_minute_and_only_transitions_are_announced() {
+    let clock = TestClock::new();
+    let app = spawn_app_with(
+        TestDatabase::new(Backend::Sqlite).await,
+        |_| {},
+        clock.clone(),
+    )
+    .await;
+    let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+    let mut watcher = connect(&app, &bob.token).await;
+    start(&mut watcher, "p", PRESENCE, json!({ "u": [alice.id] })).await;
+    assert_eq!(presence(&mut watcher).await.0, "OFFLINE");
+    for _ in 0..3 {
+        assert_eq!(
+            gql(&app, &alice, "mutation { heartbeat }", json!({})).await["data"]["heartbeat"],
+            true
+        );
+    }
+    assert_eq!(presence(&mut watcher).await.0, "ONLINE");
+    clock.advance(time::Duration::seconds(30));
+    gql(&app, &alice, "mutation { heartbeat }", json!({})).await;
+    // Repeated heartbeats announced nothing: the next change is going offline, a
+    // minute after the last heartbeat.
+    clock.advance(time::Duration::seconds(61));
+    let (status, seen) = presence(&mut watcher).await;
+    assert_eq!(status, "OFFLINE");
+    assert!(seen.is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn typing_and_presence_cross_nodes() {
+    if !backends().contains(&Backend::Postgres) {
+        eprintln!("PostgreSQL not configured; several nodes need it");
+        return;
+    }
+    let first = spawn_app(Backend::Postgres).await;
+    let second = spawn_app_on(first.database.shared(), |_| {}).await;
+    let (alice, bob) = (user(&first, "alice").await, user(&second, "bob").await);
+    let conv = group(&first, &alice, &[&bob]).await;
+    let mut socket = connect(&second, &bob.token).await;
+    let from = live_cursor(&second, &bob).await;
+    start(&mut socket, "t", TYPING, json!({ "c": conv, "a": from })).await;
+    start(&mut socket, "p", PRESENCE, json!({ "u": [alice.id] })).await;
+    let initial = next_json(&mut socket).await;
+    assert_eq!(
+        initial["payload"]["data"]["presenceChanged"]["status"], "OFFLINE",
+        "{initial}"
+    );
+
+    let _alice_socket = connect(&first, &alice.token).await;
+    let online = next_json(&mut socket).await;
+    assert_eq!(online["id"], "p", "{online}");
+    assert_eq!(
+        online["payload"]["data"]["presenceChanged"]["status"],
+        "ONLINE"
+    );
+    set_typing(&first, &alice, &conv, true).await;
+    let typed = next_json(&mut socket).await;
+    assert_eq!(typed["id"], "t", "{typed}");
+    assert_eq!(
+        typed["payload"]["data"]["conversationEvents"]["typing"],
+        true
+    );
+    second.stop().await;
+    first.stop().await;
+}

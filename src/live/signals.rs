@@ -1,0 +1,212 @@
+//! Ephemeral signals: typing and presence changes.
+//!
+//! They are never stored as events. Within a node they travel over one broadcast
+//! channel; between nodes over PostgreSQL NOTIFY on `parley_signals`, each node
+//! ignoring its own. Every node keeps the same view of who is typing (every `true`
+//! reaches every node), so each expires typing by itself without a second message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use parley_projections::Db;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Typing ends by itself this long after the last `setTyping(true)`.
+pub const TYPING_TTL: Duration = Duration::from_secs(6);
+const SWEEP: Duration = Duration::from_millis(250);
+const CHANNEL: &str = "parley_signals";
+/// Signals a subscriber may fall behind by; older ones are dropped for it, which for
+/// ephemeral state is harmless (the next change supersedes them).
+const BUFFER: usize = 4_096;
+const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Signal {
+    Typing {
+        conversation_id: Uuid,
+        user_id: Uuid,
+        typing: bool,
+    },
+    Presence {
+        user_id: Uuid,
+        status: String,
+        /// Unix milliseconds.
+        last_seen_at: Option<i64>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    node: Uuid,
+    signal: Signal,
+}
+
+pub struct Signals {
+    /// This process's id among the nodes sharing the database.
+    pub node: Uuid,
+    sender: broadcast::Sender<Signal>,
+    pg: Option<sqlx::PgPool>,
+    /// Who is typing where, until when.
+    typing: Mutex<HashMap<(Uuid, Uuid), Instant>>,
+}
+
+impl Signals {
+    /// Starts the typing sweeper and, on PostgreSQL, the listener for other nodes.
+    pub fn start(db: &Db) -> Arc<Self> {
+        let (sender, _) = broadcast::channel(BUFFER);
+        let signals = Arc::new(Self {
+            node: Uuid::now_v7(),
+            sender,
+            pg: db.pg.clone(),
+            typing: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&signals)));
+        if let Some(pool) = db.pg.clone() {
+            tokio::spawn(listen(pool, Arc::downgrade(&signals)));
+        }
+        signals
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
+        self.sender.subscribe()
+    }
+
+    /// Delivers `signal` on this node, then to every other node.
+    pub async fn publish(&self, signal: Signal) {
+        self.receive(signal.clone());
+        let Some(pool) = &self.pg else { return };
+        let envelope = Envelope {
+            node: self.node,
+            signal,
+        };
+        let payload = match serde_json::to_string(&envelope) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(%error, "cannot encode a signal");
+                return;
+            }
+        };
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(pool)
+            .await
+        {
+            tracing::warn!(%error, "cannot send a signal to other nodes");
+        }
+    }
+
+    /// Applies a signal from this or another node: typing is announced on changes only
+    /// (a client repeats `true` while the user types), presence always.
+    fn receive(&self, signal: Signal) {
+        if let Signal::Typing {
+            conversation_id,
+            user_id,
+            typing,
+        } = signal
+        {
+            let Ok(mut table) = self.typing.lock() else {
+                return;
+            };
+            let key = (conversation_id, user_id);
+            let changed = if typing {
+                table.insert(key, Instant::now() + TYPING_TTL).is_none()
+            } else {
+                table.remove(&key).is_some()
+            };
+            if !changed {
+                return;
+            }
+        }
+        // No subscriber is not an error.
+        let _ = self.sender.send(signal);
+    }
+
+    /// Ends typing that was not renewed in time.
+    fn expire(&self) {
+        let now = Instant::now();
+        let expired: Vec<(Uuid, Uuid)> = match self.typing.lock() {
+            Ok(mut table) => {
+                let expired = table
+                    .iter()
+                    .filter(|(_, until)| **until <= now)
+                    .map(|(key, _)| *key)
+                    .collect::<Vec<_>>();
+                for key in &expired {
+                    table.remove(key);
+                }
+                expired
+            }
+            Err(_) => return,
+        };
+        for (conversation_id, user_id) in expired {
+            let _ = self.sender.send(Signal::Typing {
+                conversation_id,
+                user_id,
+                typing: false,
+            });
+        }
+    }
+}
+
+async fn sweep(signals: std::sync::Weak<Signals>) {
+    let mut tick = tokio::time::interval(SWEEP);
+    loop {
+        tick.tick().await;
+        let Some(signals) = signals.upgrade() else {
+            return;
+        };
+        signals.expire();
+    }
+}
+
+/// Receives other nodes' signals on a connection of its own (a listener holds its
+/// connection for good, so it must not come out of the shared pool).
+async fn listen(pool: sqlx::PgPool, signals: std::sync::Weak<Signals>) {
+    loop {
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*pool.connect_options()).clone())
+            .await;
+        let listener = match own {
+            Ok(own) => sqlx::postgres::PgListener::connect_with(&own).await,
+            Err(error) => Err(error),
+        };
+        let listener = match listener {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => Some(listener),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for signals of other nodes");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for signals of other nodes");
+                None
+            }
+        };
+        if let Some(mut listener) = listener {
+            while let Ok(notification) = listener.recv().await {
+                let Some(signals) = signals.upgrade() else {
+                    return;
+                };
+                match serde_json::from_str::<Envelope>(notification.payload()) {
+                    Ok(envelope) if envelope.node != signals.node => {
+                        signals.receive(envelope.signal);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "ignoring a malformed signal"),
+                }
+            }
+        }
+        if signals.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
