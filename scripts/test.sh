@@ -32,4 +32,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace -j2 --no-fail-fast "$@" || status=$?
 fi
+
+# Interoperability with the reference JavaScript client (graphql-ws under Node).
+cargo build -j2 --bin parley
+scripts/js-interop.sh "${CARGO_TARGET_DIR:-target}/debug/parley" || status=$?
 exit "$status"
