@@ -104,6 +104,19 @@ pub struct Config {
         global = true
     )]
     pub subscriber_buffer: u32,
+
+    /// Kernel send buffer per client connection, in bytes. It bounds what a client that
+    /// stops reading holds in the kernel (by default Linux grows it to megabytes), so
+    /// such a subscriber falls behind and is cut off instead.
+    #[arg(
+        long,
+        env = "PARLEY_SEND_BUFFER_BYTES",
+        value_name = "PARLEY_SEND_BUFFER_BYTES",
+        default_value_t = 262_144,
+        value_parser = clap::value_parser!(u32).range(4_096..=67_108_864),
+        global = true
+    )]
+    pub send_buffer_bytes: u32,
 }
 
 fn parse_database_url(raw: &str) -> Result<String, String> {

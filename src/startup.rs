@@ -1,6 +1,7 @@
 //! Builds the application from its configuration and runs it until stopped. The only
 //! place pools, projectors and the schema are put together.
 
+use axum::serve::ListenerExt as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -122,7 +123,13 @@ impl Server {
             // Open WebSockets would keep a graceful shutdown waiting forever.
             stopping.send_replace(true);
         };
-        axum::serve(self.listener, router)
+        let send_buffer = self.state.config.send_buffer_bytes as usize;
+        let listener = self.listener.tap_io(move |tcp| {
+            if let Err(error) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
+                tracing::warn!(%error, "cannot size a connection's send buffer");
+            }
+        });
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error")?;

@@ -35,6 +35,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
         db_max_connections: 8,
         consistency_wait_ms: 5_000,
         subscriber_buffer: 1_024,
+        send_buffer_bytes: 262_144,
         max_message_length: 4_000,
     }
 }

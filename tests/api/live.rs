@@ -700,3 +700,101 @@ async fn typing_and_presence_cross_nodes() {
     second.stop().await;
     first.stop().await;
 }
+
+/// A client whose socket takes in little: with it not reading, the server's writes
+/// back up after a few messages instead of after megabytes of kernel buffers.
+async fn connect_slow(app: &TestApp, token: &str) -> Socket {
+    let address: std::net::SocketAddr = app
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4_096).expect("buffer size");
+    let stream = tcp.connect(address).await.expect("connects");
+    let url = app.address.replace("http://", "ws://") + "/graphql";
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrades");
+    socket
+        .send(Message::Text(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }).to_string().into()))
+        .await
+        .expect("send");
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    socket
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_with_a_cursor_without_holding_up_a_fast_one() {
+    const MESSAGES: usize = 200;
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let app = spawn_app_on(database, |config| {
+        config.subscriber_buffer = 16;
+        config.send_buffer_bytes = 16_384;
+    })
+    .await;
+    let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+    let conv = group(&app, &alice, &[&bob]).await;
+    let from = live_cursor(&app, &bob).await;
+    let mut slow = connect_slow(&app, &bob.token).await;
+    subscribe(&mut slow, &conv, Some(&from)).await;
+    let mut fast = connect(&app, &bob.token).await;
+    subscribe(&mut fast, &conv, Some(&from)).await;
+    let reader = tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        while bodies.len() < MESSAGES {
+            let payload = event(&mut fast).await;
+            let data = &payload["data"]["conversationEvents"];
+            assert_eq!(data["__typename"], "MessagePosted", "{payload}");
+            bodies.push(
+                data["message"]["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        bodies
+    });
+    // Large bodies fill the slow client's socket quickly.
+    let padding = "x".repeat(3_900);
+    let expected: Vec<String> = (1..=MESSAGES).map(|i| format!("{i} {padding}")).collect();
+    for body in &expected {
+        post(&app, &alice, &conv, body).await;
+    }
+    assert_eq!(reader.await.expect("fast reader"), expected);
+
+    // The slow one gets what was buffered, then RESUME_REQUIRED with a cursor …
+    let mut received = Vec::new();
+    let resume = loop {
+        let payload = event(&mut slow).await;
+        if let Some(error) = payload["errors"].get(0) {
+            assert_eq!(error["extensions"]["code"], "RESUME_REQUIRED", "{payload}");
+            break error["extensions"]["cursor"]
+                .as_str()
+                .expect("cursor")
+                .to_owned();
+        }
+        let body = &payload["data"]["conversationEvents"]["message"]["body"];
+        received.push(body.as_str().unwrap_or_default().to_owned());
+    };
+    assert!(
+        received.len() < MESSAGES,
+        "the slow consumer was never cut off"
+    );
+    assert_eq!(next_json(&mut slow).await["type"], "complete");
+    // … from which it collects the rest, nothing lost or repeated.
+    subscribe(&mut slow, &conv, Some(&resume)).await;
+    while received.len() < MESSAGES {
+        let payload = event(&mut slow).await;
+        let body = &payload["data"]["conversationEvents"]["message"]["body"];
+        received.push(body.as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(received, expected);
+    app.stop().await;
+}
