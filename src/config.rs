@@ -117,6 +117,18 @@ pub struct Config {
         global = true
     )]
     pub send_buffer_bytes: u32,
+
+    /// Seconds between the server's keep-alive pings on WebSockets; a
+    /// graphql-transport-ws client that answers none of three is disconnected.
+    #[arg(
+        long,
+        env = "PARLEY_WS_KEEPALIVE_SECS",
+        value_name = "PARLEY_WS_KEEPALIVE_SECS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u16).range(1..=3600),
+        global = true
+    )]
+    pub ws_keepalive_secs: u16,
 }
 
 fn parse_database_url(raw: &str) -> Result<String, String> {

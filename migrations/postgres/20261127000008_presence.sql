@@ -19,3 +19,6 @@ create table presence_sessions (
 );
 
 create index presence_sessions_user on presence_sessions (user_id, lease_until);
+
+-- The sweep for lapsed presence looks only at users not already offline.
+create index presence_present on presence (user_id) where status <> 'OFFLINE';

@@ -542,19 +542,18 @@ impl Subscription {
             ))
             .into());
         }
-        let mut watched = std::collections::HashMap::new();
-        for id in &user_ids {
-            watched.insert(parse_id(id, "userIds")?, ());
-        }
+        let watched = user_ids
+            .iter()
+            .map(|id| parse_id(id, "userIds"))
+            .collect::<Result<std::collections::HashSet<Uuid>, _>>()?;
         let state = state(ctx);
-        let ids: Vec<String> = watched.keys().map(Uuid::to_string).collect();
+        let ids: Vec<String> = watched.iter().map(Uuid::to_string).collect();
         let found = users::by_ids(&state.db, &ids).await?;
         if found.len() != ids.len() {
             return Err(ApiError::NotFound("user not found".to_owned()).into());
         }
         let signals = state.signals.subscribe();
         let (sender, receiver) = mpsc::channel(state.config.subscriber_buffer as usize);
-        let watched: std::collections::HashSet<Uuid> = watched.into_keys().collect();
         tokio::spawn(watch_presence(state.db.clone(), watched, signals, sender));
         Ok(stream(receiver))
     }

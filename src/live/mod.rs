@@ -78,6 +78,8 @@ async fn run(
                 continue;
             }
             Ok(_) => {}
+            // The server is stopping.
+            Err(_) if db.read.is_closed() => return,
             Err(error) => tracing::warn!(%error, "live tail read failed"),
         }
         tokio::select! {
@@ -114,6 +116,10 @@ async fn serve(
 ) {
     let signed_in = Arc::new(std::sync::OnceLock::new());
     session(socket, schema, state.clone(), signed_in.clone()).await;
+    // A stopping node releases all its connections at once (`Presence::release`).
+    if *state.stopping.borrow() {
+        return;
+    }
     if let Some(user) = signed_in.get() {
         if let Err(error) = state.presence.disconnected(*user).await {
             tracing::warn!(%error, "cannot record a closed connection's presence");
@@ -143,6 +149,7 @@ async fn session(
             }
         });
     let mut stopping = state.stopping.subscribe();
+    let keepalive = Duration::from_secs(state.config.ws_keepalive_secs.into());
     let rejected = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = rejected.clone();
     let messages = WebSocket::new(schema, input, protocol)
@@ -175,10 +182,22 @@ async fn session(
                 }
             }
         })
-        .keepalive_timeout(Some(Duration::from_secs(60)));
+        // graphql-transport-ws clients answer the server's pings, so a peer that stays
+        // silent for three of them is gone; legacy clients never answer (`ka` is
+        // one-way), so for them only a failed write ends the session.
+        .keepalive_timeout(match protocol {
+            WebSocketProtocols::GraphQLWS => Some(keepalive * 3),
+            WebSocketProtocols::SubscriptionsTransportWS => None,
+        });
+    let ping = match protocol {
+        WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
+        WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
+    };
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     futures::pin_mut!(messages);
     loop {
         let next = tokio::select! {
+            _ = pings.tick() => Some(Some(WsMessage::Text(ping.to_owned()))),
             message = messages.next() => Some(message),
             stopped = stopping.wait_for(|stopping| *stopping) => {
                 drop(stopped);

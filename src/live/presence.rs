@@ -19,8 +19,11 @@ use crate::clock::Clock;
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(60);
 /// How long a node's connection lease lasts without renewal.
 const LEASE: Duration = Duration::from_secs(30);
-/// How often leases are renewed and lapsed users are looked for.
+/// How often lapsed users are looked for.
 const SWEEP: Duration = Duration::from_secs(2);
+/// Leases are renewed every this many sweeps (10 s), well within a lease: renewal
+/// writes a row per connected user, so it runs less often than the cheap sweep.
+const RENEW_EVERY: u32 = 5;
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -105,9 +108,11 @@ impl Presence {
             .await;
     }
 
-    async fn sweep_once(&self) -> Result<(), ProjectionError> {
+    async fn sweep_once(&self, renew: bool) -> Result<(), ProjectionError> {
         let now = self.now();
-        presence::renew_leases(&self.db, &self.node(), now + millis(LEASE)).await?;
+        if renew {
+            presence::renew_leases(&self.db, &self.node(), now + millis(LEASE)).await?;
+        }
         for id in presence::lapsed(&self.db, now, now - millis(HEARTBEAT_TTL)).await? {
             if let Ok(user) = Uuid::parse_str(&id) {
                 self.settle(user).await?;
@@ -134,12 +139,16 @@ impl Presence {
 
 async fn sweep(presence: Weak<Presence>) {
     let mut tick = tokio::time::interval(SWEEP);
-    loop {
+    for round in 0u32.. {
         tick.tick().await;
         let Some(presence) = presence.upgrade() else {
             return;
         };
-        if let Err(error) = presence.sweep_once().await {
+        // The server is stopping.
+        if presence.db.write.is_closed() {
+            return;
+        }
+        if let Err(error) = presence.sweep_once(round % RENEW_EVERY == 0).await {
             tracing::warn!(%error, "presence sweep failed");
         }
     }

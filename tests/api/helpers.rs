@@ -36,6 +36,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
         consistency_wait_ms: 5_000,
         subscriber_buffer: 1_024,
         send_buffer_bytes: 262_144,
+        ws_keepalive_secs: 20,
         max_message_length: 4_000,
     }
 }

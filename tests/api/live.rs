@@ -798,3 +798,173 @@ async fn a_slow_consumer_is_cut_off_with_a_cursor_without_holding_up_a_fast_one(
     assert_eq!(received, expected);
     app.stop().await;
 }
+
+const EVERYTHING: &str =
+    "subscription($c: ID!, $a: String) { conversationEvents(conversationId: $c, after: $a) { \
+    __typename \
+    ... on MessagePosted { cursor message { body } } \
+    ... on MessageEdited { cursor message { body } } \
+    ... on MessageDeleted { cursor messageId } \
+    ... on ReactionAdded { cursor messageId emoji user { username } } \
+    ... on ReactionRemoved { cursor messageId emoji user { username } } \
+    ... on MemberJoined { cursor user { username } } \
+    ... on MemberLeft { cursor user { username } } \
+    ... on MemberRemoved { cursor user { username } action } \
+    ... on ReadReceiptUpdated { cursor user { username } messageId } } }";
+
+#[tokio::test]
+async fn every_conversation_event_type_is_delivered_live() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob, carol) = (
+            user(&app, "alice").await,
+            user(&app, "bob").await,
+            user(&app, "carol").await,
+        );
+        let channel = gql(&app, &alice, "mutation { createChannel(input: { name: \"Town square\", visibility: PUBLIC }) { id } }", json!({})).await;
+        let conv = text(&channel, "/data/createChannel/id").to_owned();
+        let mut socket = connect(&app, &bob.token).await;
+        let from = live_cursor(&app, &bob).await;
+        start(
+            &mut socket,
+            "all",
+            EVERYTHING,
+            json!({ "c": conv, "a": from }),
+        )
+        .await;
+        let expect =
+            |typename: &'static str, check: &'static str, value: String| (typename, check, value);
+        let mut steps = Vec::new();
+
+        let join = "mutation($c: ID!) { joinChannel(conversationId: $c) { id } }";
+        gql(&app, &carol, join, json!({ "c": conv })).await;
+        steps.push(expect("MemberJoined", "/user/username", "carol".into()));
+        let message = post(&app, &carol, &conv, "first").await;
+        steps.push(expect("MessagePosted", "/message/body", "first".into()));
+        gql(
+            &app,
+            &carol,
+            "mutation($m: ID!) { editMessage(messageId: $m, body: \"edited\") { id } }",
+            json!({ "m": message }),
+        )
+        .await;
+        steps.push(expect("MessageEdited", "/message/body", "edited".into()));
+        gql(
+            &app,
+            &alice,
+            "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }",
+            json!({ "m": message }),
+        )
+        .await;
+        steps.push(expect("ReactionAdded", "/user/username", "alice".into()));
+        gql(
+            &app,
+            &alice,
+            "mutation($m: ID!) { removeReaction(messageId: $m, emoji: \"👍\") { id } }",
+            json!({ "m": message }),
+        )
+        .await;
+        steps.push(expect("ReactionRemoved", "/emoji", "👍".into()));
+        gql(
+            &app,
+            &alice,
+            "mutation($c: ID!, $m: ID!) { markRead(conversationId: $c, messageId: $m) { id } }",
+            json!({ "c": conv, "m": message }),
+        )
+        .await;
+        steps.push(expect("ReadReceiptUpdated", "/messageId", message.clone()));
+        gql(
+            &app,
+            &carol,
+            "mutation($m: ID!) { deleteMessage(messageId: $m) { id } }",
+            json!({ "m": message }),
+        )
+        .await;
+        steps.push(expect("MessageDeleted", "/messageId", message.clone()));
+        gql(
+            &app,
+            &carol,
+            "mutation($c: ID!) { leaveConversation(conversationId: $c) }",
+            json!({ "c": conv }),
+        )
+        .await;
+        steps.push(expect("MemberLeft", "/user/username", "carol".into()));
+        gql(&app, &carol, join, json!({ "c": conv })).await;
+        steps.push(expect("MemberJoined", "/user/username", "carol".into()));
+        gql(&app, &alice, "mutation($c: ID!, $u: ID!) { kickMember(conversationId: $c, userId: $u, reason: \"bye\") { id } }", json!({ "c": conv, "u": carol.id })).await;
+        steps.push(expect("MemberRemoved", "/action", "KICK".into()));
+
+        for (typename, pointer, value) in steps {
+            let payload = event(&mut socket).await;
+            let data = &payload["data"]["conversationEvents"];
+            assert_eq!(data["__typename"], typename, "{payload}");
+            assert_eq!(
+                data.pointer(pointer).and_then(Value::as_str),
+                Some(value.as_str()),
+                "{payload}"
+            );
+            assert!(data["cursor"].is_string(), "{payload}");
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_server_pings_and_closes_only_peers_that_stop_answering() {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let app = spawn_app_on(database, |config| config.ws_keepalive_secs = 1).await;
+    let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+    let conv = group(&app, &alice, &[&bob]).await;
+
+    // A client that answers pings (as graphql-ws does) stays, however quiet it is.
+    let mut answering = connect(&app, &bob.token).await;
+    let from = live_cursor(&app, &bob).await;
+    subscribe(&mut answering, &conv, Some(&from)).await;
+    let mut pings = 0;
+    while pings < 5 {
+        match next_frame(&mut answering).await {
+            Message::Text(text) if text.contains(r#""type":"ping""#) => {
+                pings += 1;
+                answering
+                    .send(Message::Text(json!({ "type": "pong" }).to_string().into()))
+                    .await
+                    .expect("pong");
+            }
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    post(&app, &alice, &conv, "still here").await;
+    assert_eq!(
+        event(&mut answering).await["data"]["conversationEvents"]["message"]["body"],
+        "still here"
+    );
+
+    // One that never answers is gone.
+    let mut silent = connect(&app, &bob.token).await;
+    let code = loop {
+        match next_frame(&mut silent).await {
+            Message::Close(Some(frame)) => break u16::from(frame.code),
+            Message::Close(None) => panic!("closed without a code"),
+            _ => {}
+        }
+    };
+    assert_eq!(code, 3008);
+
+    // Legacy graphql-ws has one-way keep-alives (`ka`), so its clients are never
+    // expected to answer.
+    let mut legacy = open(&app, "graphql-ws").await;
+    legacy
+        .send(Message::Text(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", bob.token) } }).to_string().into()))
+        .await
+        .expect("send");
+    let mut keep_alives = 0;
+    while keep_alives < 5 {
+        match next_frame(&mut legacy).await {
+            Message::Text(text) if text.contains(r#""type":"ka""#) => keep_alives += 1,
+            Message::Text(text) if text.contains("connection_ack") => {}
+            other => panic!("expected a keep-alive, got {other:?}"),
+        }
+    }
+    app.stop().await;
+}
