@@ -67,6 +67,9 @@ impl Db {
             AnyPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(30))
+                // An in-process database cannot drop a connection: skip the ping
+                // sqlx otherwise sends before every use.
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute(SQLITE_PRAGMAS).await?;

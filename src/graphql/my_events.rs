@@ -12,7 +12,7 @@ use parley_projections::unread::Counts;
 use parley_projections::{
     conversations, log, notifications, unread, Db, LogPosition, Projections, StoredEvent,
 };
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -324,10 +324,7 @@ impl UserFeed {
     /// Replays what was missed, sends the counts of conversations that changed
     /// meanwhile, then follows the live tail; no gap and no duplicate at the seam, since
     /// the live subscription is taken before the replay starts.
-    async fn follow(
-        &mut self,
-        live: &mut broadcast::Receiver<Arc<StoredEvent>>,
-    ) -> Result<(), ApiError> {
+    async fn follow(&mut self, live: &mut crate::live::LiveReceiver) -> Result<(), ApiError> {
         loop {
             let batch = log::read_after(&self.db, self.last, 500).await?;
             let Some(newest) = batch.last() else { break };
@@ -370,7 +367,7 @@ impl UserFeed {
         }
     }
 
-    pub async fn run(mut self, mut live: broadcast::Receiver<Arc<StoredEvent>>) {
+    pub async fn run(mut self, mut live: crate::live::LiveReceiver) {
         if let Err(error) = self.follow(&mut live).await {
             let _ = self.out.send(Err(error.into())).await;
         }

@@ -11,7 +11,7 @@ use futures::Stream;
 use parley_aggregates::conversation::ConversationEvent as Domain;
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
-use parley_projections::{log, messages, presence, users, Db, LogPosition, StoredEvent};
+use parley_projections::{log, presence, users, Db, LogPosition};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
@@ -21,7 +21,7 @@ use super::my_events::{self, UserEvent};
 use super::types::{readable_conversation, Message, ModerationKind, Presence, User};
 use super::{state, viewer};
 use crate::chat::parse_id;
-use crate::live::Signal;
+use crate::live::{LiveEvent, LiveReceiver, Signal};
 
 /// Longest a replay waits for read models to include what it replays.
 pub(super) const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -137,8 +137,9 @@ pub(super) async fn user(db: &Db, id: Uuid) -> Result<User, ApiError> {
         .ok_or_else(|| ApiError::internal("user missing from the read model"))
 }
 
-async fn message(db: &Db, id: Uuid) -> Result<Message, ApiError> {
-    messages::by_id(db, &id.to_string())
+async fn message(db: &Db, event: &LiveEvent, id: Uuid) -> Result<Message, ApiError> {
+    event
+        .message(db, &id.to_string())
         .await?
         .map(Message)
         .ok_or_else(|| ApiError::internal("message missing from the read model"))
@@ -149,7 +150,7 @@ async fn interpret(
     conversation: Uuid,
     viewer: Uuid,
     public: bool,
-    event: &StoredEvent,
+    event: &LiveEvent,
 ) -> Result<Delivery, ApiError> {
     let cursor = event.position.to_cursor();
     let ours = conversation.to_string();
@@ -158,7 +159,7 @@ async fn interpret(
             Domain::MessagePosted { message_id, .. } => {
                 Delivery::Send(ConversationEvent::MessagePosted(MessagePosted {
                     cursor,
-                    message: message(db, message_id).await?,
+                    message: message(db, event, message_id).await?,
                 }))
             }
             Domain::MemberJoined { user_id, .. } => {
@@ -205,7 +206,7 @@ async fn interpret(
             } if conversation_id == conversation => {
                 Delivery::Send(ConversationEvent::MessageEdited(MessageEdited {
                     cursor,
-                    message: message(db, message_id).await?,
+                    message: message(db, event, message_id).await?,
                 }))
             }
             MessageEvent::MessageDeleted {
@@ -318,7 +319,7 @@ impl Feed {
 
 impl Feed {
     /// Handles one event; false once the stream is over.
-    async fn deliver(&mut self, event: &StoredEvent) -> bool {
+    async fn deliver(&mut self, event: &LiveEvent) -> bool {
         if event.position <= self.last {
             return true;
         }
@@ -344,11 +345,7 @@ impl Feed {
     /// Replays the log after the cursor, then follows the live tail, with no gap and
     /// no duplicate at the seam: the live subscription is taken before the replay
     /// starts, and anything at or before the last event handled is skipped.
-    async fn run(
-        mut self,
-        mut live: broadcast::Receiver<Arc<StoredEvent>>,
-        mut signals: broadcast::Receiver<Signal>,
-    ) {
+    async fn run(mut self, mut live: LiveReceiver, mut signals: broadcast::Receiver<Signal>) {
         loop {
             let batch = match log::read_after(&self.db, self.last, 500).await {
                 Ok(batch) => batch,
@@ -364,8 +361,8 @@ impl Feed {
             self.projections
                 .wait_for(newest.position, REPLAY_WAIT)
                 .await;
-            for event in &batch {
-                if !self.deliver(event).await {
+            for event in batch {
+                if !self.deliver(&LiveEvent::new(event)).await {
                     return;
                 }
             }

@@ -13,7 +13,8 @@ use async_graphql::Data;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
-use parley_projections::{log, Db, LogPosition, Projections, StoredEvent};
+use parley_projections::messages::{self, MessageRow};
+use parley_projections::{log, Db, LogPosition, ProjectionError, Projections, StoredEvent};
 use tokio::sync::{broadcast, Notify};
 
 use crate::graphql::{Loaders, ParleySchema, Viewer};
@@ -24,13 +25,49 @@ mod signals;
 pub use presence::{Presence, HEARTBEAT_TTL};
 pub use signals::{Signal, Signals, TYPING_TTL};
 
+/// Delivery of one event to many subscribers.
+pub type LiveReceiver = broadcast::Receiver<Arc<LiveEvent>>;
+
 const POLL: Duration = Duration::from_millis(100);
 /// The close code for a bad or expired token (graphql-transport-ws's "Forbidden").
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 const AUTH_FAILED: &str = "Forbidden: a valid access token is required in connection_init";
 
+/// One committed event as this node's subscribers get it, with the lookup they share:
+/// a thousand subscribers of a conversation read a new message's row once, not a
+/// thousand times.
+pub struct LiveEvent {
+    pub event: StoredEvent,
+    message: tokio::sync::OnceCell<Option<MessageRow>>,
+}
+
+impl LiveEvent {
+    pub fn new(event: StoredEvent) -> Self {
+        Self {
+            event,
+            message: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The message row this event is about (an event concerns at most one message).
+    pub async fn message(&self, db: &Db, id: &str) -> Result<Option<MessageRow>, ProjectionError> {
+        self.message
+            .get_or_try_init(|| messages::by_id(db, id))
+            .await
+            .cloned()
+    }
+}
+
+impl std::ops::Deref for LiveEvent {
+    type Target = StoredEvent;
+
+    fn deref(&self) -> &StoredEvent {
+        &self.event
+    }
+}
+
 pub struct LiveTail {
-    sender: broadcast::Sender<Arc<StoredEvent>>,
+    sender: broadcast::Sender<Arc<LiveEvent>>,
     pub wake: Arc<Notify>,
 }
 
@@ -52,7 +89,7 @@ impl LiveTail {
         Ok(tail)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
         self.sender.subscribe()
     }
 }
@@ -73,7 +110,7 @@ async fn run(
                         .wait_for(event.position, Duration::from_secs(5))
                         .await;
                     position = event.position;
-                    let _ = tail.sender.send(Arc::new(event));
+                    let _ = tail.sender.send(Arc::new(LiveEvent::new(event)));
                 }
                 continue;
             }
