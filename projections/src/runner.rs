@@ -45,6 +45,10 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a standby node checks the owner's checkpoint and tries for the lock.
 const STANDBY_POLL: Duration = Duration::from_millis(100);
+/// Committed events, from the `events_notify` trigger.
+const EVENTS_CHANNEL: &str = "parley_events";
+/// A projector's owner committed a batch; the payload is the projector's name.
+const PROGRESS_CHANNEL: &str = "parley_progress";
 
 /// A projector's stored checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,12 +217,9 @@ impl Projections {
             .collect::<Vec<Runner>>();
         let commits = Arc::new(Notify::new());
         let hub = db.pg.clone().map(|pool| {
-            let wakes: Vec<Arc<Notify>> = runners
-                .iter()
-                .map(|r| r.wake.clone())
-                .chain([commits.clone()])
-                .collect();
-            tokio::spawn(listen(pool, wakes))
+            let wakes: Vec<(&'static str, Arc<Notify>)> =
+                runners.iter().map(|r| (r.name, r.wake.clone())).collect();
+            tokio::spawn(listen(pool, wakes, commits.clone()))
         });
         Self {
             runners,
@@ -280,7 +281,11 @@ impl Drop for Projections {
 /// One LISTEN session per node, on a connection of its own (a listener holds its
 /// connection for good, so it must not come out of the shared pool): every commit on
 /// any node wakes this node's runners and live tail.
-async fn listen(pool: sqlx::PgPool, wakes: Vec<Arc<Notify>>) {
+async fn listen(
+    pool: sqlx::PgPool,
+    runners: Vec<(&'static str, Arc<Notify>)>,
+    commits: Arc<Notify>,
+) {
     loop {
         let own = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
@@ -298,15 +303,30 @@ async fn listen(pool: sqlx::PgPool, wakes: Vec<Arc<Notify>>) {
                 continue;
             }
         };
-        if let Err(error) = listener.listen("parley_events").await {
+        if let Err(error) = listener
+            .listen_all([EVENTS_CHANNEL, PROGRESS_CHANNEL])
+            .await
+        {
             tracing::warn!(%error, "cannot listen for commits; polling instead");
             tokio::time::sleep(ERROR_BACKOFF).await;
             continue;
         }
-        while listener.recv().await.is_ok() {
-            for wake in &wakes {
+        while let Ok(notification) = listener.recv().await {
+            if notification.channel() == PROGRESS_CHANNEL {
+                // A projector's owner moved on: its standbys here catch up now rather
+                // than at their next poll, so the live tail delivers without delay.
+                if let Some((_, wake)) = runners
+                    .iter()
+                    .find(|(name, _)| *name == notification.payload())
+                {
+                    wake.notify_one();
+                }
+                continue;
+            }
+            for (_, wake) in &runners {
                 wake.notify_one();
             }
+            commits.notify_one();
         }
         tokio::time::sleep(ERROR_BACKOFF).await;
     }
@@ -389,6 +409,15 @@ async fn run_shared(
                 Ok(Some(next)) => {
                     position = next;
                     progress.send_replace(position);
+                    // Standbys on other nodes wait on this checkpoint; tell them.
+                    if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(PROGRESS_CHANNEL)
+                        .bind(name)
+                        .execute(&pool)
+                        .await
+                    {
+                        tracing::warn!(projector = name, %error, "cannot announce progress");
+                    }
                     continue;
                 }
                 Ok(None) => {}
