@@ -4,7 +4,9 @@
 //! `cargo bench --bench latency` starts a real server in this process on a fresh SQLite
 //! database for each subscriber count, each in a tokio runtime of its own; with
 //! `PARLEY_BENCH_POSTGRES_URL` (a server URL whose role may create databases) it repeats
-//! the runs on fresh PostgreSQL databases. Other `PARLEY_*` variables still reach the
+//! the runs on fresh PostgreSQL databases, then once more with two nodes on one
+//! database ("A→B": messages sent through node A, subscribers on node B, the path a
+//! deployment behind a load balancer takes). Other `PARLEY_*` variables still reach the
 //! server's configuration, so unset them.
 //!
 //! Every subscriber is one WebSocket (graphql-transport-ws) of the same user, subscribed
@@ -116,6 +118,8 @@ fn with_database(server: &str, name: &str) -> String {
 
 struct App {
     address: SocketAddr,
+    /// So a second node can join the same database.
+    database_url: String,
     http: reqwest::Client,
     shutdown: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -149,6 +153,20 @@ impl App {
                 (with_database(server, &name), Some((server.clone(), name)))
             }
         };
+        Self::start_on(database_url, dir, drop_database).await
+    }
+
+    /// Another node on this one's PostgreSQL database, for cross-node delivery.
+    async fn second_node(&self) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        Self::start_on(self.database_url.clone(), dir, None).await
+    }
+
+    async fn start_on(
+        database_url: String,
+        dir: tempfile::TempDir,
+        drop_database: Option<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let data_dir = dir.path().display().to_string();
         // Through clap, so fields added to `Config` later take their defaults here too.
         let cli = Cli::try_parse_from([
@@ -181,6 +199,7 @@ impl App {
         }));
         Ok(Self {
             address,
+            database_url,
             http: reqwest::Client::new(),
             shutdown,
             server,
@@ -606,15 +625,36 @@ fn open_files_limit() -> Option<u64> {
         .ok()
 }
 
-async fn run(backend: &Backend, subscribers: usize, rounds: usize) -> anyhow::Result<Measured> {
+/// Where subscribers connect: to the node messages are sent through, or (PostgreSQL)
+/// to a second node sharing its database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nodes {
+    One,
+    Two,
+}
+
+async fn run(
+    backend: &Backend,
+    nodes: Nodes,
+    subscribers: usize,
+    rounds: usize,
+) -> anyhow::Result<Measured> {
     let app = App::start(backend).await?;
+    let other = match nodes {
+        Nodes::One => None,
+        Nodes::Two => Some(app.second_node().await?),
+    };
+    let receiving = other.as_ref().unwrap_or(&app);
     let (_, sender) = app.register("bench_sender").await?;
     let (listener_id, listener) = app.register("bench_listener").await?;
     let conversation = app.create_group(&sender, &[&listener_id]).await?;
-    let mut fleet = Fleet::open(&app, &listener, &conversation, subscribers).await?;
+    let mut fleet = Fleet::open(receiving, &listener, &conversation, subscribers).await?;
     until_live(&app, &sender, &conversation, &mut fleet).await?;
     let measured = measure(&app, &sender, &conversation, &mut fleet, rounds).await?;
     fleet.close().await;
+    if let Some(other) = other {
+        other.stop().await?;
+    }
     app.stop().await?;
     Ok(measured)
 }
@@ -622,13 +662,18 @@ async fn run(backend: &Backend, subscribers: usize, rounds: usize) -> anyhow::Re
 /// One subscriber count on a fresh server, in a runtime of its own: dropping it ends
 /// whatever the server leaves running after it stops (its live tail polls a closed pool
 /// and logs about it every 100 ms).
-fn run_isolated(backend: &Backend, subscribers: usize, rounds: usize) -> anyhow::Result<Measured> {
+fn run_isolated(
+    backend: &Backend,
+    nodes: Nodes,
+    subscribers: usize,
+    rounds: usize,
+) -> anyhow::Result<Measured> {
     // Multi-threaded like a deployed server; the clients share its workers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let measured = runtime.block_on(run(backend, subscribers, rounds));
+    let measured = runtime.block_on(run(backend, nodes, subscribers, rounds));
     runtime.shutdown_timeout(Duration::from_secs(5));
     measured.with_context(|| format!("{} with {subscribers} subscribers", backend.name()))
 }
@@ -674,10 +719,14 @@ fn row(cells: &[String]) {
     println!("{}", line.join(" "));
 }
 
-fn bench(backend: &Backend) -> anyhow::Result<()> {
+fn bench(backend: &Backend, nodes: Nodes) -> anyhow::Result<()> {
     let mut baseline: Option<(Duration, Duration)> = None;
+    let name = match nodes {
+        Nodes::One => backend.name().to_owned(),
+        Nodes::Two => format!("{} A→B", backend.name()),
+    };
     for (subscribers, rounds) in RUNS {
-        let mut measured = run_isolated(backend, subscribers, rounds)?;
+        let mut measured = run_isolated(backend, nodes, subscribers, rounds)?;
         measured.samples.sort_unstable();
         measured.from_request.sort_unstable();
         measured.all.sort_unstable();
@@ -687,7 +736,7 @@ fn bench(backend: &Backend) -> anyhow::Result<()> {
         let (base, request_base) = *baseline.get_or_insert((p50, request_p50));
         let early = 100.0 * measured.early as f64 / measured.samples.len().max(1) as f64;
         row(&[
-            backend.name().to_owned(),
+            name.clone(),
             subscribers.to_string(),
             rounds.to_string(),
             ms(percentile(&measured.sends, 0.50)),
@@ -717,9 +766,14 @@ fn main() -> anyhow::Result<()> {
     }
     println!("latency from sendMessage returning to delivery at each subscriber, in ms");
     row(&HEADER.map(str::to_owned));
-    bench(&Backend::Sqlite)?;
+    bench(&Backend::Sqlite, Nodes::One)?;
     match std::env::var("PARLEY_BENCH_POSTGRES_URL") {
-        Ok(server) => bench(&Backend::Postgres(server))?,
+        Ok(server) => {
+            let backend = Backend::Postgres(server);
+            bench(&backend, Nodes::One)?;
+            // Sent through node A, delivered by node B: the cross-node path.
+            bench(&backend, Nodes::Two)?;
+        }
         Err(_) => println!("postgres  skipped (set PARLEY_BENCH_POSTGRES_URL to measure it)"),
     }
     Ok(())
