@@ -2,6 +2,7 @@
 //! context, and resolvers split into queries, mutations and types.
 
 pub mod error;
+mod follow;
 mod loaders;
 mod mutation;
 mod my_events;

@@ -2,23 +2,20 @@
 //! counts, conversations added and removed, invitations), resumable by cursor.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 
 use async_graphql::{SimpleObject, Union, ID};
 use parley_aggregates::conversation::ConversationEvent as Domain;
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
 use parley_projections::unread::Counts;
-use parley_projections::{
-    conversations, log, notifications, unread, Db, LogPosition, Projections, StoredEvent,
-};
-use tokio::sync::broadcast::error::RecvError;
+use parley_projections::{conversations, notifications, unread, Db, LogPosition, StoredEvent};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::subscription::{resume_required, REPLAY_WAIT};
+use super::follow::{send, Flow, Follower};
 use super::types::{Conversation, Invitation, Notification};
+use crate::live::LiveEvent;
 
 #[derive(SimpleObject)]
 pub struct NotificationCreated {
@@ -62,8 +59,6 @@ pub enum UserEvent {
     InvitationReceived(InvitationReceived),
 }
 
-type Item = Result<UserEvent, async_graphql::Error>;
-
 /// What one stored event means to the subscriber.
 enum Step {
     Added(Uuid),
@@ -77,17 +72,13 @@ enum Step {
 
 pub struct UserFeed {
     db: Db,
-    projections: Arc<Projections>,
     viewer: Uuid,
-    /// The last event handled; anything at or before it is a duplicate.
-    last: LogPosition,
     /// Replaying missed events: counts are collected and sent once, at the end.
     replaying: bool,
     member_of: HashSet<Uuid>,
     /// Counts last sent per conversation, so unchanged counts are not repeated.
     sent: HashMap<Uuid, Counts>,
     changed: BTreeSet<Uuid>,
-    out: mpsc::Sender<Item>,
 }
 
 fn steps(
@@ -190,42 +181,30 @@ fn count(value: i64) -> i32 {
 }
 
 impl UserFeed {
-    /// A feed from `after` (replaying what was missed), or from now.
-    pub async fn new(
-        db: Db,
-        projections: Arc<Projections>,
-        viewer: Uuid,
-        after: Option<LogPosition>,
-        out: mpsc::Sender<Item>,
-    ) -> Result<Self, ApiError> {
+    /// A feed for `viewer`; `resuming` when it starts from a cursor.
+    pub async fn new(db: Db, viewer: Uuid, resuming: bool) -> Result<Self, ApiError> {
         let member_of = conversations::ids_of_member(&db, &viewer.to_string())
             .await?
             .iter()
             .filter_map(|id| Uuid::parse_str(id).ok())
             .collect();
-        let last = match after {
-            Some(cursor) => cursor,
-            None => log::head(&db).await?,
-        };
         Ok(Self {
             db,
-            projections,
             viewer,
-            last,
-            replaying: after.is_some(),
+            replaying: resuming,
             member_of,
             sent: HashMap::new(),
             changed: BTreeSet::new(),
-            out,
         })
     }
 
-    async fn send(&self, event: UserEvent) -> bool {
-        self.out.send(Ok(event)).await.is_ok()
-    }
-
     /// Sends the conversation's counts if they differ from those last sent.
-    async fn send_counts(&mut self, conversation: Uuid, cursor: &str) -> Result<bool, ApiError> {
+    async fn send_counts(
+        &mut self,
+        conversation: Uuid,
+        cursor: &str,
+        out: &Out,
+    ) -> Result<Flow, ApiError> {
         let id = conversation.to_string();
         let counts = unread::counts(
             &self.db,
@@ -236,140 +215,114 @@ impl UserFeed {
         .remove(&id)
         .unwrap_or_default();
         if self.sent.get(&conversation) == Some(&counts) {
-            return Ok(true);
+            return Ok(Flow::Continue);
         }
         self.sent.insert(conversation, counts);
-        Ok(self
-            .send(UserEvent::UnreadCountChanged(UnreadCountChanged {
-                cursor: cursor.to_owned(),
-                conversation_id: ID(id),
-                unread_count: count(counts.unread),
-                mention_count: count(counts.mentions),
-            }))
-            .await)
+        let changed = UserEvent::UnreadCountChanged(UnreadCountChanged {
+            cursor: cursor.to_owned(),
+            conversation_id: ID(id),
+            unread_count: count(counts.unread),
+            mention_count: count(counts.mentions),
+        });
+        Ok(send(out, changed).await)
     }
 
-    /// Handles one event; `Ok(false)` once the subscriber is gone.
-    async fn deliver(&mut self, event: &StoredEvent) -> Result<bool, ApiError> {
-        if event.position <= self.last {
-            return Ok(true);
-        }
-        self.last = event.position;
+    /// What one step sends.
+    async fn step(
+        &mut self,
+        step: Step,
+        event: &LiveEvent,
+        cursor: &str,
+        out: &Out,
+    ) -> Result<Flow, ApiError> {
+        let cursor = cursor.to_owned();
+        Ok(match step {
+            Step::Added(id) => {
+                self.member_of.insert(id);
+                match conversations::by_id(&self.db, &id.to_string()).await? {
+                    Some(row) => {
+                        let conversation = Conversation(row);
+                        let added = ConversationAdded {
+                            cursor,
+                            conversation,
+                        };
+                        send(out, UserEvent::ConversationAdded(added)).await
+                    }
+                    None => Flow::Continue,
+                }
+            }
+            Step::Removed(id) => {
+                self.member_of.remove(&id);
+                self.sent.remove(&id);
+                self.changed.remove(&id);
+                let removed = ConversationRemoved {
+                    cursor,
+                    conversation_id: ID(id.to_string()),
+                };
+                send(out, UserEvent::ConversationRemoved(removed)).await
+            }
+            Step::Invited(id) => {
+                match conversations::invitation(&self.db, &id.to_string()).await? {
+                    Some(row) => {
+                        let invitation = Invitation(row);
+                        let received = InvitationReceived { cursor, invitation };
+                        send(out, UserEvent::InvitationReceived(received)).await
+                    }
+                    None => Flow::Continue,
+                }
+            }
+            Step::Notified => {
+                for row in notifications::from_event(&self.db, &event.event_id, self.viewer).await?
+                {
+                    let created = NotificationCreated {
+                        cursor: cursor.clone(),
+                        notification: Notification(row),
+                    };
+                    if let Flow::Stop = send(out, UserEvent::NotificationCreated(created)).await {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                Flow::Continue
+            }
+            Step::Counts(id) if self.replaying => {
+                self.changed.insert(id);
+                Flow::Continue
+            }
+            Step::Counts(id) => self.send_counts(id, &cursor, out).await?,
+        })
+    }
+}
+
+type Out = mpsc::Sender<Result<UserEvent, async_graphql::Error>>;
+
+#[async_trait::async_trait]
+impl Follower for UserFeed {
+    type Item = UserEvent;
+
+    async fn event(&mut self, event: &LiveEvent, out: &Out) -> Result<Flow, ApiError> {
         let cursor = event.position.to_cursor();
         for step in steps(self.viewer, &self.member_of, event)? {
-            let sent = match step {
-                Step::Added(id) => {
-                    self.member_of.insert(id);
-                    match conversations::by_id(&self.db, &id.to_string()).await? {
-                        Some(row) => {
-                            self.send(UserEvent::ConversationAdded(ConversationAdded {
-                                cursor: cursor.clone(),
-                                conversation: Conversation(row),
-                            }))
-                            .await
-                        }
-                        None => true,
-                    }
-                }
-                Step::Removed(id) => {
-                    self.member_of.remove(&id);
-                    self.sent.remove(&id);
-                    self.changed.remove(&id);
-                    self.send(UserEvent::ConversationRemoved(ConversationRemoved {
-                        cursor: cursor.clone(),
-                        conversation_id: ID(id.to_string()),
-                    }))
-                    .await
-                }
-                Step::Invited(id) => {
-                    match conversations::invitation(&self.db, &id.to_string()).await? {
-                        Some(row) => {
-                            self.send(UserEvent::InvitationReceived(InvitationReceived {
-                                cursor: cursor.clone(),
-                                invitation: Invitation(row),
-                            }))
-                            .await
-                        }
-                        None => true,
-                    }
-                }
-                Step::Notified => {
-                    let mut open = true;
-                    for row in
-                        notifications::from_event(&self.db, &event.event_id, self.viewer).await?
-                    {
-                        open = open
-                            && self
-                                .send(UserEvent::NotificationCreated(NotificationCreated {
-                                    cursor: cursor.clone(),
-                                    notification: Notification(row),
-                                }))
-                                .await;
-                    }
-                    open
-                }
-                Step::Counts(id) if self.replaying => {
-                    self.changed.insert(id);
-                    true
-                }
-                Step::Counts(id) => self.send_counts(id, &cursor).await?,
-            };
-            if !sent {
-                return Ok(false);
+            if let Flow::Stop = self.step(step, event, &cursor, out).await? {
+                return Ok(Flow::Stop);
             }
         }
-        Ok(true)
+        Ok(Flow::Continue)
     }
 
-    /// Replays what was missed, sends the counts of conversations that changed
-    /// meanwhile, then follows the live tail; no gap and no duplicate at the seam, since
-    /// the live subscription is taken before the replay starts.
-    async fn follow(&mut self, live: &mut crate::live::LiveReceiver) -> Result<(), ApiError> {
-        loop {
-            let batch = log::read_after(&self.db, self.last, 500).await?;
-            let Some(newest) = batch.last() else { break };
-            self.projections
-                .wait_for(newest.position, REPLAY_WAIT)
-                .await;
-            for event in &batch {
-                if !self.deliver(event).await? {
-                    return Ok(());
+    /// After a replay, the current counts of every conversation that changed meanwhile.
+    async fn caught_up(&mut self, at: LogPosition, out: &Out) -> Result<Flow, ApiError> {
+        if !self.replaying {
+            return Ok(Flow::Continue);
+        }
+        self.replaying = false;
+        let cursor = at.to_cursor();
+        for id in std::mem::take(&mut self.changed) {
+            if self.member_of.contains(&id) {
+                if let Flow::Stop = self.send_counts(id, &cursor, out).await? {
+                    return Ok(Flow::Stop);
                 }
             }
         }
-        if self.replaying {
-            self.replaying = false;
-            let cursor = self.last.to_cursor();
-            for id in std::mem::take(&mut self.changed) {
-                if self.member_of.contains(&id) && !self.send_counts(id, &cursor).await? {
-                    return Ok(());
-                }
-            }
-        }
-        loop {
-            let out = self.out.clone();
-            let event = tokio::select! {
-                event = live.recv() => event,
-                () = out.closed() => return Ok(()),
-            };
-            match event {
-                Ok(event) => {
-                    if !self.deliver(&event).await? {
-                        return Ok(());
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    let _ = self.out.send(Err(resume_required(self.last))).await;
-                    return Ok(());
-                }
-                Err(RecvError::Closed) => return Ok(()),
-            }
-        }
-    }
-
-    pub async fn run(mut self, mut live: crate::live::LiveReceiver) {
-        if let Err(error) = self.follow(&mut live).await {
-            let _ = self.out.send(Err(error.into())).await;
-        }
+        Ok(Flow::Continue)
     }
 }

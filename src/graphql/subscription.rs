@@ -1,12 +1,7 @@
 //! Subscription resolvers: `conversationEvents` and `myEvents`, resumable from any
 //! cursor, and `presenceChanged`.
 
-use std::sync::Arc;
-
-use async_graphql::{
-    Context, ErrorExtensions as _, Result, SimpleObject, Subscription as SubscriptionRoot, Union,
-    ID,
-};
+use async_graphql::{Context, Result, SimpleObject, Subscription as SubscriptionRoot, Union, ID};
 use futures::Stream;
 use parley_aggregates::conversation::ConversationEvent as Domain;
 use parley_aggregates::member::MemberEvent;
@@ -16,15 +11,14 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use super::error::{code, ApiError};
+use super::error::ApiError;
+use super::follow::{follow, send, Flow, Follower, Source};
 use super::my_events::{self, UserEvent};
 use super::types::{readable_conversation, Message, ModerationKind, Presence, User};
 use super::{state, viewer};
 use crate::chat::parse_id;
-use crate::live::{LiveEvent, LiveReceiver, Signal};
+use crate::live::{LiveEvent, Signal};
 
-/// Longest a replay waits for read models to include what it replays.
-pub(super) const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How many users one `presenceChanged` may watch.
 const MAX_WATCHED: usize = 200;
 
@@ -268,133 +262,56 @@ async fn interpret(
     })
 }
 
-pub(super) fn resume_required(cursor: LogPosition) -> async_graphql::Error {
-    async_graphql::Error::new("the subscriber fell too far behind; resume from the cursor")
-        .extend_with(|_, extensions| {
-            extensions.set("code", code::RESUME_REQUIRED);
-            extensions.set("cursor", cursor.to_cursor());
-        })
-}
+type Out = mpsc::Sender<Result<ConversationEvent, async_graphql::Error>>;
 
-type Item = Result<ConversationEvent, async_graphql::Error>;
-
-/// What the subscriber's stream shares between the replay and the live phase.
-struct Feed {
+/// One subscriber's view of a conversation.
+struct ConversationFeed {
     db: Db,
-    projections: Arc<parley_projections::Projections>,
     conversation: Uuid,
     viewer: Uuid,
     public: bool,
-    /// The last event handled; anything at or before it is a duplicate.
-    last: LogPosition,
-    out: mpsc::Sender<Item>,
 }
 
-impl Feed {
+#[async_trait::async_trait]
+impl Follower for ConversationFeed {
+    type Item = ConversationEvent;
+
+    async fn event(&mut self, event: &LiveEvent, out: &Out) -> Result<Flow, ApiError> {
+        let delivery = interpret(&self.db, self.conversation, self.viewer, self.public, event);
+        Ok(match delivery.await? {
+            Delivery::Skip => Flow::Continue,
+            Delivery::Send(item) => send(out, item).await,
+            Delivery::SendAndEnd(item) => {
+                if let Flow::Continue = send(out, item).await {
+                    let denied = ApiError::Forbidden(
+                        "you no longer have access to this conversation".to_owned(),
+                    );
+                    let _ = out.send(Err(denied.into())).await;
+                }
+                Flow::Stop
+            }
+        })
+    }
+
     /// Typing in this conversation by someone other than the subscriber.
-    async fn typing(&mut self, signal: Signal) -> bool {
+    async fn signal(&mut self, signal: Signal, out: &Out) -> Result<Flow, ApiError> {
         let Signal::Typing {
             conversation_id,
             user_id,
             typing,
         } = signal
         else {
-            return true;
+            return Ok(Flow::Continue);
         };
         if conversation_id != self.conversation || user_id == self.viewer {
-            return true;
+            return Ok(Flow::Continue);
         }
-        match user(&self.db, user_id).await {
-            Ok(user) => {
-                let event = ConversationEvent::TypingChanged(TypingChanged { user, typing });
-                self.out.send(Ok(event)).await.is_ok()
-            }
-            Err(error) => {
-                let _ = self.out.send(Err(error.into())).await;
-                false
-            }
-        }
-    }
-}
-
-impl Feed {
-    /// Handles one event; false once the stream is over.
-    async fn deliver(&mut self, event: &LiveEvent) -> bool {
-        if event.position <= self.last {
-            return true;
-        }
-        self.last = event.position;
-        match interpret(&self.db, self.conversation, self.viewer, self.public, event).await {
-            Ok(Delivery::Skip) => true,
-            Ok(Delivery::Send(item)) => self.out.send(Ok(item)).await.is_ok(),
-            Ok(Delivery::SendAndEnd(item)) => {
-                let _ = self.out.send(Ok(item)).await;
-                let denied = ApiError::Forbidden(
-                    "you no longer have access to this conversation".to_owned(),
-                );
-                let _ = self.out.send(Err(denied.into())).await;
-                false
-            }
-            Err(error) => {
-                let _ = self.out.send(Err(error.into())).await;
-                false
-            }
-        }
-    }
-
-    /// Replays the log after the cursor, then follows the live tail, with no gap and
-    /// no duplicate at the seam: the live subscription is taken before the replay
-    /// starts, and anything at or before the last event handled is skipped.
-    async fn run(mut self, mut live: LiveReceiver, mut signals: broadcast::Receiver<Signal>) {
-        loop {
-            let batch = match log::read_after(&self.db, self.last, 500).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    let _ = self.out.send(Err(ApiError::from(error).into())).await;
-                    return;
-                }
-            };
-            let Some(newest) = batch.last() else {
-                break;
-            };
-            // Committed is not yet projected: look events up only once they are.
-            self.projections
-                .wait_for(newest.position, REPLAY_WAIT)
-                .await;
-            for event in batch {
-                if !self.deliver(&LiveEvent::new(event)).await {
-                    return;
-                }
-            }
-        }
-        loop {
-            let out = self.out.clone();
-            tokio::select! {
-                event = live.recv() => match event {
-                    Ok(event) => {
-                        if !self.deliver(&event).await {
-                            return;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        let _ = self.out.send(Err(resume_required(self.last))).await;
-                        return;
-                    }
-                    Err(RecvError::Closed) => return,
-                },
-                signal = signals.recv() => match signal {
-                    Ok(signal) => {
-                        if !self.typing(signal).await {
-                            return;
-                        }
-                    }
-                    // Typing is ephemeral: a missed change is superseded by the next.
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                },
-                () = out.closed() => return,
-            }
-        }
+        let user = user(&self.db, user_id).await?;
+        Ok(send(
+            out,
+            ConversationEvent::TypingChanged(TypingChanged { user, typing }),
+        )
+        .await)
     }
 }
 
@@ -457,7 +374,7 @@ impl Subscription {
         ctx: &Context<'_>,
         conversation_id: ID,
         after: Option<String>,
-    ) -> Result<impl Stream<Item = Item>> {
+    ) -> Result<impl Stream<Item = Result<ConversationEvent, async_graphql::Error>>> {
         let me = viewer(ctx)?;
         let id = parse_id(&conversation_id, "conversation")?;
         let state = state(ctx);
@@ -477,25 +394,14 @@ impl Subscription {
             }
             (Err(error), _) => return Err(error.into()),
         };
-        let public = row.kind == "CHANNEL" && row.visibility == "PUBLIC";
-        let live = state.live.subscribe();
-        let signals = state.signals.subscribe();
-        let start = match after {
-            Some(cursor) => cursor,
-            None => log::head(&state.db).await.map_err(ApiError::from)?,
-        };
-        let (sender, receiver) = mpsc::channel(state.config.subscriber_buffer as usize);
-        let feed = Feed {
+        let feed = ConversationFeed {
             db: state.db.clone(),
-            projections: state.projections.clone(),
             conversation: id,
             viewer: me,
-            public,
-            last: start,
-            out: sender,
+            public: row.kind == "CHANNEL" && row.visibility == "PUBLIC",
         };
-        tokio::spawn(feed.run(live, signals));
-        Ok(stream(receiver))
+        let signals = Some(state.signals.subscribe());
+        source_and_spawn(state, after, signals, feed).await
     }
 
     /// `myEvents`: notifications, unread counts, and conversations added or removed.
@@ -511,18 +417,8 @@ impl Subscription {
         let after = after
             .map(|cursor| LogPosition::from_cursor(&cursor).map_err(|_| invalid_cursor()))
             .transpose()?;
-        let live = state.live.subscribe();
-        let (sender, receiver) = mpsc::channel(state.config.subscriber_buffer as usize);
-        let feed = my_events::UserFeed::new(
-            state.db.clone(),
-            state.projections.clone(),
-            me,
-            after,
-            sender,
-        )
-        .await?;
-        tokio::spawn(feed.run(live));
-        Ok(stream(receiver))
+        let feed = my_events::UserFeed::new(state.db.clone(), me, after.is_some()).await?;
+        source_and_spawn(state, after, None, feed).await
     }
 
     /// `presenceChanged`: first each watched user's presence as it is, then every change.
@@ -554,6 +450,32 @@ impl Subscription {
         tokio::spawn(watch_presence(state.db.clone(), watched, signals, sender));
         Ok(stream(receiver))
     }
+}
+
+/// Starts following the log for `follower` from `after` (or from now) and returns
+/// the subscriber's end of its channel.
+async fn source_and_spawn<F: Follower + 'static>(
+    state: &crate::app::AppState,
+    after: Option<LogPosition>,
+    signals: Option<broadcast::Receiver<Signal>>,
+    follower: F,
+) -> Result<impl Stream<Item = Result<F::Item, async_graphql::Error>>> {
+    // Subscribed before the replay starts, so nothing falls between the two.
+    let live = state.live.subscribe();
+    let after = match after {
+        Some(cursor) => cursor,
+        None => log::head(&state.db).await.map_err(ApiError::from)?,
+    };
+    let source = Source {
+        db: state.db.clone(),
+        projections: state.projections.clone(),
+        after,
+        live,
+        signals,
+    };
+    let (sender, receiver) = mpsc::channel(state.config.subscriber_buffer as usize);
+    tokio::spawn(follow(follower, source, sender));
+    Ok(stream(receiver))
 }
 
 fn invalid_cursor() -> ApiError {

@@ -1,0 +1,177 @@
+//! Following the global log for one subscription: replay from a cursor, then the live
+//! tail, with no gap and no duplicate at the seam, and an end with `RESUME_REQUIRED`
+//! for a subscriber that falls behind. What the subscription makes of each event is its
+//! [`Follower`]'s business.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::ErrorExtensions as _;
+use parley_projections::{log, Db, LogPosition, Projections};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
+
+use super::error::{code, ApiError};
+use crate::live::{LiveEvent, LiveReceiver, Signal};
+
+/// Longest a replay waits for read models to include what it replays.
+const REPLAY_WAIT: Duration = Duration::from_secs(5);
+const REPLAY_BATCH: i64 = 500;
+
+/// Whether the subscription goes on after an event.
+pub(super) enum Flow {
+    Continue,
+    /// The subscriber is gone, or the subscription ended (its last items are sent).
+    Stop,
+}
+
+/// Sends one item; `Stop` when the subscriber is gone.
+pub(super) async fn send<T>(out: &mpsc::Sender<Result<T, async_graphql::Error>>, item: T) -> Flow {
+    match out.send(Ok(item)).await {
+        Ok(()) => Flow::Continue,
+        Err(_) => Flow::Stop,
+    }
+}
+
+/// What one subscription does with the log and with ephemeral signals. Its items go to
+/// the subscriber through the channel `follow` was given.
+#[async_trait::async_trait]
+pub(super) trait Follower: Send {
+    type Item: Send + 'static;
+
+    /// Handles one event, each exactly once and in log order.
+    async fn event(
+        &mut self,
+        event: &LiveEvent,
+        out: &mpsc::Sender<Result<Self::Item, async_graphql::Error>>,
+    ) -> Result<Flow, ApiError>;
+
+    /// The replay is over; `at` is the last event it handled.
+    async fn caught_up(
+        &mut self,
+        _at: LogPosition,
+        _out: &mpsc::Sender<Result<Self::Item, async_graphql::Error>>,
+    ) -> Result<Flow, ApiError> {
+        Ok(Flow::Continue)
+    }
+
+    /// Handles an ephemeral signal (live only, never replayed).
+    async fn signal(
+        &mut self,
+        _signal: Signal,
+        _out: &mpsc::Sender<Result<Self::Item, async_graphql::Error>>,
+    ) -> Result<Flow, ApiError> {
+        Ok(Flow::Continue)
+    }
+}
+
+fn resume_required(cursor: LogPosition) -> async_graphql::Error {
+    async_graphql::Error::new("the subscriber fell too far behind; resume from the cursor")
+        .extend_with(|_, extensions| {
+            extensions.set("code", code::RESUME_REQUIRED);
+            extensions.set("cursor", cursor.to_cursor());
+        })
+}
+
+/// Where a follower reads from. `live` (and `signals`) must be subscribed before the
+/// replay starts, so nothing committed meanwhile falls between the two.
+pub(super) struct Source {
+    pub db: Db,
+    pub projections: Arc<Projections>,
+    pub after: LogPosition,
+    pub live: LiveReceiver,
+    pub signals: Option<broadcast::Receiver<Signal>>,
+}
+
+/// Runs `follower` until the subscriber leaves or the subscription ends; an error
+/// ends it with that error.
+pub(super) async fn follow<F: Follower>(
+    mut follower: F,
+    source: Source,
+    out: mpsc::Sender<Result<F::Item, async_graphql::Error>>,
+) {
+    let mut last = source.after;
+    let result = run(&mut follower, source, &mut last, &out).await;
+    match result {
+        Ok(()) => {}
+        Err(Ended::Lagged) => {
+            let _ = out.send(Err(resume_required(last))).await;
+        }
+        Err(Ended::Failed(error)) => {
+            let _ = out.send(Err(error.into())).await;
+        }
+    }
+}
+
+enum Ended {
+    Lagged,
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Ended {
+    fn from(error: ApiError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+async fn run<F: Follower>(
+    follower: &mut F,
+    source: Source,
+    last: &mut LogPosition,
+    out: &mpsc::Sender<Result<F::Item, async_graphql::Error>>,
+) -> Result<(), Ended> {
+    let Source {
+        db,
+        projections,
+        mut live,
+        mut signals,
+        ..
+    } = source;
+    loop {
+        let batch = log::read_after(&db, *last, REPLAY_BATCH)
+            .await
+            .map_err(ApiError::from)?;
+        let Some(newest) = batch.last() else { break };
+        // Committed is not yet projected: look events up only once they are.
+        projections.wait_for(newest.position, REPLAY_WAIT).await;
+        for event in batch {
+            *last = event.position;
+            if let Flow::Stop = follower.event(&LiveEvent::new(event), out).await? {
+                return Ok(());
+            }
+        }
+    }
+    if let Flow::Stop = follower.caught_up(*last, out).await? {
+        return Ok(());
+    }
+    loop {
+        let signal = async {
+            match signals.as_mut() {
+                Some(signals) => signals.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let flow = tokio::select! {
+            event = live.recv() => match event {
+                // The replay may already have handled it.
+                Ok(event) if event.position <= *last => Flow::Continue,
+                Ok(event) => {
+                    *last = event.position;
+                    follower.event(&event, out).await?
+                }
+                Err(RecvError::Lagged(_)) => return Err(Ended::Lagged),
+                Err(RecvError::Closed) => Flow::Stop,
+            },
+            signal = signal => match signal {
+                Ok(signal) => follower.signal(signal, out).await?,
+                // Signals are ephemeral: a missed one is superseded by the next.
+                Err(RecvError::Lagged(_)) => Flow::Continue,
+                Err(RecvError::Closed) => Flow::Stop,
+            },
+            () = out.closed() => Flow::Stop,
+        };
+        if let Flow::Stop = flow {
+            return Ok(());
+        }
+    }
+}
