@@ -13,7 +13,6 @@ create table presence (
 create table presence_sessions (
     node_id     text   not null,
     user_id     text   not null,
-    connections bigint not null,
     lease_until bigint not null,
     primary key (node_id, user_id)
 );

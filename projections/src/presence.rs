@@ -47,33 +47,34 @@ pub async fn heartbeat(
     Ok(())
 }
 
-/// Adds `delta` open connections of the user on `node`, leased until `lease_until`.
-pub async fn add_connections(
+/// Records that `node` has the user connected, leased until `lease_until`.
+/// Idempotent, so a failed call can simply be repeated.
+pub async fn hold(
     db: &Db,
     node: &str,
     user_id: &str,
-    delta: i64,
     lease_until: i64,
 ) -> Result<(), ProjectionError> {
     ensure_row(db, user_id).await?;
     sqlx::query(
-        "INSERT INTO presence_sessions (node_id, user_id, connections, lease_until) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (node_id, user_id) DO UPDATE \
-         SET connections = presence_sessions.connections + excluded.connections, lease_until = excluded.lease_until",
+        "INSERT INTO presence_sessions (node_id, user_id, lease_until) VALUES ($1, $2, $3) \
+         ON CONFLICT (node_id, user_id) DO UPDATE SET lease_until = excluded.lease_until",
     )
     .bind(node)
     .bind(user_id)
-    .bind(delta)
     .bind(lease_until)
     .execute(&db.write)
     .await?;
-    sqlx::query(
-        "DELETE FROM presence_sessions WHERE node_id = $1 AND user_id = $2 AND connections <= 0",
-    )
-    .bind(node)
-    .bind(user_id)
-    .execute(&db.write)
-    .await?;
+    Ok(())
+}
+
+/// Records that `node` no longer has the user connected.
+pub async fn let_go(db: &Db, node: &str, user_id: &str) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM presence_sessions WHERE node_id = $1 AND user_id = $2")
+        .bind(node)
+        .bind(user_id)
+        .execute(&db.write)
+        .await?;
     Ok(())
 }
 
@@ -118,7 +119,7 @@ pub async fn current_status(
         return Ok("OFFLINE");
     };
     let leased: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM presence_sessions WHERE user_id = $1 AND lease_until > $2 AND connections > 0",
+        "SELECT COUNT(*) FROM presence_sessions WHERE user_id = $1 AND lease_until > $2",
     )
     .bind(user_id)
     .bind(now)
@@ -170,7 +171,7 @@ pub async fn lapsed(
         "SELECT p.user_id FROM presence p WHERE p.status <> 'OFFLINE' \
            AND (p.heartbeat_at IS NULL OR p.heartbeat_at <= $2) \
            AND NOT EXISTS (SELECT 1 FROM presence_sessions s \
-                           WHERE s.user_id = p.user_id AND s.lease_until > $1 AND s.connections > 0)",
+                           WHERE s.user_id = p.user_id AND s.lease_until > $1)",
     )
     .bind(now)
     .bind(heartbeat_cutoff)

@@ -5,11 +5,14 @@
 //! while it lives, so a node that dies stops keeping its users online within one lease.
 //! Transitions are announced as signals by whichever node records them first.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parley_projections::presence::{self, PresenceRow};
 use parley_projections::{Db, ProjectionError};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::signals::{Signal, Signals};
@@ -33,12 +36,23 @@ pub struct Presence {
     db: Db,
     clock: Arc<dyn Clock>,
     signals: Arc<Signals>,
+    /// Open connections per user on this node: only a user's first and last one here
+    /// write to the database (a user with many tabs costs one lease, not one per tab).
+    open: Mutex<HashMap<Uuid, usize>>,
+    /// A lease write failed: the next renewal writes every lease again.
+    stale: AtomicBool,
 }
 
 impl Presence {
     /// Starts renewing this node's leases and looking for users whose presence lapsed.
     pub fn start(db: Db, clock: Arc<dyn Clock>, signals: Arc<Signals>) -> Arc<Self> {
-        let presence = Arc::new(Self { db, clock, signals });
+        let presence = Arc::new(Self {
+            db,
+            clock,
+            signals,
+            open: Mutex::new(HashMap::new()),
+            stale: AtomicBool::new(false),
+        });
         tokio::spawn(sweep(Arc::downgrade(&presence)));
         presence
     }
@@ -54,30 +68,51 @@ impl Presence {
 
     /// A WebSocket connection of the user opened on this node.
     pub async fn connected(&self, user: Uuid) -> Result<(), ProjectionError> {
-        let now = self.now();
-        presence::add_connections(
-            &self.db,
-            &self.node(),
-            &user.to_string(),
-            1,
-            now + millis(LEASE),
-        )
-        .await?;
+        let mut open = self.open.lock().await;
+        let count = open.entry(user).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return Ok(());
+        }
+        // Held across the write, so a close cannot overtake the open it follows.
+        let held =
+            presence::hold(&self.db, &self.node(), &user.to_string(), self.lease_end()).await;
+        drop(open);
+        if held.is_err() {
+            // The sweep writes every lease again, so the user is not lost for good.
+            self.stale.store(true, Ordering::Relaxed);
+        }
+        held?;
         self.settle(user).await
     }
 
     /// A WebSocket connection of the user on this node closed.
     pub async fn disconnected(&self, user: Uuid) -> Result<(), ProjectionError> {
-        let now = self.now();
-        presence::add_connections(
-            &self.db,
-            &self.node(),
-            &user.to_string(),
-            -1,
-            now + millis(LEASE),
-        )
-        .await?;
+        let mut open = self.open.lock().await;
+        let Some(count) = open.get_mut(&user) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(());
+        }
+        open.remove(&user);
+        let gone = presence::let_go(&self.db, &self.node(), &user.to_string()).await;
+        drop(open);
+        if gone.is_err() {
+            self.stale.store(true, Ordering::Relaxed);
+        }
+        gone?;
         self.settle(user).await
+    }
+
+    /// The user's open connections on this node.
+    pub async fn connections_here(&self, user: Uuid) -> usize {
+        self.open.lock().await.get(&user).copied().unwrap_or(0)
+    }
+
+    fn lease_end(&self) -> i64 {
+        self.now() + millis(LEASE)
     }
 
     /// `heartbeat`, or `setPresence` with `away`.
@@ -113,6 +148,12 @@ impl Presence {
         if renew {
             presence::renew_leases(&self.db, &self.node(), now + millis(LEASE)).await?;
         }
+        if self.stale.swap(false, Ordering::Relaxed) {
+            if let Err(error) = self.rewrite_leases().await {
+                self.stale.store(true, Ordering::Relaxed);
+                return Err(error);
+            }
+        }
         for id in presence::lapsed(&self.db, now, now - millis(HEARTBEAT_TTL)).await? {
             if let Ok(user) = Uuid::parse_str(&id) {
                 self.settle(user).await?;
@@ -121,9 +162,29 @@ impl Presence {
         Ok(())
     }
 
+    /// Rewrites this node's leases from its open connections, after a write failed.
+    async fn rewrite_leases(&self) -> Result<(), ProjectionError> {
+        let open = self.open.lock().await;
+        let held = presence::release_node(&self.db, &self.node()).await?;
+        let mut users: std::collections::HashSet<Uuid> = held
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .collect();
+        for user in open.keys() {
+            presence::hold(&self.db, &self.node(), &user.to_string(), self.lease_end()).await?;
+            users.insert(*user);
+        }
+        drop(open);
+        for user in users {
+            self.settle(user).await?;
+        }
+        Ok(())
+    }
+
     /// Gives up this node's connections at shutdown, so its users go offline now
     /// rather than when the leases lapse.
     pub async fn release(&self) {
+        self.open.lock().await.clear();
         match presence::release_node(&self.db, &self.node()).await {
             Ok(users) => {
                 for user in users.iter().filter_map(|id| Uuid::parse_str(id).ok()) {

@@ -613,6 +613,19 @@ async fn presence_follows_connections_and_set_presence_and_records_last_seen() {
         // Connected again, the client chooses between ONLINE and AWAY.
         let _alice_socket = connect(&app, &alice.token).await;
         assert_eq!(presence(&mut watcher).await.0, "ONLINE");
+        // A second tab opening and closing changes nothing: the next change is AWAY.
+        let second_tab = connect(&app, &alice.token).await;
+        let alice_id = alice.id.parse().expect("uuid");
+        assert_eq!(app.state.presence.connections_here(alice_id).await, 2);
+        drop(second_tab);
+        let closed = async {
+            while app.state.presence.connections_here(alice_id).await > 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, closed)
+            .await
+            .expect("the server saw the second tab close");
         let away = set_presence(&app, &alice, "AWAY").await;
         assert_eq!(away["data"]["setPresence"]["presence"]["status"], "AWAY");
         assert_eq!(presence(&mut watcher).await.0, "AWAY");
