@@ -79,6 +79,18 @@ impl StoredEvent {
         })
     }
 
+    /// The conversation the event belongs to, if any, read without decoding the whole
+    /// event: payloads are externally tagged enums (`{"MessagePosted": {…}}`) and every
+    /// conversation-scoped event names its `conversation_id`.
+    pub fn conversation_id(&self) -> Option<&str> {
+        self.payload
+            .as_object()?
+            .values()
+            .next()?
+            .get("conversation_id")?
+            .as_str()
+    }
+
     /// A metadata value, such as `actor_id` or `occurred_at`.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(String::as_str)
@@ -281,5 +293,31 @@ mod tests {
         for bad in ["", "1", "a.b", "1.-2", "1.2.3"] {
             assert!(LogPosition::from_cursor(bad).is_err(), "{bad}");
         }
+    }
+    fn event(payload: serde_json::Value) -> StoredEvent {
+        StoredEvent {
+            position: LogPosition { tx: 0, pos: 1 },
+            event_id: String::new(),
+            aggregate_type: "Message".to_owned(),
+            aggregate_id: String::new(),
+            sequence: 1,
+            event_type: String::new(),
+            event_version: "1".to_owned(),
+            payload,
+            metadata: HashMap::new(),
+            payload_text: String::new(),
+            metadata_text: String::new(),
+            hash: None,
+        }
+    }
+
+    #[test]
+    fn an_events_conversation_is_read_from_its_payload() {
+        let scoped =
+            event(serde_json::json!({ "MessageEdited": { "conversation_id": "c1", "body": "x" } }));
+        assert_eq!(scoped.conversation_id(), Some("c1"));
+        let unscoped = event(serde_json::json!({ "UserRegistered": { "user_id": "u1" } }));
+        assert_eq!(unscoped.conversation_id(), None);
+        assert_eq!(event(serde_json::json!("Unit")).conversation_id(), None);
     }
 }

@@ -277,6 +277,10 @@ impl Follower for ConversationFeed {
     type Item = ConversationEvent;
 
     async fn event(&mut self, event: &LiveEvent, out: &Out) -> Result<Flow, ApiError> {
+        // Most events on a busy node are other conversations': skip them undecoded.
+        if event.conversation_id() != Some(self.conversation.to_string().as_str()) {
+            return Ok(Flow::Continue);
+        }
         let delivery = interpret(&self.db, self.conversation, self.viewer, self.public, event);
         Ok(match delivery.await? {
             Delivery::Skip => Flow::Continue,
