@@ -565,7 +565,7 @@ impl Mutation {
         typing: bool,
     ) -> Result<bool> {
         let me = viewer(ctx)?;
-        let id = parse_id(&conversation_id, "conversationId")?;
+        let id = parse_id(&conversation_id, "conversation")?;
         readable_conversation(ctx, &id.to_string()).await?;
         let state = state(ctx);
         if conversations::member(&state.db, &id.to_string(), &me.to_string())

@@ -441,7 +441,7 @@ impl Subscription {
         }
         let watched = user_ids
             .iter()
-            .map(|id| parse_id(id, "userIds"))
+            .map(|id| parse_id(id, "user"))
             .collect::<Result<std::collections::HashSet<Uuid>, _>>()?;
         let state = state(ctx);
         let ids: Vec<String> = watched.iter().map(Uuid::to_string).collect();

@@ -981,3 +981,50 @@ async fn the_server_pings_and_closes_only_peers_that_stop_answering() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bad_subscription_and_signal_input_is_refused_with_the_right_code() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+    let conv = group(&app, &alice, &[&bob]).await;
+    let mut socket = connect(&app, &bob.token).await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let many: Vec<String> = (0..201).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let cases = [
+        (
+            EVENTS,
+            json!({ "c": conv, "a": "not-a-cursor" }),
+            "BAD_USER_INPUT",
+            Some("after"),
+        ),
+        (
+            MY_EVENTS,
+            json!({ "a": "1.2.3" }),
+            "BAD_USER_INPUT",
+            Some("after"),
+        ),
+        (EVENTS, json!({ "c": unknown }), "NOT_FOUND", None),
+        (PRESENCE, json!({ "u": [unknown] }), "NOT_FOUND", None),
+        (
+            PRESENCE,
+            json!({ "u": many }),
+            "BAD_USER_INPUT",
+            Some("userIds"),
+        ),
+    ];
+    for (index, (query, variables, code, field)) in cases.into_iter().enumerate() {
+        start(&mut socket, &index.to_string(), query, variables.clone()).await;
+        let refused = next_json(&mut socket).await;
+        let error = &refused["payload"]["errors"][0];
+        assert_eq!(error["extensions"]["code"], code, "{variables}: {refused}");
+        if let Some(field) = field {
+            assert_eq!(error["extensions"]["field"], field, "{refused}");
+        }
+        assert_eq!(next_json(&mut socket).await["type"], "complete");
+    }
+    let typing = set_typing(&app, &bob, "not-an-id", true).await;
+    assert_eq!(error_code(&typing), Some("NOT_FOUND"));
+    let anonymous = app.graphql("mutation { heartbeat }", json!({}), None).await;
+    assert_eq!(error_code(&anonymous), Some("UNAUTHENTICATED"));
+    app.stop().await;
+}
