@@ -153,3 +153,13 @@ impl Db {
         }
     }
 }
+
+/// A LISTEN session on a connection of its own: a listener holds its connection for
+/// good, so it must not come out of the shared pool.
+pub async fn listener(pool: &PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await?;
+    sqlx::postgres::PgListener::connect_with(&own).await
+}

@@ -278,23 +278,15 @@ impl Drop for Projections {
     }
 }
 
-/// One LISTEN session per node, on a connection of its own (a listener holds its
-/// connection for good, so it must not come out of the shared pool): every commit on
-/// any node wakes this node's runners and live tail.
+/// One LISTEN session per node for the log: every commit on any node wakes this node's
+/// runners and live tail, and an owner's progress wakes that projector's standby.
 async fn listen(
     pool: sqlx::PgPool,
     runners: Vec<(&'static str, Arc<Notify>)>,
     commits: Arc<Notify>,
 ) {
     loop {
-        let own = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with((*pool.connect_options()).clone())
-            .await;
-        let listener = match own {
-            Ok(own) => sqlx::postgres::PgListener::connect_with(&own).await,
-            Err(error) => Err(error),
-        };
+        let listener = crate::db::listener(&pool).await;
         let mut listener = match listener {
             Ok(listener) => listener,
             Err(error) => {

@@ -165,18 +165,10 @@ async fn sweep(signals: std::sync::Weak<Signals>) {
     }
 }
 
-/// Receives other nodes' signals on a connection of its own (a listener holds its
-/// connection for good, so it must not come out of the shared pool).
+/// Receives other nodes' signals.
 async fn listen(pool: sqlx::PgPool, signals: std::sync::Weak<Signals>) {
     loop {
-        let own = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with((*pool.connect_options()).clone())
-            .await;
-        let listener = match own {
-            Ok(own) => sqlx::postgres::PgListener::connect_with(&own).await,
-            Err(error) => Err(error),
-        };
+        let listener = parley_projections::db::listener(&pool).await;
         let listener = match listener {
             Ok(mut listener) => match listener.listen(CHANNEL).await {
                 Ok(()) => Some(listener),
