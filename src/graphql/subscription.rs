@@ -19,6 +19,8 @@ use super::{state, viewer};
 use crate::chat::parse_id;
 use crate::live::{LiveEvent, Signal};
 
+/// Longest a new subscription waits for read models to reach its start.
+const READ_MODEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How many users one `presenceChanged` may watch.
 const MAX_WATCHED: usize = 200;
 
@@ -385,6 +387,7 @@ impl Subscription {
         let after = after
             .map(|cursor| LogPosition::from_cursor(&cursor).map_err(|_| invalid_cursor()))
             .transpose()?;
+        let source = open_source(state, after, Some(state.signals.subscribe())).await?;
         let row = match (readable_conversation(ctx, &id.to_string()).await, after) {
             (Ok(row), _) => row,
             // A removed member may still collect what happened before the removal.
@@ -404,8 +407,7 @@ impl Subscription {
             viewer: me,
             public: row.kind == "CHANNEL" && row.visibility == "PUBLIC",
         };
-        let signals = Some(state.signals.subscribe());
-        source_and_spawn(state, after, signals, feed).await
+        Ok(spawn(state, source, feed))
     }
 
     /// `myEvents`: notifications, unread counts, and conversations added or removed.
@@ -421,8 +423,10 @@ impl Subscription {
         let after = after
             .map(|cursor| LogPosition::from_cursor(&cursor).map_err(|_| invalid_cursor()))
             .transpose()?;
+        let source = open_source(state, after, None).await?;
+        // Memberships as of the start at least; later changes arrive as events.
         let feed = my_events::UserFeed::new(state.db.clone(), me, after.is_some()).await?;
-        source_and_spawn(state, after, None, feed).await
+        Ok(spawn(state, source, feed))
     }
 
     /// `presenceChanged`: first each watched user's presence as it is, then every change.
@@ -456,30 +460,40 @@ impl Subscription {
     }
 }
 
-/// Starts following the log for `follower` from `after` (or from now) and returns
-/// the subscriber's end of its channel.
-async fn source_and_spawn<F: Follower + 'static>(
+/// Where a subscription starts: the live tail is subscribed first, then the start
+/// is fixed (the cursor, or the head of the log), then the read models are awaited up
+/// to it. Access checks and state loaded after this see at least everything before the
+/// start, and everything after it reaches the follower: a member removed while
+/// subscribing is either refused or sees the removal.
+async fn open_source(
     state: &crate::app::AppState,
     after: Option<LogPosition>,
     signals: Option<broadcast::Receiver<Signal>>,
-    follower: F,
-) -> Result<impl Stream<Item = Result<F::Item, async_graphql::Error>>> {
-    // Subscribed before the replay starts, so nothing falls between the two.
+) -> Result<Source, ApiError> {
     let live = state.live.subscribe();
     let after = match after {
         Some(cursor) => cursor,
-        None => log::head(&state.db).await.map_err(ApiError::from)?,
+        None => log::head(&state.db).await?,
     };
-    let source = Source {
+    state.projections.wait_for(after, READ_MODEL_WAIT).await;
+    Ok(Source {
         db: state.db.clone(),
         projections: state.projections.clone(),
         after,
         live,
         signals,
-    };
+    })
+}
+
+/// Follows the log for `follower` and returns the subscriber's end of its channel.
+fn spawn<F: Follower + 'static>(
+    state: &crate::app::AppState,
+    source: Source,
+    follower: F,
+) -> impl Stream<Item = Result<F::Item, async_graphql::Error>> {
     let (sender, receiver) = mpsc::channel(state.config.subscriber_buffer as usize);
     tokio::spawn(follow(follower, source, sender));
-    Ok(stream(receiver))
+    stream(receiver)
 }
 
 fn invalid_cursor() -> ApiError {
