@@ -1028,3 +1028,23 @@ async fn bad_subscription_and_signal_input_is_refused_with_the_right_code() {
     assert_eq!(error_code(&anonymous), Some("UNAUTHENTICATED"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn open_sockets_are_closed_with_going_away_when_the_server_stops() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let bob = user(&app, "bob").await;
+    let mut socket = connect(&app, &bob.token).await;
+    let stopping = tokio::spawn(app.stop());
+    let code = loop {
+        match next_frame(&mut socket).await {
+            Message::Close(Some(frame)) => break u16::from(frame.code),
+            Message::Close(None) => panic!("closed without a code"),
+            _ => {}
+        }
+    };
+    assert_eq!(code, 1001);
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("the server stops with a socket open")
+        .expect("stop task");
+}
