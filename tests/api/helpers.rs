@@ -158,6 +158,42 @@ impl TestApp {
     }
 }
 
+/// A signed-in test user.
+pub struct Client {
+    pub id: String,
+    pub token: String,
+}
+
+/// Registers `name` and signs in.
+pub async fn user(app: &TestApp, name: &str) -> Client {
+    let registered = app.register(name, "correct horse battery").await;
+    Client {
+        id: text(&registered, "/data/register/user/id").to_owned(),
+        token: text(&registered, "/data/register/accessToken").to_owned(),
+    }
+}
+
+/// Runs an operation as `who`.
+pub async fn gql(app: &TestApp, who: &Client, query: &str, variables: Value) -> Value {
+    app.graphql(query, variables, Some(&who.token)).await
+}
+
+/// The response's `data`, after checking it carries no error.
+pub fn ok(response: &Value) -> &Value {
+    assert!(
+        response["errors"].is_null(),
+        "unexpected errors: {response}"
+    );
+    &response["data"]
+}
+
+/// Runs an operation as `who` that must succeed; the whole response.
+pub async fn gql_ok(app: &TestApp, who: &Client, query: &str, variables: Value) -> Value {
+    let response = gql(app, who, query, variables).await;
+    ok(&response);
+    response
+}
+
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(response: &Value) -> Option<&str> {
     response["errors"][0]["extensions"]["code"].as_str()

@@ -108,19 +108,6 @@ async fn until_live(app: &TestApp, who: &Client, conversation: &str, socket: &mu
     panic!("the subscription never went live");
 }
 
-struct Client {
-    id: String,
-    token: String,
-}
-
-async fn user(app: &TestApp, name: &str) -> Client {
-    let registered = app.register(name, "correct horse battery").await;
-    Client {
-        id: text(&registered, "/data/register/user/id").to_owned(),
-        token: text(&registered, "/data/register/accessToken").to_owned(),
-    }
-}
-
 async fn group(app: &TestApp, owner: &Client, members: &[&Client]) -> String {
     let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
     let response = app
@@ -318,12 +305,6 @@ async fn mine(socket: &mut Socket) -> Value {
     payload["data"]["myEvents"].clone()
 }
 
-async fn gql(app: &TestApp, who: &Client, query: &str, variables: Value) -> Value {
-    let response = app.graphql(query, variables, Some(&who.token)).await;
-    assert!(response["errors"].is_null(), "{response}");
-    response
-}
-
 #[tokio::test]
 async fn my_events_deliver_notifications_counts_and_membership_and_resume_from_a_cursor() {
     for backend in backends() {
@@ -358,7 +339,7 @@ async fn my_events_deliver_notifications_counts_and_membership_and_resume_from_a
         // Reading on another device (plain HTTP) zeroes the counts here too.
         let message = post(&app, &alice, &conv, "second").await;
         assert_eq!(mine(&mut socket).await["unreadCount"], 2);
-        gql(
+        gql_ok(
             &app,
             &bob,
             "mutation($c: ID!, $m: ID!) { markRead(conversationId: $c, messageId: $m) { id } }",
@@ -372,7 +353,7 @@ async fn my_events_deliver_notifications_counts_and_membership_and_resume_from_a
             (Some(0), Some(0))
         );
 
-        let channel = gql(
+        let channel = gql_ok(
             &app,
             &alice,
             "mutation { createChannel(input: { name: \"Secret\", visibility: PRIVATE }) { id } }",
@@ -380,7 +361,7 @@ async fn my_events_deliver_notifications_counts_and_membership_and_resume_from_a
         )
         .await;
         let channel = text(&channel, "/data/createChannel/id").to_owned();
-        let invitation = gql(
+        let invitation = gql_ok(
             &app,
             &alice,
             "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }",
@@ -398,7 +379,7 @@ async fn my_events_deliver_notifications_counts_and_membership_and_resume_from_a
         let notified = mine(&mut socket).await;
         assert_eq!(notified["notification"]["kind"], "INVITATION", "{notified}");
 
-        gql(&app, &alice, "mutation($c: ID!, $u: ID!) { kickMember(conversationId: $c, userId: $u, reason: \"spam\") { id } }", json!({ "c": conv, "u": bob.id })).await;
+        gql_ok(&app, &alice, "mutation($c: ID!, $u: ID!) { kickMember(conversationId: $c, userId: $u, reason: \"spam\") { id } }", json!({ "c": conv, "u": bob.id })).await;
         let removed = mine(&mut socket).await;
         assert_eq!(removed["__typename"], "ConversationRemoved", "{removed}");
         assert_eq!(removed["conversationId"], conv.as_str());
@@ -406,7 +387,7 @@ async fn my_events_deliver_notifications_counts_and_membership_and_resume_from_a
         socket.close(None).await.ok();
 
         // While disconnected: joins the channel, is mentioned, three messages arrive.
-        gql(
+        gql_ok(
             &app,
             &bob,
             "mutation($i: ID!) { acceptInvitation(invitationId: $i) { id } }",
@@ -456,7 +437,7 @@ async fn resuming_from_before_a_removal_replays_up_to_it_then_ends_forbidden() {
         let before = live_cursor(&app, &bob).await;
         post(&app, &alice, &conv, "one").await;
         post(&app, &alice, &conv, "two").await;
-        gql(&app, &alice, "mutation($c: ID!, $u: ID!) { banMember(conversationId: $c, userId: $u, reason: \"spam\") { id } }", json!({ "c": conv, "u": bob.id })).await;
+        gql_ok(&app, &alice, "mutation($c: ID!, $u: ID!) { banMember(conversationId: $c, userId: $u, reason: \"spam\") { id } }", json!({ "c": conv, "u": bob.id })).await;
         let after = live_cursor(&app, &bob).await;
         post(&app, &alice, &conv, "after the ban").await;
 
@@ -597,7 +578,7 @@ async fn presence_follows_connections_and_set_presence_and_records_last_seen() {
         let (status, seen) = presence(&mut watcher).await;
         assert_eq!(status, "OFFLINE");
         let seen = seen.expect("last seen is recorded on going offline");
-        let queried = gql(
+        let queried = gql_ok(
             &app,
             &bob,
             "query($u: ID!) { user(id: $u) { presence { status lastSeenAt } } }",
@@ -660,13 +641,13 @@ async fn a_heartbeat_keeps_a_user_online_for_a_minute_and_only_transitions_are_a
     assert_eq!(presence(&mut watcher).await.0, "OFFLINE");
     for _ in 0..3 {
         assert_eq!(
-            gql(&app, &alice, "mutation { heartbeat }", json!({})).await["data"]["heartbeat"],
+            gql_ok(&app, &alice, "mutation { heartbeat }", json!({})).await["data"]["heartbeat"],
             true
         );
     }
     assert_eq!(presence(&mut watcher).await.0, "ONLINE");
     clock.advance(time::Duration::seconds(30));
-    gql(&app, &alice, "mutation { heartbeat }", json!({})).await;
+    gql_ok(&app, &alice, "mutation { heartbeat }", json!({})).await;
     // Repeated heartbeats announced nothing: the next change is going offline, a
     // minute after the last heartbeat.
     clock.advance(time::Duration::seconds(61));
@@ -835,7 +816,7 @@ async fn every_conversation_event_type_is_delivered_live() {
             user(&app, "bob").await,
             user(&app, "carol").await,
         );
-        let channel = gql(&app, &alice, "mutation { createChannel(input: { name: \"Town square\", visibility: PUBLIC }) { id } }", json!({})).await;
+        let channel = gql_ok(&app, &alice, "mutation { createChannel(input: { name: \"Town square\", visibility: PUBLIC }) { id } }", json!({})).await;
         let conv = text(&channel, "/data/createChannel/id").to_owned();
         let mut socket = connect(&app, &bob.token).await;
         let from = live_cursor(&app, &bob).await;
@@ -846,67 +827,65 @@ async fn every_conversation_event_type_is_delivered_live() {
             json!({ "c": conv, "a": from }),
         )
         .await;
-        let expect =
-            |typename: &'static str, check: &'static str, value: String| (typename, check, value);
-        let mut steps = Vec::new();
+        let mut steps: Vec<(&str, &str, String)> = Vec::new();
 
         let join = "mutation($c: ID!) { joinChannel(conversationId: $c) { id } }";
-        gql(&app, &carol, join, json!({ "c": conv })).await;
-        steps.push(expect("MemberJoined", "/user/username", "carol".into()));
+        gql_ok(&app, &carol, join, json!({ "c": conv })).await;
+        steps.push(("MemberJoined", "/user/username", "carol".into()));
         let message = post(&app, &carol, &conv, "first").await;
-        steps.push(expect("MessagePosted", "/message/body", "first".into()));
-        gql(
+        steps.push(("MessagePosted", "/message/body", "first".into()));
+        gql_ok(
             &app,
             &carol,
             "mutation($m: ID!) { editMessage(messageId: $m, body: \"edited\") { id } }",
             json!({ "m": message }),
         )
         .await;
-        steps.push(expect("MessageEdited", "/message/body", "edited".into()));
-        gql(
+        steps.push(("MessageEdited", "/message/body", "edited".into()));
+        gql_ok(
             &app,
             &alice,
             "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }",
             json!({ "m": message }),
         )
         .await;
-        steps.push(expect("ReactionAdded", "/user/username", "alice".into()));
-        gql(
+        steps.push(("ReactionAdded", "/user/username", "alice".into()));
+        gql_ok(
             &app,
             &alice,
             "mutation($m: ID!) { removeReaction(messageId: $m, emoji: \"👍\") { id } }",
             json!({ "m": message }),
         )
         .await;
-        steps.push(expect("ReactionRemoved", "/emoji", "👍".into()));
-        gql(
+        steps.push(("ReactionRemoved", "/emoji", "👍".into()));
+        gql_ok(
             &app,
             &alice,
             "mutation($c: ID!, $m: ID!) { markRead(conversationId: $c, messageId: $m) { id } }",
             json!({ "c": conv, "m": message }),
         )
         .await;
-        steps.push(expect("ReadReceiptUpdated", "/messageId", message.clone()));
-        gql(
+        steps.push(("ReadReceiptUpdated", "/messageId", message.clone()));
+        gql_ok(
             &app,
             &carol,
             "mutation($m: ID!) { deleteMessage(messageId: $m) { id } }",
             json!({ "m": message }),
         )
         .await;
-        steps.push(expect("MessageDeleted", "/messageId", message.clone()));
-        gql(
+        steps.push(("MessageDeleted", "/messageId", message.clone()));
+        gql_ok(
             &app,
             &carol,
             "mutation($c: ID!) { leaveConversation(conversationId: $c) }",
             json!({ "c": conv }),
         )
         .await;
-        steps.push(expect("MemberLeft", "/user/username", "carol".into()));
-        gql(&app, &carol, join, json!({ "c": conv })).await;
-        steps.push(expect("MemberJoined", "/user/username", "carol".into()));
-        gql(&app, &alice, "mutation($c: ID!, $u: ID!) { kickMember(conversationId: $c, userId: $u, reason: \"bye\") { id } }", json!({ "c": conv, "u": carol.id })).await;
-        steps.push(expect("MemberRemoved", "/action", "KICK".into()));
+        steps.push(("MemberLeft", "/user/username", "carol".into()));
+        gql_ok(&app, &carol, join, json!({ "c": conv })).await;
+        steps.push(("MemberJoined", "/user/username", "carol".into()));
+        gql_ok(&app, &alice, "mutation($c: ID!, $u: ID!) { kickMember(conversationId: $c, userId: $u, reason: \"bye\") { id } }", json!({ "c": conv, "u": carol.id })).await;
+        steps.push(("MemberRemoved", "/action", "KICK".into()));
 
         for (typename, pointer, value) in steps {
             let payload = event(&mut socket).await;

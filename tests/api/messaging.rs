@@ -4,32 +4,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// A signed-in test user.
-struct Client {
-    id: String,
-    token: String,
-}
-
-async fn user(app: &TestApp, name: &str) -> Client {
-    let registered = app.register(name, "correct horse battery").await;
-    Client {
-        id: text(&registered, "/data/register/user/id").to_owned(),
-        token: text(&registered, "/data/register/accessToken").to_owned(),
-    }
-}
-
-async fn gql(app: &TestApp, who: &Client, query: &str, variables: Value) -> Value {
-    app.graphql(query, variables, Some(&who.token)).await
-}
-
-fn ok(response: &Value) -> &Value {
-    assert!(
-        response["errors"].is_null(),
-        "unexpected errors: {response}"
-    );
-    &response["data"]
-}
-
 async fn create_group(app: &TestApp, owner: &Client, title: &str, members: &[&Client]) -> String {
     let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
     let response = gql(
