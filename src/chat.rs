@@ -16,9 +16,10 @@ use parley_aggregates::conversation::{
 use parley_aggregates::inbox::{Inbox, InboxCommand};
 use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, NotificationLevel};
 use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, PostedMessage};
-use parley_aggregates::values::{Slug, Username};
+use parley_aggregates::values::{parse_id_list, Slug, Username};
 use parley_aggregates::InputError;
 use parley_projections::messages::MessageRow;
+use parley_projections::page::MAX_PAGE;
 use parley_projections::{
     conversations, log, messages, notifications, unread, users, Db, LogPosition,
 };
@@ -46,7 +47,7 @@ pub struct Chat {
     members: CommandBus<MemberState>,
     inbox: CommandBus<Inbox>,
     names: CommandBus<NameClaim>,
-    max_body_chars: usize,
+    services: ConversationServices,
 }
 
 /// Parses an `ID` argument; anything that is not one of ours is unknown.
@@ -72,6 +73,7 @@ impl From<ConversationError> for ApiError {
                 Self::Conflict(error.to_string())
             }
             ConversationError::AlreadyExists
+            | ConversationError::Full { .. }
             | ConversationError::AlreadyMember
             | ConversationError::AlreadyInvited
             | ConversationError::InvitationNotPending
@@ -106,15 +108,15 @@ impl From<parley_aggregates::inbox::InboxError> for ApiError {
 }
 
 impl Chat {
-    pub fn new(db: &Db, max_body_chars: usize) -> Self {
+    pub fn new(db: &Db, services: ConversationServices) -> Self {
         Self {
             db: db.clone(),
-            conversations: CommandBus::new(db, ConversationServices { max_body_chars }),
+            conversations: CommandBus::new(db, services.clone()),
             messages: CommandBus::new(db, ()),
             members: CommandBus::new(db, ()),
             inbox: CommandBus::new(db, ()),
             names: CommandBus::new(db, ()),
-            max_body_chars,
+            services,
         }
     }
 
@@ -185,10 +187,12 @@ impl Chat {
         member_ids: &[String],
         meta: &CommandMeta,
     ) -> Result<Written<Uuid>, ApiError> {
+        // Bounded before any lookup, so a huge list costs nothing.
+        let member_ids = parse_id_list(member_ids, "memberIds", self.services.max_group_invites)?;
         let creator = self.member_ref(viewer).await?;
         let mut members = Vec::with_capacity(member_ids.len());
-        for raw in member_ids {
-            members.push(self.member_ref(parse_id(raw, "user")?).await?);
+        for id in member_ids {
+            members.push(self.member_ref(id).await?);
         }
         let id = Uuid::now_v7();
         let command = ConversationCommand::CreateGroup {
@@ -567,7 +571,7 @@ impl Chat {
             posted,
             actor,
             body,
-            max_body_chars: self.max_body_chars,
+            max_body_chars: self.services.max_body_chars,
             at: meta.at,
         };
         self.on_message(message_id, command, meta).await
@@ -696,17 +700,20 @@ impl Chat {
         Ok(Written::new(conversation_id, committed.position))
     }
 
-    /// `markNotificationsRead`: how many of `ids` became read.
+    /// `markNotificationsRead`: how many of `ids` became read. Only the caller's unread
+    /// notifications among them are recorded.
     pub async fn mark_notifications_read(
         &self,
         viewer: Uuid,
-        ids: Vec<String>,
+        ids: &[String],
         meta: &CommandMeta,
     ) -> Result<Written<i32>, ApiError> {
-        let count = notifications::count_unread(&self.db, &viewer.to_string(), Some(&ids)).await?;
+        let ids = parse_id_list(ids, "ids", MAX_PAGE as usize)?;
+        let unread = notifications::unread_among(&self.db, &viewer.to_string(), &ids).await?;
+        let count = unread.len();
         let command = InboxCommand::MarkRead {
             user_id: viewer,
-            notification_ids: ids,
+            unread,
             at: meta.at,
         };
         let committed = self
@@ -725,13 +732,14 @@ impl Chat {
         viewer: Uuid,
         meta: &CommandMeta,
     ) -> Result<Written<i32>, ApiError> {
-        let count = notifications::count_unread(&self.db, &viewer.to_string(), None).await?;
+        let count = notifications::count_unread(&self.db, &viewer.to_string()).await?;
         let committed = self
             .inbox
             .execute(
                 &viewer.to_string(),
                 InboxCommand::MarkAllRead {
                     user_id: viewer,
+                    unread: u64::try_from(count).unwrap_or_default(),
                     at: meta.at,
                 },
                 meta,

@@ -129,6 +129,116 @@ pub struct Config {
         global = true
     )]
     pub ws_keepalive_secs: u16,
+
+    /// Seconds a new WebSocket may take to send `connection_init`; closed with 4408
+    /// after that.
+    #[arg(
+        long,
+        env = "PARLEY_WS_INIT_TIMEOUT_SECS",
+        value_name = "PARLEY_WS_INIT_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u16).range(1..=600),
+        global = true
+    )]
+    pub ws_init_timeout_secs: u16,
+
+    /// Live subscriptions one WebSocket may hold at once.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        value_name = "PARLEY_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+        global = true
+    )]
+    pub max_subscriptions_per_connection: u32,
+
+    /// WebSockets one user may hold open on one node.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_CONNECTIONS_PER_USER",
+        value_name = "PARLEY_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+        global = true
+    )]
+    pub max_connections_per_user: u32,
+
+    /// Largest HTTP request body accepted, in bytes; larger ones get 413.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_REQUEST_BYTES",
+        value_name = "PARLEY_MAX_REQUEST_BYTES",
+        default_value_t = 1_048_576,
+        value_parser = clap::value_parser!(u32).range(1_024..=1_073_741_824),
+        global = true
+    )]
+    pub max_request_bytes: u32,
+
+    /// Most a single GraphQL operation may cost: every selected field counts, and a
+    /// list field multiplies what is selected under it by its page size.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_QUERY_COST",
+        value_name = "PARLEY_MAX_QUERY_COST",
+        default_value_t = 50_000,
+        value_parser = clap::value_parser!(u32).range(100..=100_000_000),
+        global = true
+    )]
+    pub max_query_cost: u32,
+
+    /// Users one `createGroup` may name.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_GROUP_INVITES",
+        value_name = "PARLEY_MAX_GROUP_INVITES",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        global = true
+    )]
+    pub max_group_invites: u32,
+
+    /// Members plus pending invitations one conversation may hold.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_MEMBERS",
+        value_name = "PARLEY_MAX_MEMBERS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(2..=1_000_000),
+        global = true
+    )]
+    pub max_members: u32,
+
+    /// `off` turns every rate limit off (load tests, or deployments behind a limiter of
+    /// their own).
+    #[arg(
+        long,
+        env = "PARLEY_RATE_LIMITS",
+        value_name = "PARLEY_RATE_LIMITS",
+        value_enum,
+        default_value = "on",
+        global = true
+    )]
+    pub rate_limits: Switch,
+
+    /// Addresses (or CIDR ranges) of reverse proxies whose `X-Forwarded-For` is
+    /// trusted for the client's address; comma-separated. Default: none, the socket
+    /// peer is the client.
+    #[arg(
+        long,
+        env = "PARLEY_TRUSTED_PROXIES",
+        value_name = "PARLEY_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_proxy,
+        global = true
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 fn parse_database_url(raw: &str) -> Result<String, String> {
@@ -140,6 +250,14 @@ fn parse_database_url(raw: &str) -> Result<String, String> {
     } else {
         Err("must start with postgres:// or sqlite://".to_owned())
     }
+}
+
+/// An address (`10.0.0.7`) or a range (`10.0.0.0/8`).
+fn parse_proxy(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an IP address or CIDR range"))
 }
 
 fn parse_jwt_secret(raw: &str) -> Result<String, String> {

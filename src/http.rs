@@ -59,7 +59,7 @@ async fn graphql(
         Viewer::User(id) => Some(id),
         _ => None,
     };
-    let loaders = Loaders::new(&http.state.db, user);
+    let loaders = Loaders::new(&http.state.db, user, http.state.clock.clone());
     let mut response = http
         .schema
         .execute(request.into_inner().data(viewer).data(loaders))

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use parley_aggregates::conversation::ConversationServices;
 use parley_projections::{Db, Projections, Projector};
 use time::Duration;
 use tokio::net::TcpListener;
@@ -89,7 +90,14 @@ impl Server {
             signals,
             presence,
             accounts: Accounts::new(&db, hasher, keys),
-            chat: Chat::new(&db, config.max_message_length as usize),
+            chat: Chat::new(
+                &db,
+                ConversationServices {
+                    max_body_chars: config.max_message_length as usize,
+                    max_members: config.max_members as usize,
+                    max_group_invites: config.max_group_invites as usize,
+                },
+            ),
             live,
             stopping: tokio::sync::watch::channel(false).0,
             config,

@@ -10,13 +10,17 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub enum InboxCommand {
+    /// `unread`: those of the ids the client gave that are the user's own unread
+    /// notifications, as the command service found them; nothing else is recorded.
     MarkRead {
         user_id: Uuid,
-        notification_ids: Vec<String>,
+        unread: Vec<Uuid>,
         at: OffsetDateTime,
     },
+    /// `unread`: how many of the user's notifications are unread now.
     MarkAllRead {
         user_id: Uuid,
+        unread: u64,
         at: OffsetDateTime,
     },
 }
@@ -71,21 +75,29 @@ impl Aggregate for Inbox {
         sink: &EventSink<Self>,
     ) -> Result<(), InboxError> {
         let event = match command {
+            // A command that changes nothing records nothing.
             InboxCommand::MarkRead {
                 user_id,
-                notification_ids,
+                unread,
                 at,
             } => {
-                if notification_ids.is_empty() {
+                if unread.is_empty() {
                     return Ok(());
                 }
                 InboxEvent::NotificationsRead {
                     user_id,
-                    notification_ids,
+                    notification_ids: unread.iter().map(Uuid::to_string).collect(),
                     at,
                 }
             }
-            InboxCommand::MarkAllRead { user_id, at } => {
+            InboxCommand::MarkAllRead {
+                user_id,
+                unread,
+                at,
+            } => {
+                if unread == 0 {
+                    return Ok(());
+                }
                 InboxEvent::AllNotificationsRead { user_id, at }
             }
         };
@@ -105,31 +117,54 @@ mod tests {
 
     #[tokio::test]
     async fn marking_nothing_read_records_nothing() {
+        let at = datetime!(2026-03-01 9:00 UTC);
         TestFramework::<Inbox>::with(())
             .given_no_previous_events()
             .when_async(InboxCommand::MarkRead {
                 user_id: Uuid::from_u128(1),
-                notification_ids: vec![],
-                at: datetime!(2026-03-01 9:00 UTC),
+                unread: vec![],
+                at,
+            })
+            .await
+            .then_expect_events(vec![]);
+        TestFramework::<Inbox>::with(())
+            .given_no_previous_events()
+            .when_async(InboxCommand::MarkAllRead {
+                user_id: Uuid::from_u128(1),
+                unread: 0,
+                at,
             })
             .await
             .then_expect_events(vec![]);
     }
 
     #[tokio::test]
-    async fn marking_read_records_the_ids() {
+    async fn marking_read_records_the_unread_ids() {
         let at = datetime!(2026-03-01 9:00 UTC);
+        let n1 = Uuid::from_u128(0x11);
         TestFramework::<Inbox>::with(())
             .given_no_previous_events()
             .when_async(InboxCommand::MarkRead {
                 user_id: Uuid::from_u128(1),
-                notification_ids: vec!["n1".to_owned()],
+                unread: vec![n1],
                 at,
             })
             .await
             .then_expect_events(vec![InboxEvent::NotificationsRead {
                 user_id: Uuid::from_u128(1),
-                notification_ids: vec!["n1".to_owned()],
+                notification_ids: vec![n1.to_string()],
+                at,
+            }]);
+        TestFramework::<Inbox>::with(())
+            .given_no_previous_events()
+            .when_async(InboxCommand::MarkAllRead {
+                user_id: Uuid::from_u128(1),
+                unread: 3,
+                at,
+            })
+            .await
+            .then_expect_events(vec![InboxEvent::AllNotificationsRead {
+                user_id: Uuid::from_u128(1),
                 at,
             }]);
     }

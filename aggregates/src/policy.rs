@@ -50,9 +50,97 @@ pub fn allows(role: Role, action: Action) -> bool {
     }
 }
 
+/// How much of a conversation a user may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReadAccess {
+    /// Nothing: not even that the conversation exists, when asked for it by id.
+    None,
+    /// What a pending invitee needs to decide: kind, title, slug, description,
+    /// visibility and who invited them; no messages, members, counts or activity.
+    Preview,
+    /// Everything: messages, members, counts, typing and receipts.
+    Full,
+}
+
+/// What the read rule needs to know about one user and one conversation, as of the
+/// moment of reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Standing {
+    /// A public channel, which any signed-in user may read unless banned from it.
+    pub public_channel: bool,
+    pub member: bool,
+    /// A ban in force now (an expired ban no longer counts).
+    pub banned: bool,
+    /// A pending invitation addressed to the user.
+    pub invited: bool,
+}
+
+/// The one read rule: every path that shows conversation content asks it.
+///
+/// A ban wins over everything (a banned user reads nothing of the conversation, public
+/// or not, until the ban ends); then members and, for public channels, anyone signed
+/// in read it all; a pending invitee only previews it.
+pub fn read_access(standing: Standing) -> ReadAccess {
+    if standing.banned {
+        ReadAccess::None
+    } else if standing.member || standing.public_channel {
+        ReadAccess::Full
+    } else if standing.invited {
+        ReadAccess::Preview
+    } else {
+        ReadAccess::None
+    }
+}
+
+/// Every combination of facts a standing can hold, for tests that check another
+/// encoding of the read rule (SQL filters, say) against [`read_access`].
+pub fn all_standings() -> Vec<Standing> {
+    let mut all = Vec::with_capacity(16);
+    for bits in 0u8..16 {
+        all.push(Standing {
+            public_channel: bits & 1 != 0,
+            member: bits & 2 != 0,
+            banned: bits & 4 != 0,
+            invited: bits & 8 != 0,
+        });
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_and_anyone_in_a_public_channel_read_everything() {
+        let member = Standing {
+            member: true,
+            ..Standing::default()
+        };
+        let passer_by = Standing {
+            public_channel: true,
+            ..Standing::default()
+        };
+        assert_eq!(read_access(member), ReadAccess::Full);
+        assert_eq!(read_access(passer_by), ReadAccess::Full);
+    }
+
+    #[test]
+    fn a_ban_hides_everything_even_in_a_public_channel() {
+        for standing in all_standings().into_iter().filter(|s| s.banned) {
+            assert_eq!(read_access(standing), ReadAccess::None, "{standing:?}");
+        }
+    }
+
+    #[test]
+    fn a_pending_invitee_of_a_private_conversation_only_previews_it() {
+        let invitee = Standing {
+            invited: true,
+            ..Standing::default()
+        };
+        assert_eq!(read_access(invitee), ReadAccess::Preview);
+        assert_eq!(read_access(Standing::default()), ReadAccess::None);
+    }
 
     #[test]
     fn only_admins_and_owners_manage_details_and_others_messages() {

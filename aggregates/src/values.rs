@@ -83,6 +83,23 @@ impl DisplayName {
     }
 }
 
+/// Trimmed text that may span lines: Windows line ends become `\n`, and control
+/// characters other than newline and tab (NUL, the rest of C0, DEL, C1) are refused,
+/// since they corrupt what clients display and what other systems store.
+fn multi_line(raw: &str, field: &'static str) -> Result<String, InputError> {
+    let text = raw.trim().replace("\r\n", "\n");
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(InputError::new(
+            field,
+            "must not contain control characters other than newline and tab",
+        ));
+    }
+    Ok(text)
+}
+
 /// Trimmed text of 1 to `max` Unicode scalar values without control characters.
 fn single_line(raw: &str, field: &'static str, max: usize) -> Result<String, InputError> {
     let text = raw.trim();
@@ -199,7 +216,7 @@ impl MessageBody {
     pub const DEFAULT_MAX: usize = 4_000;
 
     pub fn parse(raw: &str, field: &'static str, max_chars: usize) -> Result<Self, InputError> {
-        let body = raw.trim();
+        let body = multi_line(raw, field)?;
         let len = body.chars().count();
         if len == 0 {
             return Err(InputError::new(field, "must not be empty"));
@@ -210,7 +227,7 @@ impl MessageBody {
                 format!("must be at most {max_chars} characters long"),
             ));
         }
-        Ok(Self(body.to_owned()))
+        Ok(Self(body))
     }
 
     pub fn as_str(&self) -> &str {
@@ -241,14 +258,14 @@ impl Title {
 
 /// A conversation description: at most 1,000 characters after trimming.
 pub fn parse_description(raw: &str, field: &'static str) -> Result<String, InputError> {
-    let description = raw.trim();
+    let description = multi_line(raw, field)?;
     if description.chars().count() > 1_000 {
         return Err(InputError::new(
             field,
             "must be at most 1000 characters long",
         ));
     }
-    Ok(description.to_owned())
+    Ok(description)
 }
 
 /// A channel slug: 2–64 characters of `[a-z0-9-]`, not starting or ending with `-`.
@@ -356,7 +373,10 @@ impl Emoji {
 /// A moderation reason: at most 500 characters after trimming; `required` for kicks,
 /// bans, mutes and deleting others' messages. Blank counts as absent.
 pub fn parse_reason(raw: Option<&str>, required: bool) -> Result<Option<String>, InputError> {
-    let reason = raw.map(str::trim).filter(|r| !r.is_empty());
+    let reason = raw
+        .map(|r| multi_line(r, "reason"))
+        .transpose()?
+        .filter(|r| !r.is_empty());
     match reason {
         None if required => Err(InputError::new("reason", "is required for this action")),
         None => Ok(None),
@@ -364,8 +384,33 @@ pub fn parse_reason(raw: Option<&str>, required: bool) -> Result<Option<String>,
             "reason",
             "must be at most 500 characters long",
         )),
-        Some(reason) => Ok(Some(reason.to_owned())),
+        Some(reason) => Ok(Some(reason)),
     }
+}
+
+/// A list of ids from a client: each well-formed, duplicates dropped (the first place
+/// kept), at most `max` of them. The bound is checked before anything is parsed, so an
+/// oversized list costs nothing further.
+pub fn parse_id_list<S: AsRef<str>>(
+    raw: &[S],
+    field: &'static str,
+    max: usize,
+) -> Result<Vec<uuid::Uuid>, InputError> {
+    if raw.len() > max {
+        return Err(InputError::new(
+            field,
+            format!("may list at most {max} ids"),
+        ));
+    }
+    let mut ids = Vec::with_capacity(raw.len());
+    for id in raw {
+        let id = uuid::Uuid::parse_str(id.as_ref().trim())
+            .map_err(|_| InputError::new(field, format!("{:?} is not an id", id.as_ref())))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// A client-chosen idempotency key for `sendMessage`: 1–64 characters.
@@ -373,6 +418,12 @@ pub fn parse_client_message_id(raw: &str, field: &'static str) -> Result<String,
     let len = raw.chars().count();
     if len == 0 || len > 64 {
         return Err(InputError::new(field, "must be 1 to 64 characters long"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(InputError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(raw.to_owned())
 }
@@ -390,6 +441,34 @@ mod conversation_value_tests {
         assert!(MessageBody::parse("   ", "body", 10).is_err());
         assert!(MessageBody::parse(&"é".repeat(10), "body", 10).is_ok());
         assert!(MessageBody::parse(&"é".repeat(11), "body", 10).is_err());
+    }
+
+    #[test]
+    fn text_refuses_control_characters_other_than_newline_and_tab() {
+        for bad in [
+            "a\0b",
+            "bell\u{7}!",
+            "del\u{7f}!",
+            "c1\u{85}!",
+            "esc\u{1b}[31m",
+            "cr\ronly",
+        ] {
+            let err = MessageBody::parse(bad, "body", 100).expect_err(bad);
+            assert_eq!(err.field, "body");
+            assert!(parse_description(bad, "description").is_err(), "{bad:?}");
+            assert!(parse_reason(Some(bad), false).is_err(), "{bad:?}");
+            assert!(Title::parse(bad, "title").is_err(), "{bad:?}");
+            assert!(DisplayName::parse(bad, "displayName").is_err(), "{bad:?}");
+            assert!(
+                parse_client_message_id(bad, "clientMessageId").is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            MessageBody::parse("line one\r\n\tline two", "body", 100).map(MessageBody::into_string),
+            Ok("line one\n\tline two".to_owned())
+        );
+        assert!(Title::parse("two\nlines", "title").is_err());
     }
 
     #[test]
@@ -429,6 +508,21 @@ mod conversation_value_tests {
         ] {
             assert!(Emoji::parse(bad, "emoji").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn id_lists_are_well_formed_deduplicated_and_bounded() {
+        let a = uuid::Uuid::from_u128(1).to_string();
+        let b = uuid::Uuid::from_u128(2).to_string();
+        assert_eq!(
+            parse_id_list(&[&a, &b, &a], "ids", 3),
+            Ok(vec![uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2)])
+        );
+        let err = parse_id_list(&[&a, "junk"], "ids", 3).expect_err("junk");
+        assert_eq!(err.field, "ids");
+        let err = parse_id_list(&[&a, &a, &a, &a], "memberIds", 3).expect_err("too many");
+        assert_eq!(err.field, "memberIds");
+        assert_eq!(parse_id_list::<&str>(&[], "ids", 3), Ok(vec![]));
     }
 
     #[test]

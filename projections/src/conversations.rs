@@ -1,5 +1,5 @@
 //! The `conversations` read model: conversations, their members (with role and
-//! notification level) and invitations.
+//! notification level), invitations, and the bans and mutes in force.
 
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::member::MemberEvent;
@@ -16,8 +16,13 @@ impl Projector for ConversationsProjector {
         "conversations"
     }
 
+    /// 2: bans and mutes moved to `sanctions`, where they outlive leaving.
+    fn version(&self) -> i64 {
+        2
+    }
+
     fn tables(&self) -> &'static [&'static str] {
-        &["conversations", "members", "invitations"]
+        &["conversations", "members", "invitations", "sanctions"]
     }
 
     async fn apply(
@@ -224,44 +229,78 @@ async fn apply_conversation(
             conversation_id,
             user_id,
             ..
-        }
-        | ConversationEvent::MemberBanned {
-            conversation_id,
-            user_id,
-            ..
-        } => {
-            sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2")
-                .bind(conversation_id.to_string())
-                .bind(user_id.to_string())
-                .execute(&mut *conn)
-                .await?;
-        }
-        ConversationEvent::MemberMuted {
+        } => remove_member(conn, conversation_id, user_id).await?,
+        ConversationEvent::MemberBanned {
             conversation_id,
             user_id,
             until,
             ..
         } => {
-            sqlx::query("UPDATE members SET muted = 1, muted_until = $3 WHERE conversation_id = $1 AND user_id = $2")
-                .bind(conversation_id.to_string())
-                .bind(user_id.to_string())
-                .bind(until.map(format_time))
-                .execute(&mut *conn)
-                .await?;
+            remove_member(conn, conversation_id, user_id).await?;
+            sanction(conn, conversation_id, user_id, BAN, Some(until)).await?;
         }
+        ConversationEvent::MemberUnbanned {
+            conversation_id,
+            user_id,
+            ..
+        } => sanction(conn, conversation_id, user_id, BAN, None).await?,
+        ConversationEvent::MemberMuted {
+            conversation_id,
+            user_id,
+            until,
+            ..
+        } => sanction(conn, conversation_id, user_id, MUTE, Some(until)).await?,
         ConversationEvent::MemberUnmuted {
             conversation_id,
             user_id,
             ..
-        } => {
-            sqlx::query("UPDATE members SET muted = 0, muted_until = NULL WHERE conversation_id = $1 AND user_id = $2")
-                .bind(conversation_id.to_string())
-                .bind(user_id.to_string())
-                .execute(&mut *conn)
-                .await?;
-        }
-        ConversationEvent::MemberUnbanned { .. } | ConversationEvent::MessagePosted { .. } => {}
+        } => sanction(conn, conversation_id, user_id, MUTE, None).await?,
+        ConversationEvent::MessagePosted { .. } => {}
     }
+    Ok(())
+}
+
+const BAN: &str = "BAN";
+const MUTE: &str = "MUTE";
+
+async fn remove_member(
+    conn: &mut AnyConnection,
+    conversation_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2")
+        .bind(conversation_id.to_string())
+        .bind(user_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a ban or mute until `until` (`Some(None)`: indefinitely), or lifts it (`None`).
+async fn sanction(
+    conn: &mut AnyConnection,
+    conversation_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    kind: &str,
+    until: Option<Option<time::OffsetDateTime>>,
+) -> Result<(), ProjectionError> {
+    let query = match until {
+        Some(until) => sqlx::query(
+            "INSERT INTO sanctions (conversation_id, user_id, kind, until_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (conversation_id, user_id, kind) DO UPDATE SET until_ms = excluded.until_ms",
+        )
+        .bind(conversation_id.to_string())
+        .bind(user_id.to_string())
+        .bind(kind)
+        .bind(until.map(crate::access::unix_ms)),
+        None => sqlx::query(
+            "DELETE FROM sanctions WHERE conversation_id = $1 AND user_id = $2 AND kind = $3",
+        )
+        .bind(conversation_id.to_string())
+        .bind(user_id.to_string())
+        .bind(kind),
+    };
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -362,22 +401,27 @@ pub async fn for_user(
     Ok(Page::forward(rows, limit, after.is_some(), activity_cursor))
 }
 
-/// Public channels, newest first.
+/// Public channels the user may read (not those they are banned from), newest first.
 pub async fn public_channels(
     db: &Db,
+    user_id: &str,
+    now_ms: i64,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Page<ConversationRow>, ProjectionError> {
     let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
-        "{SELECT_CONVERSATION} WHERE c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC' \
+        "{SELECT_CONVERSATION} WHERE c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC' AND {readable} \
            AND (c.created_at < $1 OR (c.created_at = $1 AND c.id < $2) OR $3 = 0) \
-         ORDER BY c.created_at DESC, c.id DESC LIMIT $4"
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $4",
+        readable = crate::access::full_access_sql("c.id", "$5", "$6"),
     ))
     .bind(&at)
     .bind(&id)
     .bind(has_cursor)
     .bind(limit + 1)
+    .bind(user_id)
+    .bind(now_ms)
     .fetch_all(&db.read)
     .await?;
     Ok(Page::forward(
@@ -388,10 +432,12 @@ pub async fn public_channels(
     ))
 }
 
-/// Conversations whose title or slug contains `query`: public channels and the caller's own.
+/// Conversations whose title or slug contains `query` among those the user may read:
+/// their own and public channels they are not banned from.
 pub async fn search(
     db: &Db,
     user_id: &str,
+    now_ms: i64,
     query: &str,
     after: Option<&str>,
     limit: i64,
@@ -401,10 +447,10 @@ pub async fn search(
     let rows = sqlx::query_as(&format!(
         "{SELECT_CONVERSATION} \
          WHERE (LOWER(COALESCE(c.title, '')) LIKE $2 ESCAPE '\\' OR COALESCE(c.slug, '') LIKE $2 ESCAPE '\\') \
-           AND ((c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC') \
-                OR EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = c.id AND m.user_id = $1)) \
+           AND {readable} \
            AND (c.created_at < $3 OR (c.created_at = $3 AND c.id < $4) OR $5 = 0) \
-         ORDER BY c.created_at DESC, c.id DESC LIMIT $6"
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $6",
+        readable = crate::access::full_access_sql("c.id", "$1", "$7"),
     ))
     .bind(user_id)
     .bind(&pattern)
@@ -412,6 +458,7 @@ pub async fn search(
     .bind(&id)
     .bind(has_cursor)
     .bind(limit + 1)
+    .bind(now_ms)
     .fetch_all(&db.read)
     .await?;
     Ok(Page::forward(
@@ -441,18 +488,25 @@ pub struct MemberRow {
     pub role: String,
     pub joined_at: String,
     pub notification_level: String,
+    /// 1 when a mute is recorded (in force or expired; see `muted_at`).
     pub muted: i64,
-    pub muted_until: Option<String>,
+    /// Unix milliseconds; null for an indefinite mute.
+    pub muted_until_ms: Option<i64>,
 }
 
 impl MemberRow {
-    /// Whether a mute is in force at `now` (an RFC 3339 time): indefinite, or until later.
-    pub fn muted_at(&self, now: &str) -> bool {
-        self.muted != 0 && self.muted_until.as_deref().is_none_or(|until| until > now)
+    /// Whether a mute is in force at `now`: indefinite, or until later.
+    pub fn muted_at(&self, now: time::OffsetDateTime) -> bool {
+        let now = crate::access::unix_ms(now);
+        self.muted != 0 && self.muted_until_ms.is_none_or(|until| until > now)
     }
 }
 
-const SELECT_MEMBER: &str = "SELECT conversation_id, user_id, role, joined_at, notification_level, muted, muted_until FROM members";
+/// Members with their mute, which lives apart so that it outlives leaving.
+const SELECT_MEMBER: &str = "SELECT m.conversation_id, m.user_id, m.role, m.joined_at, m.notification_level, \
+     CAST(CASE WHEN s.kind IS NULL THEN 0 ELSE 1 END AS BIGINT) AS muted, s.until_ms AS muted_until_ms \
+     FROM members m LEFT JOIN sanctions s ON s.conversation_id = m.conversation_id \
+     AND s.user_id = m.user_id AND s.kind = 'MUTE'";
 
 pub async fn member(
     db: &Db,
@@ -460,7 +514,7 @@ pub async fn member(
     user_id: &str,
 ) -> Result<Option<MemberRow>, ProjectionError> {
     Ok(sqlx::query_as(&format!(
-        "{SELECT_MEMBER} WHERE conversation_id = $1 AND user_id = $2"
+        "{SELECT_MEMBER} WHERE m.conversation_id = $1 AND m.user_id = $2"
     ))
     .bind(conversation_id)
     .bind(user_id)
@@ -488,7 +542,8 @@ pub async fn memberships(
         return Ok(Vec::new());
     }
     let placeholders = crate::placeholders(2, conversation_ids.len());
-    let sql = format!("{SELECT_MEMBER} WHERE user_id = $1 AND conversation_id IN ({placeholders})");
+    let sql =
+        format!("{SELECT_MEMBER} WHERE m.user_id = $1 AND m.conversation_id IN ({placeholders})");
     let mut query = sqlx::query_as(&sql).bind(user_id);
     for id in conversation_ids {
         query = query.bind(id);
@@ -508,8 +563,8 @@ pub async fn members(
         None => (String::new(), String::new()),
     };
     let rows = sqlx::query_as(&format!(
-        "{SELECT_MEMBER} WHERE conversation_id = $1 AND (joined_at > $2 OR (joined_at = $2 AND user_id > $3)) \
-         ORDER BY joined_at, user_id LIMIT $4"
+        "{SELECT_MEMBER} WHERE m.conversation_id = $1 AND (m.joined_at > $2 OR (m.joined_at = $2 AND m.user_id > $3)) \
+         ORDER BY m.joined_at, m.user_id LIMIT $4"
     ))
     .bind(conversation_id)
     .bind(&at)

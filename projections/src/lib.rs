@@ -6,6 +6,7 @@
 //! PostgreSQL through `sqlx::Any`, so column types stay within what both map the same
 //! way: BIGINT (also for flags, 0/1), TEXT, DOUBLE and BLOB.
 
+pub mod access;
 pub mod chain;
 pub mod conversations;
 pub mod db;

@@ -435,6 +435,7 @@ const SEARCH_COLUMNS: &str = "SELECT m.id, m.conversation_id, m.seq, m.author_id
 pub async fn search(
     db: &Db,
     viewer: &str,
+    now_ms: i64,
     query: &str,
     conversation_id: Option<&str>,
     after: Option<&str>,
@@ -461,10 +462,10 @@ pub async fn search(
     let rows = sqlx::query_as(&format!(
         "{SEARCH_COLUMNS} WHERE {matching} AND m.deleted = 0 \
            AND ($2 IS NULL OR m.conversation_id = $2) \
-           AND (EXISTS (SELECT 1 FROM members mm WHERE mm.conversation_id = m.conversation_id AND mm.user_id = $3) \
-                OR EXISTS (SELECT 1 FROM conversations c WHERE c.id = m.conversation_id AND c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC')) \
+           AND {readable} \
            AND (m.created_at < $4 OR (m.created_at = $4 AND m.id < $5) OR $6 = 0) \
-         ORDER BY m.created_at DESC, m.id DESC LIMIT $7"
+         ORDER BY m.created_at DESC, m.id DESC LIMIT $7",
+        readable = crate::access::full_access_sql("m.conversation_id", "$3", "$8"),
     ))
     .bind(&text)
     .bind(conversation_id)
@@ -473,6 +474,7 @@ pub async fn search(
     .bind(&id)
     .bind(has_cursor)
     .bind(limit + 1)
+    .bind(now_ms)
     .fetch_all(&db.read)
     .await?;
     Ok(Page::forward(

@@ -308,32 +308,40 @@ pub async fn for_user(
     ))
 }
 
-/// How many of `ids` are the user's and unread.
-pub async fn count_unread(
+/// Those of `ids` that are the user's and unread.
+pub async fn unread_among(
     db: &Db,
     user_id: &str,
-    ids: Option<&[String]>,
-) -> Result<i64, ProjectionError> {
-    match ids {
-        Some([]) => Ok(0),
-        Some(ids) => {
-            let sql = format!(
-                "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read = 0 AND id IN ({})",
-                placeholders(2, ids.len())
-            );
-            let mut query = sqlx::query_scalar(&sql).bind(user_id);
-            for id in ids {
-                query = query.bind(id);
-            }
-            Ok(query.fetch_one(&db.read).await?)
-        }
-        None => Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read = 0",
-        )
-        .bind(user_id)
-        .fetch_one(&db.read)
-        .await?),
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    let sql = format!(
+        "SELECT id FROM notifications WHERE user_id = $1 AND read = 0 AND id IN ({})",
+        placeholders(2, ids.len())
+    );
+    let mut query = sqlx::query_scalar(&sql).bind(user_id);
+    for id in ids {
+        query = query.bind(id.to_string());
+    }
+    let found: Vec<String> = query.fetch_all(&db.read).await?;
+    // In the order the client gave them.
+    Ok(ids
+        .iter()
+        .filter(|id| found.contains(&id.to_string()))
+        .copied()
+        .collect())
+}
+
+/// How many of the user's notifications are unread.
+pub async fn count_unread(db: &Db, user_id: &str) -> Result<i64, ProjectionError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read = 0")
+            .bind(user_id)
+            .fetch_one(&db.read)
+            .await?,
+    )
 }
 
 /// The notifications `event` created for `user_id` (none when it created none).

@@ -5,13 +5,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
+use parley_aggregates::policy::{self, ReadAccess};
 use parley_projections::conversations::{ConversationRow, MemberRow};
 use parley_projections::messages::{EditRow, MessageRow, ReactionSummary};
 use parley_projections::presence::PresenceRow;
 use parley_projections::unread::Counts;
 use parley_projections::users::UserRow;
-use parley_projections::{conversations, messages, presence, unread, users, Db, ProjectionError};
+use parley_projections::{
+    access, conversations, messages, presence, unread, users, Db, ProjectionError,
+};
 use uuid::Uuid;
+
+use crate::clock::Clock;
 
 type LoadResult<V> = Result<HashMap<String, V>, Arc<ProjectionError>>;
 
@@ -91,8 +96,33 @@ loader!(
     PresenceLoader => PresenceRow, |db, viewer, keys| { presence::by_ids(db, keys).await }
 );
 
+/// The viewer's access to conversations by the one read rule, judged at load time (a
+/// WebSocket session keeps its loaders for hours; none of them caches).
+pub struct AccessLoader {
+    db: Db,
+    viewer: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl Loader<String> for AccessLoader {
+    type Value = ReadAccess;
+    type Error = Arc<ProjectionError>;
+
+    async fn load(&self, keys: &[String]) -> LoadResult<ReadAccess> {
+        let now = access::unix_ms(self.clock.now());
+        let standings = access::standings(&self.db, &self.viewer, keys, now)
+            .await
+            .map_err(Arc::new)?;
+        Ok(standings
+            .into_iter()
+            .map(|(id, standing)| (id, policy::read_access(standing)))
+            .collect())
+    }
+}
+
 /// The loaders of one request.
 pub struct Loaders {
+    pub access: DataLoader<AccessLoader>,
     pub users: DataLoader<UserLoader>,
     pub conversations: DataLoader<ConversationLoader>,
     pub messages: DataLoader<MessageLoader>,
@@ -105,7 +135,7 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    pub fn new(db: &Db, viewer: Option<Uuid>) -> Self {
+    pub fn new(db: &Db, viewer: Option<Uuid>, clock: Arc<dyn Clock>) -> Self {
         let viewer = viewer.map(|id| id.to_string()).unwrap_or_default();
         macro_rules! make {
             ($loader:ident) => {
@@ -119,6 +149,14 @@ impl Loaders {
             };
         }
         Self {
+            access: DataLoader::new(
+                AccessLoader {
+                    db: db.clone(),
+                    viewer: viewer.clone(),
+                    clock,
+                },
+                tokio::spawn,
+            ),
             users: make!(UserLoader),
             conversations: make!(ConversationLoader),
             messages: make!(MessageLoader),

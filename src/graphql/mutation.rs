@@ -535,10 +535,10 @@ impl Mutation {
     async fn mark_notifications_read(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<i32> {
         let me = viewer(ctx)?;
         let state = state(ctx);
-        let ids = ids.into_iter().map(|id| id.to_string()).collect();
+        let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
         let written = state
             .chat
-            .mark_notifications_read(me, ids, &state.meta(Some(me)))
+            .mark_notifications_read(me, &ids, &state.meta(Some(me)))
             .await?;
         state.settle(written.position).await;
         Ok(written.value)

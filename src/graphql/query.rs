@@ -6,14 +6,22 @@ use parley_projections::page::page_size;
 use parley_projections::{conversations, messages, moderation, notifications, users};
 
 use super::error::ApiError;
+use parley_aggregates::policy::ReadAccess;
+
 use super::types::{
-    connection, loaders, readable_conversation, user, Conversation, ConversationKind, Invitation,
-    InvitationStatus, Message, ModerationAction, Notification, User,
+    connection, loaders, readable_conversation, require_access, user, visible_conversation,
+    Conversation, ConversationKind, Invitation, InvitationStatus, Message, ModerationAction,
+    Notification, User,
 };
 use super::{state, viewer};
 use crate::chat::parse_id;
 
 pub struct Query;
+
+/// Now, by the server's clock, as the read models compare times.
+fn now_ms(ctx: &Context<'_>) -> i64 {
+    parley_projections::access::unix_ms(state(ctx).clock.now())
+}
 
 fn kind_name(kind: ConversationKind) -> &'static str {
     match kind {
@@ -104,12 +112,12 @@ impl Query {
         Ok(connection(page, Conversation))
     }
 
-    /// `conversation`: one the viewer may read.
+    /// `conversation`: one the viewer may read, or preview as a pending invitee.
     async fn conversation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Conversation>> {
         viewer(ctx)?;
         let id = parse_id(&id, "conversation")?;
         Ok(Some(Conversation(
-            readable_conversation(ctx, &id.to_string()).await?,
+            visible_conversation(ctx, &id.to_string(), ReadAccess::Preview).await?,
         )))
     }
 
@@ -124,7 +132,7 @@ impl Query {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))?;
-        super::types::ensure_readable(ctx, &row).await?;
+        require_access(ctx, &row.id, ReadAccess::Preview).await?;
         Ok(Some(Conversation(row)))
     }
 
@@ -140,6 +148,7 @@ impl Query {
         let page = conversations::search(
             &state(ctx).db,
             &me.to_string(),
+            now_ms(ctx),
             &query,
             after.as_deref(),
             page_size(first).map_err(ApiError::from)?,
@@ -156,9 +165,11 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Conversation>> {
-        viewer(ctx)?;
+        let me = viewer(ctx)?;
         let page = conversations::public_channels(
             &state(ctx).db,
+            &me.to_string(),
+            now_ms(ctx),
             after.as_deref(),
             page_size(first).map_err(ApiError::from)?,
         )
@@ -248,6 +259,7 @@ impl Query {
         let page = messages::search(
             &state(ctx).db,
             &me.to_string(),
+            now_ms(ctx),
             &query,
             conversation.as_deref(),
             after.as_deref(),

@@ -10,6 +10,8 @@ use parley_projections::page::{self, Page};
 use parley_projections::users::UserRow;
 use time::OffsetDateTime;
 
+use parley_aggregates::policy::ReadAccess;
+
 use super::error::ApiError;
 use super::loaders::Loaders;
 use super::{state, viewer};
@@ -193,46 +195,67 @@ pub struct AuthPayload {
     pub user: User,
 }
 
-/// Whether the viewer may read the conversation: members, and for public channels any
-/// signed-in user. `FORBIDDEN` otherwise.
-pub(crate) async fn ensure_readable(
+/// The viewer's access to a conversation by the one read rule (the policy's
+/// `read_access`), judged now; `NOT_FOUND` for a conversation that does not exist.
+pub(crate) async fn access(
     ctx: &Context<'_>,
-    row: &ConversationRow,
-) -> Result<(), ApiError> {
+    conversation_id: &str,
+) -> Result<ReadAccess, ApiError> {
     viewer(ctx)?;
-    if row.kind == "CHANNEL" && row.visibility == "PUBLIC" {
-        return Ok(());
-    }
-    let member = loaders(ctx)
-        .memberships
-        .load_one(row.id.clone())
+    loaders(ctx)
+        .access
+        .load_one(conversation_id.to_owned())
         .await
-        .map_err(load_error)?;
-    if member.is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "you are not a member of this conversation".to_owned(),
-        ))
-    }
+        .map_err(load_error)?
+        .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))
 }
 
-/// A conversation the viewer may read, or `NOT_FOUND` / `FORBIDDEN`.
-pub(crate) async fn readable_conversation(
+/// `FORBIDDEN` unless the viewer has at least `least` access to the conversation.
+pub(crate) async fn require_access(
+    ctx: &Context<'_>,
+    conversation_id: &str,
+    least: ReadAccess,
+) -> Result<(), ApiError> {
+    let access = access(ctx, conversation_id).await?;
+    if access >= least {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(match access {
+        ReadAccess::Preview => {
+            "you are invited to this conversation; accept the invitation to read it".to_owned()
+        }
+        _ => "you may not read this conversation".to_owned(),
+    }))
+}
+
+/// A conversation the viewer may at least `least` see, or `NOT_FOUND` / `FORBIDDEN`.
+pub(crate) async fn visible_conversation(
     ctx: &Context<'_>,
     id: &str,
+    least: ReadAccess,
 ) -> Result<ConversationRow, ApiError> {
-    let row = loaders(ctx)
+    require_access(ctx, id, least).await?;
+    loaders(ctx)
         .conversations
         .load_one(id.to_owned())
         .await
         .map_err(load_error)?
-        .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))?;
-    ensure_readable(ctx, &row).await?;
-    Ok(row)
+        .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))
 }
 
-/// A direct conversation, group or channel.
+/// A conversation whose content the viewer may read, or `NOT_FOUND` / `FORBIDDEN`.
+pub(crate) async fn readable_conversation(
+    ctx: &Context<'_>,
+    id: &str,
+) -> Result<ConversationRow, ApiError> {
+    visible_conversation(ctx, id, ReadAccess::Full).await
+}
+
+/// A direct conversation, group or channel. Wherever it is reached from (a query by id,
+/// an invitation, a notification, an event), its content — `lastMessage`,
+/// `lastActivityAt`, `members`, `unreadCount`, `mentionCount` — is shown only to those
+/// the read rule lets read it; the rest describes the conversation to anyone who
+/// reached it.
 pub struct Conversation(pub ConversationRow);
 
 #[Object]
@@ -290,6 +313,7 @@ impl Conversation {
 
     /// Messages by others after the viewer's read marker, not deleted.
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
         let counts = loaders(ctx)
             .counts
             .load_one(self.0.id.clone())
@@ -300,6 +324,7 @@ impl Conversation {
 
     /// Unread messages that mention the viewer or reply to the viewer's messages.
     async fn mention_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
         let counts = loaders(ctx)
             .counts
             .load_one(self.0.id.clone())
@@ -309,6 +334,7 @@ impl Conversation {
     }
 
     async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
         let Some(id) = &self.0.last_message_id else {
             return Ok(None);
         };
@@ -320,7 +346,8 @@ impl Conversation {
         Ok(row.map(Message))
     }
 
-    async fn last_activity_at(&self) -> Result<OffsetDateTime> {
+    async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<OffsetDateTime> {
+        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
         Ok(time(&self.0.last_activity_at)?)
     }
 
@@ -330,6 +357,7 @@ impl Conversation {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Member>> {
+        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
         let limit = page::page_size(first).map_err(ApiError::from)?;
         let page = conversations::members(&state(ctx).db, &self.0.id, after.as_deref(), limit)
             .await
@@ -358,20 +386,19 @@ impl Member {
     /// Until when the member is muted; null when not muted. An indefinite mute reads
     /// as 9999-12-31T23:59:59Z (see `muted`).
     async fn muted_until(&self, ctx: &Context<'_>) -> Result<Option<OffsetDateTime>> {
-        let now = parley_projections::format_time(state(ctx).clock.now());
-        if !self.0.muted_at(&now) {
+        if !self.0.muted_at(state(ctx).clock.now()) {
             return Ok(None);
         }
-        Ok(Some(match &self.0.muted_until {
-            Some(until) => time(until)?,
+        Ok(Some(match self.0.muted_until_ms {
+            Some(ms) => OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .map_err(ApiError::internal)?,
             None => time::macros::datetime!(9999-12-31 23:59:59 UTC),
         }))
     }
 
     /// Whether the member is muted now.
     async fn muted(&self, ctx: &Context<'_>) -> bool {
-        self.0
-            .muted_at(&parley_projections::format_time(state(ctx).clock.now()))
+        self.0.muted_at(state(ctx).clock.now())
     }
 }
 
@@ -609,10 +636,12 @@ impl Notification {
         Ok(row.map(Conversation))
     }
 
+    /// The message concerned; only while the viewer may read its conversation.
     async fn message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
         let Some(id) = &self.0.message_id else {
             return Ok(None);
         };
+        require_access(ctx, &self.0.conversation_id, ReadAccess::Full).await?;
         Ok(loaders(ctx)
             .messages
             .load_one(id.clone())

@@ -209,7 +209,7 @@ async fn session(
                         }
                         let mut data = Data::default();
                         data.insert(Viewer::User(id));
-                        data.insert(Loaders::new(&state.db, Some(id)));
+                        data.insert(Loaders::new(&state.db, Some(id), state.clock.clone()));
                         Ok(data)
                     }
                     _ => {

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use clap::Parser as _;
 use parley::app::AppState;
 use parley::auth::Argon2Hasher;
-use parley::config::{Config, LogFormat};
+use parley::config::{Config, Switch};
 use parley::startup::Server;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -23,22 +24,20 @@ pub struct TestApp {
 }
 
 pub fn test_config(database: &TestDatabase) -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: database.dir.path().to_path_buf(),
-        database_url: Some(database.url.clone()),
-        jwt_secret: Some(JWT_SECRET.to_owned()),
-        log: "warn".to_owned(),
-        log_format: LogFormat::Pretty,
-        access_token_ttl: 900,
-        refresh_token_ttl: 30 * 86_400,
-        db_max_connections: 8,
-        consistency_wait_ms: 5_000,
-        subscriber_buffer: 1_024,
-        send_buffer_bytes: 262_144,
-        ws_keepalive_secs: 20,
-        max_message_length: 4_000,
-    }
+    // Through clap, so every setting not named here takes its documented default.
+    let mut config = parley::cli::Cli::try_parse_from(["parley"])
+        .expect("defaults parse")
+        .config;
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.data_dir = database.dir.path().to_path_buf();
+    config.database_url = Some(database.url.clone());
+    config.jwt_secret = Some(JWT_SECRET.to_owned());
+    config.log = "warn".to_owned();
+    config.db_max_connections = 8;
+    config.consistency_wait_ms = 5_000;
+    // Tests send faster than any person; the rate-limit tests turn limits back on.
+    config.rate_limits = Switch::Off;
+    config
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {

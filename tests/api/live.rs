@@ -8,63 +8,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn open(app: &TestApp, protocol: &str) -> Socket {
-    let url = app.address.replace("http://", "ws://") + "/graphql";
-    let mut request = url.into_client_request().expect("request");
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
-    let (socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connects");
-    assert_eq!(
-        response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok()),
-        Some(protocol)
-    );
-    socket
-}
-
-async fn next_frame(socket: &mut Socket) -> Message {
-    tokio::time::timeout(WAIT, socket.next())
-        .await
-        .expect("a frame in time")
-        .expect("open")
-        .expect("frame")
-}
-
-async fn next_json(socket: &mut Socket) -> Value {
-    loop {
-        match next_frame(socket).await {
-            Message::Text(text) => {
-                let value: Value = serde_json::from_str(&text).expect("json");
-                if value["type"] == "ping" || value["type"] == "ka" {
-                    continue;
-                }
-                return value;
-            }
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-async fn connect(app: &TestApp, token: &str) -> Socket {
-    let mut socket = open(app, "graphql-transport-ws").await;
-    socket
-        .send(Message::Text(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }).to_string().into()))
-        .await
-        .expect("send");
-    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
-    socket
-}
+use crate::ws::*;
 
 const EVENTS: &str =
     "subscription($c: ID!, $a: String) { conversationEvents(conversationId: $c, after: $a) { \
@@ -278,17 +222,6 @@ async fn live_cursor(app: &TestApp, who: &Client) -> String {
         .graphql("{ liveCursor }", json!({}), Some(&who.token))
         .await;
     text(&response, "/data/liveCursor").to_owned()
-}
-
-async fn start(socket: &mut Socket, id: &str, query: &str, variables: Value) {
-    socket
-        .send(Message::Text(
-            json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } })
-                .to_string()
-                .into(),
-        ))
-        .await
-        .expect("send");
 }
 
 const MY_EVENTS: &str = "subscription($a: String) { myEvents(after: $a) { __typename \

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access;
 mod accounts;
 mod helpers;
 mod live;
@@ -11,3 +12,4 @@ mod moderation;
 mod nodes;
 mod schema;
 mod server;
+mod ws;

@@ -1013,3 +1013,156 @@ mod replay {
         }
     }
 }
+
+/// The number of events in the log, once everything committed so far is readable.
+async fn log_length(app: &TestApp) -> i64 {
+    let db = &app.state.db;
+    let head = parley_projections::log::head(db).await.expect("head");
+    app.state
+        .projections
+        .wait_for(head, std::time::Duration::from_secs(30))
+        .await;
+    sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&db.read)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn commands_validate_all_input_and_only_real_changes_become_events() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let group = create_group(&app, &alice, "Plans", &[&bob]).await;
+        send_ok(&app, &alice, &group, "hey @bob").await;
+        let alices = send_ok(&app, &alice, &group, "mine").await;
+        let before = log_length(&app).await;
+
+        // Control characters other than newline and tab, in every kind of text.
+        let cases = [
+            (send(&app, &alice, &group, "nul\u{0}inside").await, "body"),
+            (send(&app, &alice, &group, "escape \u{1b}[2J").await, "body"),
+            (
+                gql(&app, &alice, "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id } }",
+                    json!({ "i": { "title": "bell\u{7}", "memberIds": [] } })).await,
+                "title",
+            ),
+            (
+                gql(&app, &alice, "mutation($i: UpdateConversationInput!) { updateConversation(input: $i) { id } }",
+                    json!({ "i": { "conversationId": group, "description": "c1\u{85}here" } })).await,
+                "description",
+            ),
+            (
+                gql(&app, &alice, "mutation($m: ID!) { editMessage(messageId: $m, body: \"ok\\u0000\") { id } }",
+                    json!({ "m": alices })).await,
+                "body",
+            ),
+        ];
+        for (response, field) in &cases {
+            assert_eq!(error_code(response), Some("BAD_USER_INPUT"), "{response}");
+            assert_eq!(error_field(response), Some(*field), "{response}");
+        }
+        let bad_name = app
+            .graphql(
+                "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }",
+                json!({ "i": { "username": "carol", "password": "correct horse battery", "displayName": "Car\u{0}ol" } }),
+                None,
+            )
+            .await;
+        assert_eq!(error_field(&bad_name), Some("displayName"), "{bad_name}");
+        let multi_line = send(&app, &alice, &group, "line one\r\n\tline two").await;
+        assert_eq!(
+            ok(&multi_line)["sendMessage"]["body"],
+            "line one\n\tline two"
+        );
+        let after_posting = log_length(&app).await;
+        assert_eq!(after_posting, before + 1, "only the valid post");
+
+        // Bounded, well-formed, de-duplicated id lists.
+        let many: Vec<String> = (0..300).map(|_| bob.id.clone()).collect();
+        let group_of_many = gql(
+            &app,
+            &alice,
+            "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id } }",
+            json!({ "i": { "title": "Crowd", "memberIds": many } }),
+        )
+        .await;
+        assert_eq!(
+            error_code(&group_of_many),
+            Some("BAD_USER_INPUT"),
+            "{group_of_many}"
+        );
+        assert_eq!(error_field(&group_of_many), Some("memberIds"));
+        let twice = gql(&app, &alice, "mutation($i: CreateGroupInput!) { createGroup(input: $i) { members { nodes { user { username } } } } }",
+            json!({ "i": { "title": "Pair", "memberIds": [bob.id, bob.id] } })).await;
+        assert_eq!(
+            ok(&twice)["createGroup"]["members"]["nodes"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        let junk = gql(
+            &app,
+            &bob,
+            "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }",
+            json!({ "ids": ["junk"] }),
+        )
+        .await;
+        assert_eq!(error_field(&junk), Some("ids"), "{junk}");
+        let too_many: Vec<String> = (0..201)
+            .map(|n| format!("00000000-0000-0000-0000-{n:012}"))
+            .collect();
+        let oversized = gql(
+            &app,
+            &bob,
+            "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }",
+            json!({ "ids": too_many }),
+        )
+        .await;
+        assert_eq!(error_field(&oversized), Some("ids"), "{oversized}");
+        let settled = log_length(&app).await;
+
+        // Commands that change nothing append nothing: someone else's notification,
+        // unknown ids, and marking everything read when nothing is unread.
+        let bobs_notification =
+            ok(&gql(&app, &bob, "{ notifications { nodes { id } } }", json!({})).await)
+                ["notifications"]["nodes"][0]["id"]
+                .clone();
+        let foreign = gql(
+            &app,
+            &alice,
+            "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }",
+            json!({ "ids": [bobs_notification, "00000000-0000-0000-0000-000000000001"] }),
+        )
+        .await;
+        assert_eq!(ok(&foreign)["markNotificationsRead"], 0);
+        let nothing = gql(
+            &app,
+            &alice,
+            "mutation { markAllNotificationsRead }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(ok(&nothing)["markAllNotificationsRead"], 0);
+        assert_eq!(log_length(&app).await, settled);
+        let mine = gql(
+            &app,
+            &bob,
+            "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }",
+            json!({ "ids": [bobs_notification, bobs_notification] }),
+        )
+        .await;
+        assert_eq!(ok(&mine)["markNotificationsRead"], 1);
+        assert_eq!(log_length(&app).await, settled + 1);
+        let again = gql(
+            &app,
+            &bob,
+            "mutation { markAllNotificationsRead }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(ok(&again)["markAllNotificationsRead"], 0);
+        assert_eq!(log_length(&app).await, settled + 1);
+    }
+}

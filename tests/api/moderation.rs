@@ -731,3 +731,66 @@ async fn audit_replay_rebuilds_moderation_state_from_the_log_and_agrees_with_the
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_mute_stops_edits_and_outlives_leaving_and_rejoining() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let channel = ok(&gql(
+            &app,
+            &alice,
+            "mutation { createChannel(input: { name: \"Open\", visibility: PUBLIC }) { id } }",
+            json!({}),
+        )
+        .await)["createChannel"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let join = "mutation($c: ID!) { joinChannel(conversationId: $c) { id } }";
+        ok(&gql(&app, &bob, join, json!({ "c": channel })).await);
+        let posted = send(&app, &bob, &channel, "before the mute").await;
+        let message = ok(&posted)["sendMessage"]["id"].clone();
+        ok(&act(
+            &app,
+            &alice,
+            "muteMember",
+            &channel,
+            &bob,
+            json!({ "reason": "flood" }),
+        )
+        .await);
+
+        let edit =
+            "mutation($m: ID!) { editMessage(messageId: $m, body: \"now with @alice\") { body } }";
+        let edited = gql(&app, &bob, edit, json!({ "m": message })).await;
+        assert_eq!(error_code(&edited), Some("FORBIDDEN"), "{edited}");
+
+        let leave = "mutation($c: ID!) { leaveConversation(conversationId: $c) }";
+        ok(&gql(&app, &bob, leave, json!({ "c": channel })).await);
+        ok(&gql(&app, &bob, join, json!({ "c": channel })).await);
+        let members = gql(
+            &app,
+            &alice,
+            "query($c: ID!) { conversation(id: $c) { members { nodes { user { username } muted mutedUntil } } } }",
+            json!({ "c": channel }),
+        )
+        .await;
+        let bob_row = ok(&members)["conversation"]["members"]["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["user"]["username"] == "bob"))
+            .cloned()
+            .expect("bob is a member again");
+        assert_eq!(bob_row["muted"], true, "{members}");
+        assert!(bob_row["mutedUntil"].is_string(), "{members}");
+        assert_eq!(
+            error_code(&send(&app, &bob, &channel, "still muted?").await),
+            Some("FORBIDDEN")
+        );
+        assert_eq!(
+            error_code(&gql(&app, &bob, edit, json!({ "m": message })).await),
+            Some("FORBIDDEN")
+        );
+    }
+}

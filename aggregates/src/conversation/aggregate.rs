@@ -173,6 +173,18 @@ impl Conversation {
         Ok(())
     }
 
+    /// Whether one more member (or pending invitee, who holds a seat until answering)
+    /// fits under the conversation's member limit.
+    fn require_room(&self, services: &ConversationServices) -> Result<(), ConversationError> {
+        if self.members.len() + self.pending.len() >= services.max_members {
+            Err(ConversationError::Full {
+                max: services.max_members,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     fn is_direct(&self) -> bool {
         self.kind == Some(ConversationKind::Direct)
     }
@@ -256,6 +268,16 @@ impl Aggregate for Conversation {
                         });
                     }
                 }
+                let limit = services
+                    .max_group_invites
+                    .min(services.max_members.saturating_sub(1));
+                if initial.len() - 1 > limit {
+                    return Err(InputError::new(
+                        "memberIds",
+                        format!("may list at most {limit} members"),
+                    )
+                    .into());
+                }
                 ConversationEvent::ConversationCreated {
                     conversation_id,
                     kind: ConversationKind::Group,
@@ -310,6 +332,7 @@ impl Aggregate for Conversation {
                 {
                     return Err(ConversationError::NotPublic);
                 }
+                self.require_room(services)?;
                 ConversationEvent::MemberJoined {
                     conversation_id: id,
                     user_id: user.user_id,
@@ -410,6 +433,7 @@ impl Aggregate for Conversation {
                 {
                     return Err(ConversationError::AlreadyInvited);
                 }
+                self.require_room(services)?;
                 ConversationEvent::InvitationSent {
                     conversation_id: id,
                     invitation_id,

@@ -146,12 +146,24 @@ pub enum ConversationCommand {
 #[derive(Debug, Clone)]
 pub struct ConversationServices {
     pub max_body_chars: usize,
+    /// Members plus pending invitations a conversation may hold: the aggregate (and
+    /// every snapshot of it) carries them all.
+    pub max_members: usize,
+    /// Users one `createGroup` may name.
+    pub max_group_invites: usize,
+}
+
+impl ConversationServices {
+    pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+    pub const DEFAULT_MAX_GROUP_INVITES: usize = 256;
 }
 
 impl Default for ConversationServices {
     fn default() -> Self {
         Self {
             max_body_chars: crate::values::MessageBody::DEFAULT_MAX,
+            max_members: Self::DEFAULT_MAX_MEMBERS,
+            max_group_invites: Self::DEFAULT_MAX_GROUP_INVITES,
         }
     }
 }

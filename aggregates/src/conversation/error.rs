@@ -37,6 +37,8 @@ pub enum ConversationError {
     InvitationNotPending,
     #[error("only the invitee can answer an invitation")]
     NotInvitee,
+    #[error("this conversation has reached its limit of {max} members and pending invitations")]
+    Full { max: usize },
     #[error("clientMessageId was already used for a different message")]
     ClientMessageIdReused,
     /// A retry of an already posted message: the caller answers with that message.

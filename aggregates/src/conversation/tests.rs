@@ -23,8 +23,16 @@ fn user(id: Uuid, name: &str) -> MemberRef {
     }
 }
 
+fn services() -> ConversationServices {
+    ConversationServices {
+        max_body_chars: 20,
+        max_members: 4,
+        max_group_invites: 2,
+    }
+}
+
 fn framework() -> TestFramework<Conversation> {
-    TestFramework::with(ConversationServices { max_body_chars: 20 })
+    TestFramework::with(services())
 }
 
 fn member(id: Uuid, name: &str, role: Role) -> InitialMember {
@@ -968,5 +976,141 @@ mod moderation {
             error_of(vec![direct], kick(ALICE, BOB, "bye")).await,
             ConversationError::NotAllowed(_)
         ));
+    }
+
+    fn carol_joined() -> ConversationEvent {
+        ConversationEvent::MemberJoined {
+            conversation_id: CONV,
+            user_id: CAROL,
+            username: Username::parse("carol", "username").expect("valid"),
+            role: Role::Member,
+            invitation_id: None,
+            last_seq: 0,
+            joined_at: NOW,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mute_outlives_leaving_and_rejoining() {
+        let left = ConversationEvent::MemberLeft {
+            conversation_id: CONV,
+            user_id: CAROL,
+            left_at: NOW,
+        };
+        let given = vec![
+            channel_created(Visibility::Public),
+            carol_joined(),
+            muted(CAROL, None),
+            left,
+            carol_joined(),
+        ];
+        assert_eq!(
+            error_of(given.clone(), post(0x10, CAROL, "back again")).await,
+            ConversationError::Muted
+        );
+        let mut state = Conversation::default();
+        for event in given {
+            state.apply(event);
+        }
+        assert!(state.is_muted(CAROL, NOW));
+    }
+
+    #[tokio::test]
+    async fn a_ban_outlives_being_kicked_and_blocks_joining_until_it_ends() {
+        let until = NOW + Duration::days(1);
+        let given = vec![
+            channel_created(Visibility::Public),
+            carol_joined(),
+            banned(CAROL, Some(until)),
+        ];
+        let join = ConversationCommand::Join {
+            user: user(CAROL, "carol"),
+            at: NOW + Duration::hours(1),
+        };
+        assert_eq!(
+            error_of(given.clone(), join).await,
+            ConversationError::Banned
+        );
+        framework()
+            .given(given)
+            .when_async((
+                CONV,
+                ConversationCommand::Join {
+                    user: user(CAROL, "carol"),
+                    at: until + Duration::seconds(1),
+                },
+            ))
+            .await
+            .then_expect_events(vec![ConversationEvent::MemberJoined {
+                conversation_id: CONV,
+                user_id: CAROL,
+                username: Username::parse("carol", "username").expect("valid"),
+                role: Role::Member,
+                invitation_id: None,
+                last_seq: 0,
+                joined_at: until + Duration::seconds(1),
+            }]);
+    }
+
+    #[tokio::test]
+    async fn groups_name_a_bounded_number_of_members() {
+        let create = ConversationCommand::CreateGroup {
+            creator: user(ALICE, "alice"),
+            title: "Big".to_owned(),
+            members: vec![user(BOB, "bob"), user(CAROL, "carol"), user(DAVE, "dave")],
+            at: NOW,
+        };
+        assert!(matches!(
+            error_of(vec![], create).await,
+            ConversationError::Invalid(InputError {
+                field: "memberIds",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_conversation_takes_no_one_more_and_pending_invitations_hold_seats() {
+        // Alice, Bob, Carol and one pending invitation fill the four seats.
+        let given = vec![
+            group_created(),
+            ConversationEvent::InvitationSent {
+                conversation_id: CONV,
+                invitation_id: INVITE,
+                inviter_id: ALICE,
+                invitee_id: DAVE,
+                sent_at: NOW,
+            },
+        ];
+        let another = ConversationCommand::Invite {
+            invitation_id: Uuid::from_u128(0x1B),
+            inviter_id: ALICE,
+            invitee: user(Uuid::from_u128(5), "erin"),
+            at: NOW,
+        };
+        assert_eq!(
+            error_of(given.clone(), another).await,
+            ConversationError::Full { max: 4 }
+        );
+        let mut public = vec![channel_created(Visibility::Public)];
+        for (n, name) in [(2, "bob"), (3, "carol"), (4, "dave")] {
+            public.push(ConversationEvent::MemberJoined {
+                conversation_id: CONV,
+                user_id: Uuid::from_u128(n),
+                username: Username::parse(name, "username").expect("valid"),
+                role: Role::Member,
+                invitation_id: None,
+                last_seq: 0,
+                joined_at: NOW,
+            });
+        }
+        let join = ConversationCommand::Join {
+            user: user(Uuid::from_u128(5), "erin"),
+            at: NOW,
+        };
+        assert_eq!(
+            error_of(public, join).await,
+            ConversationError::Full { max: 4 }
+        );
     }
 }

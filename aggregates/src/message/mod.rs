@@ -37,7 +37,8 @@ pub struct Actor {
     pub role: Option<Role>,
     /// Members by lowercase username, for resolving mentions in edits.
     pub members: BTreeMap<String, Uuid>,
-    /// Whether the actor is muted in the conversation now.
+    /// Whether the actor is muted in the conversation now: a muted member cannot edit,
+    /// react or (in the conversation) post.
     pub muted: bool,
     /// The message author's current role (`None` when no longer a member).
     pub author_role: Option<Role>,
@@ -159,6 +160,10 @@ pub struct Message {
     pub reactions: BTreeMap<String, BTreeSet<Uuid>>,
 }
 
+/// How many different emoji one user may put on one message: enough for any person,
+/// not enough to fill a message with thousands of reaction rows.
+pub const MAX_REACTIONS_PER_USER: usize = 20;
+
 fn member_role(actor: &Actor) -> Result<Role, MessageError> {
     actor.role.ok_or(MessageError::NotMember)
 }
@@ -198,6 +203,13 @@ impl Aggregate for Message {
                 if actor.user_id != posted.author_id {
                     return Err(MessageError::NotAllowed(
                         "only the author can edit a message",
+                    ));
+                }
+                // An edit can say anything a post can (mentions included), so a mute
+                // stops it as it stops posting.
+                if actor.muted {
+                    return Err(MessageError::NotAllowed(
+                        "you cannot edit messages while muted",
                     ));
                 }
                 if self.deleted {
@@ -282,6 +294,20 @@ impl Aggregate for Message {
                     .is_some_and(|users| users.contains(&actor.user_id));
                 if already {
                     return Ok(());
+                }
+                let mine = self
+                    .reactions
+                    .values()
+                    .filter(|users| users.contains(&actor.user_id))
+                    .count();
+                if mine >= MAX_REACTIONS_PER_USER {
+                    return Err(InputError::new(
+                        "emoji",
+                        format!(
+                            "you can add at most {MAX_REACTIONS_PER_USER} different reactions to a message"
+                        ),
+                    )
+                    .into());
                 }
                 MessageEvent::ReactionAdded {
                     message_id: posted.message_id,

@@ -307,3 +307,60 @@ async fn reactions_must_be_emoji_from_members_on_live_messages() {
     };
     assert_eq!(error_of(vec![], outsider).await, MessageError::NotMember);
 }
+
+#[tokio::test]
+async fn a_muted_author_cannot_edit() {
+    let mut muted = actor(BOB, Some(Role::Member));
+    muted.muted = true;
+    let command = MessageCommand::Edit {
+        posted: posted(),
+        actor: muted,
+        body: "now mentioning @alice".to_owned(),
+        max_body_chars: 50,
+        at: NOW,
+    };
+    assert!(matches!(
+        error_of(vec![], command).await,
+        MessageError::NotAllowed(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_user_puts_a_bounded_number_of_different_reactions_on_a_message() {
+    let emoji: Vec<String> = (0..=MAX_REACTIONS_PER_USER)
+        .map(|i| format!(":e{i}:"))
+        .collect();
+    let given: Vec<MessageEvent> = emoji[..MAX_REACTIONS_PER_USER]
+        .iter()
+        .map(|e| MessageEvent::ReactionAdded {
+            message_id: MSG,
+            conversation_id: CONV,
+            message_author_id: BOB,
+            user_id: ALICE,
+            emoji: e.clone(),
+            reacted_at: NOW,
+        })
+        .collect();
+    assert!(matches!(
+        error_of(given.clone(), react(ALICE, &emoji[MAX_REACTIONS_PER_USER])).await,
+        MessageError::Invalid(InputError { field: "emoji", .. })
+    ));
+    // Others are not limited by Alice's reactions, and Alice may repeat one she has.
+    framework()
+        .given(given.clone())
+        .when_async(react(CAROL, &emoji[MAX_REACTIONS_PER_USER]))
+        .await
+        .then_expect_events(vec![MessageEvent::ReactionAdded {
+            message_id: MSG,
+            conversation_id: CONV,
+            message_author_id: BOB,
+            user_id: CAROL,
+            emoji: emoji[MAX_REACTIONS_PER_USER].clone(),
+            reacted_at: NOW,
+        }]);
+    framework()
+        .given(given)
+        .when_async(react(ALICE, &emoji[0]))
+        .await
+        .then_expect_events(vec![]);
+}
