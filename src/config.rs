@@ -181,7 +181,7 @@ pub struct Config {
         long,
         env = "PARLEY_MAX_QUERY_COST",
         value_name = "PARLEY_MAX_QUERY_COST",
-        default_value_t = 50_000,
+        default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(100..=100_000_000),
         global = true
     )]

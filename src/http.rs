@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -13,7 +15,7 @@ use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
-use crate::auth::TokenKeys;
+use crate::auth::{Accounts, Grant};
 use crate::graphql::{Loaders, ParleySchema, Viewer};
 
 #[derive(Clone)]
@@ -23,38 +25,92 @@ struct Http {
 }
 
 pub fn router(state: Arc<AppState>, schema: ParleySchema) -> Router {
+    let body_limit = state.config.max_request_bytes as usize;
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(Http { state, schema })
 }
 
-/// Reads `Authorization: Bearer <token>`.
-pub fn viewer_from_header(value: Option<&str>, keys: &TokenKeys) -> Viewer {
+/// A request refused before any GraphQL ran, in the GraphQL error shape.
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": crate::graphql::error::code::BAD_USER_INPUT } }]
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Reads one GraphQL request from a body of at most `PARLEY_MAX_REQUEST_BYTES`. File
+/// uploads do not travel through GraphQL (attachments use presigned URLs), so
+/// multipart bodies are refused rather than parsed.
+async fn read_request(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<async_graphql::Request, Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if content_type.is_some_and(|ct| {
+        ct.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/")
+    }) {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "multipart requests are not accepted; send application/json",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than this server accepts (PARLEY_MAX_REQUEST_BYTES)",
+            )
+        } else {
+            refuse(rejection.status(), &rejection.body_text())
+        }
+    })?;
+    async_graphql::http::receive_body(
+        content_type,
+        futures::io::Cursor::new(body),
+        async_graphql::http::MultipartOptions::default(),
+    )
+    .await
+    .map_err(|error| refuse(StatusCode::BAD_REQUEST, &error.to_string()))
+}
+
+/// Reads `Authorization: Bearer <token>`: anonymous without one, invalid unless the
+/// token is well signed, unexpired and of a session still open.
+pub fn viewer_from_header(value: Option<&str>, accounts: &Accounts) -> (Viewer, Option<Grant>) {
     let Some(value) = value else {
-        return Viewer::Anonymous;
+        return (Viewer::Anonymous, None);
     };
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim);
-    match token.and_then(|token| keys.verify_access(token)) {
-        Some(user_id) => Viewer::User(user_id),
-        None => Viewer::Invalid,
+    match token.and_then(|token| accounts.verify_access(token)) {
+        Some(grant) => (Viewer::User(grant.user_id), Some(grant)),
+        None => (Viewer::Invalid, None),
     }
 }
 
 async fn graphql(
     State(http): State<Http>,
     headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request = match read_request(&headers, body).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let viewer = viewer_from_header(authorization, http.state.accounts.keys());
+    let (viewer, _) = viewer_from_header(authorization, &http.state.accounts);
     let user = match viewer {
         Viewer::User(id) => Some(id),
         _ => None,
@@ -62,7 +118,7 @@ async fn graphql(
     let loaders = Loaders::new(&http.state.db, user, http.state.clock.clone());
     let mut response = http
         .schema
-        .execute(request.into_inner().data(viewer).data(loaders))
+        .execute(request.data(viewer).data(loaders))
         .await;
     // Every resolver error carries its code already; what reaches here without one
     // failed before any resolver ran (parsing, validation, argument coercion, limits):
@@ -79,7 +135,7 @@ async fn graphql(
                 .set("code", crate::graphql::error::code::BAD_USER_INPUT);
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
 }
 
 /// `GET /graphql`: the WebSocket endpoint when upgrading, GraphiQL otherwise.

@@ -14,7 +14,7 @@ use time::Duration;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
-use crate::auth::{Accounts, Argon2Hasher, TokenKeys};
+use crate::auth::{Accounts, Argon2Hasher, Revocations, TokenKeys};
 use crate::chat::Chat;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -23,10 +23,11 @@ use crate::graphql::build_schema;
 /// Every projector this node runs.
 pub fn projectors() -> Vec<Arc<dyn Projector>> {
     use parley_projections::{
-        chain, conversations, messages, moderation, notifications, unread, users,
+        chain, conversations, messages, moderation, notifications, sessions, unread, users,
     };
     vec![
         Arc::new(users::UsersProjector),
+        Arc::new(sessions::SessionsProjector),
         Arc::new(conversations::ConversationsProjector),
         Arc::new(messages::MessagesProjector),
         Arc::new(unread::UnreadProjector),
@@ -84,12 +85,21 @@ impl Server {
         )
         .await
         .context("cannot start the live tail")?;
+        let revocations = Revocations::start(
+            db.clone(),
+            live.subscribe(),
+            &projections,
+            clock.clone(),
+            std::time::Duration::from_secs(config.access_token_ttl.into()),
+        )
+        .await
+        .context("cannot load ended sessions")?;
         let signals = crate::live::Signals::start(&db);
         let presence = crate::live::Presence::start(db.clone(), clock.clone(), signals.clone());
         let state = Arc::new(AppState {
             signals,
             presence,
-            accounts: Accounts::new(&db, hasher, keys),
+            accounts: Accounts::new(&db, hasher, keys, revocations),
             chat: Chat::new(
                 &db,
                 ConversationServices {

@@ -18,6 +18,7 @@ pub mod notifications;
 pub mod page;
 pub mod presence;
 pub mod runner;
+pub mod sessions;
 pub mod unread;
 pub mod users;
 

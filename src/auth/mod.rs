@@ -2,9 +2,11 @@
 //! account operations (register, login, refresh, logout, change password).
 
 mod password;
+mod revocations;
 mod service;
 mod tokens;
 
 pub use password::Argon2Hasher;
+pub use revocations::Revocations;
 pub use service::{Accounts, AuthTokens};
-pub use tokens::{AccessClaims, RefreshToken, TokenKeys};
+pub use tokens::{AccessClaims, Grant, RefreshToken, TokenKeys};

@@ -9,7 +9,7 @@ use parley_aggregates::values::{DisplayName, Password, Username};
 use parley_projections::LogPosition;
 use uuid::Uuid;
 
-use super::{Argon2Hasher, RefreshToken, TokenKeys};
+use super::{Argon2Hasher, Grant, RefreshToken, Revocations, TokenKeys};
 use crate::graphql::error::ApiError;
 use crate::store::{CommandBus, CommandMeta};
 
@@ -27,20 +27,44 @@ pub struct Accounts {
     names: CommandBus<NameClaim>,
     hasher: Argon2Hasher,
     keys: TokenKeys,
+    revocations: Arc<Revocations>,
 }
 
 impl Accounts {
-    pub fn new(db: &parley_projections::Db, hasher: Argon2Hasher, keys: TokenKeys) -> Self {
+    pub fn new(
+        db: &parley_projections::Db,
+        hasher: Argon2Hasher,
+        keys: TokenKeys,
+        revocations: Arc<Revocations>,
+    ) -> Self {
         Self {
             users: CommandBus::new(db, UserServices::new(Arc::new(hasher.clone()))),
             names: CommandBus::new(db, ()),
             hasher,
             keys,
+            revocations,
         }
     }
 
     pub fn keys(&self) -> &TokenKeys {
         &self.keys
+    }
+
+    /// What an access token grants: well signed, unexpired, and its session still open.
+    pub fn verify_access(&self, token: &str) -> Option<Grant> {
+        self.keys
+            .verify_access(token)
+            .filter(|grant| self.revocations.allows(grant))
+    }
+
+    /// Ended sessions, as they end (on this node or another).
+    pub fn ended_sessions(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.revocations.subscribe()
+    }
+
+    /// Whether the grant's session is still open.
+    pub fn still_open(&self, grant: &Grant) -> bool {
+        self.revocations.allows(grant)
     }
 
     fn tokens(
@@ -53,7 +77,7 @@ impl Accounts {
             user_id: refresh.user_id,
             access_token: self
                 .keys
-                .issue_access(refresh.user_id, meta.at)
+                .issue_access(refresh.user_id, refresh.family_id, meta.at)
                 .map_err(ApiError::internal)?,
             refresh_token: refresh.encode(),
             position,
@@ -207,6 +231,7 @@ impl Accounts {
         if reused {
             tracing::warn!(user_id = %presented.user_id, family_id = %presented.family_id,
                 "refresh token reuse detected; session family revoked");
+            self.revocations.end([presented.family_id]);
             return Err(ApiError::Unauthenticated(
                 "invalid or expired refresh token".into(),
             ));
@@ -236,7 +261,10 @@ impl Accounts {
             )
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.revocations.end([presented.family_id]);
+                Ok(true)
+            }
             Err(cqrs_es::AggregateError::UserError(_)) => Ok(false),
             Err(error) => Err(error.into()),
         }
@@ -250,6 +278,15 @@ impl Accounts {
         new_password: &str,
         meta: &CommandMeta,
     ) -> Result<Option<LogPosition>, ApiError> {
+        // The sessions the change ends; one started meanwhile reaches this node (and
+        // every other) through the log a moment later.
+        let open: Vec<Uuid> = self
+            .users
+            .load(&user_id.to_string())
+            .await?
+            .sessions
+            .into_keys()
+            .collect();
         let committed = self
             .users
             .execute(
@@ -262,6 +299,7 @@ impl Accounts {
                 meta,
             )
             .await?;
+        self.revocations.end(open);
         Ok(committed.position)
     }
 }

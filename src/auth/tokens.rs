@@ -19,9 +19,21 @@ const REFRESH_PREFIX: &str = "prt_";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub sub: Uuid,
+    /// The sign-in session (refresh-token family) the token belongs to: when it ends,
+    /// the token stops working with it.
+    pub sid: Uuid,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+}
+
+/// What a valid access token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 /// Signing keys and lifetimes.
@@ -55,10 +67,12 @@ impl TokenKeys {
     pub fn issue_access(
         &self,
         user_id: Uuid,
+        session_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = AccessClaims {
             sub: user_id,
+            sid: session_id,
             iat: now.unix_timestamp(),
             exp: (now + self.access_ttl).unix_timestamp(),
             iss: ISSUER.to_owned(),
@@ -66,11 +80,16 @@ impl TokenKeys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
-    /// The user id of a valid, unexpired access token.
-    pub fn verify_access(&self, token: &str) -> Option<Uuid> {
+    /// What a well-signed, unexpired access token grants; whether its session is still
+    /// open is for [`super::Revocations`] to say.
+    pub fn verify_access(&self, token: &str) -> Option<Grant> {
         jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .ok()
-            .map(|data| data.claims.sub)
+            .map(|data| Grant {
+                user_id: data.claims.sub,
+                session_id: data.claims.sid,
+                expires_at: data.claims.exp,
+            })
     }
 }
 
@@ -137,13 +156,15 @@ mod tests {
     }
 
     #[test]
-    fn an_issued_access_token_verifies_to_its_user() {
+    fn an_issued_access_token_verifies_to_its_user_and_session() {
         let keys = keys("a-test-secret-of-enough-length!!");
         let user = Uuid::now_v7();
+        let session = Uuid::now_v7();
         let token = keys
-            .issue_access(user, OffsetDateTime::now_utc())
+            .issue_access(user, session, OffsetDateTime::now_utc())
             .expect("signs");
-        assert_eq!(keys.verify_access(&token), Some(user));
+        let grant = keys.verify_access(&token).expect("valid");
+        assert_eq!((grant.user_id, grant.session_id), (user, session));
     }
 
     #[test]
@@ -151,11 +172,11 @@ mod tests {
         let keys = keys("a-test-secret-of-enough-length!!");
         let user = Uuid::now_v7();
         let old = OffsetDateTime::now_utc() - Duration::hours(1);
-        let expired = keys.issue_access(user, old).expect("signs");
+        let expired = keys.issue_access(user, user, old).expect("signs");
         assert_eq!(keys.verify_access(&expired), None);
 
         let other = self::keys("another-secret-of-enough-length!")
-            .issue_access(user, OffsetDateTime::now_utc())
+            .issue_access(user, user, OffsetDateTime::now_utc())
             .expect("signs");
         assert_eq!(keys.verify_access(&other), None);
         assert_eq!(keys.verify_access("not.a.token"), None);
@@ -168,6 +189,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let claims = AccessClaims {
             sub: user,
+            sid: user,
             iat: now.unix_timestamp(),
             exp: (now + Duration::minutes(5)).unix_timestamp(),
             iss: ISSUER.to_owned(),

@@ -16,7 +16,13 @@ use crate::live::{LiveEvent, LiveReceiver, Signal};
 
 /// Longest a replay waits for read models to include what it replays.
 const REPLAY_WAIT: Duration = Duration::from_secs(5);
-const REPLAY_BATCH: i64 = 500;
+/// Events a replay reads at a time. A replay never reads ahead of its subscriber (it
+/// waits on the hand-off below), so one costs a page and a hand-off of memory however
+/// far back its cursor lies.
+const REPLAY_BATCH: i64 = 100;
+/// Items between a follower and the socket that writes them. The slack for a slow
+/// subscriber is the live tail's buffer (`PARLEY_SUBSCRIBER_BUFFER`), shared by all.
+pub(super) const HAND_OFF: usize = 16;
 
 /// Whether the subscription goes on after an event.
 pub(super) enum Flow {

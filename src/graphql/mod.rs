@@ -3,6 +3,7 @@
 
 pub mod error;
 mod follow;
+pub mod limits;
 mod loaders;
 mod mutation;
 mod my_events;
@@ -34,10 +35,11 @@ pub enum Viewer {
 }
 
 pub fn build_schema(state: Arc<AppState>) -> ParleySchema {
+    let max_cost = u64::from(state.config.max_query_cost);
     Schema::build(Query, Mutation, Subscription)
         .data(state)
         .limit_depth(16)
-        .limit_complexity(2_000)
+        .extension(limits::QueryLimits { max_cost })
         .finish()
 }
 

@@ -407,7 +407,7 @@ impl Subscription {
             viewer: me,
             public: row.kind == "CHANNEL" && row.visibility == "PUBLIC",
         };
-        Ok(spawn(state, source, feed))
+        Ok(spawn(source, feed))
     }
 
     /// `myEvents`: notifications, unread counts, and conversations added or removed.
@@ -426,7 +426,7 @@ impl Subscription {
         let source = open_source(state, after, None).await?;
         // Memberships as of the start at least; later changes arrive as events.
         let feed = my_events::UserFeed::new(state.db.clone(), me, after.is_some()).await?;
-        Ok(spawn(state, source, feed))
+        Ok(spawn(source, feed))
     }
 
     /// `presenceChanged`: first each watched user's presence as it is, then every change.
@@ -487,11 +487,10 @@ async fn open_source(
 
 /// Follows the log for `follower` and returns the subscriber's end of its channel.
 fn spawn<F: Follower + 'static>(
-    state: &crate::app::AppState,
     source: Source,
     follower: F,
 ) -> impl Stream<Item = Result<F::Item, async_graphql::Error>> {
-    let (sender, receiver) = mpsc::channel(state.config.subscriber_buffer as usize);
+    let (sender, receiver) = mpsc::channel(super::follow::HAND_OFF);
     tokio::spawn(follow(follower, source, sender));
     stream(receiver)
 }

@@ -66,13 +66,17 @@ impl Presence {
         i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or_default()
     }
 
-    /// A WebSocket connection of the user opened on this node.
-    pub async fn connected(&self, user: Uuid) -> Result<(), ProjectionError> {
+    /// A WebSocket connection of the user opened on this node, if the user holds fewer
+    /// than `max` here already; `Ok(false)` (and nothing recorded) otherwise.
+    pub async fn connected(&self, user: Uuid, max: usize) -> Result<bool, ProjectionError> {
         let mut open = self.open.lock().await;
         let count = open.entry(user).or_insert(0);
+        if *count >= max {
+            return Ok(false);
+        }
         *count += 1;
         if *count > 1 {
-            return Ok(());
+            return Ok(true);
         }
         // Held across the write, so a close cannot overtake the open it follows.
         let held =
@@ -83,7 +87,8 @@ impl Presence {
             self.stale.store(true, Ordering::Relaxed);
         }
         held?;
-        self.settle(user).await
+        self.settle(user).await?;
+        Ok(true)
     }
 
     /// A WebSocket connection of the user on this node closed.

@@ -253,6 +253,7 @@ async fn missing_expired_and_forged_access_tokens_are_unauthenticated() {
         let expired = keys
             .issue_access(
                 user_id,
+                user_id,
                 time::OffsetDateTime::now_utc() - time::Duration::hours(2),
             )
             .expect("signs");
@@ -261,7 +262,7 @@ async fn missing_expired_and_forged_access_tokens_are_unauthenticated() {
             time::Duration::minutes(15),
             time::Duration::days(1),
         )
-        .issue_access(user_id, time::OffsetDateTime::now_utc())
+        .issue_access(user_id, user_id, time::OffsetDateTime::now_utc())
         .expect("signs");
 
         for token in [

@@ -77,3 +77,23 @@ pub async fn start(socket: &mut Socket, id: &str, query: &str, variables: Value)
         .await
         .expect("send");
 }
+
+/// Reads frames until the server closes the socket; the close code.
+pub async fn close_code(socket: &mut Socket) -> u16 {
+    loop {
+        match next_frame(socket).await {
+            Message::Close(Some(frame)) => return u16::from(frame.code),
+            Message::Close(None) => panic!("closed without a code"),
+            _ => {}
+        }
+    }
+}
+
+/// Sends `connection_init` with the token on a socket of either protocol.
+pub async fn init(socket: &mut Socket, token: &str) {
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("send");
+}
