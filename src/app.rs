@@ -23,6 +23,7 @@ pub struct AppState {
     /// Typing and presence, between connections and nodes.
     pub signals: Arc<crate::live::Signals>,
     pub presence: Arc<crate::live::Presence>,
+    pub rate: Arc<crate::rate::RateLimits>,
     /// Set when the server starts shutting down; WebSocket sessions close on it.
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub clock: Arc<dyn Clock>,

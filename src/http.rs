@@ -1,5 +1,6 @@
 //! HTTP routes: `/graphql` (POST queries, GET GraphiQL), `/healthz` and `/readyz`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
@@ -7,7 +8,7 @@ use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::auth::{Accounts, Grant};
-use crate::graphql::{Loaders, ParleySchema, Viewer};
+use crate::graphql::{ClientIp, Loaders, ParleySchema, Viewer};
 
 #[derive(Clone)]
 struct Http {
@@ -98,8 +99,35 @@ pub fn viewer_from_header(value: Option<&str>, accounts: &Accounts) -> (Viewer, 
     }
 }
 
+/// The client's address, by the socket peer and trusted proxies.
+fn client(http: &Http, peer: SocketAddr, headers: &HeaderMap) -> ClientIp {
+    ClientIp(crate::rate::client_ip(
+        peer,
+        headers,
+        &http.state.config.trusted_proxies,
+    ))
+}
+
+/// A refusal for a whole HTTP request: 429 with `Retry-After`.
+fn too_many(limited: crate::rate::Limited) -> Response {
+    let seconds = limited.retry_after_secs();
+    let body = serde_json::json!({
+        "errors": [{
+            "message": format!("too many requests; try again in {seconds} s"),
+            "extensions": { "code": crate::graphql::error::code::RATE_LIMITED, "retryAfter": seconds }
+        }]
+    });
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds.to_string())],
+        Json(body),
+    )
+        .into_response()
+}
+
 async fn graphql(
     State(http): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -116,9 +144,10 @@ async fn graphql(
         _ => None,
     };
     let loaders = Loaders::new(&http.state.db, user, http.state.clock.clone());
+    let ip = client(&http, peer, &headers);
     let mut response = http
         .schema
-        .execute(request.data(viewer).data(loaders))
+        .execute(request.data(viewer).data(loaders).data(ip))
         .await;
     // Every resolver error carries its code already; what reaches here without one
     // failed before any resolver ran (parsing, validation, argument coercion, limits):
@@ -135,16 +164,46 @@ async fn graphql(
                 .set("code", crate::graphql::error::code::BAD_USER_INPUT);
         }
     }
-    GraphQLResponse::from(response).into_response()
+    // A limited operation tells when to come back, in the header too.
+    let retry_after = response
+        .errors
+        .iter()
+        .filter_map(|error| error.extensions.as_ref())
+        .filter(|extensions| {
+            extensions.get("code")
+                == Some(&async_graphql::Value::from(
+                    crate::graphql::error::code::RATE_LIMITED,
+                ))
+        })
+        .filter_map(|extensions| match extensions.get("retryAfter") {
+            Some(async_graphql::Value::Number(n)) => n.as_u64(),
+            _ => None,
+        })
+        .max();
+    let mut response = GraphQLResponse::from(response).into_response();
+    if let Some(seconds) = retry_after {
+        if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
 }
 
 /// `GET /graphql`: the WebSocket endpoint when upgrading, GraphiQL otherwise.
 async fn graphql_get(
     State(http): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => crate::live::upgrade(upgrade, http.schema.clone(), http.state.clone()),
+        Ok(upgrade) => {
+            let ip = client(&http, peer, &headers);
+            if let Err(limited) = http.state.rate.connect(ip.0) {
+                return too_many(limited);
+            }
+            crate::live::upgrade(upgrade, http.schema.clone(), http.state.clone(), ip)
+        }
         Err(_) => graphiql().into_response(),
     }
 }

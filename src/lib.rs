@@ -11,6 +11,7 @@ pub mod config;
 pub mod graphql;
 pub mod http;
 pub mod live;
+pub mod rate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

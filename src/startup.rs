@@ -100,6 +100,7 @@ impl Server {
             signals,
             presence,
             accounts: Accounts::new(&db, hasher, keys, revocations),
+            rate: crate::rate::RateLimits::start(config.rate_limits == crate::config::Switch::On),
             chat: Chat::new(
                 &db,
                 ConversationServices {
@@ -147,7 +148,9 @@ impl Server {
                 tracing::warn!(%error, "cannot size a connection's send buffer");
             }
         });
-        axum::serve(listener, router)
+        // Rate limits count clients by their address.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error")?;

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use parley_aggregates::claim::{username_claim, NameClaim, NameCommand};
-use parley_aggregates::user::{NewSession, User, UserCommand, UserEvent, UserServices};
+use parley_aggregates::user::{
+    NewSession, PasswordHasher as _, User, UserCommand, UserEvent, UserServices,
+};
 use parley_aggregates::values::{DisplayName, Password, Username};
 use parley_projections::LogPosition;
 use uuid::Uuid;
@@ -183,13 +185,19 @@ impl Accounts {
         password: &str,
         meta: &CommandMeta,
     ) -> Result<AuthTokens, ApiError> {
+        // Verified here, outside the account's command lock: a flood of logins to one
+        // account must not hold up its refreshes or anyone else's commands.
+        let verified_hash = self.users.load(&user_id.to_string()).await?.password_hash;
+        if !self.hasher.verify(password, &verified_hash).await {
+            return Err(parley_aggregates::user::UserError::InvalidCredentials.into());
+        }
         let refresh = RefreshToken::generate(user_id, Uuid::now_v7());
         let committed = self
             .users
             .execute(
                 &user_id.to_string(),
                 UserCommand::Login {
-                    password: password.to_owned(),
+                    verified_hash,
                     family_id: refresh.family_id,
                     token_hash: refresh.secret_hash(),
                     expires_at: meta.at + self.keys.refresh_ttl,

@@ -29,6 +29,7 @@ pub enum ApiError {
     NotFound(String),
     BadUserInput { field: String, message: String },
     Conflict(String),
+    RateLimited(crate::rate::Limited),
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
@@ -49,6 +50,10 @@ impl ApiError {
             | Self::NotFound(message)
             | Self::Conflict(message)
             | Self::BadUserInput { message, .. } => message.clone(),
+            Self::RateLimited(limited) => format!(
+                "too many requests; try again in {} s",
+                limited.retry_after_secs()
+            ),
             Self::Internal(_) => "internal server error".to_owned(),
         }
     }
@@ -65,6 +70,7 @@ impl ApiError {
             Self::NotFound(_) => code::NOT_FOUND,
             Self::BadUserInput { .. } => code::BAD_USER_INPUT,
             Self::Conflict(_) => code::CONFLICT,
+            Self::RateLimited(_) => code::RATE_LIMITED,
             Self::Internal(_) => code::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,12 +87,25 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::BadUserInput { field, .. } => Some(field.clone()),
             _ => None,
         };
+        let retry_after = match &error {
+            ApiError::RateLimited(limited) => Some(limited.retry_after_secs()),
+            _ => None,
+        };
         async_graphql::Error::new(error.message()).extend_with(|_, extensions| {
             extensions.set("code", code);
             if let Some(field) = &field {
                 extensions.set("field", field.as_str());
             }
+            if let Some(seconds) = retry_after {
+                extensions.set("retryAfter", seconds);
+            }
         })
+    }
+}
+
+impl From<crate::rate::Limited> for ApiError {
+    fn from(limited: crate::rate::Limited) -> Self {
+        Self::RateLimited(limited)
     }
 }
 
@@ -194,6 +213,19 @@ mod tests {
         );
         assert_eq!(code_of(ApiError::Forbidden("no".into())), "FORBIDDEN");
         assert_eq!(code_of(ApiError::NotFound("no".into())), "NOT_FOUND");
+        let limited = crate::rate::Limited {
+            retry_after: std::time::Duration::from_millis(1_500),
+        };
+        let error: async_graphql::Error = ApiError::from(limited).into();
+        let extensions = error.extensions.expect("extensions");
+        assert_eq!(
+            extensions.get("code").map(ToString::to_string),
+            Some("\"RATE_LIMITED\"".to_owned())
+        );
+        assert_eq!(
+            extensions.get("retryAfter").map(ToString::to_string),
+            Some("2".to_owned())
+        );
         assert_eq!(
             code_of(ProjectionError::InvalidCursor.into()),
             "BAD_USER_INPUT"

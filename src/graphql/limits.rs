@@ -20,6 +20,8 @@ use async_graphql::registry::{MetaTypeName, Registry};
 use async_graphql::{ServerError, ServerResult, Value, Variables};
 
 use super::error::code;
+use super::{ClientIp, Viewer};
+use crate::rate::{Caller, IpKey, RateLimits};
 
 /// Longest query document accepted, in bytes. Real clients' documents are a few KB.
 pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024;
@@ -34,18 +36,59 @@ const MAX_PAGE: u64 = parley_projections::page::MAX_PAGE as u64;
 /// The limits, as an async-graphql extension.
 pub struct QueryLimits {
     pub max_cost: u64,
+    /// Mutations count against their caller's rate limits here, once per field.
+    pub rate: Arc<RateLimits>,
 }
 
 impl ExtensionFactory for QueryLimits {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Check {
             max_cost: self.max_cost,
+            rate: self.rate.clone(),
         })
     }
 }
 
 struct Check {
     max_cost: u64,
+    rate: Arc<RateLimits>,
+}
+
+/// Mutations with limits of their own (they count failures or addresses).
+const SELF_LIMITED: [&str; 2] = ["login", "register"];
+
+/// The top-level mutation fields of the document: how many, and how many post messages.
+fn mutations(document: &ExecutableDocument) -> (u32, u32) {
+    let mut all = 0u32;
+    let mut posts = 0u32;
+    for (_, operation) in document.operations.iter() {
+        if operation.node.ty != OperationType::Mutation {
+            continue;
+        }
+        for selection in &operation.node.selection_set.node.items {
+            if let Selection::Field(field) = &selection.node {
+                let name = field.node.name.node.as_str();
+                if SELF_LIMITED.contains(&name) {
+                    continue;
+                }
+                all = all.saturating_add(1);
+                if name == "sendMessage" {
+                    posts = posts.saturating_add(1);
+                }
+            }
+        }
+    }
+    (all, posts)
+}
+
+fn rate_limited(limited: crate::rate::Limited) -> ServerError {
+    let seconds = limited.retry_after_secs();
+    let mut error = ServerError::new(format!("too many requests; try again in {seconds} s"), None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", code::RATE_LIMITED);
+    extensions.set("retryAfter", seconds);
+    error.extensions = Some(extensions);
+    error
 }
 
 fn refused(message: String) -> ServerError {
@@ -86,6 +129,17 @@ impl Extension for Check {
                  or ask for smaller pages",
                 tally.cost, self.max_cost
             )));
+        }
+        let (all, posts) = mutations(&document);
+        if all > 0 {
+            let caller = match ctx.data_opt::<Viewer>() {
+                Some(Viewer::User(user)) => Caller::User(*user),
+                _ => Caller::Anonymous(IpKey::from(ctx.data_opt::<ClientIp>().map_or(
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    |ip| ip.0,
+                ))),
+            };
+            self.rate.mutate(caller, all, posts).map_err(rate_limited)?;
         }
         Ok(document)
     }

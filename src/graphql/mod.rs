@@ -25,6 +25,10 @@ pub use subscription::Subscription;
 
 pub type ParleySchema = Schema<Query, Mutation, Subscription>;
 
+/// The client's address (see `rate::client_ip`), for limits that count per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 /// Who is calling, from the `Authorization` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Viewer {
@@ -36,10 +40,11 @@ pub enum Viewer {
 
 pub fn build_schema(state: Arc<AppState>) -> ParleySchema {
     let max_cost = u64::from(state.config.max_query_cost);
+    let rate = state.rate.clone();
     Schema::build(Query, Mutation, Subscription)
         .data(state)
         .limit_depth(16)
-        .extension(limits::QueryLimits { max_cost })
+        .extension(limits::QueryLimits { max_cost, rate })
         .finish()
 }
 
@@ -57,6 +62,14 @@ pub fn sdl() -> String {
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
     // Installed by `build_schema`; every execution has it.
     ctx.data_unchecked::<Arc<AppState>>()
+}
+
+/// The client's address; unspecified where no transport set it (tests of the schema).
+pub(crate) fn client_ip(ctx: &Context<'_>) -> std::net::IpAddr {
+    ctx.data_opt::<ClientIp>().map_or(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        |ip| ip.0,
+    )
 }
 
 /// The signed-in user, or `UNAUTHENTICATED`.

@@ -12,7 +12,7 @@ use super::types::{
     readable_conversation, user, AuthPayload, Conversation, Invitation, Message, ModerationAction,
     NotificationLevel, PresenceStatus, Role, User, Visibility,
 };
-use super::{state, viewer};
+use super::{client_ip, state, viewer};
 use crate::auth::AuthTokens;
 use crate::chat::{parse_id, Moderation, Written};
 use crate::live::Signal;
@@ -120,6 +120,10 @@ impl Mutation {
     /// `register`: creates an account and signs it in.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
         let state = state(ctx);
+        state
+            .rate
+            .register(client_ip(ctx))
+            .map_err(ApiError::from)?;
         let meta = state.meta(None);
         let tokens = state
             .accounts
@@ -128,14 +132,29 @@ impl Mutation {
         Ok(payload(ctx, tokens).await?)
     }
 
-    /// `login`: exchanges a username and password for tokens.
+    /// `login`: exchanges a username and password for tokens. Failures slow down the
+    /// account and the address they come from.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload> {
         let state = state(ctx);
+        let (ip, account) = (client_ip(ctx), input.username.trim().to_lowercase());
+        state
+            .rate
+            .may_try_login(&account, ip)
+            .map_err(ApiError::from)?;
         let meta = state.meta(None);
-        let tokens = state
+        let tokens = match state
             .accounts
             .login(&input.username, &input.password, &meta)
-            .await?;
+            .await
+        {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                if let ApiError::Unauthenticated(_) = error {
+                    state.rate.login_failed(&account, ip);
+                }
+                return Err(error.into());
+            }
+        };
         Ok(payload(ctx, tokens).await?)
     }
 

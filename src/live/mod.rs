@@ -20,7 +20,7 @@ use parley_projections::{log, Db, LogPosition, ProjectionError, Projections, Sto
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::auth::Grant;
-use crate::graphql::{Loaders, ParleySchema, Viewer};
+use crate::graphql::{ClientIp, Loaders, ParleySchema, Viewer};
 
 mod presence;
 mod signals;
@@ -144,6 +144,7 @@ pub fn upgrade(
     upgrade: WebSocketUpgrade,
     schema: ParleySchema,
     state: Arc<crate::app::AppState>,
+    ip: ClientIp,
 ) -> Response {
     // A frame or message larger than an HTTP request may be is refused alike.
     let limit = state.config.max_request_bytes as usize;
@@ -151,7 +152,7 @@ pub fn upgrade(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(socket, schema, state))
+        .on_upgrade(move |socket| serve(socket, schema, state, ip))
 }
 
 fn token(payload: &serde_json::Value) -> Option<&str> {
@@ -166,9 +167,10 @@ async fn serve(
     socket: axum::extract::ws::WebSocket,
     schema: ParleySchema,
     state: Arc<crate::app::AppState>,
+    ip: ClientIp,
 ) {
     let granted = Arc::new(OnceLock::new());
-    session(socket, schema, state.clone(), granted.clone()).await;
+    session(socket, schema, state.clone(), granted.clone(), ip).await;
     // A stopping node releases all its connections at once (`Presence::release`).
     if *state.stopping.borrow() {
         return;
@@ -279,6 +281,7 @@ async fn session(
     schema: ParleySchema,
     state: Arc<crate::app::AppState>,
     granted: Arc<OnceLock<Grant>>,
+    ip: ClientIp,
 ) {
     let protocol = socket
         .protocol()
@@ -340,6 +343,7 @@ async fn session(
                 let _ = granted.set(grant);
                 let mut data = Data::default();
                 data.insert(Viewer::User(id));
+                data.insert(ip);
                 data.insert(Loaders::new(&state.db, Some(id), state.clock.clone()));
                 Ok(data)
             }

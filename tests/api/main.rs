@@ -11,6 +11,7 @@ mod live;
 mod messaging;
 mod moderation;
 mod nodes;
+mod rate;
 mod schema;
 mod server;
 mod sessions;

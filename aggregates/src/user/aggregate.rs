@@ -105,7 +105,7 @@ impl Aggregate for User {
                 }
             }
             UserCommand::Login {
-                password,
+                verified_hash,
                 family_id,
                 token_hash,
                 expires_at,
@@ -113,7 +113,7 @@ impl Aggregate for User {
             } => {
                 self.require_registered()
                     .map_err(|_| UserError::InvalidCredentials)?;
-                if !services.hasher.verify(&password, &self.password_hash).await {
+                if verified_hash != self.password_hash {
                     return Err(UserError::InvalidCredentials);
                 }
                 sink.write(

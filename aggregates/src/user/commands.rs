@@ -22,9 +22,12 @@ pub enum UserCommand {
         session: Option<NewSession>,
         at: OffsetDateTime,
     },
-    /// Verifies the password and opens a refresh-token family.
+    /// Opens a refresh-token family. The command service verified the password against
+    /// `verified_hash` (the account's hash as it loaded it) without holding the
+    /// account's command lock, so a flood of logins never delays the account's other
+    /// commands; a password changed since then refuses the login.
     Login {
-        password: String,
+        verified_hash: String,
         family_id: Uuid,
         token_hash: String,
         expires_at: OffsetDateTime,

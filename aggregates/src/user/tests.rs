@@ -115,11 +115,11 @@ async fn registering_with_invalid_fields_names_the_field() {
 }
 
 #[tokio::test]
-async fn logging_in_with_the_right_password_starts_a_session() {
+async fn logging_in_verified_against_the_current_hash_starts_a_session() {
     framework()
         .given(vec![registered()])
         .when_async(UserCommand::Login {
-            password: "correct horse".to_owned(),
+            verified_hash: "h:correct horse".to_owned(),
             family_id: FAMILY,
             token_hash: "t1".to_owned(),
             expires_at: NOW + Duration::days(30),
@@ -130,11 +130,11 @@ async fn logging_in_with_the_right_password_starts_a_session() {
 }
 
 #[tokio::test]
-async fn logging_in_with_a_wrong_password_is_refused() {
+async fn a_login_verified_against_a_hash_since_replaced_is_refused() {
     framework()
         .given(vec![registered()])
         .when_async(UserCommand::Login {
-            password: "wrong horse".to_owned(),
+            verified_hash: "h:an older password".to_owned(),
             family_id: FAMILY,
             token_hash: "t1".to_owned(),
             expires_at: NOW + Duration::days(30),
@@ -149,7 +149,7 @@ async fn logging_in_to_an_unregistered_user_gives_the_same_error_as_a_wrong_pass
     framework()
         .given_no_previous_events()
         .when_async(UserCommand::Login {
-            password: "correct horse".to_owned(),
+            verified_hash: String::new(),
             family_id: FAMILY,
             token_hash: "t1".to_owned(),
             expires_at: NOW + Duration::days(30),
