@@ -223,12 +223,28 @@ impl Chat {
         };
         let id = Uuid::now_v7();
         let claim = slug_claim(slug.as_str());
+        // A slug whose channel was never created (the process died in between) is
+        // taken over once old enough; the channel's own stream says whether it exists.
+        let abandoned_by = match self.names.load(&claim).await?.owner {
+            Some(holder)
+                if self
+                    .conversations
+                    .load(&holder.to_string())
+                    .await?
+                    .id
+                    .is_none() =>
+            {
+                Some(holder)
+            }
+            _ => None,
+        };
         self.names
             .execute(
                 &claim,
                 NameCommand::Claim {
                     name: slug.as_str().to_owned(),
                     owner_id: id,
+                    abandoned_by,
                     at: meta.at,
                 },
                 meta,

@@ -160,12 +160,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let head = parley_projections::log::head(&db).await?;
             println!("head {}", head.to_cursor());
             for projector in projectors() {
-                let checkpoint =
-                    parley_projections::runner::load_checkpoint(&db, projector.name()).await?;
+                let name = projector.name();
+                let checkpoint = parley_projections::runner::load_checkpoint(&db, name).await?;
+                let failure = parley_projections::runner::load_failure(&db, name).await?;
                 match checkpoint {
                     Some(checkpoint) => println!(
                         "{:<24} v{} at {}{}",
-                        projector.name(),
+                        name,
                         checkpoint.version,
                         checkpoint.position.to_cursor(),
                         if checkpoint.position >= head {
@@ -174,7 +175,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             " (behind)"
                         }
                     ),
-                    None => println!("{:<24} not started", projector.name()),
+                    None => println!("{name:<24} not started"),
+                }
+                // Marked by the node running it; cleared as soon as it gets past.
+                if let Some(failure) = failure.filter(|f| {
+                    checkpoint.is_none_or(|checkpoint| f.position >= checkpoint.position)
+                }) {
+                    println!(
+                        "{:<24} FAILED since {} on the event after {}: {}",
+                        "",
+                        failure.failed_at,
+                        failure.position.to_cursor(),
+                        failure.error
+                    );
                 }
             }
             db.close().await;

@@ -38,13 +38,14 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// `postgres://…` for PostgreSQL; default: SQLite at `$PARLEY_DATA_DIR/parley.db`.
-    #[arg(long, env = "PARLEY_DATABASE_URL", value_name = "PARLEY_DATABASE_URL", value_parser = parse_database_url, global = true)]
-    pub database_url: Option<String>,
+    /// A secret: it may hold a password.
+    #[arg(long, env = "PARLEY_DATABASE_URL", value_name = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url, global = true)]
+    pub database_url: Option<SecretString>,
 
     /// HS256 signing secret for access tokens, at least 32 bytes. Generated into the
     /// data directory when unset.
     #[arg(long, env = "PARLEY_JWT_SECRET", value_name = "PARLEY_JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret, global = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<SecretString>,
 
     /// Log filter, in tracing's `EnvFilter` syntax.
     #[arg(
@@ -241,12 +242,12 @@ pub enum Switch {
     Off,
 }
 
-fn parse_database_url(raw: &str) -> Result<String, String> {
+fn parse_database_url(raw: &str) -> Result<SecretString, String> {
     let ok = ["postgres://", "postgresql://", "sqlite://", "sqlite:"]
         .iter()
         .any(|scheme| raw.starts_with(scheme));
     if ok {
-        Ok(raw.to_owned())
+        Ok(SecretString::from(raw.to_owned()))
     } else {
         Err("must start with postgres:// or sqlite://".to_owned())
     }
@@ -260,40 +261,49 @@ fn parse_proxy(raw: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("{raw:?} is not an IP address or CIDR range"))
 }
 
-fn parse_jwt_secret(raw: &str) -> Result<String, String> {
+fn parse_jwt_secret(raw: &str) -> Result<SecretString, String> {
     if raw.len() < 32 {
         Err("must be at least 32 bytes long".to_owned())
     } else {
-        Ok(raw.to_owned())
+        Ok(SecretString::from(raw.to_owned()))
     }
 }
 
 impl Config {
     /// The database URL in force: the configured one, else the embedded file.
-    pub fn database_url(&self) -> String {
+    pub fn database_url(&self) -> SecretString {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!(
+            None => SecretString::from(format!(
                 "sqlite://{}?mode=rwc",
-                self.data_dir.join("parley.db").display()
-            ),
+                self.embedded_database().display()
+            )),
         }
     }
 
+    /// The embedded database file (used when no `PARLEY_DATABASE_URL` is set).
+    pub fn embedded_database(&self) -> PathBuf {
+        self.data_dir.join("parley.db")
+    }
+
+    /// Creates the data directory, readable by this user alone (also when it existed).
     pub fn ensure_data_dir(&self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("PARLEY_DATA_DIR: cannot create {}", self.data_dir.display()))
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!("PARLEY_DATA_DIR: cannot create {}", self.data_dir.display())
+        })?;
+        restrict(&self.data_dir, 0o700)
     }
 
     /// The configured secret, or one generated once into the data directory.
     pub fn jwt_secret(&self) -> anyhow::Result<SecretString> {
         if let Some(secret) = &self.jwt_secret {
-            return Ok(SecretString::from(secret.clone()));
+            return Ok(secret.clone());
         }
         let path = self.data_dir.join("jwt-secret");
         if let Ok(secret) = std::fs::read_to_string(&path) {
             let secret = secret.trim().to_owned();
             if secret.len() >= 32 {
+                restrict(&path, 0o600)?;
                 return Ok(SecretString::from(secret));
             }
         }
@@ -307,6 +317,19 @@ impl Config {
         write_private(&path, &secret)?;
         Ok(SecretString::from(secret))
     }
+}
+
+/// Sets `path`'s permission bits (a file or directory that holds secrets or data).
+pub fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot restrict the permissions of {}", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -323,5 +346,6 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(contents.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    // `mode` applies only to a file created now; an older one is narrowed too.
+    restrict(path, 0o600)
 }

@@ -221,7 +221,8 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the store answers; reports each projector's position and lag.
+/// Ready when the store answers; reports each projector's position, whether it has
+/// caught up, and whether it is stuck (`state: failed`, with the error).
 async fn readyz(State(http): State<Http>) -> impl IntoResponse {
     let state = &http.state;
     if let Err(error) = state.db.ping().await {
@@ -235,11 +236,13 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
         .projections
         .positions()
         .into_iter()
-        .map(|(name, position)| {
+        .map(|(name, progress)| {
             serde_json::json!({
                 "name": name,
-                "position": position.to_cursor(),
-                "caughtUp": head.is_none_or(|head| position >= head),
+                "state": if progress.failure.is_some() { "failed" } else { "live" },
+                "position": progress.position.to_cursor(),
+                "caughtUp": head.is_none_or(|head| progress.position >= head),
+                "error": progress.failure,
             })
         })
         .collect();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use parley_aggregates::conversation::ConversationServices;
 use parley_projections::{Db, Projections, Projector};
+use secrecy::ExposeSecret as _;
 use time::Duration;
 use tokio::net::TcpListener;
 
@@ -42,10 +43,23 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     if config.database_url.is_none() {
         config.ensure_data_dir()?;
     }
-    let db = Db::connect(&config.database_url(), config.db_max_connections)
-        .await
-        .context("PARLEY_DATABASE_URL: cannot connect to the database")?;
+    let db = Db::connect(
+        config.database_url().expose_secret(),
+        config.db_max_connections,
+    )
+    .await
+    .context("PARLEY_DATABASE_URL: cannot connect to the database")?;
     db.migrate().await.context("cannot apply migrations")?;
+    if config.database_url.is_none() {
+        // The embedded database and its journal hold everyone's messages.
+        let file = config.embedded_database();
+        for suffix in ["", "-wal", "-shm"] {
+            let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+            if path.exists() {
+                crate::config::restrict(&path, 0o600)?;
+            }
+        }
+    }
     Ok(db)
 }
 

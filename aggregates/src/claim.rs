@@ -4,6 +4,10 @@
 //! named exists. Two concurrent claims of one name both try to append sequence 1 to the
 //! same stream; optimistic concurrency lets exactly one win, and the retried loser then
 //! finds the name taken. Uniqueness is a property of the event store, not of a read model.
+//!
+//! A process can die between claiming a name and creating what it names. Such a claim
+//! is not held forever: once it is older than [`ABANDONED_AFTER`] and the command
+//! service found that its holder was never created, the next claim takes it over.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -11,11 +15,18 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// How long a claim may wait for what it names to be created before it counts as
+/// abandoned (creation follows a claim within milliseconds).
+pub const ABANDONED_AFTER: time::Duration = time::Duration::minutes(1);
+
 #[derive(Debug, Clone)]
 pub enum NameCommand {
+    /// `abandoned_by`: the holder the command service looked up and found never
+    /// created (it checked the holder's own stream), if any.
     Claim {
         name: String,
         owner_id: Uuid,
+        abandoned_by: Option<Uuid>,
         at: OffsetDateTime,
     },
     /// Gives the name back when what it was claimed for could not be created.
@@ -61,6 +72,8 @@ pub enum NameError {
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NameClaim {
     pub owner: Option<Uuid>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub claimed_at: Option<OffsetDateTime>,
 }
 
 /// The claim id of a username.
@@ -87,9 +100,28 @@ impl Aggregate for NameClaim {
         sink: &EventSink<Self>,
     ) -> Result<(), NameError> {
         match command {
-            NameCommand::Claim { name, owner_id, at } => {
-                if self.owner.is_some() {
-                    return Err(NameError::Taken);
+            NameCommand::Claim {
+                name,
+                owner_id,
+                abandoned_by,
+                at,
+            } => {
+                if let Some(holder) = self.owner {
+                    let abandoned = abandoned_by == Some(holder)
+                        && self
+                            .claimed_at
+                            .is_some_and(|claimed| claimed + ABANDONED_AFTER <= at);
+                    if !abandoned {
+                        return Err(NameError::Taken);
+                    }
+                    sink.write(
+                        NameEvent::NameReleased {
+                            owner_id: holder,
+                            released_at: at,
+                        },
+                        self,
+                    )
+                    .await;
                 }
                 sink.write(
                     NameEvent::NameClaimed {
@@ -121,8 +153,18 @@ impl Aggregate for NameClaim {
 
     fn apply(&mut self, event: NameEvent) {
         match event {
-            NameEvent::NameClaimed { owner_id, .. } => self.owner = Some(owner_id),
-            NameEvent::NameReleased { .. } => self.owner = None,
+            NameEvent::NameClaimed {
+                owner_id,
+                claimed_at,
+                ..
+            } => {
+                self.owner = Some(owner_id);
+                self.claimed_at = Some(claimed_at);
+            }
+            NameEvent::NameReleased { .. } => {
+                self.owner = None;
+                self.claimed_at = None;
+            }
         }
     }
 }
@@ -138,6 +180,7 @@ mod tests {
         NameCommand::Claim {
             name: "alice".to_owned(),
             owner_id: Uuid::from_u128(user),
+            abandoned_by: None,
             at: datetime!(2026-01-01 0:00 UTC),
         }
     }
@@ -186,6 +229,44 @@ mod tests {
             .when_async(claim(2))
             .await
             .then_expect_events(vec![claimed(2)]);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_claim_is_taken_over_only_once_it_is_old_enough() {
+        let takeover = |at| NameCommand::Claim {
+            name: "alice".to_owned(),
+            owner_id: Uuid::from_u128(2),
+            abandoned_by: Some(Uuid::from_u128(1)),
+            at,
+        };
+        let later = datetime!(2026-01-01 0:00 UTC) + ABANDONED_AFTER;
+        TestFramework::<NameClaim>::with(())
+            .given(vec![claimed(1)])
+            .when_async(takeover(later))
+            .await
+            .then_expect_events(vec![
+                NameEvent::NameReleased {
+                    owner_id: Uuid::from_u128(1),
+                    released_at: later,
+                },
+                NameEvent::NameClaimed {
+                    name: "alice".to_owned(),
+                    owner_id: Uuid::from_u128(2),
+                    claimed_at: later,
+                },
+            ]);
+        // Too young: its creation may still be on its way.
+        TestFramework::<NameClaim>::with(())
+            .given(vec![claimed(1)])
+            .when_async(takeover(later - time::Duration::seconds(1)))
+            .await
+            .then_expect_error(NameError::Taken);
+        // Someone else's holder: the lookup was about another claim.
+        TestFramework::<NameClaim>::with(())
+            .given(vec![claimed(3)])
+            .when_async(takeover(later))
+            .await
+            .then_expect_error(NameError::Taken);
     }
 
     #[tokio::test]

@@ -40,6 +40,10 @@ pub trait Projector: Send + Sync + 'static {
 }
 
 const BATCH: i64 = 500;
+/// Failures in a row at one position before a projector is marked failed.
+const FAIL_AFTER: u32 = 3;
+/// How often a failed projector tries again (it may have been a passing fault).
+const FAILED_RETRY: Duration = Duration::from_secs(10);
 /// Fallback poll while idle; the in-process wake-up makes the common case immediate.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -178,11 +182,135 @@ pub async fn catch_up(db: &Db, projector: &dyn Projector) -> Result<LogPosition,
     Ok(position)
 }
 
+/// How far a projector got, and whether it is stuck on the event after that.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub position: LogPosition,
+    /// Why it keeps failing, once marked failed.
+    pub failure: Option<String>,
+}
+
 struct Runner {
     name: &'static str,
-    progress: watch::Receiver<LogPosition>,
+    progress: watch::Receiver<Progress>,
     wake: Arc<Notify>,
     task: JoinHandle<()>,
+}
+
+/// A projector marked failed: which event stopped it and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub position: LogPosition,
+    pub error: String,
+    pub failed_at: String,
+}
+
+pub async fn load_failure(db: &Db, name: &str) -> Result<Option<Failure>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT txid, position, error, failed_at FROM projection_failures WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&db.read)
+    .await?;
+    row.map(|row| {
+        Ok(Failure {
+            position: LogPosition {
+                tx: row.try_get(0)?,
+                pos: row.try_get(1)?,
+            },
+            error: row.try_get(2)?,
+            failed_at: row.try_get(3)?,
+        })
+    })
+    .transpose()
+}
+
+async fn record_failure(
+    db: &Db,
+    name: &str,
+    at: LogPosition,
+    error: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO projection_failures (name, txid, position, error, failed_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, \
+         position = excluded.position, error = excluded.error, failed_at = excluded.failed_at",
+    )
+    .bind(name)
+    .bind(at.tx)
+    .bind(at.pos)
+    .bind(error)
+    .bind(crate::format_time(time::OffsetDateTime::now_utc()))
+    .execute(&db.write)
+    .await?;
+    Ok(())
+}
+
+async fn clear_failure(db: &Db, name: &str) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM projection_failures WHERE name = $1")
+        .bind(name)
+        .execute(&db.write)
+        .await?;
+    Ok(())
+}
+
+/// Counts a projector's failures in a row and marks it failed, or well again.
+struct Health<'a> {
+    db: &'a Db,
+    name: &'static str,
+    progress: &'a watch::Sender<Progress>,
+    in_a_row: u32,
+}
+
+impl<'a> Health<'a> {
+    fn new(db: &'a Db, name: &'static str, progress: &'a watch::Sender<Progress>) -> Self {
+        Self {
+            db,
+            name,
+            progress,
+            in_a_row: 0,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.progress.borrow().failure.is_some()
+    }
+
+    /// A batch went through: clears a failure.
+    async fn went_on(&mut self, position: LogPosition) {
+        self.in_a_row = 0;
+        let was_failed = self.failed();
+        self.progress.send_replace(Progress {
+            position,
+            failure: None,
+        });
+        if was_failed {
+            tracing::info!(projector = self.name, "projector recovered");
+            if let Err(error) = clear_failure(self.db, self.name).await {
+                tracing::warn!(projector = self.name, %error, "cannot clear the failure mark");
+            }
+        }
+    }
+
+    /// A batch failed; returns how long to wait before trying again.
+    async fn stumbled(&mut self, position: LogPosition, error: &ProjectionError) -> Duration {
+        self.in_a_row += 1;
+        if self.in_a_row < FAIL_AFTER {
+            tracing::error!(projector = self.name, %position, %error, "projector batch failed; retrying");
+            return ERROR_BACKOFF;
+        }
+        if !self.failed() {
+            tracing::error!(projector = self.name, %position, %error,
+                "projector keeps failing on the event after its checkpoint; marked failed");
+            let message = error.to_string();
+            if let Err(error) = record_failure(self.db, self.name, position, &message).await {
+                tracing::warn!(projector = self.name, %error, "cannot record the failure");
+            }
+            self.progress
+                .send_modify(|progress| progress.failure = Some(message));
+        }
+        FAILED_RETRY
+    }
 }
 
 /// The running set of projectors of one node.
@@ -199,7 +327,7 @@ impl Projections {
         let runners = projectors
             .into_iter()
             .map(|projector| {
-                let (progress_tx, progress) = watch::channel(LogPosition::START);
+                let (progress_tx, progress) = watch::channel(Progress::default());
                 let wake = Arc::new(Notify::new());
                 let task = tokio::spawn(run(
                     db.clone(),
@@ -240,12 +368,19 @@ impl Projections {
         }
     }
 
-    /// Waits until every projector has applied `position`. Returns false on timeout.
+    /// Waits until every projector has applied `position`. Returns false on timeout,
+    /// and at once when a projector that has not is marked failed: it is stuck, and
+    /// waiting would only hold the caller up.
     pub async fn wait_for(&self, position: LogPosition, timeout: Duration) -> bool {
         self.wake();
         let all = futures::future::join_all(self.runners.iter().map(|runner| {
             let mut progress = runner.progress.clone();
-            async move { progress.wait_for(|seen| *seen >= position).await.is_ok() }
+            async move {
+                progress
+                    .wait_for(|seen| seen.position >= position || seen.failure.is_some())
+                    .await
+                    .is_ok_and(|seen| seen.position >= position)
+            }
         }));
         match tokio::time::timeout(timeout, all).await {
             Ok(results) => results.into_iter().all(|reached| reached),
@@ -253,11 +388,11 @@ impl Projections {
         }
     }
 
-    /// Each projector's name and in-memory position.
-    pub fn positions(&self) -> Vec<(&'static str, LogPosition)> {
+    /// Each projector's name and progress as this node knows it.
+    pub fn positions(&self) -> Vec<(&'static str, Progress)> {
         self.runners
             .iter()
-            .map(|runner| (runner.name, *runner.progress.borrow()))
+            .map(|runner| (runner.name, runner.progress.borrow().clone()))
             .collect()
     }
 
@@ -340,7 +475,7 @@ fn lock_key(name: &str) -> i64 {
 async fn run_shared(
     db: Db,
     projector: Arc<dyn Projector>,
-    progress: watch::Sender<LogPosition>,
+    progress: watch::Sender<Progress>,
     wake: Arc<Notify>,
 ) {
     use sqlx::postgres::PgConnection;
@@ -365,14 +500,22 @@ async fn run_shared(
             match owner {
                 Ok(true) => break,
                 Ok(false) => {
-                    // Standby: follow the owner's checkpoint.
+                    // Standby: follow the owner's checkpoint, and whether it is stuck.
                     if let Ok(Some(checkpoint)) = load_checkpoint(&db, name).await {
+                        let failure = load_failure(&db, name)
+                            .await
+                            .ok()
+                            .flatten()
+                            .filter(|failure| failure.position >= checkpoint.position)
+                            .map(|failure| failure.error);
                         progress.send_if_modified(|seen| {
-                            let newer = checkpoint.position > *seen;
-                            if newer {
-                                *seen = checkpoint.position;
+                            let changed =
+                                checkpoint.position > seen.position || failure != seen.failure;
+                            if changed {
+                                seen.position = seen.position.max(checkpoint.position);
+                                seen.failure = failure;
                             }
-                            newer
+                            changed
                         });
                     }
                     let _ = tokio::time::timeout(STANDBY_POLL, wake.notified()).await;
@@ -395,12 +538,13 @@ async fn run_shared(
                 continue;
             }
         };
-        progress.send_replace(position);
+        progress.send_modify(|seen| seen.position = position);
+        let mut health = Health::new(&db, name, &progress);
         loop {
             match run_batch(&db, projector.as_ref(), position, BATCH).await {
                 Ok(Some(next)) => {
                     position = next;
-                    progress.send_replace(position);
+                    health.went_on(position).await;
                     // Standbys on other nodes wait on this checkpoint; tell them.
                     if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(PROGRESS_CHANNEL)
@@ -412,10 +556,14 @@ async fn run_shared(
                     }
                     continue;
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if health.failed() {
+                        health.went_on(position).await;
+                    }
+                }
                 Err(error) => {
-                    tracing::error!(projector = name, %position, %error, "projector batch failed; retrying");
-                    tokio::time::sleep(ERROR_BACKOFF).await;
+                    let pause = health.stumbled(position, &error).await;
+                    tokio::time::sleep(pause).await;
                 }
             }
             // Still the owner? A dead lock session means another node may own it now.
@@ -431,7 +579,7 @@ async fn run_shared(
 async fn run(
     db: Db,
     projector: Arc<dyn Projector>,
-    progress: watch::Sender<LogPosition>,
+    progress: watch::Sender<Progress>,
     wake: Arc<Notify>,
 ) {
     if db.pg.is_some() {
@@ -447,19 +595,23 @@ async fn run(
             }
         }
     };
-    progress.send_replace(position);
+    progress.send_modify(|seen| seen.position = position);
+    let mut health = Health::new(&db, name, &progress);
     loop {
         match run_batch(&db, projector.as_ref(), position, BATCH).await {
             Ok(Some(next)) => {
                 position = next;
-                progress.send_replace(position);
+                health.went_on(position).await;
             }
             Ok(None) => {
+                if health.failed() {
+                    health.went_on(position).await;
+                }
                 let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
             }
             Err(error) => {
-                tracing::error!(projector = name, %position, %error, "projector batch failed; retrying");
-                tokio::time::sleep(ERROR_BACKOFF).await;
+                let pause = health.stumbled(position, &error).await;
+                tokio::time::sleep(pause).await;
             }
         }
     }

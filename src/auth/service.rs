@@ -100,12 +100,22 @@ impl Accounts {
         Password::parse(password, "password")?;
 
         let user_id = Uuid::now_v7();
+        let claim = username_claim(name.as_str());
+        // A claim whose account was never created (the process died in between) is
+        // taken over once old enough; the holder's own stream says whether it exists.
+        let abandoned_by = match self.names.load(&claim).await?.owner {
+            Some(holder) if self.users.load(&holder.to_string()).await?.id.is_none() => {
+                Some(holder)
+            }
+            _ => None,
+        };
         self.names
             .execute(
-                &username_claim(name.as_str()),
+                &claim,
                 NameCommand::Claim {
                     name: name.as_str().to_owned(),
                     owner_id: user_id,
+                    abandoned_by,
                     at: meta.at,
                 },
                 meta,

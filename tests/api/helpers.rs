@@ -30,8 +30,8 @@ pub fn test_config(database: &TestDatabase) -> Config {
         .config;
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.data_dir = database.dir.path().to_path_buf();
-    config.database_url = Some(database.url.clone());
-    config.jwt_secret = Some(JWT_SECRET.to_owned());
+    config.database_url = Some(database.url.clone().into());
+    config.jwt_secret = Some(JWT_SECRET.to_owned().into());
     config.log = "warn".to_owned();
     config.db_max_connections = 8;
     config.consistency_wait_ms = 5_000;

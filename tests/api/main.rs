@@ -5,6 +5,7 @@ mod common;
 
 mod access;
 mod accounts;
+mod crash;
 mod helpers;
 mod limits;
 mod live;

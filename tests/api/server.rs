@@ -160,3 +160,49 @@ fn the_server_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
     assert!(dir.path().join("data/parley.db").exists());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_and_its_secrets_are_private_even_when_they_already_existed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let dir = database.dir.path().to_path_buf();
+        // Left world-readable by an older release or by hand.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let secret = dir.join("jwt-secret");
+        std::fs::write(&secret, "a-secret-written-by-hand-0123456789abcdef").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let embedded = backend == Backend::Sqlite;
+        let app = spawn_app_on(database, |config| {
+            config.jwt_secret = None;
+            if embedded {
+                config.database_url = None;
+            }
+        })
+        .await;
+        app.register("liam", "correct horse battery").await;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&secret), 0o600);
+        if embedded {
+            for file in ["parley.db", "parley.db-wal", "parley.db-shm"] {
+                assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+            }
+        }
+        // Secrets never reach logs through the configuration's Debug form.
+        let printed = format!("{:?}", app.state.config);
+        assert!(!printed.contains("a-secret-written-by-hand"), "{printed}");
+        let with_url = format!("{:?}", crate::helpers::test_config(&app.database));
+        assert!(!with_url.contains(&app.database.url), "{with_url}");
+        assert!(!with_url.contains(JWT_SECRET), "{with_url}");
+        app.stop().await;
+    }
+}

@@ -1,0 +1,416 @@
+//! Crash safety: a server killed with SIGKILL under load loses nothing it acknowledged,
+//! duplicates nothing retried, leaves no gap in `seq`, and its read models equal a fresh
+//! replay; a name claimed by a process that died before using it is not lost; a
+//! projector stuck on one event is marked failed and stops holding mutations up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// A `parley serve` process of its own, so that it can be killed.
+struct Process {
+    child: Child,
+    address: String,
+}
+
+impl Process {
+    async fn start(database: &TestDatabase, data_dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+            command.env_remove(key);
+        }
+        let mut child = command
+            .arg("serve")
+            .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PARLEY_DATABASE_URL", &database.url)
+            .env("PARLEY_DATA_DIR", data_dir)
+            .env("PARLEY_JWT_SECRET", JWT_SECRET)
+            .env("PARLEY_RATE_LIMITS", "off")
+            .env("PARLEY_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("parley starts");
+        let address = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..600 {
+            if client
+                .get(format!("{address}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Self { child, address };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server never became healthy");
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("stopped");
+    }
+}
+
+async fn call(
+    client: &reqwest::Client,
+    address: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Result<Value, reqwest::Error> {
+    let mut request = client
+        .post(format!("{address}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await?.json().await
+}
+
+const SEND: &str = "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id seq body } }";
+
+fn send_input(group: &str, who: &str, n: usize) -> Value {
+    json!({ "i": { "conversationId": group, "body": format!("{who} {n}"), "clientMessageId": format!("{who}-{n}") } })
+}
+
+/// Every row of `table`, as sorted text, read the same way on both backends.
+async fn dump(db: &parley_projections::Db, table: &str) -> Vec<String> {
+    let sql = match db.backend {
+        parley_projections::Backend::Postgres => {
+            format!("SELECT CAST(row_to_json(t) AS TEXT) FROM {table} t")
+        }
+        parley_projections::Backend::Sqlite => {
+            let columns: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                    .fetch_all(&db.read)
+                    .await
+                    .expect("columns");
+            format!("SELECT json_array({}) FROM {table}", columns.join(", "))
+        }
+    };
+    let mut rows: Vec<String> = sqlx::query_scalar(&sql)
+        .fetch_all(&db.read)
+        .await
+        .expect("rows");
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn a_server_killed_under_load_loses_and_duplicates_nothing() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let data_dir = tempfile::tempdir().expect("dir");
+        let server = Process::start(&database, data_dir.path()).await;
+        let client = reqwest::Client::new();
+        let mut tokens = Vec::new();
+        let mut ids = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            let registered = call(&client, &server.address, None,
+                "mutation($u: String!) { register(input: { username: $u, password: \"correct horse battery\", displayName: $u }) { accessToken user { id } } }",
+                json!({ "u": name })).await.expect("register");
+            tokens.push(text(&registered, "/data/register/accessToken").to_owned());
+            ids.push(text(&registered, "/data/register/user/id").to_owned());
+        }
+        let group = call(&client, &server.address, Some(&tokens[0]),
+            "mutation($m: [ID!]!) { createGroup(input: { title: \"Load\", memberIds: $m }) { id } }",
+            json!({ "m": [ids[1], ids[2]] })).await.expect("group");
+        let group = text(&group, "/data/createGroup/id").to_owned();
+
+        // Three clients post as fast as they can; each stops at its first failure.
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        for (who, token) in ["alice", "bob", "carol"].into_iter().zip(tokens.clone()) {
+            let (client, address, group, acknowledged) = (
+                client.clone(),
+                server.address.clone(),
+                group.clone(),
+                acknowledged.clone(),
+            );
+            senders.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0.. {
+                    match call(
+                        &client,
+                        &address,
+                        Some(&token),
+                        SEND,
+                        send_input(&group, who, n),
+                    )
+                    .await
+                    {
+                        Ok(response) if response["errors"].is_null() => {
+                            acked.push(n);
+                            acknowledged.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Killed mid-request: this one may or may not have committed.
+                        _ => return (who, token, acked, n),
+                    }
+                }
+                unreachable!()
+            }));
+        }
+        while acknowledged.load(Ordering::SeqCst) < 30 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.kill();
+        let mut outcomes = Vec::new();
+        for sender in senders {
+            outcomes.push(sender.await.expect("sender"));
+        }
+
+        // Restart on the same data and retry every send not acknowledged.
+        let server = Process::start(&database, data_dir.path()).await;
+        let mut expected = BTreeSet::new();
+        for (who, token, acked, unacknowledged) in &outcomes {
+            for n in acked {
+                expected.insert(format!("{who} {n}"));
+            }
+            let retried = call(
+                &client,
+                &server.address,
+                Some(token),
+                SEND,
+                send_input(&group, who, *unacknowledged),
+            )
+            .await
+            .expect("retry");
+            assert_eq!(
+                retried["data"]["sendMessage"]["body"],
+                format!("{who} {unacknowledged}"),
+                "{retried}"
+            );
+            expected.insert(format!("{who} {unacknowledged}"));
+        }
+        let history = call(
+            &client,
+            &server.address,
+            Some(&tokens[0]),
+            "query($c: ID!) { messages(conversationId: $c, first: 200) { nodes { seq body } } }",
+            json!({ "c": group }),
+        )
+        .await
+        .expect("history");
+        let nodes = history["data"]["messages"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let seqs: Vec<u64> = nodes.iter().filter_map(|n| n["seq"].as_u64()).collect();
+        assert_eq!(
+            seqs,
+            (1..=nodes.len() as u64).collect::<Vec<_>>(),
+            "seq has a gap: {history}"
+        );
+        let mut bodies = BTreeMap::new();
+        for node in &nodes {
+            *bodies
+                .entry(node["body"].as_str().unwrap_or_default().to_owned())
+                .or_insert(0) += 1;
+        }
+        assert!(
+            bodies.values().all(|count| *count == 1),
+            "a message was duplicated: {bodies:?}"
+        );
+        assert_eq!(
+            bodies.keys().cloned().collect::<BTreeSet<_>>(),
+            expected,
+            "acknowledged and stored differ"
+        );
+        server.stop();
+
+        // Every read model equals a fresh replay of the log.
+        let db = database.connect().await;
+        for projector in parley::startup::projectors() {
+            let tables = parley_projections::runner::all_tables(projector.as_ref(), db.backend);
+            let mut before = Vec::new();
+            for table in &tables {
+                before.push(dump(&db, table).await);
+            }
+            parley_projections::runner::reset(&db, projector.as_ref())
+                .await
+                .expect("reset");
+            parley_projections::runner::catch_up(&db, projector.as_ref())
+                .await
+                .expect("replay");
+            for (table, rows) in tables.iter().zip(before) {
+                assert_eq!(
+                    dump(&db, table).await,
+                    rows,
+                    "{} differs from a replay",
+                    table
+                );
+            }
+        }
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_name_claimed_by_a_process_that_died_is_not_lost() {
+    use parley_aggregates::claim::{slug_claim, username_claim, NameClaim, NameCommand};
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let clock = TestClock::new();
+        let app = spawn_app_with(TestDatabase::new(backend).await, |_| {}, clock.clone()).await;
+        // What a process leaves behind when it dies right after claiming.
+        let names = parley::store::CommandBus::<NameClaim>::new(&app.state.db, ());
+        for (claim, name) in [
+            (username_claim("ghost"), "ghost"),
+            (slug_claim("ghost-town"), "ghost-town"),
+        ] {
+            names
+                .execute(
+                    &claim,
+                    NameCommand::Claim {
+                        name: name.to_owned(),
+                        owner_id: uuid::Uuid::now_v7(),
+                        abandoned_by: None,
+                        at: app.state.clock.now(),
+                    },
+                    &app.state.meta(None),
+                )
+                .await
+                .expect("claimed");
+        }
+        let alice = user(&app, "alice").await;
+        let channel = "mutation { createChannel(input: { name: \"Ghost Town\", visibility: PUBLIC }) { slug } }";
+        assert_eq!(
+            error_code(&app.register("ghost", "correct horse battery").await),
+            Some("CONFLICT")
+        );
+        assert_eq!(
+            error_code(&gql(&app, &alice, channel, json!({})).await),
+            Some("CONFLICT")
+        );
+
+        clock.advance(time::Duration::minutes(2));
+        ok(&app.register("ghost", "correct horse battery").await);
+        let created = gql(&app, &alice, channel, json!({})).await;
+        assert_eq!(ok(&created)["createChannel"]["slug"], "ghost-town");
+        // A name in use stays taken, however old.
+        assert_eq!(
+            error_code(&app.register("ghost", "correct horse battery").await),
+            Some("CONFLICT")
+        );
+    }
+}
+
+/// Appends an event no projector of conversations can decode.
+async fn poison(db: &parley_projections::Db) {
+    let payload = r#"{"MessagePosted": {"not": "a message"}}"#;
+    let metadata = r#"{"occurred_at": "2026-01-01T00:00:00Z"}"#;
+    match db.backend {
+        parley_projections::Backend::Sqlite => sqlx::query(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) \
+             VALUES ($1, 'Conversation', $2, 1, 'MessagePosted', '1', $3, $4, $5)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(payload)
+        .bind(metadata)
+        .bind("ab".repeat(32))
+        .execute(&db.write)
+        .await
+        .expect("poison"),
+        parley_projections::Backend::Postgres => sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('Conversation', $1, 1, 'MessagePosted', '1', CAST($2 AS JSONB), CAST($3 AS JSONB))",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(payload)
+        .bind(metadata)
+        .execute(&db.write)
+        .await
+        .expect("poison"),
+    };
+}
+
+#[tokio::test]
+async fn a_projector_stuck_on_one_event_is_marked_failed_and_holds_nothing_up() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app_on(TestDatabase::new(backend).await, |c| {
+            // Without the failure mark, the mutation below would wait ten minutes.
+            c.consistency_wait_ms = 600_000;
+        })
+        .await;
+        user(&app, "alice").await;
+        poison(&app.state.db).await;
+        let ready = |app: &TestApp| {
+            let request = app.client.get(format!("{}/readyz", app.address)).send();
+            async move {
+                request
+                    .await
+                    .expect("readyz")
+                    .json::<Value>()
+                    .await
+                    .expect("json")
+            }
+        };
+        let mut tries = 0;
+        let report = loop {
+            let report = ready(&app).await;
+            let failed = report["projectors"].as_array().is_some_and(|projectors| {
+                projectors
+                    .iter()
+                    .any(|p| p["name"] == "conversations" && p["state"] == "failed")
+            });
+            if failed {
+                break report;
+            }
+            tries += 1;
+            assert!(tries < 600, "never marked failed: {report}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let users = report["projectors"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "users").cloned());
+        assert_eq!(
+            users.map(|p| p["state"].clone()),
+            Some(json!("live")),
+            "{report}"
+        );
+
+        let registered = tokio::time::timeout(
+            Duration::from_secs(60),
+            app.register("bob", "correct horse battery"),
+        )
+        .await
+        .expect("a mutation does not wait for a failed projector");
+        ok(&registered);
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+            command.env_remove(key);
+        }
+        let output = command
+            .env("PARLEY_DATABASE_URL", &app.database.url)
+            .env("PARLEY_LOG", "error")
+            .args(["projections", "status"])
+            .output()
+            .expect("parley runs");
+        let status = String::from_utf8_lossy(&output.stdout);
+        assert!(status.contains("FAILED"), "{status}");
+    }
+}
