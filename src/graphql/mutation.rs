@@ -99,9 +99,8 @@ async fn settled_invitation(
         .ok_or_else(|| ApiError::internal("invitation missing from the read model"))
 }
 
-fn ids(raw: &[ID], what: &str) -> Result<Vec<uuid::Uuid>, ApiError> {
-    raw.iter().map(|id| parse_id(id, what)).collect()
-}
+/// Most attachments one message may carry.
+const MAX_ATTACHMENTS: usize = 10;
 
 async fn payload(ctx: &Context<'_>, tokens: AuthTokens) -> Result<AuthPayload, ApiError> {
     state(ctx).settle(tokens.position).await;
@@ -403,10 +402,17 @@ impl Mutation {
             .as_ref()
             .map(|id| parse_id(id, "message"))
             .transpose()?;
-        let attachments = ids(
-            input.attachment_ids.as_deref().unwrap_or_default(),
-            "attachment",
-        )?;
+        let attachments = parley_aggregates::values::parse_id_list(
+            &input
+                .attachment_ids
+                .unwrap_or_default()
+                .iter()
+                .map(|id| id.as_str())
+                .collect::<Vec<_>>(),
+            "attachmentIds",
+            MAX_ATTACHMENTS,
+        )
+        .map_err(ApiError::from)?;
         let written = state
             .chat
             .send(

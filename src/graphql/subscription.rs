@@ -436,17 +436,19 @@ impl Subscription {
         user_ids: Vec<ID>,
     ) -> Result<impl Stream<Item = PresenceUpdate>> {
         viewer(ctx)?;
-        if user_ids.is_empty() || user_ids.len() > MAX_WATCHED {
+        let raw: Vec<&str> = user_ids.iter().map(|id| id.as_str()).collect();
+        let watched: std::collections::HashSet<Uuid> =
+            parley_aggregates::values::parse_id_list(&raw, "userIds", MAX_WATCHED)
+                .map_err(ApiError::from)?
+                .into_iter()
+                .collect();
+        if watched.is_empty() {
             return Err(ApiError::from(parley_aggregates::InputError::new(
                 "userIds",
                 "must list 1 to 200 users",
             ))
             .into());
         }
-        let watched = user_ids
-            .iter()
-            .map(|id| parse_id(id, "user"))
-            .collect::<Result<std::collections::HashSet<Uuid>, _>>()?;
         let state = state(ctx);
         let ids: Vec<String> = watched.iter().map(Uuid::to_string).collect();
         let found = users::by_ids(&state.db, &ids).await?;

@@ -1121,6 +1121,17 @@ async fn commands_validate_all_input_and_only_real_changes_become_events() {
         )
         .await;
         assert_eq!(error_field(&oversized), Some("ids"), "{oversized}");
+        let eleven: Vec<String> = (0..11)
+            .map(|n| format!("00000000-0000-0000-0000-{n:012}"))
+            .collect();
+        let attached = gql(
+            &app,
+            &alice,
+            SEND,
+            json!({ "i": { "conversationId": group, "body": "files", "attachmentIds": eleven } }),
+        )
+        .await;
+        assert_eq!(error_field(&attached), Some("attachmentIds"), "{attached}");
         let settled = log_length(&app).await;
 
         // Commands that change nothing append nothing: someone else's notification,
