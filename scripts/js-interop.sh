@@ -6,7 +6,9 @@
 # `graphql-ws` (protocol graphql-transport-ws). That proves an unmodified
 # third-party client gets live `conversationEvents`, resumes by cursor after a
 # disconnect with nothing lost or repeated (then continues live), and sees close
-# code 4403 for a bad token.
+# code 4403 for a bad token. Then the GraphQL-over-HTTP specification's own audit
+# (graphql-http's `serverAudits`) checks the HTTP transport; every MUST must pass.
+# Rate limits are off: the interop test posts faster than any person would.
 #
 # Usage: scripts/js-interop.sh PATH_TO_PARLEY_BINARY
 # Needs node (>= 20) and npm; the npm registry must be reachable for `npm ci`.
@@ -69,6 +71,7 @@ base="http://127.0.0.1:$port"
 PARLEY_DATA_DIR="$data_dir" \
     PARLEY_LISTEN="127.0.0.1:$port" \
     PARLEY_LOG=warn \
+    PARLEY_RATE_LIMITS=off \
     PARLEY_JWT_SECRET=js-interop-test-secret-0123456789abcdefgh \
     "$binary" serve &
 server_pid=$!
@@ -101,4 +104,5 @@ done
 
 status=0
 node tests/js/interop.mjs "$base" || status=$?
+node tests/js/audit.mjs "$base" || status=$?
 exit "$status"
