@@ -87,6 +87,7 @@ pub(super) struct Source {
     pub after: LogPosition,
     pub live: LiveReceiver,
     pub signals: Option<broadcast::Receiver<Signal>>,
+    pub replaying: Arc<crate::live::ReplayGauge>,
 }
 
 /// Runs `follower` until the subscriber leaves or the subscription ends; an error
@@ -131,6 +132,7 @@ async fn run<F: Follower>(
         projections,
         mut live,
         mut signals,
+        replaying,
         ..
     } = source;
     loop {
@@ -138,6 +140,7 @@ async fn run<F: Follower>(
             .await
             .map_err(ApiError::from)?;
         let Some(newest) = batch.last() else { break };
+        let _held = replaying.hold(batch.len());
         // Committed is not yet projected: look events up only once they are.
         projections.wait_for(newest.position, REPLAY_WAIT).await;
         for event in batch {

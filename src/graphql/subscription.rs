@@ -484,6 +484,7 @@ async fn open_source(
         after,
         live,
         signals,
+        replaying: state.live.replaying.clone(),
     })
 }
 

@@ -81,6 +81,45 @@ impl std::ops::Deref for LiveEvent {
 pub struct LiveTail {
     sender: broadcast::Sender<Arc<LiveEvent>>,
     pub wake: Arc<Notify>,
+    /// Log events held by subscription replays on this node.
+    pub replaying: Arc<ReplayGauge>,
+}
+
+/// How many log events replays hold at once, now and at most: replays read the log a
+/// page at a time, so this stays within a page per replaying subscription however far
+/// back their cursors lie.
+#[derive(Debug, Default)]
+pub struct ReplayGauge {
+    held: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl ReplayGauge {
+    /// Counts `events` as held until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>, events: usize) -> ReplayHold {
+        let held = self.held.fetch_add(events, Ordering::SeqCst) + events;
+        self.most.fetch_max(held, Ordering::SeqCst);
+        ReplayHold {
+            gauge: self.clone(),
+            events,
+        }
+    }
+
+    /// The most events held at once since the node started.
+    pub fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+pub struct ReplayHold {
+    gauge: Arc<ReplayGauge>,
+    events: usize,
+}
+
+impl Drop for ReplayHold {
+    fn drop(&mut self) {
+        self.gauge.held.fetch_sub(self.events, Ordering::SeqCst);
+    }
 }
 
 impl LiveTail {
@@ -95,6 +134,7 @@ impl LiveTail {
         let tail = Arc::new(Self {
             sender,
             wake: Arc::new(Notify::new()),
+            replaying: Arc::default(),
         });
         let head = log::head(&db).await?;
         tokio::spawn(run(db, projections, tail.clone(), head));

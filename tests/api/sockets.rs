@@ -150,3 +150,57 @@ async fn a_user_holds_a_bounded_number_of_sockets() {
         }
     }
 }
+
+#[tokio::test]
+async fn replays_from_the_start_of_a_long_log_hold_a_page_each() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let alice = user(&app, "alice").await;
+        let group = ok(&gql(
+            &app,
+            &alice,
+            "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
+            json!({}),
+        )
+        .await)["createGroup"]["id"]
+            .clone();
+        // More than a page (100), so reading the whole log at once would show.
+        let posts = 150;
+        for n in 0..posts {
+            ok(&gql(
+                &app,
+                &alice,
+                "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
+                json!({ "i": { "conversationId": group, "body": format!("m{n}") } }),
+            )
+            .await);
+        }
+        let subscriptions = 20;
+        let mut socket = connect(&app, &alice.token).await;
+        for id in 0..subscriptions {
+            start(
+                &mut socket,
+                &id.to_string(),
+                "subscription($c: ID!) { conversationEvents(conversationId: $c, after: \"0.0\") { __typename } }",
+                json!({ "c": group }),
+            )
+            .await;
+        }
+        let mut received = std::collections::HashMap::<String, usize>::new();
+        while received.values().sum::<usize>() < subscriptions * posts {
+            let message = next_json(&mut socket).await;
+            assert_eq!(message["type"], "next", "{message}");
+            *received
+                .entry(message["id"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        assert!(received.values().all(|n| *n == posts), "{received:?}");
+        // Each replay read the whole log from its start, yet held a page at a time.
+        let most = app.state.live.replaying.most();
+        assert!(
+            most > 0 && most <= subscriptions * 100,
+            "held {most} events at once"
+        );
+    }
+}
