@@ -210,3 +210,32 @@ pub fn text<'a>(response: &'a Value, pointer: &str) -> &'a str {
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("no string at {pointer} in {response}"))
 }
+
+/// A group with `who` as its only member; its id.
+pub async fn own_group(app: &TestApp, who: &Client) -> String {
+    let response = gql(
+        app,
+        who,
+        "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
+        serde_json::json!({}),
+    )
+    .await;
+    text(&response, "/data/createGroup/id").to_owned()
+}
+
+/// The end of the log now, to subscribe from without missing what follows.
+pub async fn live_cursor_of(app: &TestApp, who: &Client) -> String {
+    let response = gql(app, who, "{ liveCursor }", serde_json::json!({})).await;
+    text(&response, "/data/liveCursor").to_owned()
+}
+
+/// Posts `body` as `who`, which must succeed.
+pub async fn post_ok(app: &TestApp, who: &Client, conversation: &str, body: &str) {
+    ok(&gql(
+        app,
+        who,
+        "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
+        serde_json::json!({ "i": { "conversationId": conversation, "body": body } }),
+    )
+    .await);
+}

@@ -112,14 +112,7 @@ async fn costly_documents_are_refused_before_they_run_even_unsigned() {
               pageInfo { hasNextPage endCursor } } \
             notifications(first: 20) { nodes { id kind read actor { username } } } }";
         ok(&gql(&app, &alice, screen, json!({})).await);
-        let group = ok(&gql(
-            &app,
-            &alice,
-            "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
-            json!({}),
-        )
-        .await)["createGroup"]["id"]
-            .clone();
+        let group = own_group(&app, &alice).await;
         let history =
             "query($c: ID!) { messages(conversationId: $c, last: 50) { edges { cursor node { \
             id seq body createdAt editedAt deleted replyCount readCount \
@@ -150,8 +143,7 @@ async fn costly_documents_are_refused_before_they_run_even_unsigned() {
             "{answer}"
         );
         assert!(answer["payload"]["data"].is_null(), "{answer}");
-        let cursor =
-            ok(&gql(&app, &alice, "{ liveCursor }", json!({})).await)["liveCursor"].clone();
+        let cursor = live_cursor_of(&app, &alice).await;
         start(&mut socket, "2", costly, json!({ "a": cursor })).await;
         ok(&gql(
             &app,

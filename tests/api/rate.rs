@@ -63,14 +63,7 @@ async fn a_burst_of_messages_passes_and_a_flood_is_slowed() {
         eprintln!("backend: {backend:?}");
         let app = limited_app(backend, false).await;
         let alice = user(&app, "alice").await;
-        let group = ok(&gql(
-            &app,
-            &alice,
-            "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
-            json!({}),
-        )
-        .await)["createGroup"]["id"]
-            .clone();
+        let group = own_group(&app, &alice).await;
         let send = "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }";
         for n in 0..20 {
             let response = gql(
@@ -265,22 +258,9 @@ async fn turning_limits_off_lets_everything_through() {
         let app = spawn_app(backend).await;
         assert_eq!(app.state.config.rate_limits, parley::config::Switch::Off);
         let alice = user(&app, "alice").await;
-        let group = ok(&gql(
-            &app,
-            &alice,
-            "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
-            json!({}),
-        )
-        .await)["createGroup"]["id"]
-            .clone();
+        let group = own_group(&app, &alice).await;
         for n in 0..60 {
-            ok(&gql(
-                &app,
-                &alice,
-                "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
-                json!({ "i": { "conversationId": group, "body": format!("m{n}") } }),
-            )
-            .await);
+            post_ok(&app, &alice, &group, &format!("m{n}")).await;
         }
         for n in 0..15 {
             let response = app.login("alice", &format!("wrong password {n}")).await;

@@ -24,8 +24,7 @@ async fn a_socket_that_never_initialises_is_closed_with_4408_on_both_protocols()
         // A socket that does initialise in time stays open past the deadline.
         let alice = user(&app, "alice").await;
         let mut socket = connect(&app, &alice.token).await;
-        let cursor =
-            ok(&gql(&app, &alice, "{ liveCursor }", json!({})).await)["liveCursor"].clone();
+        let cursor = live_cursor_of(&app, &alice).await;
         start(
             &mut socket,
             "1",
@@ -34,13 +33,7 @@ async fn a_socket_that_never_initialises_is_closed_with_4408_on_both_protocols()
         )
         .await;
         tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-        ok(&gql(
-            &app,
-            &alice,
-            "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
-            json!({}),
-        )
-        .await);
+        own_group(&app, &alice).await;
         assert_eq!(next_json(&mut socket).await["type"], "next");
     }
 }
@@ -54,16 +47,8 @@ async fn one_subscription_too_many_is_refused_and_the_others_go_on() {
         })
         .await;
         let alice = user(&app, "alice").await;
-        let group = ok(&gql(
-            &app,
-            &alice,
-            "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
-            json!({}),
-        )
-        .await)["createGroup"]["id"]
-            .clone();
-        let cursor =
-            ok(&gql(&app, &alice, "{ liveCursor }", json!({})).await)["liveCursor"].clone();
+        let group = own_group(&app, &alice).await;
+        let cursor = live_cursor_of(&app, &alice).await;
         let events = "subscription($c: ID!, $a: String) { conversationEvents(conversationId: $c, after: $a) { __typename } }";
         let variables = json!({ "c": group, "a": cursor });
         let mut socket = connect(&app, &alice.token).await;
@@ -78,13 +63,7 @@ async fn one_subscription_too_many_is_refused_and_the_others_go_on() {
             "BAD_USER_INPUT"
         );
 
-        ok(&gql(
-            &app,
-            &alice,
-            "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
-            json!({ "i": { "conversationId": group, "body": "hi" } }),
-        )
-        .await);
+        post_ok(&app, &alice, &group, "hi").await;
         let mut delivered = std::collections::BTreeSet::new();
         while delivered.len() < 3 {
             let message = next_json(&mut socket).await;
@@ -157,24 +136,11 @@ async fn replays_from_the_start_of_a_long_log_hold_a_page_each() {
         eprintln!("backend: {backend:?}");
         let app = spawn_app(backend).await;
         let alice = user(&app, "alice").await;
-        let group = ok(&gql(
-            &app,
-            &alice,
-            "mutation { createGroup(input: { title: \"t\", memberIds: [] }) { id } }",
-            json!({}),
-        )
-        .await)["createGroup"]["id"]
-            .clone();
+        let group = own_group(&app, &alice).await;
         // More than a page (100), so reading the whole log at once would show.
         let posts = 150;
         for n in 0..posts {
-            ok(&gql(
-                &app,
-                &alice,
-                "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
-                json!({ "i": { "conversationId": group, "body": format!("m{n}") } }),
-            )
-            .await);
+            post_ok(&app, &alice, &group, &format!("m{n}")).await;
         }
         let subscriptions = 20;
         let mut socket = connect(&app, &alice.token).await;
