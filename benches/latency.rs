@@ -184,6 +184,11 @@ impl App {
             // The 1,000-subscriber run can outlast the default 15 minutes in a dev build.
             "--access-token-ttl",
             "86400",
+            // One user, one address, a thousand sockets: a load, not an abuse.
+            "--rate-limits",
+            "off",
+            "--max-connections-per-user",
+            "2000",
         ])
         .context("bench configuration")?;
         // The server's warnings and errors (a failed subscription, lagging read models)

@@ -25,7 +25,6 @@ use parley_projections::{
 };
 use uuid::Uuid;
 
-use crate::graphql::error::ApiError;
 use crate::store::{CommandBus, CommandMeta};
 
 /// The result of a write: the id it concerns and where its events are in the log.
@@ -50,61 +49,89 @@ pub struct Chat {
     services: ConversationServices,
 }
 
-/// Parses an `ID` argument; anything that is not one of ours is unknown.
-pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::NotFound(format!("{what} not found")))
+/// Why a messaging command was refused or failed: the domain's own errors, and what
+/// the service itself found missing or broken. The GraphQL layer maps each to a code
+/// (`graphql/error.rs`).
+///
+/// Deliberately not `Display`, like the API's error: a resolver's `?` then has only the
+/// mapping to go through, never async-graphql's code-less conversion of any `Display`.
+#[derive(Debug)]
+pub enum ChatError {
+    Conversation(ConversationError),
+    Message(MessageError),
+    Name(parley_aggregates::claim::NameError),
+    Input(InputError),
+    /// What the command names does not exist (`"user"`, `"message"` …).
+    NotFound(&'static str),
+    SlugTaken(String),
+    /// Another node changed the aggregate first, every time it was retried.
+    Concurrent,
+    /// Stored data that breaks a rule it passed when written: a bug, not bad input.
+    Corrupt(String),
+    Store(Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl From<ConversationError> for ApiError {
+impl From<ConversationError> for ChatError {
     fn from(error: ConversationError) -> Self {
-        match error {
-            ConversationError::Invalid(input) => input.into(),
-            ConversationError::NotFound | ConversationError::TargetNotMember => {
-                Self::NotFound(error.to_string())
-            }
-            ConversationError::NotMember
-            | ConversationError::NotPublic
-            | ConversationError::NotAllowed(_)
-            | ConversationError::NotInvitee
-            | ConversationError::Banned
-            | ConversationError::TargetBanned
-            | ConversationError::Muted => Self::Forbidden(error.to_string()),
-            ConversationError::NotBanned | ConversationError::NotMuted => {
-                Self::Conflict(error.to_string())
-            }
-            ConversationError::AlreadyExists
-            | ConversationError::Full { .. }
-            | ConversationError::AlreadyMember
-            | ConversationError::AlreadyInvited
-            | ConversationError::InvitationNotPending
-            | ConversationError::ClientMessageIdReused => Self::Conflict(error.to_string()),
-            ConversationError::AlreadyPosted { .. } => Self::Conflict(error.to_string()),
-        }
+        Self::Conversation(error)
     }
 }
 
-impl From<MessageError> for ApiError {
+impl From<MessageError> for ChatError {
     fn from(error: MessageError) -> Self {
-        match error {
-            MessageError::Invalid(input) => input.into(),
-            MessageError::NotMember | MessageError::NotAllowed(_) => {
-                Self::Forbidden(error.to_string())
-            }
-            MessageError::Deleted => Self::Conflict(error.to_string()),
-        }
+        Self::Message(error)
     }
 }
 
-impl From<parley_aggregates::member::MemberError> for ApiError {
+impl From<parley_aggregates::claim::NameError> for ChatError {
+    fn from(error: parley_aggregates::claim::NameError) -> Self {
+        Self::Name(error)
+    }
+}
+
+impl From<InputError> for ChatError {
+    fn from(error: InputError) -> Self {
+        Self::Input(error)
+    }
+}
+
+impl From<parley_aggregates::member::MemberError> for ChatError {
     fn from(error: parley_aggregates::member::MemberError) -> Self {
         match error {}
     }
 }
 
-impl From<parley_aggregates::inbox::InboxError> for ApiError {
+impl From<parley_aggregates::inbox::InboxError> for ChatError {
     fn from(error: parley_aggregates::inbox::InboxError) -> Self {
         match error {}
     }
+}
+
+impl From<parley_projections::ProjectionError> for ChatError {
+    fn from(error: parley_projections::ProjectionError) -> Self {
+        Self::Store(Box::new(error))
+    }
+}
+
+impl<E> From<AggregateError<E>> for ChatError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    ChatError: From<E>,
+{
+    fn from(error: AggregateError<E>) -> Self {
+        match error {
+            AggregateError::UserError(error) => error.into(),
+            AggregateError::AggregateConflict => Self::Concurrent,
+            AggregateError::DatabaseConnectionError(e)
+            | AggregateError::DeserializationError(e)
+            | AggregateError::UnexpectedError(e) => Self::Store(e),
+        }
+    }
+}
+
+/// An id the read models hold, which was well formed when written.
+fn stored_id(raw: &str) -> Result<Uuid, ChatError> {
+    Uuid::parse_str(raw).map_err(|_| ChatError::Corrupt(format!("stored id {raw:?} is not a UUID")))
 }
 
 impl Chat {
@@ -121,14 +148,14 @@ impl Chat {
     }
 
     /// A user as a conversation records them; `NOT_FOUND` for unknown users.
-    async fn member_ref(&self, user_id: Uuid) -> Result<MemberRef, ApiError> {
+    async fn member_ref(&self, user_id: Uuid) -> Result<MemberRef, ChatError> {
         let row = users::by_ids(&self.db, &[user_id.to_string()])
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
-        let username =
-            Username::parse(&row.username, "userId").map_err(ApiError::internal_input)?;
+            .ok_or(ChatError::NotFound("user"))?;
+        let username = Username::parse(&row.username, "userId")
+            .map_err(|error| ChatError::Corrupt(error.to_string()))?;
         Ok(MemberRef { user_id, username })
     }
 
@@ -137,7 +164,7 @@ impl Chat {
         conversation_id: Uuid,
         command: ConversationCommand,
         meta: &CommandMeta,
-    ) -> Result<Option<LogPosition>, ApiError> {
+    ) -> Result<Option<LogPosition>, ChatError> {
         Ok(self
             .conversations
             .execute(
@@ -155,7 +182,7 @@ impl Chat {
         viewer: Uuid,
         other: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let creator = self.member_ref(viewer).await?;
         let other = self.member_ref(other).await?;
         let id = direct_conversation_id(viewer, other.user_id);
@@ -186,7 +213,7 @@ impl Chat {
         title: &str,
         member_ids: &[String],
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         // Bounded before any lookup, so a huge list costs nothing.
         let member_ids = parse_id_list(member_ids, "memberIds", self.services.max_group_invites)?;
         let creator = self.member_ref(viewer).await?;
@@ -214,7 +241,7 @@ impl Chat {
         description: Option<String>,
         visibility: Visibility,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let creator = self.member_ref(viewer).await?;
         parley_aggregates::values::Title::parse(name, "name")?;
         let slug = match slug {
@@ -250,11 +277,11 @@ impl Chat {
                 meta,
             )
             .await
-            .map_err(|error| match ApiError::from(error) {
-                ApiError::Conflict(_) => {
-                    ApiError::Conflict(format!("the slug '{}' is already taken", slug.as_str()))
+            .map_err(|error| match error {
+                AggregateError::UserError(parley_aggregates::claim::NameError::Taken) => {
+                    ChatError::SlugTaken(slug.as_str().to_owned())
                 }
-                other => other,
+                other => other.into(),
             })?;
         let command = ConversationCommand::CreateChannel {
             creator,
@@ -285,7 +312,7 @@ impl Chat {
         viewer: Uuid,
         conversation_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let user = self.member_ref(viewer).await?;
         let position = self
             .run(
@@ -303,7 +330,7 @@ impl Chat {
         viewer: Uuid,
         conversation_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<bool>, ApiError> {
+    ) -> Result<Written<bool>, ChatError> {
         let position = self
             .run(
                 conversation_id,
@@ -325,7 +352,7 @@ impl Chat {
         title: Option<String>,
         description: Option<String>,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let command = ConversationCommand::Update {
             actor_id: viewer,
             title,
@@ -341,13 +368,13 @@ impl Chat {
         &self,
         conversation_id: Uuid,
         viewer: Uuid,
-    ) -> Result<(Conversation, Option<parley_aggregates::policy::Role>), ApiError> {
+    ) -> Result<(Conversation, Option<parley_aggregates::policy::Role>), ChatError> {
         let conversation = self
             .conversations
             .load(&conversation_id.to_string())
             .await?;
         if conversation.id.is_none() {
-            return Err(ApiError::NotFound("conversation not found".to_owned()));
+            return Err(ChatError::NotFound("conversation"));
         }
         let role = conversation.role_of(viewer).ok();
         Ok((conversation, role))
@@ -360,7 +387,7 @@ impl Chat {
         conversation_id: Uuid,
         level: NotificationLevel,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let (_, role) = self.standing(conversation_id, viewer).await?;
         if role.is_none() {
             return Err(ConversationError::NotMember.into());
@@ -385,7 +412,7 @@ impl Chat {
         conversation_id: Uuid,
         user_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let invitee = self.member_ref(user_id).await?;
         let invitation_id = Uuid::now_v7();
         let command = ConversationCommand::Invite {
@@ -398,11 +425,11 @@ impl Chat {
         Ok(Written::new(invitation_id, position))
     }
 
-    async fn invitation_conversation(&self, invitation_id: Uuid) -> Result<Uuid, ApiError> {
+    async fn invitation_conversation(&self, invitation_id: Uuid) -> Result<Uuid, ChatError> {
         let row = conversations::invitation(&self.db, &invitation_id.to_string())
             .await?
-            .ok_or_else(|| ApiError::NotFound("invitation not found".to_owned()))?;
-        parse_id(&row.conversation_id, "conversation")
+            .ok_or(ChatError::NotFound("invitation"))?;
+        stored_id(&row.conversation_id)
     }
 
     /// `acceptInvitation`: returns the conversation joined.
@@ -411,7 +438,7 @@ impl Chat {
         viewer: Uuid,
         invitation_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let conversation_id = self.invitation_conversation(invitation_id).await?;
         let user = self.member_ref(viewer).await?;
         let command = ConversationCommand::AcceptInvitation {
@@ -429,7 +456,7 @@ impl Chat {
         viewer: Uuid,
         invitation_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let conversation_id = self.invitation_conversation(invitation_id).await?;
         let command = ConversationCommand::DeclineInvitation {
             invitation_id,
@@ -446,7 +473,7 @@ impl Chat {
         viewer: Uuid,
         invitation_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let conversation_id = self.invitation_conversation(invitation_id).await?;
         let command = ConversationCommand::RevokeInvitation {
             invitation_id,
@@ -457,10 +484,10 @@ impl Chat {
         Ok(Written::new(invitation_id, position))
     }
 
-    async fn message_row(&self, message_id: Uuid) -> Result<MessageRow, ApiError> {
+    async fn message_row(&self, message_id: Uuid) -> Result<MessageRow, ChatError> {
         messages::by_id(&self.db, &message_id.to_string())
             .await?
-            .ok_or_else(|| ApiError::NotFound("message not found".to_owned()))
+            .ok_or(ChatError::NotFound("message"))
     }
 
     /// `sendMessage`: a retry with the same `clientMessageId` returns the first message.
@@ -474,21 +501,22 @@ impl Chat {
         client_message_id: Option<String>,
         attachment_ids: Vec<Uuid>,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
-        if let Some(attachment) = attachment_ids.first() {
-            return Err(ApiError::NotFound(format!(
-                "attachment {attachment} not found"
-            )));
+    ) -> Result<Written<Uuid>, ChatError> {
+        if !attachment_ids.is_empty() {
+            return Err(ChatError::NotFound("attachment"));
         }
         let reply_to = match reply_to {
             Some(id) => {
-                let row = self.message_row(id).await.map_err(|_| {
-                    ApiError::NotFound("the message replied to was not found".to_owned())
-                })?;
+                let row = match self.message_row(id).await {
+                    Err(ChatError::NotFound(_)) => {
+                        return Err(ChatError::NotFound("the message replied to"))
+                    }
+                    other => other?,
+                };
                 Some(ReplyTarget {
                     message_id: id,
-                    conversation_id: parse_id(&row.conversation_id, "conversation")?,
-                    author_id: parse_id(&row.author_id, "user")?,
+                    conversation_id: stored_id(&row.conversation_id)?,
+                    author_id: stored_id(&row.author_id)?,
                 })
             }
             None => None,
@@ -527,14 +555,14 @@ impl Chat {
         viewer: Uuid,
         message_id: Uuid,
         at: time::OffsetDateTime,
-    ) -> Result<(PostedMessage, Actor), ApiError> {
+    ) -> Result<(PostedMessage, Actor), ChatError> {
         let row = self.message_row(message_id).await?;
-        let conversation_id = parse_id(&row.conversation_id, "conversation")?;
+        let conversation_id = stored_id(&row.conversation_id)?;
         let (conversation, role) = self.standing(conversation_id, viewer).await?;
         let posted = PostedMessage {
             message_id,
             conversation_id,
-            author_id: parse_id(&row.author_id, "user")?,
+            author_id: stored_id(&row.author_id)?,
             seq: u64::try_from(row.seq).unwrap_or_default(),
             body: row.body.clone().unwrap_or_default(),
             mentions: row
@@ -566,7 +594,7 @@ impl Chat {
         message_id: Uuid,
         command: MessageCommand,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let committed = self
             .messages
             .execute(&message_id.to_string(), command, meta)
@@ -581,7 +609,7 @@ impl Chat {
         message_id: Uuid,
         body: String,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let (posted, actor) = self.posted_and_actor(viewer, message_id, meta.at).await?;
         let command = MessageCommand::Edit {
             posted,
@@ -600,7 +628,7 @@ impl Chat {
         message_id: Uuid,
         reason: Option<String>,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let (posted, actor) = self.posted_and_actor(viewer, message_id, meta.at).await?;
         self.on_message(
             message_id,
@@ -623,7 +651,7 @@ impl Chat {
         emoji: String,
         add: bool,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let (posted, actor) = self.posted_and_actor(viewer, message_id, meta.at).await?;
         let command = if add {
             MessageCommand::AddReaction {
@@ -649,7 +677,7 @@ impl Chat {
         viewer: Uuid,
         conversation_id: Uuid,
         message_id: Uuid,
-    ) -> Result<MessageRow, ApiError> {
+    ) -> Result<MessageRow, ChatError> {
         let (_, role) = self.standing(conversation_id, viewer).await?;
         if role.is_none() {
             return Err(ConversationError::NotMember.into());
@@ -670,7 +698,7 @@ impl Chat {
         conversation_id: Uuid,
         message_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let row = self
             .read_target(viewer, conversation_id, message_id)
             .await?;
@@ -698,7 +726,7 @@ impl Chat {
         conversation_id: Uuid,
         message_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         let row = self
             .read_target(viewer, conversation_id, message_id)
             .await?;
@@ -723,7 +751,7 @@ impl Chat {
         viewer: Uuid,
         ids: &[String],
         meta: &CommandMeta,
-    ) -> Result<Written<i32>, ApiError> {
+    ) -> Result<Written<i32>, ChatError> {
         let ids = parse_id_list(ids, "ids", MAX_PAGE as usize)?;
         let unread = notifications::unread_among(&self.db, &viewer.to_string(), &ids).await?;
         let count = unread.len();
@@ -747,7 +775,7 @@ impl Chat {
         &self,
         viewer: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<i32>, ApiError> {
+    ) -> Result<Written<i32>, ChatError> {
         let count = notifications::count_unread(&self.db, &viewer.to_string()).await?;
         let committed = self
             .inbox
@@ -777,7 +805,7 @@ impl Chat {
         action: Moderation,
         reason: Option<String>,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ApiError> {
+    ) -> Result<Written<Uuid>, ChatError> {
         self.member_ref(user_id).await?;
         let action_id = Uuid::now_v7();
         let (actor_id, at) = (viewer, meta.at);

@@ -50,6 +50,17 @@ pub fn allows(role: Role, action: Action) -> bool {
     }
 }
 
+/// Who reads a conversation's moderation log: its owners and admins (`role` is the
+/// reader's, `None` for a non-member).
+pub fn may_read_moderation_log(role: Option<Role>) -> bool {
+    role.is_some_and(|role| role >= Role::Admin)
+}
+
+/// Who shows as typing in a conversation: its members.
+pub fn may_type(role: Option<Role>) -> bool {
+    role.is_some()
+}
+
 /// How much of a conversation a user may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ReadAccess {
@@ -110,6 +121,16 @@ pub fn all_standings() -> Vec<Standing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_owners_and_admins_read_the_moderation_log_and_only_members_type() {
+        assert!(may_read_moderation_log(Some(Role::Owner)));
+        assert!(may_read_moderation_log(Some(Role::Admin)));
+        assert!(!may_read_moderation_log(Some(Role::Member)));
+        assert!(!may_read_moderation_log(None));
+        assert!(may_type(Some(Role::Member)));
+        assert!(!may_type(None));
+    }
 
     #[test]
     fn members_and_anyone_in_a_public_channel_read_everything() {

@@ -8,5 +8,5 @@ mod tokens;
 
 pub use password::Argon2Hasher;
 pub use revocations::Revocations;
-pub use service::{Accounts, AuthTokens};
+pub use service::{Accounts, AuthError, AuthTokens};
 pub use tokens::{AccessClaims, Grant, RefreshToken, TokenKeys};

@@ -5,15 +5,60 @@ use std::sync::Arc;
 
 use parley_aggregates::claim::{username_claim, NameClaim, NameCommand};
 use parley_aggregates::user::{
-    NewSession, PasswordHasher as _, User, UserCommand, UserEvent, UserServices,
+    NewSession, PasswordHasher as _, User, UserCommand, UserError, UserEvent, UserServices,
 };
 use parley_aggregates::values::{DisplayName, Password, Username};
 use parley_projections::LogPosition;
 use uuid::Uuid;
 
 use super::{Argon2Hasher, Grant, RefreshToken, Revocations, TokenKeys};
-use crate::graphql::error::ApiError;
 use crate::store::{CommandBus, CommandMeta};
+
+/// Why an account operation was refused or failed. The GraphQL layer maps each to a
+/// code (`graphql/error.rs`); deliberately not `Display`, like `ChatError`.
+#[derive(Debug)]
+pub enum AuthError {
+    User(UserError),
+    Name(parley_aggregates::claim::NameError),
+    Input(parley_aggregates::InputError),
+    /// Another node changed the account first, every time it was retried.
+    Concurrent,
+    Store(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<UserError> for AuthError {
+    fn from(error: UserError) -> Self {
+        Self::User(error)
+    }
+}
+
+impl From<parley_aggregates::claim::NameError> for AuthError {
+    fn from(error: parley_aggregates::claim::NameError) -> Self {
+        Self::Name(error)
+    }
+}
+
+impl From<parley_aggregates::InputError> for AuthError {
+    fn from(error: parley_aggregates::InputError) -> Self {
+        Self::Input(error)
+    }
+}
+
+impl<E> From<cqrs_es::AggregateError<E>> for AuthError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    AuthError: From<E>,
+{
+    fn from(error: cqrs_es::AggregateError<E>) -> Self {
+        match error {
+            cqrs_es::AggregateError::UserError(error) => error.into(),
+            cqrs_es::AggregateError::AggregateConflict => Self::Concurrent,
+            cqrs_es::AggregateError::DatabaseConnectionError(e)
+            | cqrs_es::AggregateError::DeserializationError(e)
+            | cqrs_es::AggregateError::UnexpectedError(e) => Self::Store(e),
+        }
+    }
+}
 
 /// Tokens handed to a client after register, login or refresh.
 pub struct AuthTokens {
@@ -74,13 +119,13 @@ impl Accounts {
         refresh: &RefreshToken,
         meta: &CommandMeta,
         position: Option<LogPosition>,
-    ) -> Result<AuthTokens, ApiError> {
+    ) -> Result<AuthTokens, AuthError> {
         Ok(AuthTokens {
             user_id: refresh.user_id,
             access_token: self
                 .keys
                 .issue_access(refresh.user_id, refresh.family_id, meta.at)
-                .map_err(ApiError::internal)?,
+                .map_err(|error| AuthError::Store(Box::new(error)))?,
             refresh_token: refresh.encode(),
             position,
         })
@@ -93,7 +138,7 @@ impl Accounts {
         password: &str,
         display_name: &str,
         meta: &CommandMeta,
-    ) -> Result<AuthTokens, ApiError> {
+    ) -> Result<AuthTokens, AuthError> {
         // Validate everything before claiming, so bad input claims nothing.
         let name = Username::parse(username, "username")?;
         DisplayName::parse(display_name, "displayName")?;
@@ -173,14 +218,14 @@ impl Accounts {
         username: &str,
         password: &str,
         meta: &CommandMeta,
-    ) -> Result<AuthTokens, ApiError> {
+    ) -> Result<AuthTokens, AuthError> {
         let owner = match Username::parse(username, "username") {
             Ok(name) => self.names.load(&username_claim(name.as_str())).await?.owner,
             Err(_) => None,
         };
         let Some(user_id) = owner else {
             self.hasher.verify_dummy(password).await;
-            return Err(parley_aggregates::user::UserError::InvalidCredentials.into());
+            return Err(UserError::InvalidCredentials.into());
         };
         let meta = CommandMeta {
             actor_id: Some(user_id),
@@ -194,12 +239,12 @@ impl Accounts {
         user_id: Uuid,
         password: &str,
         meta: &CommandMeta,
-    ) -> Result<AuthTokens, ApiError> {
+    ) -> Result<AuthTokens, AuthError> {
         // Verified here, outside the account's command lock: a flood of logins to one
         // account must not hold up its refreshes or anyone else's commands.
         let verified_hash = self.users.load(&user_id.to_string()).await?.password_hash;
         if !self.hasher.verify(password, &verified_hash).await {
-            return Err(parley_aggregates::user::UserError::InvalidCredentials.into());
+            return Err(UserError::InvalidCredentials.into());
         }
         let refresh = RefreshToken::generate(user_id, Uuid::now_v7());
         let committed = self
@@ -220,9 +265,9 @@ impl Accounts {
     }
 
     /// `refreshToken`: rotates the token; a replayed old token revokes its family.
-    pub async fn refresh(&self, raw: &str, meta: &CommandMeta) -> Result<AuthTokens, ApiError> {
-        let presented = RefreshToken::parse(raw)
-            .ok_or_else(|| ApiError::Unauthenticated("invalid or expired refresh token".into()))?;
+    pub async fn refresh(&self, raw: &str, meta: &CommandMeta) -> Result<AuthTokens, AuthError> {
+        let presented =
+            RefreshToken::parse(raw).ok_or(AuthError::User(UserError::InvalidRefreshToken))?;
         let next = RefreshToken::generate(presented.user_id, presented.family_id);
         let meta = CommandMeta {
             actor_id: Some(presented.user_id),
@@ -250,15 +295,13 @@ impl Accounts {
             tracing::warn!(user_id = %presented.user_id, family_id = %presented.family_id,
                 "refresh token reuse detected; session family revoked");
             self.revocations.end([presented.family_id]);
-            return Err(ApiError::Unauthenticated(
-                "invalid or expired refresh token".into(),
-            ));
+            return Err(UserError::InvalidRefreshToken.into());
         }
         self.tokens(&next, &meta, committed.position)
     }
 
     /// `logout`: ends the token's session. False when it was not an open session.
-    pub async fn logout(&self, raw: &str, meta: &CommandMeta) -> Result<bool, ApiError> {
+    pub async fn logout(&self, raw: &str, meta: &CommandMeta) -> Result<bool, AuthError> {
         let Some(presented) = RefreshToken::parse(raw) else {
             return Ok(false);
         };
@@ -295,7 +338,7 @@ impl Accounts {
         current_password: &str,
         new_password: &str,
         meta: &CommandMeta,
-    ) -> Result<Option<LogPosition>, ApiError> {
+    ) -> Result<Option<LogPosition>, AuthError> {
         // The sessions the change ends; one started meanwhile reaches this node (and
         // every other) through the log a moment later.
         let open: Vec<Uuid> = self

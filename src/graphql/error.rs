@@ -3,9 +3,14 @@
 use async_graphql::ErrorExtensions as _;
 use cqrs_es::AggregateError;
 use parley_aggregates::claim::NameError;
+use parley_aggregates::conversation::ConversationError;
+use parley_aggregates::message::MessageError;
 use parley_aggregates::user::UserError;
 use parley_aggregates::InputError;
 use parley_projections::ProjectionError;
+
+use crate::auth::AuthError;
+use crate::chat::ChatError;
 
 /// The error codes of the client contract (shared/API.md).
 pub mod code {
@@ -58,11 +63,6 @@ impl ApiError {
         }
     }
 
-    /// Stored data that fails a rule it passed when written: a bug, not bad input.
-    pub fn internal_input(error: InputError) -> Self {
-        Self::internal(error.to_string())
-    }
-
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => code::UNAUTHENTICATED,
@@ -106,6 +106,93 @@ impl From<ApiError> for async_graphql::Error {
 impl From<crate::rate::Limited> for ApiError {
     fn from(limited: crate::rate::Limited) -> Self {
         Self::RateLimited(limited)
+    }
+}
+
+impl From<ConversationError> for ApiError {
+    fn from(error: ConversationError) -> Self {
+        match error {
+            ConversationError::Invalid(input) => input.into(),
+            ConversationError::NotFound | ConversationError::TargetNotMember => {
+                Self::NotFound(error.to_string())
+            }
+            ConversationError::NotMember
+            | ConversationError::NotPublic
+            | ConversationError::NotAllowed(_)
+            | ConversationError::NotInvitee
+            | ConversationError::Banned
+            | ConversationError::TargetBanned
+            | ConversationError::Muted => Self::Forbidden(error.to_string()),
+            ConversationError::NotBanned | ConversationError::NotMuted => {
+                Self::Conflict(error.to_string())
+            }
+            ConversationError::AlreadyExists
+            | ConversationError::Full { .. }
+            | ConversationError::AlreadyMember
+            | ConversationError::AlreadyInvited
+            | ConversationError::InvitationNotPending
+            | ConversationError::ClientMessageIdReused => Self::Conflict(error.to_string()),
+            ConversationError::AlreadyPosted { .. } => Self::Conflict(error.to_string()),
+        }
+    }
+}
+
+impl From<MessageError> for ApiError {
+    fn from(error: MessageError) -> Self {
+        match error {
+            MessageError::Invalid(input) => input.into(),
+            MessageError::NotMember | MessageError::NotAllowed(_) => {
+                Self::Forbidden(error.to_string())
+            }
+            MessageError::Deleted => Self::Conflict(error.to_string()),
+        }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(error: ChatError) -> Self {
+        match error {
+            ChatError::Conversation(error) => error.into(),
+            ChatError::Message(error) => error.into(),
+            ChatError::Name(error) => error.into(),
+            ChatError::Input(error) => error.into(),
+            ChatError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            ChatError::SlugTaken(slug) => {
+                Self::Conflict(format!("the slug '{slug}' is already taken"))
+            }
+            ChatError::Concurrent => {
+                Self::Conflict("the resource was changed concurrently; try again".to_owned())
+            }
+            ChatError::Corrupt(reason) => Self::internal(reason),
+            ChatError::Store(error) => Self::Internal(error),
+        }
+    }
+}
+
+/// A resolver's `?` on a service call goes through the one mapping above.
+impl From<ChatError> for async_graphql::Error {
+    fn from(error: ChatError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::User(error) => error.into(),
+            AuthError::Name(error) => error.into(),
+            AuthError::Input(error) => error.into(),
+            AuthError::Concurrent => {
+                Self::Conflict("the account was changed concurrently; try again".to_owned())
+            }
+            AuthError::Store(error) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<AuthError> for async_graphql::Error {
+    fn from(error: AuthError) -> Self {
+        ApiError::from(error).into()
     }
 }
 
@@ -248,5 +335,100 @@ mod tests {
             field.map(|v| v.to_string()),
             Some("\"displayName\"".to_owned())
         );
+    }
+
+    #[test]
+    fn every_domain_and_service_error_maps_to_its_code() {
+        use parley_aggregates::conversation::ConversationError as C;
+        use parley_aggregates::message::MessageError as M;
+        let input = || InputError::new("body", "empty");
+        let cases: Vec<(ApiError, &str)> = vec![
+            (C::Invalid(input()).into(), "BAD_USER_INPUT"),
+            (C::NotFound.into(), "NOT_FOUND"),
+            (C::TargetNotMember.into(), "NOT_FOUND"),
+            (C::AlreadyExists.into(), "CONFLICT"),
+            (C::NotMember.into(), "FORBIDDEN"),
+            (C::NotPublic.into(), "FORBIDDEN"),
+            (C::NotAllowed("no").into(), "FORBIDDEN"),
+            (C::AlreadyMember.into(), "CONFLICT"),
+            (C::Banned.into(), "FORBIDDEN"),
+            (C::TargetBanned.into(), "FORBIDDEN"),
+            (C::Muted.into(), "FORBIDDEN"),
+            (C::NotBanned.into(), "CONFLICT"),
+            (C::NotMuted.into(), "CONFLICT"),
+            (C::AlreadyInvited.into(), "CONFLICT"),
+            (C::InvitationNotPending.into(), "CONFLICT"),
+            (C::NotInvitee.into(), "FORBIDDEN"),
+            (C::Full { max: 2 }.into(), "CONFLICT"),
+            (C::ClientMessageIdReused.into(), "CONFLICT"),
+            (
+                C::AlreadyPosted {
+                    message_id: uuid::Uuid::nil(),
+                }
+                .into(),
+                "CONFLICT",
+            ),
+            (M::Invalid(input()).into(), "BAD_USER_INPUT"),
+            (M::NotMember.into(), "FORBIDDEN"),
+            (M::NotAllowed("no").into(), "FORBIDDEN"),
+            (M::Deleted.into(), "CONFLICT"),
+            (UserError::Invalid(input()).into(), "BAD_USER_INPUT"),
+            (UserError::AlreadyRegistered.into(), "CONFLICT"),
+            (UserError::NotRegistered.into(), "NOT_FOUND"),
+            (UserError::InvalidCredentials.into(), "UNAUTHENTICATED"),
+            (UserError::InvalidRefreshToken.into(), "UNAUTHENTICATED"),
+            (
+                UserError::Hashing("x".into()).into(),
+                "INTERNAL_SERVER_ERROR",
+            ),
+            (NameError::Taken.into(), "CONFLICT"),
+            (NameError::NotOwner.into(), "FORBIDDEN"),
+            (ChatError::Conversation(C::Muted).into(), "FORBIDDEN"),
+            (ChatError::Message(M::Deleted).into(), "CONFLICT"),
+            (ChatError::Name(NameError::Taken).into(), "CONFLICT"),
+            (ChatError::Input(input()).into(), "BAD_USER_INPUT"),
+            (ChatError::NotFound("message").into(), "NOT_FOUND"),
+            (ChatError::SlugTaken("general".into()).into(), "CONFLICT"),
+            (ChatError::Concurrent.into(), "CONFLICT"),
+            (
+                ChatError::Corrupt("bad row".into()).into(),
+                "INTERNAL_SERVER_ERROR",
+            ),
+            (
+                ChatError::Store(Box::new(std::io::Error::other("db"))).into(),
+                "INTERNAL_SERVER_ERROR",
+            ),
+            (
+                AuthError::User(UserError::InvalidCredentials).into(),
+                "UNAUTHENTICATED",
+            ),
+            (AuthError::Name(NameError::Taken).into(), "CONFLICT"),
+            (AuthError::Input(input()).into(), "BAD_USER_INPUT"),
+            (AuthError::Concurrent.into(), "CONFLICT"),
+            (
+                AuthError::Store(Box::new(std::io::Error::other("db"))).into(),
+                "INTERNAL_SERVER_ERROR",
+            ),
+            (ProjectionError::InvalidPageSize.into(), "BAD_USER_INPUT"),
+            (
+                ApiError::RateLimited(crate::rate::Limited {
+                    retry_after: std::time::Duration::from_secs(3),
+                }),
+                "RATE_LIMITED",
+            ),
+            (ApiError::Unauthenticated("no".into()), "UNAUTHENTICATED"),
+            (
+                ApiError::BadUserInput {
+                    field: "x".into(),
+                    message: "no".into(),
+                },
+                "BAD_USER_INPUT",
+            ),
+            (ApiError::Conflict("no".into()), "CONFLICT"),
+        ];
+        for (error, code) in cases {
+            let shown = format!("{error:?}");
+            assert_eq!(code_of(error), code, "{shown}");
+        }
     }
 }

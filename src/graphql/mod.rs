@@ -1,12 +1,14 @@
 //! The GraphQL API (contract: shared/API.md): schema construction, the request
 //! context, and resolvers split into queries, mutations and types.
 
+mod conversation_events;
 pub mod error;
 mod follow;
 pub mod limits;
 mod loaders;
 mod mutation;
 mod my_events;
+mod presence_feed;
 mod query;
 mod subscription;
 mod types;
@@ -62,6 +64,11 @@ pub fn sdl() -> String {
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
     // Installed by `build_schema`; every execution has it.
     ctx.data_unchecked::<Arc<AppState>>()
+}
+
+/// Parses an `ID` argument; anything that is not one of ours is unknown.
+pub(crate) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::NotFound(format!("{what} not found")))
 }
 
 /// The client's address; unspecified where no transport set it (tests of the schema).

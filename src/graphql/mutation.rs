@@ -8,14 +8,16 @@ use parley_projections::{conversations, moderation};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
+use super::parse_id;
 use super::types::{
-    readable_conversation, user, AuthPayload, Conversation, Invitation, Message, ModerationAction,
-    NotificationLevel, PresenceStatus, Role, User, Visibility,
+    my_role, readable_conversation, user, AuthPayload, Conversation, Invitation, Message,
+    ModerationAction, NotificationLevel, PresenceStatus, Role, User, Visibility,
 };
 use super::{client_ip, state, viewer};
-use crate::auth::AuthTokens;
-use crate::chat::{parse_id, Moderation, Written};
+use crate::auth::{AuthError, AuthTokens};
+use crate::chat::{Moderation, Written};
 use crate::live::Signal;
+use parley_aggregates::user::UserError;
 use parley_aggregates::InputError;
 
 pub struct Mutation;
@@ -148,7 +150,7 @@ impl Mutation {
         {
             Ok(tokens) => tokens,
             Err(error) => {
-                if let ApiError::Unauthenticated(_) = error {
+                if let AuthError::User(UserError::InvalidCredentials) = error {
                     state.rate.login_failed(&account, ip);
                 }
                 return Err(error.into());
@@ -593,10 +595,7 @@ impl Mutation {
         let id = parse_id(&conversation_id, "conversation")?;
         readable_conversation(ctx, &id.to_string()).await?;
         let state = state(ctx);
-        if conversations::member(&state.db, &id.to_string(), &me.to_string())
-            .await?
-            .is_none()
-        {
+        if !parley_aggregates::policy::may_type(my_role(ctx, &id.to_string()).await?) {
             return Err(
                 ApiError::Forbidden("only members can type in a conversation".to_owned()).into(),
             );

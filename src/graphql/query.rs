@@ -6,15 +6,15 @@ use parley_projections::page::page_size;
 use parley_projections::{conversations, messages, moderation, notifications, users};
 
 use super::error::ApiError;
-use parley_aggregates::policy::ReadAccess;
+use parley_aggregates::policy::{self, ReadAccess};
 
+use super::parse_id;
 use super::types::{
-    connection, loaders, readable_conversation, require_access, user, visible_conversation,
-    Conversation, ConversationKind, Invitation, InvitationStatus, Message, ModerationAction,
-    Notification, User,
+    connection, loaders, my_role, readable_conversation, require_access, user,
+    visible_conversation, Conversation, ConversationKind, Invitation, InvitationStatus, Message,
+    ModerationAction, Notification, User,
 };
 use super::{state, viewer};
-use crate::chat::parse_id;
 
 pub struct Query;
 
@@ -281,12 +281,7 @@ impl Query {
         viewer(ctx)?;
         let id = parse_id(&conversation_id, "conversation")?.to_string();
         readable_conversation(ctx, &id).await?;
-        let member = loaders(ctx)
-            .memberships
-            .load_one(id.clone())
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if !member.is_some_and(|m| m.role == "OWNER" || m.role == "ADMIN") {
+        if !policy::may_read_moderation_log(my_role(ctx, &id).await?) {
             return Err(ApiError::Forbidden(
                 "only owners and admins can read the moderation log".to_owned(),
             )

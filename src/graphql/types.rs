@@ -179,6 +179,20 @@ pub(crate) async fn user(ctx: &Context<'_>, id: &str) -> Result<Option<User>, Ap
         .map(User::from))
 }
 
+/// A user straight from the read model (subscriptions, which outlive a request's
+/// loaders).
+pub(crate) async fn user_by_id(
+    db: &parley_projections::Db,
+    id: uuid::Uuid,
+) -> Result<User, ApiError> {
+    parley_projections::users::by_ids(db, &[id.to_string()])
+        .await?
+        .into_iter()
+        .next()
+        .map(User::from)
+        .ok_or_else(|| ApiError::internal("user missing from the read model"))
+}
+
 async fn required_user(ctx: &Context<'_>, id: &str) -> Result<User, ApiError> {
     user(ctx, id)
         .await?
@@ -193,6 +207,24 @@ pub struct AuthPayload {
     /// Single-use token for `refreshToken`; each use returns a new one.
     pub refresh_token: String,
     pub user: User,
+}
+
+/// The viewer's role in a conversation; `None` when not a member.
+pub(crate) async fn my_role(
+    ctx: &Context<'_>,
+    conversation_id: &str,
+) -> Result<Option<parley_aggregates::policy::Role>, ApiError> {
+    let member = loaders(ctx)
+        .memberships
+        .load_one(conversation_id.to_owned())
+        .await
+        .map_err(load_error)?;
+    member
+        .map(|m| {
+            parley_aggregates::policy::Role::parse(&m.role)
+                .ok_or_else(|| ApiError::internal(format!("unknown role {:?}", m.role)))
+        })
+        .transpose()
 }
 
 /// The viewer's access to a conversation by the one read rule (the policy's

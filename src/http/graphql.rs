@@ -251,9 +251,10 @@ pub async fn execute(
         .schema
         .execute(request.data(viewer).data(loaders).data(ip))
         .await;
-    // Every resolver error carries its code already; what reaches here without one
-    // failed before any resolver ran (parsing, validation, argument coercion, limits):
-    // the request itself was bad.
+    // Every resolver error carries its code already (the API's and the services' error
+    // types are not `Display`, so a `?` cannot skip the mapping); what reaches here
+    // without one failed before any resolver ran (parsing, validation, argument
+    // coercion, limits): the request itself was bad.
     for error in &mut response.errors {
         let coded = error
             .extensions

@@ -2,6 +2,7 @@
 //! `/healthz` and `/readyz`.
 
 mod graphql;
+mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -110,7 +111,7 @@ async fn graphql_get(
             if let Err(limited) = http.state.rate.connect(ip.0) {
                 return too_many(limited);
             }
-            crate::live::upgrade(upgrade, http.schema.clone(), http.state.clone(), ip)
+            ws::upgrade(upgrade, http.schema.clone(), http.state.clone(), ip)
         }
         Err(_) if params.contains_key("query") => {
             let media = graphql::negotiate(&headers);

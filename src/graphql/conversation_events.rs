@@ -1,0 +1,337 @@
+//! `conversationEvents`: what one subscriber sees of one conversation — its events as
+//! they are logged, typing as it happens — and where a removed member's resume ends.
+
+use async_graphql::{SimpleObject, Union, ID};
+use parley_aggregates::conversation::ConversationEvent as Domain;
+use parley_aggregates::member::MemberEvent;
+use parley_aggregates::message::MessageEvent;
+use parley_projections::{log, Db, LogPosition};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::follow::{send, Flow, Follower};
+use super::types::{user_by_id as user, Message, ModerationKind, User};
+use crate::live::{LiveEvent, Signal};
+
+#[derive(SimpleObject)]
+pub struct MessagePosted {
+    pub cursor: String,
+    pub message: Message,
+}
+
+#[derive(SimpleObject)]
+pub struct MessageEdited {
+    pub cursor: String,
+    pub message: Message,
+}
+
+#[derive(SimpleObject)]
+pub struct MessageDeleted {
+    pub cursor: String,
+    pub message_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct ReactionAdded {
+    pub cursor: String,
+    pub message_id: ID,
+    pub emoji: String,
+    pub user: User,
+}
+
+#[derive(SimpleObject)]
+pub struct ReactionRemoved {
+    pub cursor: String,
+    pub message_id: ID,
+    pub emoji: String,
+    pub user: User,
+}
+
+#[derive(SimpleObject)]
+pub struct MemberJoined {
+    pub cursor: String,
+    pub user: User,
+}
+
+#[derive(SimpleObject)]
+pub struct MemberLeft {
+    pub cursor: String,
+    pub user: User,
+}
+
+#[derive(SimpleObject)]
+pub struct MemberRemoved {
+    pub cursor: String,
+    pub user: User,
+    pub action: ModerationKind,
+}
+
+#[derive(SimpleObject)]
+pub struct ReadReceiptUpdated {
+    pub cursor: String,
+    pub user: User,
+    pub message_id: ID,
+}
+
+/// Someone started or stopped typing. Ephemeral: no cursor, never replayed.
+#[derive(SimpleObject)]
+pub struct TypingChanged {
+    pub user: User,
+    pub typing: bool,
+}
+
+/// Something that happened in a conversation.
+#[derive(Union)]
+pub enum ConversationEvent {
+    MessagePosted(MessagePosted),
+    MessageEdited(MessageEdited),
+    MessageDeleted(MessageDeleted),
+    ReactionAdded(ReactionAdded),
+    ReactionRemoved(ReactionRemoved),
+    MemberJoined(MemberJoined),
+    MemberLeft(MemberLeft),
+    MemberRemoved(MemberRemoved),
+    ReadReceiptUpdated(ReadReceiptUpdated),
+    TypingChanged(TypingChanged),
+}
+
+/// What one stored event means to a subscriber of one conversation.
+enum Delivery {
+    Skip,
+    Send(ConversationEvent),
+    /// Send, then end: the subscriber lost access here.
+    SendAndEnd(ConversationEvent),
+}
+
+async fn message(db: &Db, event: &LiveEvent, id: Uuid) -> Result<Message, ApiError> {
+    event
+        .message(db, &id.to_string())
+        .await?
+        .map(Message)
+        .ok_or_else(|| ApiError::internal("message missing from the read model"))
+}
+
+async fn interpret(
+    db: &Db,
+    conversation: Uuid,
+    viewer: Uuid,
+    public: bool,
+    event: &LiveEvent,
+) -> Result<Delivery, ApiError> {
+    let cursor = event.position.to_cursor();
+    let ours = conversation.to_string();
+    Ok(match event.aggregate_type.as_str() {
+        "Conversation" if event.aggregate_id == ours => match event.decode::<Domain>()? {
+            Domain::MessagePosted { message_id, .. } => {
+                Delivery::Send(ConversationEvent::MessagePosted(MessagePosted {
+                    cursor,
+                    message: message(db, event, message_id).await?,
+                }))
+            }
+            Domain::MemberJoined { user_id, .. } => {
+                Delivery::Send(ConversationEvent::MemberJoined(MemberJoined {
+                    cursor,
+                    user: user(db, user_id).await?,
+                }))
+            }
+            Domain::MemberLeft { user_id, .. } => {
+                let left = ConversationEvent::MemberLeft(MemberLeft {
+                    cursor,
+                    user: user(db, user_id).await?,
+                });
+                if user_id == viewer && !public {
+                    Delivery::SendAndEnd(left)
+                } else {
+                    Delivery::Send(left)
+                }
+            }
+            Domain::MemberKicked { user_id, .. } | Domain::MemberBanned { user_id, .. } => {
+                let action = if event.event_type == "MemberKicked" {
+                    ModerationKind::Kick
+                } else {
+                    ModerationKind::Ban
+                };
+                let removed = ConversationEvent::MemberRemoved(MemberRemoved {
+                    cursor,
+                    user: user(db, user_id).await?,
+                    action,
+                });
+                if user_id == viewer {
+                    Delivery::SendAndEnd(removed)
+                } else {
+                    Delivery::Send(removed)
+                }
+            }
+            _ => Delivery::Skip,
+        },
+        "Message" => match event.decode::<MessageEvent>()? {
+            MessageEvent::MessageEdited {
+                conversation_id,
+                message_id,
+                ..
+            } if conversation_id == conversation => {
+                Delivery::Send(ConversationEvent::MessageEdited(MessageEdited {
+                    cursor,
+                    message: message(db, event, message_id).await?,
+                }))
+            }
+            MessageEvent::MessageDeleted {
+                conversation_id,
+                message_id,
+                ..
+            } if conversation_id == conversation => {
+                Delivery::Send(ConversationEvent::MessageDeleted(MessageDeleted {
+                    cursor,
+                    message_id: ID(message_id.to_string()),
+                }))
+            }
+            MessageEvent::ReactionAdded {
+                conversation_id,
+                message_id,
+                user_id,
+                emoji,
+                ..
+            } if conversation_id == conversation => {
+                Delivery::Send(ConversationEvent::ReactionAdded(ReactionAdded {
+                    cursor,
+                    message_id: ID(message_id.to_string()),
+                    emoji,
+                    user: user(db, user_id).await?,
+                }))
+            }
+            MessageEvent::ReactionRemoved {
+                conversation_id,
+                message_id,
+                user_id,
+                emoji,
+                ..
+            } if conversation_id == conversation => {
+                Delivery::Send(ConversationEvent::ReactionRemoved(ReactionRemoved {
+                    cursor,
+                    message_id: ID(message_id.to_string()),
+                    emoji,
+                    user: user(db, user_id).await?,
+                }))
+            }
+            _ => Delivery::Skip,
+        },
+        "MemberState" => match event.decode::<MemberEvent>()? {
+            MemberEvent::ReadMarkerMoved {
+                conversation_id,
+                user_id,
+                message_id,
+                ..
+            } if conversation_id == conversation => {
+                Delivery::Send(ConversationEvent::ReadReceiptUpdated(ReadReceiptUpdated {
+                    cursor,
+                    user: user(db, user_id).await?,
+                    message_id: ID(message_id.to_string()),
+                }))
+            }
+            _ => Delivery::Skip,
+        },
+        _ => Delivery::Skip,
+    })
+}
+
+type Out = mpsc::Sender<Result<ConversationEvent, async_graphql::Error>>;
+
+/// One subscriber's view of a conversation.
+pub(super) struct ConversationFeed {
+    pub db: Db,
+    pub conversation: Uuid,
+    pub viewer: Uuid,
+    pub public: bool,
+}
+
+#[async_trait::async_trait]
+impl Follower for ConversationFeed {
+    type Item = ConversationEvent;
+
+    async fn event(&mut self, event: &LiveEvent, out: &Out) -> Result<Flow, ApiError> {
+        // Most events on a busy node are other conversations': skip them undecoded.
+        if event.conversation_id() != Some(self.conversation.to_string().as_str()) {
+            return Ok(Flow::Continue);
+        }
+        let delivery = interpret(&self.db, self.conversation, self.viewer, self.public, event);
+        Ok(match delivery.await? {
+            Delivery::Skip => Flow::Continue,
+            Delivery::Send(item) => send(out, item).await,
+            Delivery::SendAndEnd(item) => {
+                if let Flow::Continue = send(out, item).await {
+                    let denied = ApiError::Forbidden(
+                        "you no longer have access to this conversation".to_owned(),
+                    );
+                    let _ = out.send(Err(denied.into())).await;
+                }
+                Flow::Stop
+            }
+        })
+    }
+
+    /// Typing in this conversation by someone other than the subscriber.
+    async fn signal(&mut self, signal: Signal, out: &Out) -> Result<Flow, ApiError> {
+        let Signal::Typing {
+            conversation_id,
+            user_id,
+            typing,
+        } = signal
+        else {
+            return Ok(Flow::Continue);
+        };
+        if conversation_id != self.conversation || user_id == self.viewer {
+            return Ok(Flow::Continue);
+        }
+        let user = user(&self.db, user_id).await?;
+        Ok(send(
+            out,
+            ConversationEvent::TypingChanged(TypingChanged { user, typing }),
+        )
+        .await)
+    }
+}
+
+/// Whether `viewer` was a member of the conversation at `cursor` and was removed
+/// after it: such a subscriber may resume, and gets the events up to the removal.
+pub(super) async fn removed_after(
+    db: &Db,
+    conversation: Uuid,
+    viewer: Uuid,
+    cursor: LogPosition,
+) -> Result<bool, ApiError> {
+    let events = log::stream_of_types(
+        db,
+        "Conversation",
+        &conversation.to_string(),
+        &[
+            "ConversationCreated",
+            "MemberJoined",
+            "MemberLeft",
+            "MemberKicked",
+            "MemberBanned",
+        ],
+    )
+    .await?;
+    let mut member = false;
+    for event in &events {
+        let (joined, user) = match event.decode::<Domain>()? {
+            Domain::ConversationCreated { members, .. } => {
+                (members.iter().any(|m| m.user_id == viewer), viewer)
+            }
+            Domain::MemberJoined { user_id, .. } => (true, user_id),
+            Domain::MemberLeft { user_id, .. }
+            | Domain::MemberKicked { user_id, .. }
+            | Domain::MemberBanned { user_id, .. } => (false, user_id),
+            _ => continue,
+        };
+        if user != viewer {
+            continue;
+        }
+        if event.position > cursor {
+            return Ok(member && !joined);
+        }
+        member = joined;
+    }
+    Ok(false)
+}

@@ -1,0 +1,99 @@
+//! `presenceChanged`: each watched user's presence as it is, then every change.
+
+use async_graphql::SimpleObject;
+use parley_projections::{presence, Db};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::types::{user_by_id as user, Presence, User};
+use crate::live::Signal;
+
+/// A user's presence changed (or, first, what it is when the subscription starts).
+#[derive(SimpleObject)]
+pub struct PresenceUpdate {
+    pub user: User,
+    pub status: super::types::PresenceStatus,
+    pub last_seen_at: Option<time::OffsetDateTime>,
+}
+
+async fn presence_update(
+    db: &Db,
+    user_id: Uuid,
+    status: &str,
+    last_seen_at: Option<i64>,
+) -> Result<PresenceUpdate, ApiError> {
+    let presence = Presence::new(status, last_seen_at)?;
+    Ok(PresenceUpdate {
+        user: user(db, user_id).await?,
+        status: presence.status,
+        last_seen_at: presence.last_seen_at,
+    })
+}
+
+/// Sends every watched user's presence as stored now.
+async fn send_current(
+    db: &Db,
+    watched: &std::collections::HashSet<Uuid>,
+    out: &mpsc::Sender<PresenceUpdate>,
+) -> Result<bool, ApiError> {
+    let ids: Vec<String> = watched.iter().map(Uuid::to_string).collect();
+    let rows = presence::by_ids(db, &ids).await?;
+    for id in watched {
+        let (status, seen) = rows.get(&id.to_string()).map_or(("OFFLINE", None), |row| {
+            (row.status.as_str(), row.last_seen_at)
+        });
+        if out
+            .send(presence_update(db, *id, status, seen).await?)
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub(super) async fn watch_presence(
+    db: Db,
+    watched: std::collections::HashSet<Uuid>,
+    mut signals: broadcast::Receiver<Signal>,
+    out: mpsc::Sender<PresenceUpdate>,
+) {
+    let run = async {
+        if !send_current(&db, &watched, &out).await? {
+            return Ok(());
+        }
+        loop {
+            let signal = tokio::select! {
+                signal = signals.recv() => signal,
+                () = out.closed() => return Ok(()),
+            };
+            match signal {
+                Ok(Signal::Presence {
+                    user_id,
+                    status,
+                    last_seen_at,
+                }) if watched.contains(&user_id) => {
+                    let update = presence_update(&db, user_id, &status, last_seen_at).await?;
+                    if out.send(update).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                // Missed changes: what is stored now supersedes them.
+                Err(RecvError::Lagged(_)) => {
+                    if !send_current(&db, &watched, &out).await? {
+                        return Ok(());
+                    }
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    };
+    let result: Result<(), ApiError> = run.await;
+    if let Err(error) = result {
+        tracing::warn!(?error, "presence subscription ended");
+    }
+}
