@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use cqrs_es::Aggregate as _;
-use parley_aggregates::conversation::{Conversation, ConversationEvent};
-use parley_aggregates::message::MessageEvent;
+use parley_aggregates::conversation::Conversation;
+use parley_aggregates::event::Event;
+use parley_aggregates::message::{Message, MessageEvent};
+use parley_aggregates::moderation::ModerationAction;
 use parley_projections::{format_time, log, Db, ProjectionError, StoredEvent};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -64,6 +66,24 @@ fn until_text(until: Option<OffsetDateTime>) -> String {
     until.map_or_else(|| "indefinite".to_owned(), format_time)
 }
 
+/// A moderation action as the auditors' report shows it.
+fn audited(event: &StoredEvent, action: ModerationAction<'_>) -> AuditAction {
+    AuditAction {
+        id: action
+            .action_id
+            .map_or_else(|| event.event_id.clone(), |id| id.to_string()),
+        occurred_at: event.meta("occurred_at").unwrap_or_default().to_owned(),
+        action: action.kind.as_str(),
+        actor_id: action.actor_id.to_string(),
+        target_id: Some(action.target_id.to_string()),
+        message_id: action.message_id.map(|id| id.to_string()),
+        reason: action.reason.map(str::to_owned),
+        expires_at: action.until.map(until_text),
+        correlation_id: event.meta("correlation_id").map(str::to_owned),
+        position: event.position.to_cursor(),
+    }
+}
+
 /// Rebuilds the conversation as of `as_of` (inclusive).
 pub async fn replay(
     db: &Db,
@@ -74,163 +94,33 @@ pub async fn replay(
     let in_time = |event: &StoredEvent| occurred_at(event).is_some_and(|at| at <= as_of);
     let mut conversation = Conversation::default();
     let mut actions = Vec::new();
-    for event in log::stream(db, "Conversation", &id)
+    for event in log::stream(db, Conversation::TYPE, &id)
         .await?
         .into_iter()
         .filter(|e| in_time(e))
     {
-        let decoded: ConversationEvent = event.decode()?;
-        let action = |action,
-                      actor: Uuid,
-                      target: Uuid,
-                      reason: Option<&String>,
-                      expires: Option<Option<OffsetDateTime>>,
-                      action_id: Uuid| AuditAction {
-            id: action_id.to_string(),
-            occurred_at: event.meta("occurred_at").unwrap_or_default().to_owned(),
-            action,
-            actor_id: actor.to_string(),
-            target_id: Some(target.to_string()),
-            message_id: None,
-            reason: reason.cloned(),
-            expires_at: expires.map(until_text),
-            correlation_id: event.meta("correlation_id").map(str::to_owned),
-            position: event.position.to_cursor(),
+        let Some(Event::Conversation(decoded)) = event.event()? else {
+            continue;
         };
-        let recorded = match &decoded {
-            ConversationEvent::MemberRoleChanged {
-                action_id,
-                actor_id,
-                user_id,
-                reason,
-                ..
-            } => Some(action(
-                "ROLE_CHANGE",
-                *actor_id,
-                *user_id,
-                reason.as_ref(),
-                None,
-                *action_id,
-            )),
-            ConversationEvent::OwnershipTransferred {
-                action_id,
-                actor_id,
-                user_id,
-                reason,
-                ..
-            } => Some(action(
-                "OWNERSHIP_TRANSFER",
-                *actor_id,
-                *user_id,
-                reason.as_ref(),
-                None,
-                *action_id,
-            )),
-            ConversationEvent::MemberKicked {
-                action_id,
-                actor_id,
-                user_id,
-                reason,
-                ..
-            } => Some(action(
-                "KICK",
-                *actor_id,
-                *user_id,
-                Some(reason),
-                None,
-                *action_id,
-            )),
-            ConversationEvent::MemberBanned {
-                action_id,
-                actor_id,
-                user_id,
-                reason,
-                until,
-                ..
-            } => Some(action(
-                "BAN",
-                *actor_id,
-                *user_id,
-                Some(reason),
-                Some(*until),
-                *action_id,
-            )),
-            ConversationEvent::MemberUnbanned {
-                action_id,
-                actor_id,
-                user_id,
-                reason,
-                ..
-            } => Some(action(
-                "UNBAN",
-                *actor_id,
-                *user_id,
-                reason.as_ref(),
-                None,
-                *action_id,
-            )),
-            ConversationEvent::MemberMuted {
-                action_id,
-                actor_id,
-                user_id,
-                reason,
-                until,
-                ..
-            } => Some(action(
-                "MUTE",
-                *actor_id,
-                *user_id,
-                Some(reason),
-                Some(*until),
-                *action_id,
-            )),
-            ConversationEvent::MemberUnmuted {
-                action_id,
-                actor_id,
-                user_id,
-                reason,
-                ..
-            } => Some(action(
-                "UNMUTE",
-                *actor_id,
-                *user_id,
-                reason.as_ref(),
-                None,
-                *action_id,
-            )),
-            _ => None,
-        };
-        actions.extend(recorded);
-        conversation.apply(decoded);
+        actions.extend(
+            decoded
+                .moderation_action()
+                .map(|action| audited(&event, action)),
+        );
+        conversation.apply(decoded.clone());
     }
-    for event in log::of_type(db, "Message", "MessageDeleted")
+    for event in log::of_type(db, Message::TYPE, MessageEvent::DELETED)
         .await?
         .into_iter()
         .filter(|e| in_time(e))
     {
-        if let MessageEvent::MessageDeleted {
-            message_id,
-            conversation_id: of,
-            author_id,
-            deleted_by,
-            reason,
-            ..
-        } = event.decode()?
-        {
-            if of == conversation_id && deleted_by != author_id {
-                actions.push(AuditAction {
-                    id: event.event_id.clone(),
-                    occurred_at: event.meta("occurred_at").unwrap_or_default().to_owned(),
-                    action: "DELETE_MESSAGE",
-                    actor_id: deleted_by.to_string(),
-                    target_id: Some(author_id.to_string()),
-                    message_id: Some(message_id.to_string()),
-                    reason,
-                    expires_at: None,
-                    correlation_id: event.meta("correlation_id").map(str::to_owned),
-                    position: event.position.to_cursor(),
-                });
-            }
+        if let Some(Event::Message(decoded)) = event.event()? {
+            actions.extend(
+                decoded
+                    .moderation_action()
+                    .filter(|action| action.conversation_id == conversation_id)
+                    .map(|action| audited(&event, action)),
+            );
         }
     }
     // Stable order: by time, then by id, whichever stream an action came from.

@@ -6,9 +6,11 @@
 
 pub mod claim;
 pub mod conversation;
+pub mod event;
 pub mod inbox;
 pub mod member;
 pub mod message;
+pub mod moderation;
 pub mod policy;
 pub mod user;
 pub mod values;

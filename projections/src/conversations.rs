@@ -2,6 +2,7 @@
 //! notification level), invitations, and the bans and mutes in force.
 
 use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use sqlx::{AnyConnection, FromRow};
 
@@ -30,9 +31,9 @@ impl Projector for ConversationsProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.aggregate_type.as_str() {
-            "Conversation" => apply_conversation(conn, event.decode()?).await,
-            "MemberState" => match event.decode()? {
+        match event.event_of(&[EventKind::Conversation, EventKind::Member])? {
+            Some(Event::Conversation(decoded)) => apply_conversation(conn, decoded.clone()).await,
+            Some(Event::Member(decoded)) => match decoded.clone() {
                 MemberEvent::NotificationLevelSet {
                     conversation_id,
                     user_id,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use parley_aggregates::event::{Event, EventKind};
 use sqlx::{AnyPool, Row};
 
 use crate::{Backend, Db, ProjectionError};
@@ -67,16 +67,40 @@ pub struct StoredEvent {
     pub metadata_text: String,
     /// The per-stream hash written at append (hex).
     pub hash: Option<String>,
+    /// The payload as a typed event, decoded on first use: most readers skip most
+    /// events (a subscriber, another conversation's) without paying for that.
+    pub decoded: std::sync::OnceLock<Option<Event>>,
 }
 
 impl StoredEvent {
-    /// Decodes the payload as the aggregate's event enum.
-    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, ProjectionError> {
-        serde_json::from_value(self.payload.clone()).map_err(|source| ProjectionError::Decode {
-            position: self.position.to_cursor(),
-            event_type: self.event_type.clone(),
-            source,
-        })
+    /// The typed event; `None` for an aggregate type this release does not know. The one
+    /// place a record's aggregate type is read to decide what it holds.
+    pub fn event(&self) -> Result<Option<&Event>, ProjectionError> {
+        if let Some(decoded) = self.decoded.get() {
+            return Ok(decoded.as_ref());
+        }
+        let decoded = Event::decode(&self.aggregate_type, &self.payload).map_err(|source| {
+            ProjectionError::Decode {
+                position: self.position.to_cursor(),
+                event_type: self.event_type.clone(),
+                source,
+            }
+        })?;
+        Ok(self.decoded.get_or_init(|| decoded).as_ref())
+    }
+
+    /// Which aggregate the event comes from, without decoding it.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::of(&self.aggregate_type)
+    }
+
+    /// The typed event if it comes from one of `kinds`, decoded only then: a reader
+    /// never fails on (or pays for) events it does not read.
+    pub fn event_of(&self, kinds: &[EventKind]) -> Result<Option<&Event>, ProjectionError> {
+        match self.kind() {
+            Some(kind) if kinds.contains(&kind) => self.event(),
+            _ => Ok(None),
+        }
     }
 
     /// The conversation the event belongs to, if any, read without decoding the whole
@@ -277,6 +301,7 @@ fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, ProjectionError> {
         payload_text,
         metadata_text,
         hash: row.try_get("hash")?,
+        decoded: std::sync::OnceLock::new(),
     })
 }
 
@@ -308,6 +333,7 @@ mod tests {
             payload_text: String::new(),
             metadata_text: String::new(),
             hash: None,
+            decoded: std::sync::OnceLock::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::message::MessageEvent;
 use sqlx::{AnyConnection, FromRow};
 
@@ -44,8 +45,8 @@ impl Projector for MessagesProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.aggregate_type.as_str() {
-            "Conversation" => match event.decode()? {
+        match event.event_of(&[EventKind::Conversation, EventKind::Message])? {
+            Some(Event::Conversation(decoded)) => match decoded.clone() {
                 ConversationEvent::ConversationCreated {
                     conversation_id,
                     created_at,
@@ -114,7 +115,7 @@ impl Projector for MessagesProjector {
                 }
                 _ => {}
             },
-            "Message" => match event.decode()? {
+            Some(Event::Message(decoded)) => match decoded.clone() {
                 MessageEvent::MessageEdited {
                     message_id,
                     body,

@@ -1,8 +1,7 @@
 //! The `moderation` read model: every moderation action per conversation, newest first,
 //! including moderators' deletions of others' messages (by id, never the body).
 
-use parley_aggregates::conversation::ConversationEvent;
-use parley_aggregates::message::MessageEvent;
+use parley_aggregates::event::{Event, EventKind};
 use sqlx::{AnyConnection, FromRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -58,235 +57,32 @@ impl Projector for ModerationProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let action = match event.aggregate_type.as_str() {
-            "Conversation" => {
-                let person = |action,
-                              action_id: Uuid,
-                              conversation_id,
-                              actor_id,
-                              user_id,
-                              reason,
-                              expires_at,
-                              occurred_at| Action {
-                    id: action_id.to_string(),
-                    conversation_id,
-                    action,
-                    actor_id,
-                    target_id: Some(user_id),
-                    message_id: None,
-                    reason,
-                    expires_at,
-                    occurred_at,
-                };
-                match event.decode()? {
-                    ConversationEvent::MemberRoleChanged {
-                        conversation_id,
-                        action_id,
-                        actor_id,
-                        user_id,
-                        reason,
-                        changed_at,
-                        ..
-                    } => {
-                        return record(
-                            conn,
-                            person(
-                                "ROLE_CHANGE",
-                                action_id,
-                                conversation_id,
-                                actor_id,
-                                user_id,
-                                reason.as_deref(),
-                                None,
-                                changed_at,
-                            ),
-                        )
-                        .await;
-                    }
-                    ConversationEvent::OwnershipTransferred {
-                        conversation_id,
-                        action_id,
-                        actor_id,
-                        user_id,
-                        reason,
-                        transferred_at,
-                    } => {
-                        return record(
-                            conn,
-                            person(
-                                "OWNERSHIP_TRANSFER",
-                                action_id,
-                                conversation_id,
-                                actor_id,
-                                user_id,
-                                reason.as_deref(),
-                                None,
-                                transferred_at,
-                            ),
-                        )
-                        .await;
-                    }
-                    ConversationEvent::MemberKicked {
-                        conversation_id,
-                        action_id,
-                        actor_id,
-                        user_id,
-                        reason,
-                        kicked_at,
-                    } => {
-                        return record(
-                            conn,
-                            person(
-                                "KICK",
-                                action_id,
-                                conversation_id,
-                                actor_id,
-                                user_id,
-                                Some(&reason),
-                                None,
-                                kicked_at,
-                            ),
-                        )
-                        .await;
-                    }
-                    ConversationEvent::MemberBanned {
-                        conversation_id,
-                        action_id,
-                        actor_id,
-                        user_id,
-                        reason,
-                        until,
-                        banned_at,
-                    } => {
-                        return record(
-                            conn,
-                            person(
-                                "BAN",
-                                action_id,
-                                conversation_id,
-                                actor_id,
-                                user_id,
-                                Some(&reason),
-                                until,
-                                banned_at,
-                            ),
-                        )
-                        .await;
-                    }
-                    ConversationEvent::MemberUnbanned {
-                        conversation_id,
-                        action_id,
-                        actor_id,
-                        user_id,
-                        reason,
-                        unbanned_at,
-                    } => {
-                        return record(
-                            conn,
-                            person(
-                                "UNBAN",
-                                action_id,
-                                conversation_id,
-                                actor_id,
-                                user_id,
-                                reason.as_deref(),
-                                None,
-                                unbanned_at,
-                            ),
-                        )
-                        .await;
-                    }
-                    ConversationEvent::MemberMuted {
-                        conversation_id,
-                        action_id,
-                        actor_id,
-                        user_id,
-                        reason,
-                        until,
-                        muted_at,
-                    } => {
-                        return record(
-                            conn,
-                            person(
-                                "MUTE",
-                                action_id,
-                                conversation_id,
-                                actor_id,
-                                user_id,
-                                Some(&reason),
-                                until,
-                                muted_at,
-                            ),
-                        )
-                        .await;
-                    }
-                    ConversationEvent::MemberUnmuted {
-                        conversation_id,
-                        action_id,
-                        actor_id,
-                        user_id,
-                        reason,
-                        unmuted_at,
-                    } => {
-                        return record(
-                            conn,
-                            person(
-                                "UNMUTE",
-                                action_id,
-                                conversation_id,
-                                actor_id,
-                                user_id,
-                                reason.as_deref(),
-                                None,
-                                unmuted_at,
-                            ),
-                        )
-                        .await;
-                    }
-                    _ => None,
-                }
-            }
-            "Message" => match event.decode()? {
-                MessageEvent::MessageDeleted {
-                    message_id,
-                    conversation_id,
-                    author_id,
-                    deleted_by,
-                    reason,
-                    deleted_at,
-                    ..
-                } if deleted_by != author_id => Some((
-                    message_id,
-                    conversation_id,
-                    author_id,
-                    deleted_by,
-                    reason,
-                    deleted_at,
-                )),
-                _ => None,
-            },
+        let action = match event.event_of(&[EventKind::Conversation, EventKind::Message])? {
+            Some(Event::Conversation(event)) => event.moderation_action(),
+            Some(Event::Message(event)) => event.moderation_action(),
             _ => None,
         };
-        if let Some((message_id, conversation_id, author_id, deleted_by, reason, deleted_at)) =
-            action
-        {
-            record(
-                conn,
-                Action {
-                    id: event.event_id.clone(),
-                    conversation_id,
-                    action: "DELETE_MESSAGE",
-                    actor_id: deleted_by,
-                    target_id: Some(author_id),
-                    message_id: Some(message_id),
-                    reason: reason.as_deref(),
-                    expires_at: None,
-                    occurred_at: deleted_at,
-                },
-            )
-            .await?;
-        }
-        Ok(())
+        let Some(action) = action else {
+            return Ok(());
+        };
+        record(
+            conn,
+            Action {
+                // A deletion has no action id of its own: its event names it.
+                id: action
+                    .action_id
+                    .map_or_else(|| event.event_id.clone(), |id| id.to_string()),
+                conversation_id: action.conversation_id,
+                action: action.kind.as_str(),
+                actor_id: action.actor_id,
+                target_id: Some(action.target_id),
+                message_id: action.message_id,
+                reason: action.reason,
+                expires_at: action.until.flatten(),
+                occurred_at: action.at,
+            },
+        )
+        .await
     }
 }
 

@@ -2,6 +2,7 @@
 //! notifications with read flags, honouring each member's notification level.
 
 use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::inbox::InboxEvent;
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
@@ -96,8 +97,13 @@ impl Projector for NotificationsProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.aggregate_type.as_str() {
-            "Conversation" => match event.decode()? {
+        match event.event_of(&[
+            EventKind::Conversation,
+            EventKind::Message,
+            EventKind::Member,
+            EventKind::Inbox,
+        ])? {
+            Some(Event::Conversation(decoded)) => match decoded.clone() {
                 ConversationEvent::MessagePosted {
                     conversation_id,
                     message_id,
@@ -166,7 +172,7 @@ impl Projector for NotificationsProjector {
                 }
                 _ => {}
             },
-            "Message" => match event.decode()? {
+            Some(Event::Message(decoded)) => match decoded.clone() {
                 MessageEvent::MessageEdited {
                     conversation_id,
                     message_id,
@@ -211,13 +217,13 @@ impl Projector for NotificationsProjector {
                 }
                 _ => {}
             },
-            "MemberState" => {
+            Some(Event::Member(decoded)) => {
                 if let MemberEvent::NotificationLevelSet {
                     conversation_id,
                     user_id,
                     level,
                     ..
-                } = event.decode()?
+                } = decoded.clone()
                 {
                     sqlx::query(
                         "INSERT INTO notification_levels (conversation_id, user_id, level) VALUES ($1, $2, $3) \
@@ -230,8 +236,8 @@ impl Projector for NotificationsProjector {
                     .await?;
                 }
             }
-            "Inbox" => {
-                match event.decode()? {
+            Some(Event::Inbox(decoded)) => {
+                match decoded.clone() {
                     InboxEvent::NotificationsRead {
                         user_id,
                         notification_ids,

@@ -2,6 +2,7 @@
 //! started and when it ended — by logout, by reuse of a rotated refresh token, or by a
 //! password change, which ends all of the user's sessions.
 
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::user::UserEvent;
 use sqlx::AnyConnection;
 
@@ -25,11 +26,11 @@ impl Projector for SessionsProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "User" {
+        let Some(Event::User(decoded)) = event.event_of(&[EventKind::User])? else {
             return Ok(());
-        }
+        };
         let user_id = event.aggregate_id.as_str();
-        match event.decode()? {
+        match decoded.clone() {
             UserEvent::SessionStarted {
                 family_id,
                 started_at,

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
 use sqlx::{AnyConnection, FromRow};
@@ -85,8 +86,12 @@ impl Projector for UnreadProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.aggregate_type.as_str() {
-            "Conversation" => match event.decode()? {
+        match event.event_of(&[
+            EventKind::Conversation,
+            EventKind::Message,
+            EventKind::Member,
+        ])? {
+            Some(Event::Conversation(decoded)) => match decoded.clone() {
                 ConversationEvent::ConversationCreated {
                     conversation_id,
                     members,
@@ -133,21 +138,21 @@ impl Projector for UnreadProjector {
                 }
                 _ => {}
             },
-            "Message" => {
+            Some(Event::Message(decoded)) => {
                 if let MessageEvent::MessageEdited {
                     conversation_id,
                     message_id,
                     seq: message_seq,
                     new_mentions,
                     ..
-                } = event.decode()?
+                } = decoded.clone()
                 {
                     for user in new_mentions {
                         attend(conn, user, conversation_id, seq(message_seq), message_id).await?;
                     }
                 }
             }
-            "MemberState" => match event.decode()? {
+            Some(Event::Member(decoded)) => match decoded.clone() {
                 MemberEvent::ReadMarkerMoved {
                     conversation_id,
                     user_id,

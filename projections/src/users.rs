@@ -1,5 +1,6 @@
 //! The `users` read model: every registered account, by id and by username.
 
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::user::UserEvent;
 use sqlx::{AnyConnection, FromRow};
 
@@ -22,16 +23,13 @@ impl Projector for UsersProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "User" {
-            return Ok(());
-        }
-        if let UserEvent::UserRegistered {
+        if let Some(Event::User(UserEvent::UserRegistered {
             user_id,
             username,
             display_name,
             registered_at,
             ..
-        } = event.decode()?
+        })) = event.event_of(&[EventKind::User])?
         {
             sqlx::query(
                 "INSERT INTO users (id, username, display_name, registered_at) \
@@ -40,7 +38,7 @@ impl Projector for UsersProjector {
             .bind(user_id.to_string())
             .bind(username.as_str())
             .bind(display_name.as_str())
-            .bind(crate::format_time(registered_at))
+            .bind(crate::format_time(*registered_at))
             .execute(&mut *conn)
             .await?;
         }

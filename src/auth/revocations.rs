@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::user::UserEvent;
 use parley_projections::access::unix_ms;
 use parley_projections::{sessions, Db, ProjectionError};
@@ -128,10 +129,10 @@ impl Revocations {
 
     /// The sessions a logged event ended, if any.
     async fn ended_by(&self, event: &StoredEvent) -> Result<Vec<Uuid>, ProjectionError> {
-        if event.aggregate_type != "User" {
+        let Some(Event::User(decoded)) = event.event_of(&[EventKind::User])? else {
             return Ok(Vec::new());
-        }
-        Ok(match event.decode::<UserEvent>()? {
+        };
+        Ok(match decoded.clone() {
             UserEvent::SessionEnded { family_id, .. }
             | UserEvent::RefreshTokenReused { family_id, .. } => vec![family_id],
             // The read model already holds which sessions it ended: the tail delivers

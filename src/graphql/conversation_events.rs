@@ -2,7 +2,9 @@
 //! they are logged, typing as it happens — and where a removed member's resume ends.
 
 use async_graphql::{SimpleObject, Union, ID};
-use parley_aggregates::conversation::ConversationEvent as Domain;
+use cqrs_es::Aggregate as _;
+use parley_aggregates::conversation::{Conversation, ConversationEvent as Domain};
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
 use parley_projections::{log, Db, LogPosition};
@@ -121,118 +123,126 @@ async fn interpret(
 ) -> Result<Delivery, ApiError> {
     let cursor = event.position.to_cursor();
     let ours = conversation.to_string();
-    Ok(match event.aggregate_type.as_str() {
-        "Conversation" if event.aggregate_id == ours => match event.decode::<Domain>()? {
-            Domain::MessagePosted { message_id, .. } => {
-                Delivery::Send(ConversationEvent::MessagePosted(MessagePosted {
-                    cursor,
-                    message: message(db, event, message_id).await?,
-                }))
-            }
-            Domain::MemberJoined { user_id, .. } => {
-                Delivery::Send(ConversationEvent::MemberJoined(MemberJoined {
-                    cursor,
-                    user: user(db, user_id).await?,
-                }))
-            }
-            Domain::MemberLeft { user_id, .. } => {
-                let left = ConversationEvent::MemberLeft(MemberLeft {
-                    cursor,
-                    user: user(db, user_id).await?,
-                });
-                if user_id == viewer && !public {
-                    Delivery::SendAndEnd(left)
-                } else {
-                    Delivery::Send(left)
+    Ok(
+        match event.event_of(&[
+            EventKind::Conversation,
+            EventKind::Message,
+            EventKind::Member,
+        ])? {
+            Some(Event::Conversation(decoded)) if event.aggregate_id == ours => {
+                match decoded.clone() {
+                    Domain::MessagePosted { message_id, .. } => {
+                        Delivery::Send(ConversationEvent::MessagePosted(MessagePosted {
+                            cursor,
+                            message: message(db, event, message_id).await?,
+                        }))
+                    }
+                    Domain::MemberJoined { user_id, .. } => {
+                        Delivery::Send(ConversationEvent::MemberJoined(MemberJoined {
+                            cursor,
+                            user: user(db, user_id).await?,
+                        }))
+                    }
+                    Domain::MemberLeft { user_id, .. } => {
+                        let left = ConversationEvent::MemberLeft(MemberLeft {
+                            cursor,
+                            user: user(db, user_id).await?,
+                        });
+                        if user_id == viewer && !public {
+                            Delivery::SendAndEnd(left)
+                        } else {
+                            Delivery::Send(left)
+                        }
+                    }
+                    Domain::MemberKicked { user_id, .. } | Domain::MemberBanned { user_id, .. } => {
+                        let action = if matches!(decoded, Domain::MemberKicked { .. }) {
+                            ModerationKind::Kick
+                        } else {
+                            ModerationKind::Ban
+                        };
+                        let removed = ConversationEvent::MemberRemoved(MemberRemoved {
+                            cursor,
+                            user: user(db, user_id).await?,
+                            action,
+                        });
+                        if user_id == viewer {
+                            Delivery::SendAndEnd(removed)
+                        } else {
+                            Delivery::Send(removed)
+                        }
+                    }
+                    _ => Delivery::Skip,
                 }
             }
-            Domain::MemberKicked { user_id, .. } | Domain::MemberBanned { user_id, .. } => {
-                let action = if event.event_type == "MemberKicked" {
-                    ModerationKind::Kick
-                } else {
-                    ModerationKind::Ban
-                };
-                let removed = ConversationEvent::MemberRemoved(MemberRemoved {
-                    cursor,
-                    user: user(db, user_id).await?,
-                    action,
-                });
-                if user_id == viewer {
-                    Delivery::SendAndEnd(removed)
-                } else {
-                    Delivery::Send(removed)
+            Some(Event::Message(decoded)) => match decoded.clone() {
+                MessageEvent::MessageEdited {
+                    conversation_id,
+                    message_id,
+                    ..
+                } if conversation_id == conversation => {
+                    Delivery::Send(ConversationEvent::MessageEdited(MessageEdited {
+                        cursor,
+                        message: message(db, event, message_id).await?,
+                    }))
                 }
-            }
-            _ => Delivery::Skip,
-        },
-        "Message" => match event.decode::<MessageEvent>()? {
-            MessageEvent::MessageEdited {
-                conversation_id,
-                message_id,
-                ..
-            } if conversation_id == conversation => {
-                Delivery::Send(ConversationEvent::MessageEdited(MessageEdited {
-                    cursor,
-                    message: message(db, event, message_id).await?,
-                }))
-            }
-            MessageEvent::MessageDeleted {
-                conversation_id,
-                message_id,
-                ..
-            } if conversation_id == conversation => {
-                Delivery::Send(ConversationEvent::MessageDeleted(MessageDeleted {
-                    cursor,
-                    message_id: ID(message_id.to_string()),
-                }))
-            }
-            MessageEvent::ReactionAdded {
-                conversation_id,
-                message_id,
-                user_id,
-                emoji,
-                ..
-            } if conversation_id == conversation => {
-                Delivery::Send(ConversationEvent::ReactionAdded(ReactionAdded {
-                    cursor,
-                    message_id: ID(message_id.to_string()),
+                MessageEvent::MessageDeleted {
+                    conversation_id,
+                    message_id,
+                    ..
+                } if conversation_id == conversation => {
+                    Delivery::Send(ConversationEvent::MessageDeleted(MessageDeleted {
+                        cursor,
+                        message_id: ID(message_id.to_string()),
+                    }))
+                }
+                MessageEvent::ReactionAdded {
+                    conversation_id,
+                    message_id,
+                    user_id,
                     emoji,
-                    user: user(db, user_id).await?,
-                }))
-            }
-            MessageEvent::ReactionRemoved {
-                conversation_id,
-                message_id,
-                user_id,
-                emoji,
-                ..
-            } if conversation_id == conversation => {
-                Delivery::Send(ConversationEvent::ReactionRemoved(ReactionRemoved {
-                    cursor,
-                    message_id: ID(message_id.to_string()),
+                    ..
+                } if conversation_id == conversation => {
+                    Delivery::Send(ConversationEvent::ReactionAdded(ReactionAdded {
+                        cursor,
+                        message_id: ID(message_id.to_string()),
+                        emoji,
+                        user: user(db, user_id).await?,
+                    }))
+                }
+                MessageEvent::ReactionRemoved {
+                    conversation_id,
+                    message_id,
+                    user_id,
                     emoji,
-                    user: user(db, user_id).await?,
-                }))
-            }
+                    ..
+                } if conversation_id == conversation => {
+                    Delivery::Send(ConversationEvent::ReactionRemoved(ReactionRemoved {
+                        cursor,
+                        message_id: ID(message_id.to_string()),
+                        emoji,
+                        user: user(db, user_id).await?,
+                    }))
+                }
+                _ => Delivery::Skip,
+            },
+            Some(Event::Member(decoded)) => match decoded.clone() {
+                MemberEvent::ReadMarkerMoved {
+                    conversation_id,
+                    user_id,
+                    message_id,
+                    ..
+                } if conversation_id == conversation => {
+                    Delivery::Send(ConversationEvent::ReadReceiptUpdated(ReadReceiptUpdated {
+                        cursor,
+                        user: user(db, user_id).await?,
+                        message_id: ID(message_id.to_string()),
+                    }))
+                }
+                _ => Delivery::Skip,
+            },
             _ => Delivery::Skip,
         },
-        "MemberState" => match event.decode::<MemberEvent>()? {
-            MemberEvent::ReadMarkerMoved {
-                conversation_id,
-                user_id,
-                message_id,
-                ..
-            } if conversation_id == conversation => {
-                Delivery::Send(ConversationEvent::ReadReceiptUpdated(ReadReceiptUpdated {
-                    cursor,
-                    user: user(db, user_id).await?,
-                    message_id: ID(message_id.to_string()),
-                }))
-            }
-            _ => Delivery::Skip,
-        },
-        _ => Delivery::Skip,
-    })
+    )
 }
 
 type Out = mpsc::Sender<Result<ConversationEvent, async_graphql::Error>>;
@@ -302,27 +312,24 @@ pub(super) async fn removed_after(
 ) -> Result<bool, ApiError> {
     let events = log::stream_of_types(
         db,
-        "Conversation",
+        Conversation::TYPE,
         &conversation.to_string(),
-        &[
-            "ConversationCreated",
-            "MemberJoined",
-            "MemberLeft",
-            "MemberKicked",
-            "MemberBanned",
-        ],
+        &Domain::MEMBERSHIP,
     )
     .await?;
     let mut member = false;
     for event in &events {
-        let (joined, user) = match event.decode::<Domain>()? {
+        let Some(Event::Conversation(decoded)) = event.event()? else {
+            continue;
+        };
+        let (joined, user) = match decoded {
             Domain::ConversationCreated { members, .. } => {
                 (members.iter().any(|m| m.user_id == viewer), viewer)
             }
-            Domain::MemberJoined { user_id, .. } => (true, user_id),
+            Domain::MemberJoined { user_id, .. } => (true, *user_id),
             Domain::MemberLeft { user_id, .. }
             | Domain::MemberKicked { user_id, .. }
-            | Domain::MemberBanned { user_id, .. } => (false, user_id),
+            | Domain::MemberBanned { user_id, .. } => (false, *user_id),
             _ => continue,
         };
         if user != viewer {

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_graphql::{SimpleObject, Union, ID};
 use parley_aggregates::conversation::ConversationEvent as Domain;
+use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
 use parley_projections::unread::Counts;
@@ -87,8 +88,12 @@ fn steps(
     event: &StoredEvent,
 ) -> Result<Vec<Step>, ApiError> {
     let mut steps = Vec::new();
-    match event.aggregate_type.as_str() {
-        "Conversation" => match event.decode::<Domain>()? {
+    match event.event_of(&[
+        EventKind::Conversation,
+        EventKind::Message,
+        EventKind::Member,
+    ])? {
+        Some(Event::Conversation(decoded)) => match decoded.clone() {
             Domain::ConversationCreated {
                 conversation_id,
                 members,
@@ -139,7 +144,7 @@ fn steps(
             }
             _ => {}
         },
-        "Message" => match event.decode::<MessageEvent>()? {
+        Some(Event::Message(decoded)) => match decoded.clone() {
             MessageEvent::MessageEdited {
                 conversation_id,
                 new_mentions,
@@ -158,7 +163,7 @@ fn steps(
             } if message_author_id == viewer => steps.push(Step::Notified),
             _ => {}
         },
-        "MemberState" => match event.decode::<MemberEvent>()? {
+        Some(Event::Member(decoded)) => match decoded.clone() {
             MemberEvent::ReadMarkerMoved {
                 conversation_id,
                 user_id,

@@ -206,6 +206,18 @@ pub enum ConversationEvent {
     },
 }
 
+impl ConversationEvent {
+    /// The stored type names of the events that make or end a membership, for reading
+    /// just those from a conversation's stream.
+    pub const MEMBERSHIP: [&'static str; 5] = [
+        "ConversationCreated",
+        "MemberJoined",
+        "MemberLeft",
+        "MemberKicked",
+        "MemberBanned",
+    ];
+}
+
 impl DomainEvent for ConversationEvent {
     fn event_type(&self) -> String {
         match self {

@@ -118,11 +118,16 @@ pub enum MessageEvent {
     },
 }
 
+impl MessageEvent {
+    /// The stored type name of `MessageDeleted`, for reading just those from the log.
+    pub const DELETED: &'static str = "MessageDeleted";
+}
+
 impl DomainEvent for MessageEvent {
     fn event_type(&self) -> String {
         match self {
             Self::MessageEdited { .. } => "MessageEdited",
-            Self::MessageDeleted { .. } => "MessageDeleted",
+            Self::MessageDeleted { .. } => Self::DELETED,
             Self::ReactionAdded { .. } => "ReactionAdded",
             Self::ReactionRemoved { .. } => "ReactionRemoved",
         }
