@@ -16,6 +16,4 @@ pub enum ProjectionError {
     InvalidCursor,
     #[error("page sizes must not be negative")]
     InvalidPageSize,
-    #[error("injected failure: {0}")]
-    Injected(&'static str),
 }

@@ -4,7 +4,6 @@
 mod sqlite;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
@@ -376,6 +375,3 @@ where
         })
     }
 }
-
-/// Shared handle to a command bus.
-pub type Bus<A> = Arc<CommandBus<A>>;
