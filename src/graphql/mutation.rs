@@ -14,11 +14,15 @@ use super::types::{
     ModerationAction, NotificationLevel, PresenceStatus, Role, User, Visibility,
 };
 use super::{client_ip, state, viewer};
+use crate::app::AppState;
 use crate::auth::{AuthError, AuthTokens};
-use crate::chat::{Moderation, Written};
+use crate::chat::{ChatError, Moderation, Written};
 use crate::live::Signal;
+use crate::store::CommandMeta;
 use parley_aggregates::user::UserError;
 use parley_aggregates::InputError;
+use std::future::Future;
+use std::sync::Arc;
 
 pub struct Mutation;
 
@@ -65,37 +69,41 @@ pub struct SendMessageInput {
     pub attachment_ids: Option<Vec<ID>>,
 }
 
-/// Waits for the read models, then answers with the conversation as they show it.
-async fn settled_conversation(
-    ctx: &Context<'_>,
-    written: Written<uuid::Uuid>,
-) -> Result<Conversation, ApiError> {
-    state(ctx).settle(written.position).await;
+/// Runs a command as the signed-in viewer, stamped with the request's metadata, and
+/// returns what it wrote once every read model shows it (read-your-writes). The one way
+/// a resolver writes.
+async fn write<T, F, Fut>(ctx: &Context<'_>, command: F) -> Result<T, ApiError>
+where
+    F: FnOnce(Arc<AppState>, uuid::Uuid, CommandMeta) -> Fut,
+    Fut: Future<Output = Result<Written<T>, ChatError>>,
+{
+    let me = viewer(ctx)?;
+    let state = state(ctx).clone();
+    let meta = state.meta(Some(me));
+    let written = command(state.clone(), me, meta).await?;
+    state.settle(written.position).await;
+    Ok(written.value)
+}
+
+/// A conversation a mutation wrote, as the viewer may see it.
+async fn conversation(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Conversation, ApiError> {
     Ok(Conversation(
-        readable_conversation(ctx, &written.value.to_string()).await?,
+        readable_conversation(ctx, &id.to_string()).await?,
     ))
 }
 
 /// The message a mutation wrote. The aggregate authorised the write; read access is not
 /// checked again, so a post accepted just before its author was banned is still
 /// answered with the message rather than an error.
-async fn settled_message(
-    ctx: &Context<'_>,
-    written: Written<uuid::Uuid>,
-) -> Result<Message, ApiError> {
-    state(ctx).settle(written.position).await;
-    parley_projections::messages::by_id(&state(ctx).db, &written.value.to_string())
+async fn message(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Message, ApiError> {
+    parley_projections::messages::by_id(&state(ctx).db, &id.to_string())
         .await?
         .map(Message)
         .ok_or_else(|| ApiError::internal("message missing from the read model"))
 }
 
-async fn settled_invitation(
-    ctx: &Context<'_>,
-    written: Written<uuid::Uuid>,
-) -> Result<Invitation, ApiError> {
-    state(ctx).settle(written.position).await;
-    conversations::invitation(&state(ctx).db, &written.value.to_string())
+async fn invitation(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Invitation, ApiError> {
+    conversations::invitation(&state(ctx).db, &id.to_string())
         .await?
         .map(Invitation)
         .ok_or_else(|| ApiError::internal("invitation missing from the read model"))
@@ -198,13 +206,12 @@ impl Mutation {
         ctx: &Context<'_>,
         user_id: ID,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .create_direct(me, parse_id(&user_id, "user")?, &state.meta(Some(me)))
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let other = parse_id(&user_id, "user")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.create_direct(me, other, &meta).await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `createGroup`: the creator is its owner.
@@ -213,14 +220,14 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreateGroupInput,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
         let member_ids: Vec<String> = input.member_ids.iter().map(|id| id.to_string()).collect();
-        let written = state
-            .chat
-            .create_group(me, &input.title, &member_ids, &state.meta(Some(me)))
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat
+                .create_group(me, &input.title, &member_ids, &meta)
+                .await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `createChannel`: the slug is derived from the name unless given.
@@ -229,55 +236,37 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreateChannelInput,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
         let visibility = match input.visibility {
             Visibility::Public => DomainVisibility::Public,
             Visibility::Private => DomainVisibility::Private,
         };
-        let written = state
-            .chat
-            .create_channel(
-                me,
-                &input.name,
-                input.slug.as_deref(),
-                input.description,
-                visibility,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let id = write(ctx, |s, me, meta| async move {
+            let slug = input.slug.as_deref();
+            let chat = &s.chat;
+            chat.create_channel(me, &input.name, slug, input.description, visibility, &meta)
+                .await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `joinChannel`: public channels only.
     async fn join_channel(&self, ctx: &Context<'_>, conversation_id: ID) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .join(
-                me,
-                parse_id(&conversation_id, "conversation")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let id = parse_id(&conversation_id, "conversation")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.join(me, id, &meta).await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `leaveConversation`.
     async fn leave_conversation(&self, ctx: &Context<'_>, conversation_id: ID) -> Result<bool> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .leave(
-                me,
-                parse_id(&conversation_id, "conversation")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        state.settle(written.position).await;
-        Ok(written.value)
+        let id = parse_id(&conversation_id, "conversation")?;
+        Ok(write(ctx, |s, me, meta| async move {
+            s.chat.leave(me, id, &meta).await
+        })
+        .await?)
     }
 
     /// `updateConversation`: owners and admins.
@@ -286,20 +275,14 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UpdateConversationInput,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
         let id = parse_id(&input.conversation_id, "conversation")?;
-        let written = state
-            .chat
-            .update(
-                me,
-                id,
-                input.title,
-                input.description,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat
+                .update(me, id, input.title, input.description, &meta)
+                .await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `setNotificationLevel`.
@@ -309,19 +292,17 @@ impl Mutation {
         conversation_id: ID,
         level: NotificationLevel,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
         let level = match level {
             NotificationLevel::All => DomainLevel::All,
             NotificationLevel::Mentions => DomainLevel::Mentions,
             NotificationLevel::None => DomainLevel::None,
         };
         let id = parse_id(&conversation_id, "conversation")?;
-        let written = state
-            .chat
-            .set_notification_level(me, id, level, &state.meta(Some(me)))
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.set_notification_level(me, id, level, &meta).await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `inviteMember`.
@@ -331,18 +312,15 @@ impl Mutation {
         conversation_id: ID,
         user_id: ID,
     ) -> Result<Invitation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .invite(
-                me,
-                parse_id(&conversation_id, "conversation")?,
-                parse_id(&user_id, "user")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_invitation(ctx, written).await?)
+        let (id, user) = (
+            parse_id(&conversation_id, "conversation")?,
+            parse_id(&user_id, "user")?,
+        );
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.invite(me, id, user, &meta).await
+        })
+        .await?;
+        Ok(invitation(ctx, id).await?)
     }
 
     /// `acceptInvitation`: the invitee joins.
@@ -351,53 +329,36 @@ impl Mutation {
         ctx: &Context<'_>,
         invitation_id: ID,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .accept(
-                me,
-                parse_id(&invitation_id, "invitation")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let id = parse_id(&invitation_id, "invitation")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.accept(me, id, &meta).await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `declineInvitation`.
     async fn decline_invitation(&self, ctx: &Context<'_>, invitation_id: ID) -> Result<Invitation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .decline(
-                me,
-                parse_id(&invitation_id, "invitation")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_invitation(ctx, written).await?)
+        let id = parse_id(&invitation_id, "invitation")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.decline(me, id, &meta).await
+        })
+        .await?;
+        Ok(invitation(ctx, id).await?)
     }
 
     /// `revokeInvitation`: the inviter or an admin.
     async fn revoke_invitation(&self, ctx: &Context<'_>, invitation_id: ID) -> Result<Invitation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .revoke(
-                me,
-                parse_id(&invitation_id, "invitation")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_invitation(ctx, written).await?)
+        let id = parse_id(&invitation_id, "invitation")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.revoke(me, id, &meta).await
+        })
+        .await?;
+        Ok(invitation(ctx, id).await?)
     }
 
     /// `sendMessage`: a retry with the same `clientMessageId` returns the first message.
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
         let conversation_id = parse_id(&input.conversation_id, "conversation")?;
         let reply_to = input
             .reply_to_id
@@ -415,19 +376,22 @@ impl Mutation {
             MAX_ATTACHMENTS,
         )
         .map_err(ApiError::from)?;
-        let written = state
-            .chat
-            .send(
-                me,
-                conversation_id,
-                input.body,
-                reply_to,
-                input.client_message_id,
-                attachments,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_message(ctx, written).await?)
+        let (body, client_message_id) = (input.body, input.client_message_id);
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat
+                .send(
+                    me,
+                    conversation_id,
+                    body,
+                    reply_to,
+                    client_message_id,
+                    attachments,
+                    &meta,
+                )
+                .await
+        })
+        .await?;
+        Ok(message(ctx, id).await?)
     }
 
     /// `editMessage`: the author only; earlier bodies are kept in `edits`.
@@ -437,18 +401,12 @@ impl Mutation {
         message_id: ID,
         body: String,
     ) -> Result<Message> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .edit(
-                me,
-                parse_id(&message_id, "message")?,
-                body,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_message(ctx, written).await?)
+        let id = parse_id(&message_id, "message")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.edit(me, id, body, &meta).await
+        })
+        .await?;
+        Ok(message(ctx, id).await?)
     }
 
     /// `deleteMessage`: the author, or a moderator with a reason.
@@ -458,18 +416,12 @@ impl Mutation {
         message_id: ID,
         reason: Option<String>,
     ) -> Result<Message> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .delete(
-                me,
-                parse_id(&message_id, "message")?,
-                reason,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_message(ctx, written).await?)
+        let id = parse_id(&message_id, "message")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.delete(me, id, reason, &meta).await
+        })
+        .await?;
+        Ok(message(ctx, id).await?)
     }
 
     /// `addReaction`: idempotent.
@@ -479,19 +431,12 @@ impl Mutation {
         message_id: ID,
         emoji: String,
     ) -> Result<Message> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .react(
-                me,
-                parse_id(&message_id, "message")?,
-                emoji,
-                true,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_message(ctx, written).await?)
+        let id = parse_id(&message_id, "message")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.react(me, id, emoji, true, &meta).await
+        })
+        .await?;
+        Ok(message(ctx, id).await?)
     }
 
     /// `removeReaction`: idempotent.
@@ -501,19 +446,12 @@ impl Mutation {
         message_id: ID,
         emoji: String,
     ) -> Result<Message> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .react(
-                me,
-                parse_id(&message_id, "message")?,
-                emoji,
-                false,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_message(ctx, written).await?)
+        let id = parse_id(&message_id, "message")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.react(me, id, emoji, false, &meta).await
+        })
+        .await?;
+        Ok(message(ctx, id).await?)
     }
 
     /// `markRead`: forward only; an older message changes nothing.
@@ -523,18 +461,15 @@ impl Mutation {
         conversation_id: ID,
         message_id: ID,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .mark_read(
-                me,
-                parse_id(&conversation_id, "conversation")?,
-                parse_id(&message_id, "message")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let (id, message) = (
+            parse_id(&conversation_id, "conversation")?,
+            parse_id(&message_id, "message")?,
+        );
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.mark_read(me, id, message, &meta).await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `markUnread`: moves the marker to just before the message.
@@ -544,43 +479,32 @@ impl Mutation {
         conversation_id: ID,
         message_id: ID,
     ) -> Result<Conversation> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .mark_unread(
-                me,
-                parse_id(&conversation_id, "conversation")?,
-                parse_id(&message_id, "message")?,
-                &state.meta(Some(me)),
-            )
-            .await?;
-        Ok(settled_conversation(ctx, written).await?)
+        let (id, message) = (
+            parse_id(&conversation_id, "conversation")?,
+            parse_id(&message_id, "message")?,
+        );
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat.mark_unread(me, id, message, &meta).await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
     }
 
     /// `markNotificationsRead`: how many became read.
     async fn mark_notifications_read(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<i32> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
         let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
-        let written = state
-            .chat
-            .mark_notifications_read(me, &ids, &state.meta(Some(me)))
-            .await?;
-        state.settle(written.position).await;
-        Ok(written.value)
+        Ok(write(ctx, |s, me, meta| async move {
+            s.chat.mark_notifications_read(me, &ids, &meta).await
+        })
+        .await?)
     }
 
     /// `markAllNotificationsRead`: how many became read.
     async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> Result<i32> {
-        let me = viewer(ctx)?;
-        let state = state(ctx);
-        let written = state
-            .chat
-            .mark_all_notifications_read(me, &state.meta(Some(me)))
-            .await?;
-        state.settle(written.position).await;
-        Ok(written.value)
+        Ok(write(ctx, |s, me, meta| async move {
+            s.chat.mark_all_notifications_read(me, &meta).await
+        })
+        .await?)
     }
 
     /// `setTyping`: members only. Typing ends by itself about six seconds after the
@@ -767,23 +691,15 @@ async fn moderate(
     action: Moderation,
     reason: Option<String>,
 ) -> Result<ModerationAction, ApiError> {
-    let me = viewer(ctx)?;
-    let state = state(ctx);
     let conversation_id = parse_id(&conversation_id, "conversation")?;
     let user_id = parse_id(&user_id, "user")?;
-    let written = state
-        .chat
-        .moderate(
-            me,
-            conversation_id,
-            user_id,
-            action,
-            reason,
-            &state.meta(Some(me)),
-        )
-        .await?;
-    state.settle(written.position).await;
-    moderation::by_id(&state.db, &written.value.to_string())
+    let id = write(ctx, |s, me, meta| async move {
+        s.chat
+            .moderate(me, conversation_id, user_id, action, reason, &meta)
+            .await
+    })
+    .await?;
+    moderation::by_id(&state(ctx).db, &id.to_string())
         .await?
         .map(ModerationAction)
         .ok_or_else(|| ApiError::internal("moderation action missing from the read model"))
