@@ -9,9 +9,11 @@
 
 mod aggregate;
 mod commands;
+mod decide;
 mod error;
 mod events;
 pub mod mentions;
+mod moderation;
 
 pub use aggregate::{ClientRecord, Conversation, MemberInfo, CLIENT_ID_RETENTION};
 pub use commands::{ConversationCommand, ConversationServices, MemberRef, ReplyTarget};
