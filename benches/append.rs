@@ -11,8 +11,8 @@ use std::time::Instant;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
-use parley::store::{Repository, SqliteEventRepository};
-use parley_projections::Db;
+use parley_store::Db;
+use parley_store::{sqlite::SqliteEventRepository, Repository};
 use serde::{Deserialize, Serialize};
 use sqlx::Connection as _;
 

@@ -4,14 +4,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_projections::{Db, LogPosition, Projections};
+use parley_projections::Projections;
+use parley_store::{Db, LogPosition};
 use uuid::Uuid;
 
 use crate::auth::Accounts;
 use crate::chat::Chat;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::CommandMeta;
+use parley_store::CommandMeta;
 
 pub struct AppState {
     pub config: Config,

@@ -20,12 +20,11 @@ use parley_aggregates::values::{parse_id_list, Slug, Username};
 use parley_aggregates::InputError;
 use parley_projections::messages::MessageRow;
 use parley_projections::page::MAX_PAGE;
-use parley_projections::{
-    conversations, log, messages, notifications, unread, users, Db, LogPosition,
-};
+use parley_projections::{conversations, messages, notifications, unread, users};
+use parley_store::{log, Db, LogPosition};
 use uuid::Uuid;
 
-use crate::store::{CommandBus, CommandMeta};
+use parley_store::{CommandBus, CommandMeta};
 
 /// The result of a write: the id it concerns and where its events are in the log.
 pub struct Written<T> {
@@ -104,6 +103,12 @@ impl From<parley_aggregates::member::MemberError> for ChatError {
 impl From<parley_aggregates::inbox::InboxError> for ChatError {
     fn from(error: parley_aggregates::inbox::InboxError) -> Self {
         match error {}
+    }
+}
+
+impl From<parley_store::StoreError> for ChatError {
+    fn from(error: parley_store::StoreError) -> Self {
+        Self::Store(Box::new(error))
     }
 }
 

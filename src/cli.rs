@@ -157,7 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ProjectionsCommand::Status,
         } => {
             let db = open_database(&cli.config).await?;
-            let head = parley_projections::log::head(&db).await?;
+            let head = parley_store::log::head(&db).await?;
             println!("head {}", head.to_cursor());
             for projector in projectors() {
                 let name = projector.name();

@@ -13,7 +13,6 @@ pub mod http;
 pub mod live;
 pub mod rate;
 pub mod startup;
-pub mod store;
 pub mod telemetry;
 
 /// The modules of this crate depend on each other without a cycle. Read from the

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use parley_aggregates::conversation::ConversationServices;
-use parley_projections::{Db, Projections, Projector};
+use parley_projections::{Projections, Projector};
+use parley_store::Db;
 use secrecy::ExposeSecret as _;
 use time::Duration;
 use tokio::net::TcpListener;

@@ -14,8 +14,8 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
 use parley::graphql::error::ApiError;
-use parley::store::{CommandBus, CommandMeta, Repository};
-use parley_projections::{log, Db, LogPosition};
+use parley_store::{log, Db, LogPosition};
+use parley_store::{CommandBus, CommandMeta, Repository};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -431,7 +431,8 @@ mod projector_safety {
     use parley_aggregates::user::{PasswordHasher, User, UserCommand, UserServices};
     use parley_projections::runner::{self, Projector};
     use parley_projections::users::UsersProjector;
-    use parley_projections::{ProjectionError, StoredEvent};
+    use parley_projections::ProjectionError;
+    use parley_store::StoredEvent;
     use sqlx::AnyConnection;
 
     use super::*;
@@ -570,7 +571,7 @@ mod tamper {
     use super::*;
 
     /// A database with ten events over three interleaved streams, chained.
-    async fn chained(backend: Backend) -> (TestDatabase, Db, Vec<parley_projections::StoredEvent>) {
+    async fn chained(backend: Backend) -> (TestDatabase, Db, Vec<parley_store::StoredEvent>) {
         let database = TestDatabase::new(backend).await;
         let db = database.connect().await;
         let bus = CommandBus::<Counter>::new(&db, ());
@@ -692,8 +693,8 @@ mod tamper {
                 "UPDATE events SET position = position - 999999 WHERE position > 1000000",
             )
             .await;
-            let forged = chain::to_hex(&chain::stream_hash(
-                &chain::ZERO,
+            let forged = parley_store::hash::to_hex(&parley_store::hash::stream_hash(
+                &parley_store::hash::ZERO,
                 "Counter",
                 "forged",
                 1,

@@ -1,75 +1,16 @@
-//! Tamper evidence: per-stream hashes written at append, a global chain over all events
-//! built by a checkpointed projector, and the verification that walks both.
-//!
-//! Stream hash of an event (hex of SHA-256):
-//! `prev ‖ lp(aggregate_type) ‖ lp(aggregate_id) ‖ be64(sequence) ‖ lp(event_type) ‖
-//!  lp(event_version) ‖ lp(payload) ‖ lp(metadata)`, where `prev` is the stream's previous
-//! hash (32 zero bytes for sequence 1), `lp(x)` is `be64(len(x)) ‖ x`, and payload and
-//! metadata are the stored JSON text exactly as stored (never re-serialized).
-//! Chain link: `SHA-256(previous link ‖ stream hash)`, 32 zero bytes before the first.
+//! Tamper evidence, the read side: a global chain over all events built by a
+//! checkpointed projector, and the verification that walks it beside the stream hashes
+//! the store writes at append (`parley_store::hash`, which defines both hashes).
 
 use std::collections::HashMap;
 use std::fmt;
 
-use sha2::{Digest, Sha256};
+use parley_store::hash::{chain_link, from_hex, stream_hash, to_hex, ZERO};
+use parley_store::log::{self, LogPosition, StoredEvent};
+use parley_store::Db;
 use sqlx::{AnyConnection, FromRow};
 
-use crate::log::{self, LogPosition, StoredEvent};
-use crate::{Db, ProjectionError, Projector};
-
-pub const ZERO: [u8; 32] = [0; 32];
-
-fn lp(hasher: &mut Sha256, bytes: &[u8]) {
-    hasher.update((bytes.len() as u64).to_be_bytes());
-    hasher.update(bytes);
-}
-
-/// The stream hash of one event, given its stream's previous hash.
-#[allow(clippy::too_many_arguments)]
-pub fn stream_hash(
-    prev: &[u8; 32],
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_type: &str,
-    event_version: &str,
-    payload: &str,
-    metadata: &str,
-) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(prev);
-    lp(&mut hasher, aggregate_type.as_bytes());
-    lp(&mut hasher, aggregate_id.as_bytes());
-    hasher.update(sequence.to_be_bytes());
-    lp(&mut hasher, event_type.as_bytes());
-    lp(&mut hasher, event_version.as_bytes());
-    lp(&mut hasher, payload.as_bytes());
-    lp(&mut hasher, metadata.as_bytes());
-    hasher.finalize().into()
-}
-
-/// The next link of the global chain.
-pub fn chain_link(prev: &[u8; 32], stream_hash: &[u8; 32]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(prev);
-    hasher.update(stream_hash);
-    hasher.finalize().into()
-}
-
-pub fn to_hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn from_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+use crate::{ProjectionError, Projector};
 
 fn recompute(prev: &[u8; 32], event: &StoredEvent) -> [u8; 32] {
     stream_hash(
@@ -132,68 +73,6 @@ impl Projector for AuditChainProjector {
             .await?;
         Ok(())
     }
-}
-
-/// Hashes SQLite rows stored before hashing existed (PostgreSQL's migration does its own).
-pub async fn backfill_sqlite(db: &Db) -> Result<u64, ProjectionError> {
-    #[derive(FromRow)]
-    struct Row {
-        position: i64,
-        aggregate_type: String,
-        aggregate_id: String,
-        sequence: i64,
-        event_type: String,
-        event_version: String,
-        payload: String,
-        metadata: String,
-        hash: Option<String>,
-    }
-    let missing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE hash IS NULL")
-        .fetch_one(&db.write)
-        .await?;
-    if missing == 0 {
-        return Ok(0);
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash \
-         FROM events ORDER BY aggregate_type, aggregate_id, sequence",
-    )
-    .fetch_all(&db.write)
-    .await?;
-    let mut tx = db.write.begin().await?;
-    let mut prev: Option<(String, String, [u8; 32])> = None;
-    let mut filled = 0;
-    for row in rows {
-        let start = match &prev {
-            Some((t, i, hash)) if *t == row.aggregate_type && *i == row.aggregate_id => *hash,
-            _ => ZERO,
-        };
-        let hash = stream_hash(
-            &start,
-            &row.aggregate_type,
-            &row.aggregate_id,
-            row.sequence,
-            &row.event_type,
-            &row.event_version,
-            &row.payload,
-            &row.metadata,
-        );
-        if row.hash.is_none() {
-            sqlx::query("UPDATE events SET hash = $1 WHERE position = $2")
-                .bind(to_hex(&hash))
-                .bind(row.position)
-                .execute(&mut *tx)
-                .await?;
-            filled += 1;
-        }
-        prev = Some((
-            row.aggregate_type,
-            row.aggregate_id,
-            row.hash.as_deref().and_then(from_hex).unwrap_or(hash),
-        ));
-    }
-    tx.commit().await?;
-    Ok(filled)
 }
 
 /// What verification found wrong, at the first place it went wrong.
@@ -362,47 +241,4 @@ pub async fn verify(
         head: to_hex(&chain),
         head_position,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_follow_the_documented_layout() {
-        let mut expected = Sha256::new();
-        expected.update([0u8; 32]);
-        for part in ["User", "u1"] {
-            expected.update((part.len() as u64).to_be_bytes());
-            expected.update(part.as_bytes());
-        }
-        expected.update(1i64.to_be_bytes());
-        for part in ["UserRegistered", "1", "{\"a\":1}", "{}"] {
-            expected.update((part.len() as u64).to_be_bytes());
-            expected.update(part.as_bytes());
-        }
-        let expected: [u8; 32] = expected.finalize().into();
-        assert_eq!(
-            stream_hash(
-                &ZERO,
-                "User",
-                "u1",
-                1,
-                "UserRegistered",
-                "1",
-                "{\"a\":1}",
-                "{}"
-            ),
-            expected
-        );
-        assert_eq!(from_hex(&to_hex(&expected)), Some(expected));
-        assert_eq!(from_hex("zz"), None);
-    }
-
-    #[test]
-    fn length_prefixes_keep_field_boundaries_apart() {
-        let a = stream_hash(&ZERO, "ab", "c", 1, "t", "1", "{}", "{}");
-        let b = stream_hash(&ZERO, "a", "bc", 1, "t", "1", "{}", "{}");
-        assert_ne!(a, b);
-    }
 }

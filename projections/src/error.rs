@@ -3,15 +3,8 @@
 pub enum ProjectionError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("event {position} ({event_type}) cannot be decoded: {source}")]
-    Decode {
-        position: String,
-        event_type: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] parley_store::StoreError),
     #[error("invalid cursor")]
     InvalidCursor,
     #[error("page sizes must not be negative")]

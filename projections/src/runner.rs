@@ -13,8 +13,8 @@ use sqlx::{AnyConnection, Row};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::log::{self, LogPosition, StoredEvent};
 use crate::{Db, ProjectionError};
+use parley_store::log::{self, LogPosition, StoredEvent};
 
 /// A read-model builder: a small, idempotent function of (rows, event).
 #[async_trait::async_trait]
@@ -421,7 +421,7 @@ async fn listen(
     commits: Arc<Notify>,
 ) {
     loop {
-        let listener = crate::db::listener(&pool).await;
+        let listener = parley_store::db::listener(&pool).await;
         let mut listener = match listener {
             Ok(listener) => listener,
             Err(error) => {

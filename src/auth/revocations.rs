@@ -14,11 +14,12 @@ use std::time::Duration;
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::user::UserEvent;
 use parley_projections::access::unix_ms;
-use parley_projections::{sessions, Db, ProjectionError};
+use parley_projections::{sessions, ProjectionError};
+use parley_store::Db;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use parley_projections::StoredEvent;
+use parley_store::StoredEvent;
 
 use super::tokens::Grant;
 use crate::clock::Clock;
@@ -59,7 +60,7 @@ impl Revocations {
             db,
         });
         // Ends committed before the tail's start reach the read model first.
-        let head = parley_projections::log::head(&revocations.db).await?;
+        let head = parley_store::log::head(&revocations.db).await?;
         projections.wait_for(head, Duration::from_secs(10)).await;
         revocations.reload().await?;
         tokio::spawn(follow(Arc::downgrade(&revocations), events));

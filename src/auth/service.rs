@@ -8,11 +8,11 @@ use parley_aggregates::user::{
     NewSession, PasswordHasher as _, User, UserCommand, UserError, UserEvent, UserServices,
 };
 use parley_aggregates::values::{DisplayName, Password, Username};
-use parley_projections::LogPosition;
+use parley_store::LogPosition;
 use uuid::Uuid;
 
 use super::{Argon2Hasher, Grant, RefreshToken, Revocations, TokenKeys};
-use crate::store::{CommandBus, CommandMeta};
+use parley_store::{CommandBus, CommandMeta};
 
 /// Why an account operation was refused or failed. The GraphQL layer maps each to a
 /// code (`graphql/error.rs`); deliberately not `Display`, like `ChatError`.
@@ -79,7 +79,7 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(
-        db: &parley_projections::Db,
+        db: &parley_store::Db,
         hasher: Argon2Hasher,
         keys: TokenKeys,
         revocations: Arc<Revocations>,

@@ -7,7 +7,7 @@ use parley_aggregates::conversation::{Conversation, ConversationEvent as Domain}
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
-use parley_projections::{log, Db, LogPosition};
+use parley_store::{log, Db, LogPosition};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 

@@ -8,6 +8,7 @@ use parley_aggregates::message::MessageError;
 use parley_aggregates::user::UserError;
 use parley_aggregates::InputError;
 use parley_projections::ProjectionError;
+use parley_store::StoreError;
 
 use crate::auth::AuthError;
 use crate::chat::ChatError;
@@ -246,9 +247,22 @@ where
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::InvalidCursor => Self::BadUserInput {
+                field: "after".to_owned(),
+                message: "invalid cursor".to_owned(),
+            },
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<ProjectionError> for ApiError {
     fn from(error: ProjectionError) -> Self {
         match error {
+            ProjectionError::Store(error) => error.into(),
             ProjectionError::InvalidCursor => Self::BadUserInput {
                 field: "after".to_owned(),
                 message: "invalid cursor".to_owned(),
@@ -410,6 +424,16 @@ mod tests {
                 "INTERNAL_SERVER_ERROR",
             ),
             (ProjectionError::InvalidPageSize.into(), "BAD_USER_INPUT"),
+            (ProjectionError::InvalidCursor.into(), "BAD_USER_INPUT"),
+            (StoreError::InvalidCursor.into(), "BAD_USER_INPUT"),
+            (
+                ProjectionError::Store(StoreError::InvalidCursor).into(),
+                "BAD_USER_INPUT",
+            ),
+            (
+                StoreError::Database(sqlx::Error::PoolClosed).into(),
+                "INTERNAL_SERVER_ERROR",
+            ),
             (
                 ApiError::RateLimited(crate::rate::Limited {
                     retry_after: std::time::Duration::from_secs(3),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::ErrorExtensions as _;
-use parley_projections::{log, Db, LogPosition, Projections};
+use parley_projections::Projections;
+use parley_store::{log, Db, LogPosition};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 

@@ -8,12 +8,11 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use parley_aggregates::policy::{self, ReadAccess};
 use parley_projections::conversations::{ConversationRow, MemberRow};
 use parley_projections::messages::{EditRow, MessageRow, ReactionSummary};
-use parley_projections::presence::PresenceRow;
 use parley_projections::unread::Counts;
 use parley_projections::users::UserRow;
-use parley_projections::{
-    access, conversations, messages, presence, unread, users, Db, ProjectionError,
-};
+use parley_projections::{access, conversations, messages, unread, users, ProjectionError};
+use parley_store::presence::PresenceRow;
+use parley_store::{presence, Db};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -37,7 +36,7 @@ macro_rules! loader {
                 let $viewer = self.viewer.as_str();
                 let $keys = keys;
                 let _ = $viewer;
-                $body.map_err(Arc::new)
+                $body.map_err(|error| Arc::new(ProjectionError::from(error)))
             }
         }
     };

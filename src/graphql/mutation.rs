@@ -18,9 +18,9 @@ use crate::app::AppState;
 use crate::auth::{AuthError, AuthTokens};
 use crate::chat::{ChatError, Moderation, Written};
 use crate::live::Signal;
-use crate::store::CommandMeta;
 use parley_aggregates::user::UserError;
 use parley_aggregates::InputError;
+use parley_store::CommandMeta;
 use std::future::Future;
 use std::sync::Arc;
 

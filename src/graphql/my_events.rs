@@ -9,7 +9,8 @@ use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
 use parley_projections::unread::Counts;
-use parley_projections::{conversations, notifications, unread, Db, LogPosition, StoredEvent};
+use parley_projections::{conversations, notifications, unread};
+use parley_store::{Db, LogPosition, StoredEvent};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 

@@ -1,7 +1,7 @@
 //! `presenceChanged`: each watched user's presence as it is, then every change.
 
 use async_graphql::SimpleObject;
-use parley_projections::{presence, Db};
+use parley_store::{presence, Db};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use uuid::Uuid;

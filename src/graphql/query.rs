@@ -56,7 +56,7 @@ impl Query {
     /// a subscription's `after`: nothing that happens in between is missed.
     async fn live_cursor(&self, ctx: &Context<'_>) -> Result<String> {
         viewer(ctx)?;
-        let head = parley_projections::log::head(&state(ctx).db)
+        let head = parley_store::log::head(&state(ctx).db)
             .await
             .map_err(ApiError::from)?;
         Ok(head.to_cursor())

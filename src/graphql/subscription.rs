@@ -3,7 +3,8 @@
 
 use async_graphql::{Context, Result, Subscription as SubscriptionRoot, ID};
 use futures::Stream;
-use parley_projections::{log, users, LogPosition};
+use parley_projections::users;
+use parley_store::{log, LogPosition};
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 

@@ -181,10 +181,7 @@ pub(crate) async fn user(ctx: &Context<'_>, id: &str) -> Result<Option<User>, Ap
 
 /// A user straight from the read model (subscriptions, which outlive a request's
 /// loaders).
-pub(crate) async fn user_by_id(
-    db: &parley_projections::Db,
-    id: uuid::Uuid,
-) -> Result<User, ApiError> {
+pub(crate) async fn user_by_id(db: &parley_store::Db, id: uuid::Uuid) -> Result<User, ApiError> {
     parley_projections::users::by_ids(db, &[id.to_string()])
         .await?
         .into_iter()

@@ -147,7 +147,7 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
             Json(serde_json::json!({ "ready": false, "error": error.to_string() })),
         );
     }
-    let head = parley_projections::log::head(&state.db).await.ok();
+    let head = parley_store::log::head(&state.db).await.ok();
     let projectors: Vec<_> = state
         .projections
         .positions()

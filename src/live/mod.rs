@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_projections::messages::{self, MessageRow};
-use parley_projections::{log, Db, LogPosition, ProjectionError, Projections, StoredEvent};
+use parley_projections::{ProjectionError, Projections};
+use parley_store::{log, Db, LogPosition, StoredEvent};
 use tokio::sync::{broadcast, Notify};
 
 mod presence;

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parley_projections::presence::{self, PresenceRow};
-use parley_projections::{Db, ProjectionError};
+use parley_projections::ProjectionError;
+use parley_store::presence::{self, PresenceRow};
+use parley_store::Db;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 

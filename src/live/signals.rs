@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley_projections::Db;
+use parley_store::Db;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -168,7 +168,7 @@ async fn sweep(signals: std::sync::Weak<Signals>) {
 /// Receives other nodes' signals.
 async fn listen(pool: sqlx::PgPool, signals: std::sync::Weak<Signals>) {
     loop {
-        let listener = parley_projections::db::listener(&pool).await;
+        let listener = parley_store::db::listener(&pool).await;
         let listener = match listener {
             Ok(mut listener) => match listener.listen(CHANNEL).await {
                 Ok(()) => Some(listener),

@@ -94,12 +94,12 @@ fn send_input(group: &str, who: &str, n: usize) -> Value {
 }
 
 /// Every row of `table`, as sorted text, read the same way on both backends.
-async fn dump(db: &parley_projections::Db, table: &str) -> Vec<String> {
+async fn dump(db: &parley_store::Db, table: &str) -> Vec<String> {
     let sql = match db.backend {
-        parley_projections::Backend::Postgres => {
+        parley_store::Backend::Postgres => {
             format!("SELECT CAST(row_to_json(t) AS TEXT) FROM {table} t")
         }
-        parley_projections::Backend::Sqlite => {
+        parley_store::Backend::Sqlite => {
             let columns: Vec<String> =
                 sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
                     .fetch_all(&db.read)
@@ -274,7 +274,7 @@ async fn a_name_claimed_by_a_process_that_died_is_not_lost() {
         let clock = TestClock::new();
         let app = spawn_app_with(TestDatabase::new(backend).await, |_| {}, clock.clone()).await;
         // What a process leaves behind when it dies right after claiming.
-        let names = parley::store::CommandBus::<NameClaim>::new(&app.state.db, ());
+        let names = parley_store::CommandBus::<NameClaim>::new(&app.state.db, ());
         for (claim, name) in [
             (username_claim("ghost"), "ghost"),
             (slug_claim("ghost-town"), "ghost-town"),
@@ -317,11 +317,11 @@ async fn a_name_claimed_by_a_process_that_died_is_not_lost() {
 }
 
 /// Appends an event no projector of conversations can decode.
-async fn poison(db: &parley_projections::Db) {
+async fn poison(db: &parley_store::Db) {
     let payload = r#"{"MessagePosted": {"not": "a message"}}"#;
     let metadata = r#"{"occurred_at": "2026-01-01T00:00:00Z"}"#;
     match db.backend {
-        parley_projections::Backend::Sqlite => sqlx::query(
+        parley_store::Backend::Sqlite => sqlx::query(
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) \
              VALUES ($1, 'Conversation', $2, 1, 'MessagePosted', '1', $3, $4, $5)",
         )
@@ -333,7 +333,7 @@ async fn poison(db: &parley_projections::Db) {
         .execute(&db.write)
         .await
         .expect("poison"),
-        parley_projections::Backend::Postgres => sqlx::query(
+        parley_store::Backend::Postgres => sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
              VALUES ('Conversation', $1, 1, 'MessagePosted', '1', CAST($2 AS JSONB), CAST($3 AS JSONB))",
         )

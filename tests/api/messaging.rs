@@ -853,13 +853,13 @@ async fn concurrent_posts_to_one_conversation_all_land_with_consecutive_seqs() {
 
 mod replay {
     use parley_projections::runner;
-    use parley_projections::{log, LogPosition};
+    use parley_store::{log, LogPosition};
     use sqlx::Row;
 
     use super::*;
 
     /// Every row of the projector's tables, as sorted text.
-    async fn dump(db: &parley_projections::Db, tables: &[&str]) -> Vec<String> {
+    async fn dump(db: &parley_store::Db, tables: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
         for table in tables {
             // The PostgreSQL search column is derived from `body`, and not decodable here.
@@ -1017,7 +1017,7 @@ mod replay {
 /// The number of events in the log, once everything committed so far is readable.
 async fn log_length(app: &TestApp) -> i64 {
     let db = &app.state.db;
-    let head = parley_projections::log::head(db).await.expect("head");
+    let head = parley_store::log::head(db).await.expect("head");
     app.state
         .projections
         .wait_for(head, std::time::Duration::from_secs(30))

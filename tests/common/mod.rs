@@ -1,7 +1,7 @@
 //! Shared test fixtures: a fresh database per test on each backend.
 #![allow(dead_code)]
 
-use parley_projections::Db;
+use parley_store::Db;
 use sqlx::Connection as _;
 use tempfile::TempDir;
 
@@ -163,8 +163,8 @@ fn database_names_are_replaced_in_urls() {
 /// The log once at least `count` events are readable. On PostgreSQL a reader sees an
 /// event only after every older transaction in the cluster has finished, so a test that
 /// runs beside others waits (with a generous bound) instead of assuming it at once.
-pub async fn readable_events(db: &Db, count: usize) -> Vec<parley_projections::StoredEvent> {
-    use parley_projections::{log, LogPosition};
+pub async fn readable_events(db: &Db, count: usize) -> Vec<parley_store::StoredEvent> {
+    use parley_store::{log, LogPosition};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let events = log::read_after(db, LogPosition::START, 100_000)

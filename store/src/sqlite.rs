@@ -5,11 +5,11 @@
 //! call), check the snapshot's optimistic lock before committing rather than after, and
 //! share the single writer connection the read models use.
 
+use crate::hash as chain;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
 use cqrs_es::Aggregate;
-use parley_projections::chain;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};

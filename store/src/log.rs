@@ -14,7 +14,7 @@ use std::fmt;
 use parley_aggregates::event::{Event, EventKind};
 use sqlx::{AnyPool, Row};
 
-use crate::{Backend, Db, ProjectionError};
+use crate::{Backend, Db, StoreError};
 
 /// A place in the global order. `tx` is always 0 on SQLite.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,14 +31,12 @@ impl LogPosition {
         format!("{}.{}", self.tx, self.pos)
     }
 
-    pub fn from_cursor(cursor: &str) -> Result<Self, ProjectionError> {
-        let (tx, pos) = cursor
-            .split_once('.')
-            .ok_or(ProjectionError::InvalidCursor)?;
-        let tx = tx.parse().map_err(|_| ProjectionError::InvalidCursor)?;
-        let pos = pos.parse().map_err(|_| ProjectionError::InvalidCursor)?;
+    pub fn from_cursor(cursor: &str) -> Result<Self, StoreError> {
+        let (tx, pos) = cursor.split_once('.').ok_or(StoreError::InvalidCursor)?;
+        let tx = tx.parse().map_err(|_| StoreError::InvalidCursor)?;
+        let pos = pos.parse().map_err(|_| StoreError::InvalidCursor)?;
         if tx < 0 || pos < 0 {
-            return Err(ProjectionError::InvalidCursor);
+            return Err(StoreError::InvalidCursor);
         }
         Ok(Self { tx, pos })
     }
@@ -75,12 +73,12 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// The typed event; `None` for an aggregate type this release does not know. The one
     /// place a record's aggregate type is read to decide what it holds.
-    pub fn event(&self) -> Result<Option<&Event>, ProjectionError> {
+    pub fn event(&self) -> Result<Option<&Event>, StoreError> {
         if let Some(decoded) = self.decoded.get() {
             return Ok(decoded.as_ref());
         }
         let decoded = Event::decode(&self.aggregate_type, &self.payload).map_err(|source| {
-            ProjectionError::Decode {
+            StoreError::Decode {
                 position: self.position.to_cursor(),
                 event_type: self.event_type.clone(),
                 source,
@@ -96,7 +94,7 @@ impl StoredEvent {
 
     /// The typed event if it comes from one of `kinds`, decoded only then: a reader
     /// never fails on (or pays for) events it does not read.
-    pub fn event_of(&self, kinds: &[EventKind]) -> Result<Option<&Event>, ProjectionError> {
+    pub fn event_of(&self, kinds: &[EventKind]) -> Result<Option<&Event>, StoreError> {
         match self.kind() {
             Some(kind) if kinds.contains(&kind) => self.event(),
             _ => Ok(None),
@@ -129,7 +127,7 @@ pub async fn read_after(
     db: &Db,
     after: LogPosition,
     limit: i64,
-) -> Result<Vec<StoredEvent>, ProjectionError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = match db.backend {
         Backend::Sqlite => {
             sqlx::query(&format!(
@@ -162,7 +160,7 @@ pub async fn stream(
     db: &Db,
     aggregate_type: &str,
     aggregate_id: &str,
-) -> Result<Vec<StoredEvent>, ProjectionError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM {} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
         log_table(db.backend)
@@ -180,7 +178,7 @@ pub async fn stream_of_types(
     aggregate_type: &str,
     aggregate_id: &str,
     event_types: &[&str],
-) -> Result<Vec<StoredEvent>, ProjectionError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     if event_types.is_empty() {
         return Ok(Vec::new());
     }
@@ -206,7 +204,7 @@ pub async fn of_type(
     db: &Db,
     aggregate_type: &str,
     event_type: &str,
-) -> Result<Vec<StoredEvent>, ProjectionError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM {} WHERE aggregate_type = $1 AND event_type = $2 ORDER BY txid, position",
         log_table(db.backend)
@@ -232,7 +230,7 @@ pub async fn position_of(
     aggregate_type: &str,
     aggregate_id: &str,
     sequence: i64,
-) -> Result<Option<LogPosition>, ProjectionError> {
+) -> Result<Option<LogPosition>, StoreError> {
     let table = match backend {
         Backend::Sqlite => "events",
         Backend::Postgres => "events_log",
@@ -256,7 +254,7 @@ pub async fn position_of(
 }
 
 /// The last committed position, for "now" in read-your-writes and status output.
-pub async fn head(db: &Db) -> Result<LogPosition, ProjectionError> {
+pub async fn head(db: &Db) -> Result<LogPosition, StoreError> {
     let sql = match db.backend {
         Backend::Sqlite => "SELECT 0, COALESCE(MAX(position), 0) FROM events",
         Backend::Postgres => {
@@ -273,7 +271,7 @@ pub async fn head(db: &Db) -> Result<LogPosition, ProjectionError> {
     })
 }
 
-fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, ProjectionError> {
+fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
     let position = LogPosition {
         tx: row.try_get("txid")?,
         pos: row.try_get("position")?,
@@ -281,7 +279,7 @@ fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, ProjectionError> {
     let event_type: String = row.try_get("event_type")?;
     let payload_text: String = row.try_get("payload")?;
     let metadata_text: String = row.try_get("metadata")?;
-    let decode_error = |source| ProjectionError::Decode {
+    let decode_error = |source| StoreError::Decode {
         position: position.to_cursor(),
         event_type: event_type.clone(),
         source,

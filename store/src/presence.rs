@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sqlx::FromRow;
 
-use crate::{Db, ProjectionError};
+use crate::{Db, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct PresenceRow {
@@ -20,7 +20,7 @@ pub struct PresenceRow {
     pub last_seen_at: Option<i64>,
 }
 
-async fn ensure_row(db: &Db, user_id: &str) -> Result<(), ProjectionError> {
+async fn ensure_row(db: &Db, user_id: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO presence (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
         .bind(user_id)
         .execute(&db.write)
@@ -34,7 +34,7 @@ pub async fn heartbeat(
     user_id: &str,
     now: i64,
     away: Option<bool>,
-) -> Result<(), ProjectionError> {
+) -> Result<(), StoreError> {
     ensure_row(db, user_id).await?;
     sqlx::query(
         "UPDATE presence SET heartbeat_at = $2, away = COALESCE($3, away) WHERE user_id = $1",
@@ -49,12 +49,7 @@ pub async fn heartbeat(
 
 /// Records that `node` has the user connected, leased until `lease_until`.
 /// Idempotent, so a failed call can simply be repeated.
-pub async fn hold(
-    db: &Db,
-    node: &str,
-    user_id: &str,
-    lease_until: i64,
-) -> Result<(), ProjectionError> {
+pub async fn hold(db: &Db, node: &str, user_id: &str, lease_until: i64) -> Result<(), StoreError> {
     ensure_row(db, user_id).await?;
     sqlx::query(
         "INSERT INTO presence_sessions (node_id, user_id, lease_until) VALUES ($1, $2, $3) \
@@ -69,7 +64,7 @@ pub async fn hold(
 }
 
 /// Records that `node` no longer has the user connected.
-pub async fn let_go(db: &Db, node: &str, user_id: &str) -> Result<(), ProjectionError> {
+pub async fn let_go(db: &Db, node: &str, user_id: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM presence_sessions WHERE node_id = $1 AND user_id = $2")
         .bind(node)
         .bind(user_id)
@@ -79,7 +74,7 @@ pub async fn let_go(db: &Db, node: &str, user_id: &str) -> Result<(), Projection
 }
 
 /// Extends every lease `node` holds.
-pub async fn renew_leases(db: &Db, node: &str, lease_until: i64) -> Result<(), ProjectionError> {
+pub async fn renew_leases(db: &Db, node: &str, lease_until: i64) -> Result<(), StoreError> {
     sqlx::query("UPDATE presence_sessions SET lease_until = $2 WHERE node_id = $1")
         .bind(node)
         .bind(lease_until)
@@ -89,7 +84,7 @@ pub async fn renew_leases(db: &Db, node: &str, lease_until: i64) -> Result<(), P
 }
 
 /// Drops every lease `node` holds (it is shutting down); returns the users it held.
-pub async fn release_node(db: &Db, node: &str) -> Result<Vec<String>, ProjectionError> {
+pub async fn release_node(db: &Db, node: &str) -> Result<Vec<String>, StoreError> {
     let users: Vec<String> =
         sqlx::query_scalar("SELECT user_id FROM presence_sessions WHERE node_id = $1")
             .bind(node)
@@ -109,7 +104,7 @@ pub async fn current_status(
     user_id: &str,
     now: i64,
     heartbeat_cutoff: i64,
-) -> Result<&'static str, ProjectionError> {
+) -> Result<&'static str, StoreError> {
     let row: Option<(i64, Option<i64>)> =
         sqlx::query_as("SELECT away, heartbeat_at FROM presence WHERE user_id = $1")
             .bind(user_id)
@@ -142,7 +137,7 @@ pub async fn transition(
     user_id: &str,
     status: &str,
     now: i64,
-) -> Result<Option<PresenceRow>, ProjectionError> {
+) -> Result<Option<PresenceRow>, StoreError> {
     let changed = sqlx::query(
         "UPDATE presence SET status = $2, \
             last_seen_at = CASE WHEN $2 = 'OFFLINE' THEN $3 ELSE last_seen_at END, \
@@ -162,11 +157,7 @@ pub async fn transition(
 }
 
 /// Users announced as present whose leases and heartbeats have all lapsed.
-pub async fn lapsed(
-    db: &Db,
-    now: i64,
-    heartbeat_cutoff: i64,
-) -> Result<Vec<String>, ProjectionError> {
+pub async fn lapsed(db: &Db, now: i64, heartbeat_cutoff: i64) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT p.user_id FROM presence p WHERE p.status <> 'OFFLINE' \
            AND (p.heartbeat_at IS NULL OR p.heartbeat_at <= $2) \
@@ -180,10 +171,7 @@ pub async fn lapsed(
 }
 
 /// Presence rows by user id; users never seen have none.
-pub async fn by_ids(
-    db: &Db,
-    ids: &[String],
-) -> Result<HashMap<String, PresenceRow>, ProjectionError> {
+pub async fn by_ids(db: &Db, ids: &[String]) -> Result<HashMap<String, PresenceRow>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }

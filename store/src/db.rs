@@ -13,7 +13,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor, PgPool};
 
-use crate::ProjectionError;
+use crate::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -46,7 +46,7 @@ const PG_SESSION: &str = "SET idle_in_transaction_session_timeout = '30s'";
 
 impl Db {
     /// Connects to `url`: `postgres://…` selects PostgreSQL, `sqlite://…` SQLite.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, ProjectionError> {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::connect_postgres(url, max_connections).await
@@ -56,12 +56,12 @@ impl Db {
     }
 
     /// Opens (creating if needed) the embedded database at `path`.
-    pub async fn open_sqlite_file(path: &Path) -> Result<Self, ProjectionError> {
+    pub async fn open_sqlite_file(path: &Path) -> Result<Self, StoreError> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         Self::connect(&url, 4).await
     }
 
-    async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Self, ProjectionError> {
+    async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
         let pool = |connections: u32| {
             AnyPoolOptions::new()
@@ -88,7 +88,7 @@ impl Db {
         })
     }
 
-    async fn connect_postgres(url: &str, max_connections: u32) -> Result<Self, ProjectionError> {
+    async fn connect_postgres(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let any_options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
         let any = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -122,11 +122,11 @@ impl Db {
     }
 
     /// Applies pending migrations for this backend.
-    pub async fn migrate(&self) -> Result<(), ProjectionError> {
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => {
                 SQLITE_MIGRATIONS.run(&self.write).await?;
-                let hashed = crate::chain::backfill_sqlite(self).await?;
+                let hashed = crate::hash::backfill_sqlite(self).await?;
                 if hashed > 0 {
                     tracing::info!(
                         events = hashed,
@@ -140,7 +140,7 @@ impl Db {
     }
 
     /// Whether the store answers a trivial query.
-    pub async fn ping(&self) -> Result<(), ProjectionError> {
+    pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }

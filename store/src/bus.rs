@@ -1,24 +1,22 @@
-//! Event-store wiring: one `PersistedEventRepository` per backend behind one enum, and
-//! the command bus that loads an aggregate, handles a command and appends its events.
-
-mod sqlite;
+//! The command bus: one `PersistedEventRepository` per backend behind one enum, and the
+//! bus that loads an aggregate, handles a command and appends its events.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::{log, Db, LogPosition};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{
     EventUpcaster, PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope};
-use parley_projections::{log, Db, LogPosition};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use sqlite::SqliteEventRepository;
+use crate::sqlite::SqliteEventRepository;
 
 /// Events between snapshots; keeps every aggregate load to one snapshot plus a few events.
 pub const SNAPSHOT_EVERY: usize = 50;
@@ -133,10 +131,7 @@ impl CommandMeta {
         let mut map = HashMap::from([
             ("correlation_id".to_owned(), self.correlation_id.to_string()),
             ("request_id".to_owned(), self.request_id.to_string()),
-            (
-                "occurred_at".to_owned(),
-                parley_projections::format_time(self.at),
-            ),
+            ("occurred_at".to_owned(), crate::format_time(self.at)),
         ]);
         if let Some(actor) = self.actor_id {
             map.insert("actor_id".to_owned(), actor.to_string());

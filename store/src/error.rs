@@ -1,0 +1,17 @@
+/// A failure of the event store: storage, migrations, or a record that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("event {position} ({event_type}) cannot be decoded: {source}")]
+    Decode {
+        position: String,
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid cursor")]
+    InvalidCursor,
+}

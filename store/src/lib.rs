@@ -1,0 +1,37 @@
+//! Parley's event log: the database handle and migrations, appending events on both
+//! backends (hashed at append), snapshots, the global ordered log with its positions
+//! and typed decoding, the command bus that loads an aggregate, handles a command and
+//! appends what it decided, and presence leases (node state kept beside the log, not a
+//! projection of it).
+//!
+//! Everything that reads or writes the `events` table lives here; read models live in
+//! `parley-projections`, which builds on this crate.
+
+pub mod bus;
+pub mod db;
+pub mod error;
+pub mod hash;
+pub mod log;
+pub mod presence;
+pub mod sqlite;
+
+pub use bus::{CommandBus, CommandMeta, Committed, Repository};
+pub use db::{Backend, Db};
+pub use error::StoreError;
+pub use log::{LogPosition, StoredEvent};
+
+/// The one text form of timestamps in stored rows and read models: RFC 3339, UTC,
+/// sortable.
+pub fn format_time(at: time::OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `$start, $start+1, …` for `count` bind parameters, for `IN (…)` lists.
+pub fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
