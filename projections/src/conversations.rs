@@ -387,9 +387,10 @@ pub async fn for_user(
     let rows = sqlx::query_as(&format!(
         "{SELECT_CONVERSATION} JOIN members m ON m.conversation_id = c.id AND m.user_id = $1 \
          WHERE ($2 IS NULL OR c.kind = $2) \
-           AND (COALESCE(a.last_activity_at, c.created_at) < $3 \
-                OR (COALESCE(a.last_activity_at, c.created_at) = $3 AND c.id < $4) OR $5 = 0) \
-         ORDER BY COALESCE(a.last_activity_at, c.created_at) DESC, c.id DESC LIMIT $6"
+           AND {keyset_activity} \
+         ORDER BY COALESCE(a.last_activity_at, c.created_at) DESC, c.id DESC LIMIT $6",
+        keyset_activity =
+            crate::page::below_sql("COALESCE(a.last_activity_at, c.created_at)", "c.id", 3),
     ))
     .bind(user_id)
     .bind(kind)
@@ -413,9 +414,10 @@ pub async fn public_channels(
     let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
         "{SELECT_CONVERSATION} WHERE c.kind = 'CHANNEL' AND c.visibility = 'PUBLIC' AND {readable} \
-           AND (c.created_at < $1 OR (c.created_at = $1 AND c.id < $2) OR $3 = 0) \
+           AND {keyset} \
          ORDER BY c.created_at DESC, c.id DESC LIMIT $4",
         readable = crate::access::full_access_sql("c.id", "$5", "$6"),
+        keyset = crate::page::below_sql("c.created_at", "c.id", 1),
     ))
     .bind(&at)
     .bind(&id)
@@ -449,9 +451,10 @@ pub async fn search(
         "{SELECT_CONVERSATION} \
          WHERE (LOWER(COALESCE(c.title, '')) LIKE $2 ESCAPE '\\' OR COALESCE(c.slug, '') LIKE $2 ESCAPE '\\') \
            AND {readable} \
-           AND (c.created_at < $3 OR (c.created_at = $3 AND c.id < $4) OR $5 = 0) \
+           AND {keyset} \
          ORDER BY c.created_at DESC, c.id DESC LIMIT $6",
         readable = crate::access::full_access_sql("c.id", "$1", "$7"),
+        keyset = crate::page::below_sql("c.created_at", "c.id", 3),
     ))
     .bind(user_id)
     .bind(&pattern)
@@ -614,8 +617,9 @@ pub async fn invitations_for(
     let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
         "{SELECT_INVITATION} WHERE invitee_id = $1 AND ($2 IS NULL OR status = $2) \
-           AND (created_at < $3 OR (created_at = $3 AND id < $4) OR $5 = 0) \
-         ORDER BY created_at DESC, id DESC LIMIT $6"
+           AND {keyset} \
+         ORDER BY created_at DESC, id DESC LIMIT $6",
+        keyset = crate::page::below_sql("created_at", "id", 3),
     ))
     .bind(user_id)
     .bind(status)

@@ -464,9 +464,10 @@ pub async fn search(
         "{SEARCH_COLUMNS} WHERE {matching} AND m.deleted = 0 \
            AND ($2 IS NULL OR m.conversation_id = $2) \
            AND {readable} \
-           AND (m.created_at < $4 OR (m.created_at = $4 AND m.id < $5) OR $6 = 0) \
+           AND {keyset} \
          ORDER BY m.created_at DESC, m.id DESC LIMIT $7",
         readable = crate::access::full_access_sql("m.conversation_id", "$3", "$8"),
+        keyset = crate::page::below_sql("m.created_at", "m.id", 4),
     ))
     .bind(&text)
     .bind(conversation_id)

@@ -117,8 +117,9 @@ pub async fn log(
 ) -> Result<Page<ModerationRow>, ProjectionError> {
     let (at, id, has_cursor) = crate::page::below(after)?;
     let rows = sqlx::query_as(&format!(
-        "{SELECT} WHERE conversation_id = $1 AND (occurred_at < $2 OR (occurred_at = $2 AND id < $3) OR $4 = 0) \
-         ORDER BY occurred_at DESC, id DESC LIMIT $5"
+        "{SELECT} WHERE conversation_id = $1 AND {keyset} \
+         ORDER BY occurred_at DESC, id DESC LIMIT $5",
+        keyset = crate::page::below_sql("occurred_at", "id", 2),
     ))
     .bind(conversation_id)
     .bind(&at)

@@ -292,12 +292,13 @@ pub async fn for_user(
     limit: i64,
 ) -> Result<Page<NotificationRow>, ProjectionError> {
     let (at, id, has_cursor) = crate::page::below(after)?;
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as(&format!(
         "SELECT id, user_id, kind, conversation_id, message_id, invitation_id, actor_id, created_at, read FROM notifications \
          WHERE user_id = $1 AND ($2 = 0 OR read = 0) \
-           AND (created_at < $3 OR (created_at = $3 AND id < $4) OR $5 = 0) \
+           AND {keyset} \
          ORDER BY created_at DESC, id DESC LIMIT $6",
-    )
+        keyset = crate::page::below_sql("created_at", "id", 3),
+    ))
     .bind(user_id)
     .bind(i64::from(unread_only))
     .bind(&at)

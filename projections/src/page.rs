@@ -50,12 +50,31 @@ pub fn split_pair(cursor: &str) -> Result<(String, String), ProjectionError> {
         .ok_or(ProjectionError::InvalidCursor)
 }
 
+/// The SQL condition of a newest-first keyset page on `(time, id)`: rows below the key
+/// bound as `$first` (time) and `$first+1` (id), or every row when `$first+2` (the
+/// third value of [`below`]) is 0.
+pub fn below_sql(time: &str, id: &str, first: usize) -> String {
+    let (at, key, has) = (first, first + 1, first + 2);
+    format!("({time} < ${at} OR ({time} = ${at} AND {id} < ${key}) OR ${has} = 0)")
+}
+
 /// The bounds for a newest-first `(time, id)` listing after `cursor`: the key to stay
 /// below, and `1` when there is a cursor at all (`0` lists from the top).
 pub fn below(cursor: Option<&str>) -> Result<(String, String, i64), ProjectionError> {
     match cursor {
         Some(cursor) => split_pair(cursor).map(|(at, id)| (at, id, 1)),
         None => Ok((String::new(), String::new(), 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_keyset_condition_names_its_three_parameters() {
+        assert_eq!(
+            super::below_sql("m.created_at", "m.id", 4),
+            "(m.created_at < $4 OR (m.created_at = $4 AND m.id < $5) OR $6 = 0)"
+        );
     }
 }
 

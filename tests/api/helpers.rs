@@ -239,3 +239,19 @@ pub async fn post_ok(app: &TestApp, who: &Client, conversation: &str, body: &str
     )
     .await);
 }
+
+/// Whether tests of several nodes can run: they need PostgreSQL. Without it they are
+/// skipped with a printed reason, except in CI (`CI` set, as `.ci/run` runs), where a
+/// missing PostgreSQL fails loudly rather than passing silently. scripts/test.sh
+/// always provides one.
+pub fn several_nodes() -> bool {
+    if backends().contains(&Backend::Postgres) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "several nodes need PostgreSQL: set PARLEY_TEST_POSTGRES_URL (scripts/test.sh does)"
+    );
+    eprintln!("skipped: several nodes need PostgreSQL (set PARLEY_TEST_POSTGRES_URL)");
+    false
+}

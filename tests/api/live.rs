@@ -195,8 +195,7 @@ async fn a_kicked_member_stops_receiving_the_conversation() {
 
 #[tokio::test]
 async fn a_subscriber_on_one_node_receives_a_message_posted_on_another() {
-    if !backends().contains(&Backend::Postgres) {
-        eprintln!("PostgreSQL not configured; several nodes need it");
+    if !several_nodes() {
         return;
     }
     let first = spawn_app(Backend::Postgres).await;
@@ -592,8 +591,7 @@ async fn a_heartbeat_keeps_a_user_online_for_a_minute_and_only_transitions_are_a
 
 #[tokio::test]
 async fn typing_and_presence_cross_nodes() {
-    if !backends().contains(&Backend::Postgres) {
-        eprintln!("PostgreSQL not configured; several nodes need it");
+    if !several_nodes() {
         return;
     }
     let first = spawn_app(Backend::Postgres).await;

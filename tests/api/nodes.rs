@@ -15,8 +15,7 @@ async fn send(app: &TestApp, group: &str, token: &str, body: &str) -> serde_json
 
 #[tokio::test]
 async fn two_nodes_share_writes_and_projections_survive_the_owner_stopping() {
-    if !backends().contains(&Backend::Postgres) {
-        eprintln!("PostgreSQL not configured; several nodes need it");
+    if !several_nodes() {
         return;
     }
     let first = spawn_app(Backend::Postgres).await;

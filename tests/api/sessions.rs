@@ -113,8 +113,7 @@ async fn a_socket_is_closed_when_its_access_token_expires() {
 
 #[tokio::test]
 async fn a_session_ended_on_one_node_ends_on_the_others() {
-    if !backends().contains(&Backend::Postgres) {
-        eprintln!("PostgreSQL not configured; several nodes need it");
+    if !several_nodes() {
         return;
     }
     let first = spawn_app(Backend::Postgres).await;
