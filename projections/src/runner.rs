@@ -582,7 +582,7 @@ async fn run(
     progress: watch::Sender<Progress>,
     wake: Arc<Notify>,
 ) {
-    if db.pg.is_some() {
+    if db.backend == crate::Backend::Postgres {
         return run_shared(db, projector, progress, wake).await;
     }
     let name = projector.name();

@@ -435,6 +435,19 @@ mod tests {
                 "INTERNAL_SERVER_ERROR",
             ),
             (
+                StoreError::Decode {
+                    position: "0.1".into(),
+                    event_type: "X".into(),
+                    source: serde_json::from_str::<u8>("x").expect_err("not a number"),
+                }
+                .into(),
+                "INTERNAL_SERVER_ERROR",
+            ),
+            (
+                ProjectionError::Database(sqlx::Error::PoolClosed).into(),
+                "INTERNAL_SERVER_ERROR",
+            ),
+            (
                 ApiError::RateLimited(crate::rate::Limited {
                     retry_after: std::time::Duration::from_secs(3),
                 }),

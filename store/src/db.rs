@@ -89,29 +89,13 @@ impl Db {
     }
 
     async fn connect_postgres(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let any_options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
-        let any = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(PG_SESSION).await?;
-                    Ok(())
-                })
-            })
-            .connect_with(any_options)
+        // The same settings for both pools: the untyped one the read models share with
+        // SQLite, and the typed one postgres-es needs.
+        let any = postgres_pool::<sqlx::Any>(max_connections)
+            .connect_with(AnyConnectOptions::from_str(url)?.disable_statement_logging())
             .await?;
-        let pg_options = PgConnectOptions::from_str(url)?.disable_statement_logging();
-        let pg = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(PG_SESSION).await?;
-                    Ok(())
-                })
-            })
-            .connect_with(pg_options)
+        let pg = postgres_pool::<sqlx::Postgres>(max_connections)
+            .connect_with(PgConnectOptions::from_str(url)?.disable_statement_logging())
             .await?;
         Ok(Self {
             backend: Backend::Postgres,
@@ -152,6 +136,23 @@ impl Db {
             pg.close().await;
         }
     }
+}
+
+/// Pool options for a PostgreSQL pool of either kind: bounded, and every session set up
+/// so that no transaction holds the log's horizon back for long.
+fn postgres_pool<DB: sqlx::Database>(max_connections: u32) -> sqlx::pool::PoolOptions<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(PG_SESSION).await?;
+                Ok(())
+            })
+        })
 }
 
 /// A LISTEN session on a connection of its own: a listener holds its connection for
