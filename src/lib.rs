@@ -15,9 +15,10 @@ pub mod rate;
 pub mod startup;
 pub mod telemetry;
 
-/// The modules of this crate depend on each other without a cycle. Read from the
-/// sources: every `crate::module` a top-level module names is an edge
-/// (`cargo test --lib layering` checks it).
+/// Within each crate of the workspace, modules depend on each other without a cycle
+/// (between crates, Cargo already forbids one). Read from the sources: every
+/// `crate::module` (or an item `lib.rs` re-exports from it) that a top-level module
+/// names is an edge. `cargo test --lib layering` checks it.
 #[cfg(test)]
 mod layering {
     use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +38,14 @@ mod layering {
         }
     }
 
-    /// The modules named after `crate::`, including `crate::{a, b::c}` groups.
+    fn identifier(text: &str) -> String {
+        text.trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    }
+
+    /// The names after `crate::`, including `crate::{a, b::c}` groups.
     fn named(text: &str) -> BTreeSet<String> {
         let mut names = BTreeSet::new();
         for (at, _) in text.match_indices("crate::") {
@@ -51,28 +59,44 @@ mod layering {
                     .collect(),
                 None => vec![rest],
             };
-            for head in heads {
-                let name: String = head
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    names.insert(name);
-                }
-            }
+            names.extend(heads.into_iter().map(identifier).filter(|n| !n.is_empty()));
         }
         names
     }
 
-    #[test]
-    fn no_module_depends_on_itself_through_others() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    /// What `lib.rs` re-exports from its own modules: item → module.
+    fn reexports(lib: &str) -> BTreeMap<String, String> {
+        let mut aliases = BTreeMap::new();
+        for line in lib.lines() {
+            let Some(path) = line
+                .trim()
+                .strip_prefix("pub use ")
+                .or_else(|| line.trim().strip_prefix("pub(crate) use "))
+            else {
+                continue;
+            };
+            let Some((module, items)) = path.trim_end_matches(';').split_once("::") else {
+                continue;
+            };
+            let items = items.trim_start_matches('{').trim_end_matches('}');
+            for item in items.split(',') {
+                let item = identifier(item.rsplit("::").next().unwrap_or_default());
+                if !item.is_empty() {
+                    aliases.insert(item, module.to_owned());
+                }
+            }
+        }
+        aliases
+    }
+
+    fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+        let lib = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs");
+        let aliases = reexports(&lib);
         let mut files = Vec::new();
-        sources(&src, &mut files);
+        sources(src, &mut files);
         let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for file in files {
-            let relative = file.strip_prefix(&src).expect("under src");
+            let relative = file.strip_prefix(src).expect("under src");
             let top = relative
                 .components()
                 .next()
@@ -85,32 +109,51 @@ mod layering {
             }
             let text = std::fs::read_to_string(&file).expect("readable source");
             let edges = graph.entry(top.clone()).or_default();
-            edges.extend(named(&text).into_iter().filter(|name| *name != top));
-        }
-        assert!(graph.len() > 5, "modules found: {graph:?}");
-        // Depth-first search for a path back to where it started.
-        fn reaches(
-            graph: &BTreeMap<String, BTreeSet<String>>,
-            from: &str,
-            target: &str,
-            seen: &mut BTreeSet<String>,
-            path: &mut Vec<String>,
-        ) -> bool {
-            for next in graph.get(from).into_iter().flatten() {
-                path.push(next.clone());
-                if next == target
-                    || (seen.insert(next.clone()) && reaches(graph, next, target, seen, path))
-                {
-                    return true;
+            for name in named(&text) {
+                let module = aliases.get(&name).cloned().unwrap_or(name);
+                if module != top {
+                    edges.insert(module);
                 }
-                path.pop();
             }
-            false
         }
-        for module in graph.keys() {
-            let mut path = vec![module.clone()];
-            let cycle = reaches(&graph, module, module, &mut BTreeSet::new(), &mut path);
-            assert!(!cycle, "module cycle: {}", path.join(" -> "));
+        let modules: BTreeSet<String> = graph.keys().cloned().collect();
+        for edges in graph.values_mut() {
+            edges.retain(|module| modules.contains(module));
+        }
+        graph
+    }
+
+    /// A path from `from` back to `target`, if any.
+    fn reaches(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        from: &str,
+        target: &str,
+        seen: &mut BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> bool {
+        for next in graph.get(from).into_iter().flatten() {
+            path.push(next.clone());
+            if next == target
+                || (seen.insert(next.clone()) && reaches(graph, next, target, seen, path))
+            {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+
+    #[test]
+    fn no_module_depends_on_itself_through_others() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for crate_src in ["src", "aggregates/src", "store/src", "projections/src"] {
+            let graph = graph(&root.join(crate_src));
+            assert!(graph.len() > 3, "{crate_src}: modules found: {graph:?}");
+            for module in graph.keys() {
+                let mut path = vec![module.clone()];
+                let cycle = reaches(&graph, module, module, &mut BTreeSet::new(), &mut path);
+                assert!(!cycle, "{crate_src}: module cycle {}", path.join(" -> "));
+            }
         }
     }
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor, PgPool};
+use sqlx::{AnyPool, ConnectOptions, Executor, FromRow, PgPool};
 
-use crate::StoreError;
+use crate::{hash, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -110,7 +110,7 @@ impl Db {
         match self.backend {
             Backend::Sqlite => {
                 SQLITE_MIGRATIONS.run(&self.write).await?;
-                let hashed = crate::hash::backfill_sqlite(self).await?;
+                let hashed = backfill_sqlite(self).await?;
                 if hashed > 0 {
                     tracing::info!(
                         events = hashed,
@@ -153,6 +153,68 @@ where
                 Ok(())
             })
         })
+}
+
+/// Hashes SQLite rows stored before hashing existed (PostgreSQL's migration does its own).
+async fn backfill_sqlite(db: &Db) -> Result<u64, StoreError> {
+    #[derive(FromRow)]
+    struct Row {
+        position: i64,
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: i64,
+        event_type: String,
+        event_version: String,
+        payload: String,
+        metadata: String,
+        hash: Option<String>,
+    }
+    let missing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE hash IS NULL")
+        .fetch_one(&db.write)
+        .await?;
+    if missing == 0 {
+        return Ok(0);
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash \
+         FROM events ORDER BY aggregate_type, aggregate_id, sequence",
+    )
+    .fetch_all(&db.write)
+    .await?;
+    let mut tx = db.write.begin().await?;
+    let mut prev: Option<(String, String, [u8; 32])> = None;
+    let mut filled = 0;
+    for row in rows {
+        let start = match &prev {
+            Some((t, i, hash)) if *t == row.aggregate_type && *i == row.aggregate_id => *hash,
+            _ => hash::ZERO,
+        };
+        let hash = hash::stream_hash(
+            &start,
+            &row.aggregate_type,
+            &row.aggregate_id,
+            row.sequence,
+            &row.event_type,
+            &row.event_version,
+            &row.payload,
+            &row.metadata,
+        );
+        if row.hash.is_none() {
+            sqlx::query("UPDATE events SET hash = $1 WHERE position = $2")
+                .bind(hash::to_hex(&hash))
+                .bind(row.position)
+                .execute(&mut *tx)
+                .await?;
+            filled += 1;
+        }
+        prev = Some((
+            row.aggregate_type,
+            row.aggregate_id,
+            row.hash.as_deref().and_then(hash::from_hex).unwrap_or(hash),
+        ));
+    }
+    tx.commit().await?;
+    Ok(filled)
 }
 
 /// A LISTEN session on a connection of its own: a listener holds its connection for

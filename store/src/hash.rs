@@ -9,9 +9,6 @@
 //! Chain link: `SHA-256(previous link ‖ stream hash)`, 32 zero bytes before the first.
 
 use sha2::{Digest, Sha256};
-use sqlx::FromRow;
-
-use crate::{Db, StoreError};
 
 pub const ZERO: [u8; 32] = [0; 32];
 
@@ -65,68 +62,6 @@ pub fn from_hex(text: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// Hashes SQLite rows stored before hashing existed (PostgreSQL's migration does its own).
-pub async fn backfill_sqlite(db: &Db) -> Result<u64, StoreError> {
-    #[derive(FromRow)]
-    struct Row {
-        position: i64,
-        aggregate_type: String,
-        aggregate_id: String,
-        sequence: i64,
-        event_type: String,
-        event_version: String,
-        payload: String,
-        metadata: String,
-        hash: Option<String>,
-    }
-    let missing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE hash IS NULL")
-        .fetch_one(&db.write)
-        .await?;
-    if missing == 0 {
-        return Ok(0);
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash \
-         FROM events ORDER BY aggregate_type, aggregate_id, sequence",
-    )
-    .fetch_all(&db.write)
-    .await?;
-    let mut tx = db.write.begin().await?;
-    let mut prev: Option<(String, String, [u8; 32])> = None;
-    let mut filled = 0;
-    for row in rows {
-        let start = match &prev {
-            Some((t, i, hash)) if *t == row.aggregate_type && *i == row.aggregate_id => *hash,
-            _ => ZERO,
-        };
-        let hash = stream_hash(
-            &start,
-            &row.aggregate_type,
-            &row.aggregate_id,
-            row.sequence,
-            &row.event_type,
-            &row.event_version,
-            &row.payload,
-            &row.metadata,
-        );
-        if row.hash.is_none() {
-            sqlx::query("UPDATE events SET hash = $1 WHERE position = $2")
-                .bind(to_hex(&hash))
-                .bind(row.position)
-                .execute(&mut *tx)
-                .await?;
-            filled += 1;
-        }
-        prev = Some((
-            row.aggregate_type,
-            row.aggregate_id,
-            row.hash.as_deref().and_then(from_hex).unwrap_or(hash),
-        ));
-    }
-    tx.commit().await?;
-    Ok(filled)
 }
 
 #[cfg(test)]
