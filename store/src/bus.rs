@@ -189,7 +189,7 @@ where
         Self {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             repo: Repository::new(db),
-            upcasters: Vec::new(),
+            upcasters: crate::upcast::registered(),
             snapshot_every: Some(every.max(1)),
             services,
             db: db.clone(),
@@ -204,7 +204,7 @@ where
         }
     }
 
-    /// Installs upcasters for older event shapes.
+    /// Replaces the registered upcasters (tests of older shapes).
     pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
         self.upcasters = upcasters;
         self
@@ -214,13 +214,7 @@ where
         &self,
         event: SerializedEvent,
     ) -> Result<EventEnvelope<A>, AggregateError<A::Error>> {
-        let event = self.upcasters.iter().fold(event, |event, upcaster| {
-            if upcaster.can_upcast(&event.event_type, &event.event_version) {
-                upcaster.upcast(event)
-            } else {
-                event
-            }
-        });
+        let event = crate::upcast::upcast(event, &self.upcasters);
         Ok(EventEnvelope::try_from(event)?)
     }
 

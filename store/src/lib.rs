@@ -14,6 +14,7 @@ pub mod hash;
 pub mod log;
 pub mod presence;
 pub mod sqlite;
+pub mod upcast;
 
 pub use bus::{CommandBus, CommandMeta, Committed, Repository};
 pub use db::{Backend, Db};

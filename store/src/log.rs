@@ -77,13 +77,35 @@ impl StoredEvent {
         if let Some(decoded) = self.decoded.get() {
             return Ok(decoded.as_ref());
         }
-        let decoded = Event::decode(&self.aggregate_type, &self.payload).map_err(|source| {
-            StoreError::Decode {
+        let upcasters = crate::upcast::all();
+        let upcast;
+        let payload = if upcasters
+            .iter()
+            .any(|upcaster| upcaster.can_upcast(&self.event_type, &self.event_version))
+        {
+            upcast = crate::upcast::upcast(
+                cqrs_es::persist::SerializedEvent {
+                    aggregate_id: self.aggregate_id.clone(),
+                    sequence: usize::try_from(self.sequence).unwrap_or_default(),
+                    aggregate_type: self.aggregate_type.clone(),
+                    event_type: self.event_type.clone(),
+                    event_version: self.event_version.clone(),
+                    payload: self.payload.clone(),
+                    metadata: serde_json::Value::Null,
+                },
+                upcasters,
+            )
+            .payload;
+            &upcast
+        } else {
+            &self.payload
+        };
+        let decoded =
+            Event::decode(&self.aggregate_type, payload).map_err(|source| StoreError::Decode {
                 position: self.position.to_cursor(),
                 event_type: self.event_type.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(self.decoded.get_or_init(|| decoded).as_ref())
     }
 
