@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::{Db, ProjectionError};
+use parley_store::announce::{EVENTS_CHANNEL, PROGRESS_CHANNEL};
 use parley_store::log::{self, LogPosition, StoredEvent};
 
 /// A read-model builder: a small, idempotent function of (rows, event).
@@ -49,10 +50,6 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a standby node checks the owner's checkpoint and tries for the lock.
 const STANDBY_POLL: Duration = Duration::from_millis(100);
-/// Committed events, from the `events_notify` trigger.
-const EVENTS_CHANNEL: &str = "parley_events";
-/// A projector's owner committed a batch; the payload is the projector's name.
-const PROGRESS_CHANNEL: &str = "parley_progress";
 
 /// A projector's stored checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,7 +315,8 @@ pub struct Projections {
     runners: Vec<Runner>,
     /// Notified whenever events commit anywhere (in process, or on another node).
     commits: Arc<Notify>,
-    hub: Option<JoinHandle<()>>,
+    /// Wake-up tasks: in-process commits, and on PostgreSQL the announcer and listener.
+    hubs: Vec<JoinHandle<()>>,
 }
 
 impl Projections {
@@ -344,15 +342,26 @@ impl Projections {
             })
             .collect::<Vec<Runner>>();
         let commits = Arc::new(Notify::new());
-        let hub = db.pg.clone().map(|pool| {
-            let wakes: Vec<(&'static str, Arc<Notify>)> =
-                runners.iter().map(|r| (r.name, r.wake.clone())).collect();
-            tokio::spawn(listen(pool, wakes, commits.clone()))
-        });
+        let wakes: Vec<(&'static str, Arc<Notify>)> =
+            runners.iter().map(|r| (r.name, r.wake.clone())).collect();
+        let mut hubs = vec![tokio::spawn(wake_on_commits(
+            db.announcer.commits(),
+            wakes.clone(),
+            commits.clone(),
+        ))];
+        if let Some(pool) = db.pg.clone() {
+            hubs.push(tokio::spawn(db.announcer.clone().run(pool.clone())));
+            hubs.push(tokio::spawn(listen(
+                pool,
+                db.announcer.node().to_string(),
+                wakes,
+                commits.clone(),
+            )));
+        }
         Self {
             runners,
             commits,
-            hub,
+            hubs,
         }
     }
 
@@ -401,7 +410,7 @@ impl Projections {
         for runner in &self.runners {
             runner.task.abort();
         }
-        if let Some(hub) = &self.hub {
+        for hub in &self.hubs {
             hub.abort();
         }
     }
@@ -413,10 +422,26 @@ impl Drop for Projections {
     }
 }
 
-/// One LISTEN session per node for the log: every commit on any node wakes this node's
-/// runners and live tail, and an owner's progress wakes that projector's standby.
+/// Wakes the runners and the live tail whenever this process commits events.
+async fn wake_on_commits(
+    mut committed: watch::Receiver<u64>,
+    runners: Vec<(&'static str, Arc<Notify>)>,
+    commits: Arc<Notify>,
+) {
+    while committed.changed().await.is_ok() {
+        committed.mark_unchanged();
+        for (_, wake) in &runners {
+            wake.notify_one();
+        }
+        commits.notify_one();
+    }
+}
+
+/// One LISTEN session per node for the log: every commit on another node wakes this
+/// node's runners and live tail, and an owner's progress wakes that projector's standby.
 async fn listen(
     pool: sqlx::PgPool,
+    node: String,
     runners: Vec<(&'static str, Arc<Notify>)>,
     commits: Arc<Notify>,
 ) {
@@ -442,12 +467,14 @@ async fn listen(
             if notification.channel() == PROGRESS_CHANNEL {
                 // A projector's owner moved on: its standbys here catch up now rather
                 // than at their next poll, so the live tail delivers without delay.
-                if let Some((_, wake)) = runners
-                    .iter()
-                    .find(|(name, _)| *name == notification.payload())
-                {
+                let names: Vec<&str> = notification.payload().split(',').collect();
+                for (_, wake) in runners.iter().filter(|(name, _)| names.contains(name)) {
                     wake.notify_one();
                 }
+                continue;
+            }
+            if notification.payload() == node {
+                // Our own commit: this node's runners were woken in process already.
                 continue;
             }
             for (_, wake) in &runners {
@@ -546,14 +573,7 @@ async fn run_shared(
                     position = next;
                     health.went_on(position).await;
                     // Standbys on other nodes wait on this checkpoint; tell them.
-                    if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(PROGRESS_CHANNEL)
-                        .bind(name)
-                        .execute(&pool)
-                        .await
-                    {
-                        tracing::warn!(projector = name, %error, "cannot announce progress");
-                    }
+                    db.announcer.progressed(name);
                     continue;
                 }
                 Ok(None) => {

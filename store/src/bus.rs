@@ -353,6 +353,7 @@ where
             _ => None,
         };
         self.repo.persist::<A>(&serialized, snapshot).await?;
+        self.db.announcer.committed();
         let last = i64::try_from(last).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         let position =
             log::position_of(&self.db.write, self.db.backend, A::TYPE, aggregate_id, last)

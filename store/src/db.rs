@@ -13,7 +13,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor, FromRow, PgPool};
 
-use crate::{hash, StoreError};
+use crate::{hash, Announcer, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -30,6 +30,8 @@ pub struct Db {
     pub read: AnyPool,
     /// Typed PostgreSQL pool for postgres-es; `None` on SQLite.
     pub pg: Option<PgPool>,
+    /// Wakes log readers when this process commits events.
+    pub announcer: Announcer,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -85,6 +87,7 @@ impl Db {
             write,
             read,
             pg: None,
+            announcer: Announcer::default(),
         })
     }
 
@@ -102,6 +105,7 @@ impl Db {
             write: any.clone(),
             read: any,
             pg: Some(pg),
+            announcer: Announcer::default(),
         })
     }
 

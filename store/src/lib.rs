@@ -7,6 +7,7 @@
 //! Everything that reads or writes the `events` table lives here; read models live in
 //! `parley-projections`, which builds on this crate.
 
+pub mod announce;
 pub mod bus;
 pub mod db;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod presence;
 pub mod sqlite;
 pub mod upcast;
 
+pub use announce::Announcer;
 pub use bus::{CommandBus, CommandMeta, Committed, Repository};
 pub use db::{Backend, Db};
 pub use error::StoreError;
