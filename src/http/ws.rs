@@ -27,6 +27,8 @@ pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
 pub const CLOSE_DUPLICATE: u16 = 4409;
 /// The user holds as many sockets on this node as allowed.
 pub const CLOSE_TOO_MANY: u16 = 4429;
+/// A socket's initial read buffer: room for a typical client frame.
+const READ_BUFFER: usize = 4 * 1024;
 const AUTH_FAILED: &str = "Forbidden: a valid access token is required in connection_init";
 const TOO_MANY_CONNECTIONS: &str =
     "Too many connections: this user holds as many sockets as one node allows";
@@ -42,6 +44,12 @@ pub fn upgrade(
     let limit = state.config.max_request_bytes as usize;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // tungstenite's defaults reserve 128 KiB per direction and socket, sized for
+        // bulk transfer; chat frames are a few hundred bytes, and a larger frame still
+        // grows the buffer for as long as it needs to. Writes go out eagerly: each
+        // event is one frame, flushed as it is sent.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| serve(socket, schema, state, ip))
