@@ -1,17 +1,28 @@
 //! argon2id password hashing with OWASP's recommended parameters (19 MiB, t=2, p=1).
+//!
+//! Each hash fills 19 MiB of working memory. Allocated per hash, on whichever blocking
+//! thread runs it, glibc keeps that memory in the thread's own arena after it is freed,
+//! so a burst of registrations left hundreds of MB resident for good. Instead a fixed
+//! set of buffers, one per hash allowed at once, is allocated up front and reused
+//! (argon2's `hash_password_into_with_memory`), and the PHC string is assembled here.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use parley_aggregates::user::PasswordHasher;
 use tokio::sync::Semaphore;
+
+/// Salt length in bytes: the PHC recommendation.
+const SALT_LEN: usize = 16;
 
 /// Hashes on the blocking pool, a few at a time: each hash holds 19 MiB and tens of
 /// milliseconds of CPU, and a burst of logins must not starve the async runtime.
 #[derive(Clone)]
 pub struct Argon2Hasher {
     permits: Arc<Semaphore>,
+    /// Working memory, one buffer per permit; a hash takes one out and puts it back.
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
     params: Params,
     /// A real hash of a random password, verified against when a login names an
     /// unknown user so that an unknown user costs the same as a wrong password.
@@ -25,18 +36,22 @@ impl Argon2Hasher {
 
     /// Cheaper parameters, for tests only.
     pub fn with_params(params: Params) -> anyhow::Result<Self> {
-        let argon = argon2(&params);
-        let random: [u8; 32] = rand::random();
-        let dummy_hash = argon
-            .hash_password(&random)
-            .map_err(|e| anyhow::anyhow!("cannot hash the dummy password: {e}"))?
-            .to_string();
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
+        let memory = (0..parallelism)
+            .map(|_| vec![Block::default(); params.block_count()])
+            .collect();
+        let mut hasher = Self {
             permits: Arc::new(Semaphore::new(parallelism)),
+            memory: Arc::new(Mutex::new(memory)),
             params,
-            dummy_hash: dummy_hash.into(),
-        })
+            dummy_hash: Arc::from(""),
+        };
+        let random: [u8; 32] = rand::random();
+        hasher.dummy_hash = hasher
+            .hash_blocking(&random)
+            .map_err(|e| anyhow::anyhow!("cannot hash the dummy password: {e}"))?
+            .into();
+        Ok(hasher)
     }
 
     /// Spends the same work as verifying a real password, and always fails.
@@ -44,10 +59,86 @@ impl Argon2Hasher {
         let hash = self.dummy_hash.clone();
         let _ = self.verify(password, &hash).await;
     }
-}
 
-fn argon2(params: &Params) -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+    /// Runs argon2 in one of the pooled buffers, growing it if `params` need more
+    /// (a hash stored with other parameters).
+    fn compute(
+        &self,
+        algorithm: Algorithm,
+        version: Version,
+        params: Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), String> {
+        let mut buffer = self
+            .memory
+            .lock()
+            .map_err(|_| "password memory pool poisoned".to_owned())?
+            .pop()
+            .unwrap_or_default();
+        if buffer.len() < params.block_count() {
+            buffer.resize(params.block_count(), Block::default());
+        }
+        let blocks = params.block_count();
+        let result = Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, out, &mut buffer[..blocks])
+            .map_err(|e| e.to_string());
+        if let Ok(mut pool) = self.memory.lock() {
+            pool.push(buffer);
+        }
+        result
+    }
+
+    fn hash_blocking(&self, password: &[u8]) -> Result<String, String> {
+        let salt: [u8; SALT_LEN] = rand::random();
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        self.compute(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            self.params.clone(),
+            password,
+            &salt,
+            &mut out,
+        )?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|e| e.to_string())?,
+            salt: Some(Salt::new(&salt).map_err(|e| e.to_string())?),
+            hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+        };
+        Ok(hash.to_string())
+    }
+
+    fn verify_blocking(&self, password: &[u8], hash: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+            return false;
+        };
+        let Ok(algorithm) = Algorithm::try_from(hash.algorithm.as_str()) else {
+            return false;
+        };
+        let version = match hash.version.map(Version::try_from) {
+            None => Version::default(),
+            Some(Ok(version)) => version,
+            Some(Err(_)) => return false,
+        };
+        let Ok(params) = Params::try_from(&hash) else {
+            return false;
+        };
+        let mut out = vec![0u8; expected.len()];
+        if self
+            .compute(algorithm, version, params, password, salt, &mut out)
+            .is_err()
+        {
+            return false;
+        }
+        // `Output`'s equality is constant-time.
+        Output::new(&out).is_ok_and(|computed| &computed == expected)
+    }
 }
 
 #[async_trait::async_trait]
@@ -55,15 +146,10 @@ impl PasswordHasher for Argon2Hasher {
     async fn hash(&self, password: &str) -> Result<String, String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         let password = password.to_owned();
-        let params = self.params.clone();
-        tokio::task::spawn_blocking(move || {
-            argon2(&params)
-                .hash_password(password.as_bytes())
-                .map(|hash| hash.to_string())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        let hasher = self.clone();
+        tokio::task::spawn_blocking(move || hasher.hash_blocking(password.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     async fn verify(&self, password: &str, hash: &str) -> bool {
@@ -72,14 +158,62 @@ impl PasswordHasher for Argon2Hasher {
         };
         let password = password.to_owned();
         let hash = hash.to_owned();
-        let params = self.params.clone();
-        // argon2's verifier compares digests in constant time.
-        tokio::task::spawn_blocking(move || {
-            argon2(&params)
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false)
+        let hasher = self.clone();
+        tokio::task::spawn_blocking(move || hasher.verify_blocking(password.as_bytes(), &hash))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::PasswordVerifier as _;
+
+    fn cheap() -> Argon2Hasher {
+        let params = Params::new(64, 1, 1, None).expect("valid parameters");
+        Argon2Hasher::with_params(params).expect("hasher")
+    }
+
+    #[tokio::test]
+    async fn hashes_are_standard_phc_strings_that_argon2_itself_verifies() {
+        let hasher = cheap();
+        let hash = hasher.hash("correct horse").await.expect("hash");
+        assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
+        let reference = Argon2::default();
+        assert!(reference
+            .verify_password(b"correct horse", hash.as_str())
+            .is_ok());
+        assert!(reference
+            .verify_password(b"wrong horse", hash.as_str())
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn verifies_hashes_made_by_argon2_itself_with_other_parameters() {
+        use argon2::password_hash::PasswordHasher as _;
+        let hasher = cheap();
+        let params = Params::new(256, 2, 1, None).expect("valid parameters");
+        let other = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"battery staple")
+            .expect("hash")
+            .to_string();
+        assert!(hasher.verify("battery staple", &other).await);
+        assert!(!hasher.verify("battery stapler", &other).await);
+        assert!(!hasher.verify("battery staple", "not a hash").await);
+        assert!(!hasher.verify("battery staple", "").await);
+    }
+
+    #[tokio::test]
+    async fn the_memory_pool_neither_grows_nor_shrinks_across_hashes() {
+        let hasher = cheap();
+        let before = hasher.memory.lock().expect("pool").len();
+        let hashes = futures::future::join_all((0..8).map(|i| {
+            let hasher = hasher.clone();
+            async move { hasher.hash(&format!("password {i}")).await }
+        }))
+        .await;
+        assert!(hashes.iter().all(Result::is_ok));
+        assert_eq!(hasher.memory.lock().expect("pool").len(), before);
     }
 }
