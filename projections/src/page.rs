@@ -67,6 +67,10 @@ pub fn below(cursor: Option<&str>) -> Result<(String, String, i64), ProjectionEr
     }
 }
 
+pub fn pair(a: &str, b: &str) -> String {
+    format!("{a}|{b}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -76,8 +80,4 @@ mod tests {
             "(m.created_at < $4 OR (m.created_at = $4 AND m.id < $5) OR $6 = 0)"
         );
     }
-}
-
-pub fn pair(a: &str, b: &str) -> String {
-    format!("{a}|{b}")
 }

@@ -24,6 +24,8 @@ pub const SNAPSHOT_EVERY: usize = 50;
 const MAX_ATTEMPTS: u32 = 12;
 /// Lock stripes serialising commands per aggregate within this process.
 const STRIPES: usize = 256;
+/// Aggregates kept loaded per bus, most recently used first.
+const CACHED_AGGREGATES: usize = 1024;
 
 /// The event repository of the configured backend.
 pub enum Repository {
@@ -166,6 +168,11 @@ pub struct CommandBus<A: Aggregate> {
     snapshot_every: Option<usize>,
     services: A::Services,
     db: Db,
+    /// Aggregates as of their last command here. A command takes its aggregate out
+    /// (under the aggregate's stripe lock) and reads only the events appended since, so
+    /// a busy conversation is not rebuilt from its snapshot for every message; it is
+    /// put back only once its events are committed.
+    cache: std::sync::Mutex<lru::LruCache<String, Loaded<A>>>,
 }
 
 /// An aggregate as loaded: its state, last sequence and stored snapshot version.
@@ -193,6 +200,10 @@ where
             snapshot_every: Some(every.max(1)),
             services,
             db: db.clone(),
+            cache: std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(CACHED_AGGREGATES)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -218,13 +229,36 @@ where
         Ok(EventEnvelope::try_from(event)?)
     }
 
-    async fn load_state(&self, aggregate_id: &str) -> Result<Loaded<A>, AggregateError<A::Error>> {
+    /// Takes the aggregate out of the cache; the caller must hold its stripe lock.
+    fn take_cached(&self, aggregate_id: &str) -> Option<Loaded<A>> {
+        self.snapshot_every?;
+        self.cache.lock().ok()?.pop(aggregate_id)
+    }
+
+    fn put_cached(&self, aggregate_id: &str, loaded: Loaded<A>) {
+        if self.snapshot_every.is_none() {
+            return;
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(aggregate_id.to_owned(), loaded);
+        }
+    }
+
+    /// Loads the aggregate, starting from `cached` when given and otherwise from its
+    /// snapshot, then applying whatever was appended after that.
+    async fn load_state(
+        &self,
+        aggregate_id: &str,
+        cached: Option<Loaded<A>>,
+    ) -> Result<Loaded<A>, AggregateError<A::Error>> {
         let mut loaded = Loaded {
             aggregate: A::default(),
             sequence: 0,
             snapshot_version: None,
         };
-        if self.snapshot_every.is_some() {
+        if let Some(cached) = cached {
+            loaded = cached;
+        } else if self.snapshot_every.is_some() {
             if let Some(snapshot) = self.repo.get_snapshot::<A>(aggregate_id).await? {
                 loaded.snapshot_version = Some(snapshot.current_snapshot);
                 match serde_json::from_value::<A>(snapshot.aggregate) {
@@ -256,7 +290,7 @@ where
 
     /// The aggregate's current state.
     pub async fn load(&self, aggregate_id: &str) -> Result<A, AggregateError<A::Error>> {
-        Ok(self.load_state(aggregate_id).await?.aggregate)
+        Ok(self.load_state(aggregate_id, None).await?.aggregate)
     }
 
     /// Every event of one aggregate, oldest first.
@@ -309,11 +343,12 @@ where
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<Committed<A>, AggregateError<A::Error>> {
+        let cached = self.take_cached(aggregate_id);
         let Loaded {
             mut aggregate,
             sequence,
             snapshot_version,
-        } = self.load_state(aggregate_id).await?;
+        } = self.load_state(aggregate_id, cached).await?;
         let sink = EventSink::default();
         // `handle` applies each event it writes, so afterwards `aggregate` is the state
         // as of the command's last event.
@@ -323,6 +358,14 @@ where
             .map_err(AggregateError::UserError)?;
         let events = sink.collect().await;
         if events.is_empty() {
+            self.put_cached(
+                aggregate_id,
+                Loaded {
+                    aggregate,
+                    sequence,
+                    snapshot_version,
+                },
+            );
             return Ok(Committed {
                 events: Vec::new(),
                 position: None,
@@ -352,8 +395,19 @@ where
             )),
             _ => None,
         };
+        let snapshot_version = snapshot
+            .as_ref()
+            .map_or(snapshot_version, |(_, _, version)| Some(*version));
         self.repo.persist::<A>(&serialized, snapshot).await?;
         self.db.announcer.committed();
+        self.put_cached(
+            aggregate_id,
+            Loaded {
+                aggregate,
+                sequence: last,
+                snapshot_version,
+            },
+        );
         let last = i64::try_from(last).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         let position =
             log::position_of(&self.db.write, self.db.backend, A::TYPE, aggregate_id, last)
