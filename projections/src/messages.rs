@@ -35,7 +35,7 @@ impl Projector for MessagesProjector {
 
     fn backend_tables(&self, backend: crate::Backend) -> &'static [&'static str] {
         match backend {
-            crate::Backend::Sqlite => &["messages_fts"],
+            crate::Backend::Sqlite => &["messages_fts", "message_search_keys"],
             crate::Backend::Postgres => &[],
         }
     }
@@ -209,17 +209,48 @@ async fn index(
         return Ok(());
     }
     let id = message_id.to_string();
-    sqlx::query("DELETE FROM messages_fts WHERE message_id = $1")
+    let Some(body) = body else {
+        sqlx::query(
+            "DELETE FROM messages_fts WHERE rowid = \
+             (SELECT docid FROM message_search_keys WHERE message_id = $1)",
+        )
         .bind(&id)
         .execute(&mut *conn)
         .await?;
-    if let Some(body) = body {
-        sqlx::query("INSERT INTO messages_fts (message_id, body) VALUES ($1, $2)")
+        sqlx::query("DELETE FROM message_search_keys WHERE message_id = $1")
             .bind(&id)
-            .bind(body)
             .execute(&mut *conn)
             .await?;
-    }
+        return Ok(());
+    };
+    let fresh: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO message_search_keys (message_id) VALUES ($1) \
+         ON CONFLICT (message_id) DO NOTHING RETURNING docid",
+    )
+    .bind(&id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let docid = match fresh {
+        Some(docid) => docid,
+        None => {
+            // Indexed before (an edit, or this event applied again): replace the entry.
+            let docid: i64 =
+                sqlx::query_scalar("SELECT docid FROM message_search_keys WHERE message_id = $1")
+                    .bind(&id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            sqlx::query("DELETE FROM messages_fts WHERE rowid = $1")
+                .bind(docid)
+                .execute(&mut *conn)
+                .await?;
+            docid
+        }
+    };
+    sqlx::query("INSERT INTO messages_fts (rowid, body) VALUES ($1, $2)")
+        .bind(docid)
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -445,7 +476,8 @@ pub async fn search(
     let (at, id, has_cursor) = crate::page::below(after)?;
     let (matching, text) = match db.backend {
         crate::Backend::Sqlite => (
-            "m.id IN (SELECT message_id FROM messages_fts WHERE messages_fts MATCH $1)",
+            "m.id IN (SELECT k.message_id FROM messages_fts JOIN message_search_keys k \
+             ON k.docid = messages_fts.rowid WHERE messages_fts MATCH $1)",
             fts5_query(query),
         ),
         crate::Backend::Postgres => (
