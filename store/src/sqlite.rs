@@ -4,6 +4,13 @@
 //! event with its own UUIDv7 at append (SQLite has no generator a column default could
 //! call), check the snapshot's optimistic lock before committing rather than after, and
 //! share the single writer connection the read models use.
+//!
+//! Appends are group-committed: `persist` hands its events to one writer task per
+//! repository, which takes every append waiting at that moment into one transaction,
+//! each under a savepoint of its own (a conflict rolls back only its own append), and
+//! answers them all once that transaction is durable. Under load many appends share one
+//! fsync, where a transaction each would make the disk the limit; alone, an append
+//! commits as soon as it arrives.
 
 use crate::hash as chain;
 use cqrs_es::persist::{
@@ -12,14 +19,54 @@ use cqrs_es::persist::{
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection as _, Executor as _, Row as _};
+use std::sync::OnceLock;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+/// Most appends one transaction takes; bounds how long the first of them waits.
+const MAX_GROUP: usize = 256;
+/// Appends queued for the writer before `persist` waits for room.
+const QUEUE: usize = 1024;
 
 pub struct SqliteEventRepository {
     write: AnyPool,
     read: AnyPool,
     hashing: bool,
+    /// The group-commit writer, started by the first append (inside the runtime).
+    writer: OnceLock<mpsc::Sender<Append>>,
 }
+
+/// One `persist` call, serialized, waiting for its group to commit.
+struct Append {
+    aggregate_type: String,
+    events: Vec<EventRow>,
+    snapshot: Option<Snapshot>,
+    hashing: bool,
+    done: oneshot::Sender<Result<(), PersistenceError>>,
+}
+
+/// An event as stored, with its JSON already rendered by the caller's task.
+struct EventRow {
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: String,
+    metadata: String,
+}
+
+struct Snapshot {
+    aggregate_id: String,
+    last_sequence: i64,
+    current: i64,
+    payload: String,
+}
+
+/// The writer's transaction failed as a whole; every append in it is told so.
+#[derive(Debug, thiserror::Error)]
+#[error("the group commit failed: {0}")]
+struct GroupFailed(String);
 
 impl SqliteEventRepository {
     pub fn new(write: AnyPool, read: AnyPool) -> Self {
@@ -27,7 +74,16 @@ impl SqliteEventRepository {
             write,
             read,
             hashing: true,
+            writer: OnceLock::new(),
         }
+    }
+
+    fn writer(&self) -> &mpsc::Sender<Append> {
+        self.writer.get_or_init(|| {
+            let (sender, queue) = mpsc::channel(QUEUE);
+            tokio::spawn(write_groups(self.write.clone(), queue));
+            sender
+        })
     }
 
     /// Appends without stream hashes, only to measure what hashing costs (benchmarks);
@@ -148,88 +204,41 @@ impl PersistedEventRepository for SqliteEventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let mut tx = self.write.begin().await.map_err(map_error)?;
-        // The stream's previous hash: each writer reads only its own stream's tail.
-        let mut prev = match events.first() {
-            Some(first) if first.sequence > 1 && self.hashing => {
-                let hash: Option<Option<String>> = sqlx::query_scalar(
-                    "SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-                )
-                .bind(A::TYPE)
-                .bind(&first.aggregate_id)
-                .bind(sequence_i64(first.sequence - 1)?)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_error)?;
-                // No predecessor means another writer's view of the stream differs from
-                // ours: the insert below will conflict, so any value will do here.
-                hash.flatten()
-                    .as_deref()
-                    .and_then(chain::from_hex)
-                    .unwrap_or(chain::ZERO)
-            }
-            _ => chain::ZERO,
+        let rows = events
+            .iter()
+            .map(|event| {
+                Ok(EventRow {
+                    aggregate_id: event.aggregate_id.clone(),
+                    sequence: sequence_i64(event.sequence)?,
+                    event_type: event.event_type.clone(),
+                    event_version: event.event_version.clone(),
+                    payload: serde_json::to_string(&event.payload)?,
+                    metadata: serde_json::to_string(&event.metadata)?,
+                })
+            })
+            .collect::<Result<Vec<EventRow>, PersistenceError>>()?;
+        let snapshot = match snapshot_update {
+            Some((aggregate_id, aggregate, current)) => Some(Snapshot {
+                aggregate_id,
+                last_sequence: rows.last().map_or(0, |row| row.sequence),
+                current: sequence_i64(current)?,
+                payload: serde_json::to_string(&aggregate)?,
+            }),
+            None => None,
         };
-        for event in events {
-            let sequence = sequence_i64(event.sequence)?;
-            let payload = serde_json::to_string(&event.payload)?;
-            let metadata = serde_json::to_string(&event.metadata)?;
-            let hash = self.hashing.then(|| {
-                prev = chain::stream_hash(
-                    &prev,
-                    A::TYPE,
-                    &event.aggregate_id,
-                    sequence,
-                    &event.event_type,
-                    &event.event_version,
-                    &payload,
-                    &metadata,
-                );
-                chain::to_hex(&prev)
-            });
-            sqlx::query(
-                "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
-                 event_type, event_version, payload, metadata, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(Uuid::now_v7().to_string())
-            .bind(A::TYPE)
-            .bind(&event.aggregate_id)
-            .bind(sequence)
-            .bind(&event.event_type)
-            .bind(&event.event_version)
-            .bind(payload)
-            .bind(metadata)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        }
-        if let Some((aggregate_id, aggregate, snapshot)) = snapshot_update {
-            let last_sequence = events.last().map_or(0, |event| event.sequence);
-            let updated = sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-                 SET last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot, \
-                     payload = excluded.payload \
-                 WHERE snapshots.current_snapshot = $6",
-            )
-            .bind(A::TYPE)
-            .bind(&aggregate_id)
-            .bind(sequence_i64(last_sequence)?)
-            .bind(sequence_i64(snapshot)?)
-            .bind(serde_json::to_string(&aggregate)?)
-            .bind(sequence_i64(snapshot.saturating_sub(1))?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-            if updated.rows_affected() != 1 {
-                return Err(PersistenceError::OptimisticLockError);
-            }
-        }
-        tx.commit().await.map_err(map_error)?;
-        Ok(())
+        let (done, answer) = oneshot::channel();
+        let append = Append {
+            aggregate_type: A::TYPE.to_owned(),
+            events: rows,
+            snapshot,
+            hashing: self.hashing,
+            done,
+        };
+        let gone = || {
+            PersistenceError::ConnectionError(Box::new(GroupFailed("the writer stopped".into())))
+        };
+        self.writer().send(append).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn stream_events<A: Aggregate>(
@@ -265,4 +274,145 @@ async fn replay(events: Vec<SerializedEvent>) -> ReplayStream {
         }
     }
     stream
+}
+
+/// The group-commit writer: one transaction per group of waiting appends.
+async fn write_groups(pool: AnyPool, mut queue: mpsc::Receiver<Append>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        match commit_group(&pool, &group).await {
+            Ok(outcomes) => {
+                for (append, outcome) in group.drain(..).zip(outcomes) {
+                    // The caller may have gone (a dropped request); its events stand.
+                    let _ = append.done.send(outcome);
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for append in group.drain(..) {
+                    let failed = GroupFailed(message.clone());
+                    let _ = append
+                        .done
+                        .send(Err(PersistenceError::ConnectionError(Box::new(failed))));
+                }
+            }
+        }
+    }
+}
+
+/// Writes every append of `group` in one durable transaction; the outer error means
+/// nothing was committed, an inner one that only that append was rolled back.
+async fn commit_group(
+    pool: &AnyPool,
+    group: &[Append],
+) -> Result<Vec<Result<(), PersistenceError>>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    // Read models may relax the connection's durability for their own (rebuildable)
+    // writes; events are always committed with a full sync.
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    let mut tx = conn.begin().await?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    if let [append] = group {
+        // Alone in its group: no savepoint needed, a failure rolls back everything.
+        if let Err(error) = write_append(&mut tx, append).await {
+            tx.rollback().await?;
+            return Ok(vec![Err(error)]);
+        }
+        outcomes.push(Ok(()));
+    } else {
+        for append in group {
+            let mut savepoint = tx.begin().await?;
+            match write_append(&mut savepoint, append).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    outcomes.push(Ok(()));
+                }
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(error));
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn write_append(conn: &mut AnyConnection, append: &Append) -> Result<(), PersistenceError> {
+    // The stream's previous hash: each writer reads only its own stream's tail.
+    let mut prev = match append.events.first() {
+        Some(first) if first.sequence > 1 && append.hashing => {
+            let hash: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+            )
+            .bind(&append.aggregate_type)
+            .bind(&first.aggregate_id)
+            .bind(first.sequence - 1)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_error)?;
+            // No predecessor means another writer's view of the stream differs from
+            // ours: the insert below will conflict, so any value will do here.
+            hash.flatten()
+                .as_deref()
+                .and_then(chain::from_hex)
+                .unwrap_or(chain::ZERO)
+        }
+        _ => chain::ZERO,
+    };
+    for event in &append.events {
+        let hash = append.hashing.then(|| {
+            prev = chain::stream_hash(
+                &prev,
+                &append.aggregate_type,
+                &event.aggregate_id,
+                event.sequence,
+                &event.event_type,
+                &event.event_version,
+                &event.payload,
+                &event.metadata,
+            );
+            chain::to_hex(&prev)
+        });
+        sqlx::query(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
+             event_type, event_version, payload, metadata, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(&append.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.sequence)
+        .bind(&event.event_type)
+        .bind(&event.event_version)
+        .bind(&event.payload)
+        .bind(&event.metadata)
+        .bind(hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
+    }
+    if let Some(snapshot) = &append.snapshot {
+        let updated = sqlx::query(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+             SET last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot, \
+                 payload = excluded.payload \
+             WHERE snapshots.current_snapshot = $6",
+        )
+        .bind(&append.aggregate_type)
+        .bind(&snapshot.aggregate_id)
+        .bind(snapshot.last_sequence)
+        .bind(snapshot.current)
+        .bind(&snapshot.payload)
+        .bind(snapshot.current.saturating_sub(1))
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
+        if updated.rows_affected() != 1 {
+            return Err(PersistenceError::OptimisticLockError);
+        }
+    }
+    Ok(())
 }
