@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, Connection as _, Executor as _, Row};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -153,7 +153,18 @@ pub async fn run_batch(
     let Some(last) = events.last().map(|event| event.position) else {
         return Ok(None);
     };
-    let mut tx = db.write.begin().await?;
+    let started = std::time::Instant::now();
+    let mut conn = db.write.acquire().await?;
+    // A read model is a function of the log, and its checkpoint commits with its rows:
+    // a batch lost to a crash is lost whole and applied again from the durable log. So
+    // its commit need not wait for the disk; the events it applies already did.
+    if db.backend == crate::Backend::Sqlite {
+        conn.execute("PRAGMA synchronous = NORMAL").await?;
+    }
+    let mut tx = conn.begin().await?;
+    if db.backend == crate::Backend::Postgres {
+        tx.execute("SET LOCAL synchronous_commit = off").await?;
+    }
     for event in &events {
         projector.apply(&mut tx, event).await?;
     }
@@ -166,7 +177,21 @@ pub async fn run_batch(
         },
     )
     .await?;
+    let applied = started.elapsed();
     tx.commit().await?;
+    if db.backend == crate::Backend::Sqlite {
+        // Whatever else borrows the writer gets the default back; appends set it anyway.
+        conn.execute("PRAGMA synchronous = FULL").await?;
+    }
+    // What a profile of the write path needs: per projector, batch sizes and where a
+    // batch's time goes (applying its rows, or committing them).
+    tracing::debug!(
+        projector = projector.name(),
+        events = events.len(),
+        apply_us = applied.as_micros() as u64,
+        commit_us = (started.elapsed() - applied).as_micros() as u64,
+        "batch applied"
+    );
     Ok(Some(last))
 }
 
