@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
 cargo fmt --all -- --check
-cargo clippy --all-targets -j2 -- -D warnings
+cargo clippy --workspace --all-targets -j2 -- -D warnings
 
 if [[ -z ${PARLEY_TEST_POSTGRES_URL:-} ]]; then
     # shellcheck source=scripts/pg-throwaway.sh
