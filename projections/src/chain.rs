@@ -28,13 +28,16 @@ fn recompute(prev: &[u8; 32], event: &StoredEvent) -> [u8; 32] {
 /// Chains every event, in global order, into `audit_chain`.
 pub struct AuditChainProjector;
 
-async fn chain_head(conn: &mut AnyConnection) -> Result<[u8; 32], ProjectionError> {
-    let head: Option<String> = sqlx::query_scalar(
-        "SELECT chain_hash FROM audit_chain ORDER BY txid DESC, position DESC LIMIT 1",
+/// The chain's last link and the position it covers (`None` for an empty chain).
+async fn chain_head(
+    conn: &mut AnyConnection,
+) -> Result<Option<(LogPosition, [u8; 32])>, ProjectionError> {
+    let head: Option<(i64, i64, String)> = sqlx::query_as(
+        "SELECT txid, position, chain_hash FROM audit_chain ORDER BY txid DESC, position DESC LIMIT 1",
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(head.as_deref().and_then(from_hex).unwrap_or(ZERO))
+    Ok(head.map(|(tx, pos, hash)| (LogPosition { tx, pos }, from_hex(&hash).unwrap_or(ZERO))))
 }
 
 #[async_trait::async_trait]
@@ -52,17 +55,15 @@ impl Projector for AuditChainProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM audit_chain WHERE txid = $1 AND position = $2")
-                .bind(event.position.tx)
-                .bind(event.position.pos)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if exists.is_some() {
-            return Ok(());
-        }
+        // The chain grows in log order, so an event at or before its head is in it.
+        let head = chain_head(conn).await?;
+        let prev = match head {
+            Some((position, _)) if position >= event.position => return Ok(()),
+            Some((_, link)) => link,
+            None => ZERO,
+        };
         let stream = event.hash.as_deref().and_then(from_hex).unwrap_or(ZERO);
-        let link = chain_link(&chain_head(conn).await?, &stream);
+        let link = chain_link(&prev, &stream);
         sqlx::query("INSERT INTO audit_chain (txid, position, event_id, stream_hash, chain_hash) VALUES ($1, $2, $3, $4, $5)")
             .bind(event.position.tx)
             .bind(event.position.pos)
