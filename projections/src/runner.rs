@@ -3,8 +3,12 @@
 //! Each projector tails the global log from its checkpoint. A batch applies its events
 //! and moves the checkpoint in one transaction, so a crash anywhere in a batch leaves
 //! neither rows nor checkpoint behind and the batch is simply applied again: nothing
-//! is applied twice or skipped. Progress is published on a watch channel so mutations
-//! can wait until every projector has seen their events (read-your-writes).
+//! is applied twice or skipped. One runner per node reads the log once per round and
+//! applies it to every projector in one transaction (one commit for all read models,
+//! not one each); a projector that fails drops out of that shared batch and runs
+//! alone until it is well, so it holds no other back. Progress is published on a
+//! watch channel per projector so mutations can wait until every projector has seen
+//! their events (read-your-writes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use std::time::Duration;
 use sqlx::{AnyConnection, Connection as _, Executor as _, Row};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::{Db, ProjectionError};
 use parley_store::announce::{EVENTS_CHANNEL, PROGRESS_CHANNEL};
@@ -153,6 +158,20 @@ pub async fn run_batch(
     let Some(last) = events.last().map(|event| event.position) else {
         return Ok(None);
     };
+    apply_batch(db, &[(projector, after)], &events).await?;
+    Ok(Some(last))
+}
+
+/// Applies `events` to each projector past its own position and moves every one's
+/// checkpoint to the last event, all in one transaction.
+async fn apply_batch(
+    db: &Db,
+    work: &[(&dyn Projector, LogPosition)],
+    events: &[StoredEvent],
+) -> Result<(), ProjectionError> {
+    let Some(last) = events.last().map(|event| event.position) else {
+        return Ok(());
+    };
     let started = std::time::Instant::now();
     let mut conn = db.write.acquire().await?;
     // A read model is a function of the log, and its checkpoint commits with its rows:
@@ -165,34 +184,37 @@ pub async fn run_batch(
     if db.backend == crate::Backend::Postgres {
         tx.execute("SET LOCAL synchronous_commit = off").await?;
     }
-    for event in &events {
-        projector.apply(&mut tx, event).await?;
+    for (projector, after) in work {
+        for event in events.iter().filter(|event| event.position > *after) {
+            projector.apply(&mut tx, event).await?;
+        }
+        save_checkpoint(
+            &mut tx,
+            projector.name(),
+            Checkpoint {
+                version: projector.version(),
+                position: last,
+            },
+        )
+        .await?;
     }
-    save_checkpoint(
-        &mut tx,
-        projector.name(),
-        Checkpoint {
-            version: projector.version(),
-            position: last,
-        },
-    )
-    .await?;
     let applied = started.elapsed();
     tx.commit().await?;
     if db.backend == crate::Backend::Sqlite {
         // Whatever else borrows the writer gets the default back; appends set it anyway.
         conn.execute("PRAGMA synchronous = FULL").await?;
     }
-    // What a profile of the write path needs: per projector, batch sizes and where a
-    // batch's time goes (applying its rows, or committing them).
+    // What a profile of the write path needs: batch sizes, and where a batch's time
+    // goes (applying its rows, or committing them).
     tracing::debug!(
-        projector = projector.name(),
+        projectors = work.len(),
+        first = work.first().map(|(projector, _)| projector.name()),
         events = events.len(),
         apply_us = applied.as_micros() as u64,
         commit_us = (started.elapsed() - applied).as_micros() as u64,
         "batch applied"
     );
-    Ok(Some(last))
+    Ok(())
 }
 
 /// Runs batches until the projector has applied everything currently readable.
@@ -210,13 +232,6 @@ pub struct Progress {
     pub position: LogPosition,
     /// Why it keeps failing, once marked failed.
     pub failure: Option<String>,
-}
-
-struct Runner {
-    name: &'static str,
-    progress: watch::Receiver<Progress>,
-    wake: Arc<Notify>,
-    task: JoinHandle<()>,
 }
 
 /// A projector marked failed: which event stopped it and why.
@@ -276,117 +291,256 @@ async fn clear_failure(db: &Db, name: &str) -> Result<(), ProjectionError> {
     Ok(())
 }
 
-/// Counts a projector's failures in a row and marks it failed, or well again.
-struct Health<'a> {
-    db: &'a Db,
-    name: &'static str,
-    progress: &'a watch::Sender<Progress>,
+/// One projector in its node's runner: where it stands, and whether it is well.
+struct Member {
+    projector: Arc<dyn Projector>,
+    progress: watch::Sender<Progress>,
+    /// On PostgreSQL, whether this node holds the projector's own advisory lock.
+    locked: bool,
+    /// Its checkpoint, once this node runs it; `None` while another node does.
+    owned: Option<LogPosition>,
+    /// Failed batches in a row; a projector that just failed runs alone until well.
     in_a_row: u32,
+    /// When a projector that failed may try again.
+    retry_at: Option<Instant>,
 }
 
-impl<'a> Health<'a> {
-    fn new(db: &'a Db, name: &'static str, progress: &'a watch::Sender<Progress>) -> Self {
+impl Member {
+    fn new(projector: Arc<dyn Projector>, progress: watch::Sender<Progress>) -> Self {
         Self {
-            db,
-            name,
+            projector,
             progress,
+            locked: false,
+            owned: None,
             in_a_row: 0,
+            retry_at: None,
         }
+    }
+
+    fn name(&self) -> &'static str {
+        self.projector.name()
     }
 
     fn failed(&self) -> bool {
         self.progress.borrow().failure.is_some()
     }
 
+    fn due(&self, now: Instant) -> bool {
+        self.owned.is_some() && self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// Whether its next batch may share the group's transaction: not while it is
+    /// failing, so that one projector's bad event cannot hold the others back.
+    fn well(&self) -> bool {
+        self.in_a_row == 0 && !self.failed()
+    }
+
+    /// Loads its checkpoint (resetting it on a version change) to start running it.
+    async fn take_over(&mut self, db: &Db) {
+        match prepare(db, self.projector.as_ref()).await {
+            Ok(position) => {
+                self.owned = Some(position);
+                self.progress.send_modify(|seen| seen.position = position);
+            }
+            Err(error) => {
+                tracing::error!(projector = self.name(), %error, "cannot load checkpoint");
+            }
+        }
+    }
+
+    /// Follows the checkpoint another node's runner writes, and whether it is stuck.
+    async fn follow(&self, db: &Db) {
+        let name = self.name();
+        let Ok(Some(checkpoint)) = load_checkpoint(db, name).await else {
+            return;
+        };
+        let failure = load_failure(db, name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|failure| failure.position >= checkpoint.position)
+            .map(|failure| failure.error);
+        self.progress.send_if_modified(|seen| {
+            let changed = checkpoint.position > seen.position || failure != seen.failure;
+            if changed {
+                seen.position = seen.position.max(checkpoint.position);
+                seen.failure = failure;
+            }
+            changed
+        });
+    }
+
+    /// Runs one batch in a transaction of its own; returns whether it moved on.
+    async fn alone(&mut self, db: &Db) -> bool {
+        let Some(position) = self.owned else {
+            return false;
+        };
+        match run_batch(db, self.projector.as_ref(), position, BATCH).await {
+            Ok(Some(next)) => {
+                self.went_on(db, next).await;
+                true
+            }
+            Ok(None) => {
+                if self.in_a_row > 0 || self.failed() {
+                    self.went_on(db, position).await;
+                }
+                false
+            }
+            Err(error) => {
+                self.stumbled(db, position, &error).await;
+                false
+            }
+        }
+    }
+
     /// A batch went through: clears a failure.
-    async fn went_on(&mut self, position: LogPosition) {
+    async fn went_on(&mut self, db: &Db, position: LogPosition) {
+        self.owned = Some(position);
         self.in_a_row = 0;
+        self.retry_at = None;
         let was_failed = self.failed();
         self.progress.send_replace(Progress {
             position,
             failure: None,
         });
         if was_failed {
-            tracing::info!(projector = self.name, "projector recovered");
-            if let Err(error) = clear_failure(self.db, self.name).await {
-                tracing::warn!(projector = self.name, %error, "cannot clear the failure mark");
+            tracing::info!(projector = self.name(), "projector recovered");
+            if let Err(error) = clear_failure(db, self.name()).await {
+                tracing::warn!(projector = self.name(), %error, "cannot clear the failure mark");
             }
         }
     }
 
-    /// A batch failed; returns how long to wait before trying again.
-    async fn stumbled(&mut self, position: LogPosition, error: &ProjectionError) -> Duration {
+    /// A batch failed: tries again after a pause, and marks it failed after a few.
+    async fn stumbled(&mut self, db: &Db, position: LogPosition, error: &ProjectionError) {
+        let name = self.name();
         self.in_a_row += 1;
         if self.in_a_row < FAIL_AFTER {
-            tracing::error!(projector = self.name, %position, %error, "projector batch failed; retrying");
-            return ERROR_BACKOFF;
+            tracing::error!(projector = name, %position, %error, "projector batch failed; retrying");
+            self.retry_at = Some(Instant::now() + ERROR_BACKOFF);
+            return;
         }
         if !self.failed() {
-            tracing::error!(projector = self.name, %position, %error,
+            tracing::error!(projector = name, %position, %error,
                 "projector keeps failing on the event after its checkpoint; marked failed");
             let message = error.to_string();
-            if let Err(error) = record_failure(self.db, self.name, position, &message).await {
-                tracing::warn!(projector = self.name, %error, "cannot record the failure");
+            if let Err(error) = record_failure(db, name, position, &message).await {
+                tracing::warn!(projector = name, %error, "cannot record the failure");
             }
             self.progress
                 .send_modify(|progress| progress.failure = Some(message));
         }
-        FAILED_RETRY
+        self.retry_at = Some(Instant::now() + FAILED_RETRY);
     }
+}
+
+/// One round of a node's runner: a batch for every well projector it runs, read once
+/// and applied in one transaction, then a batch alone for each one that is failing.
+/// Returns the projectors that moved on.
+async fn round(db: &Db, members: &mut [Member]) -> Vec<&'static str> {
+    let now = Instant::now();
+    let (group, mut alone): (Vec<usize>, Vec<usize>) = (0..members.len())
+        .filter(|&i| members[i].due(now))
+        .partition(|&i| members[i].well());
+    let mut moved = Vec::new();
+    if let Some(from) = group.iter().filter_map(|&i| members[i].owned).min() {
+        match group_batch(db, members, &group, from).await {
+            Ok(Some((last, advanced))) => {
+                for i in advanced {
+                    members[i].went_on(db, last).await;
+                    moved.push(members[i].name());
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                // Which projector failed is found by running each alone.
+                tracing::warn!(%error, "a shared projector batch failed; applying each alone");
+                alone.extend(group);
+            }
+        }
+    }
+    for i in alone {
+        if members[i].alone(db).await {
+            moved.push(members[i].name());
+        }
+    }
+    moved
+}
+
+/// Reads the log once after `from` and applies it to every member of `group` behind its
+/// end; returns that end and the members moved to it, or `None` when all are caught up.
+async fn group_batch(
+    db: &Db,
+    members: &[Member],
+    group: &[usize],
+    from: LogPosition,
+) -> Result<Option<(LogPosition, Vec<usize>)>, ProjectionError> {
+    let events = log::read_after(db, from, BATCH).await?;
+    let Some(last) = events.last().map(|event| event.position) else {
+        return Ok(None);
+    };
+    let behind: Vec<usize> = group
+        .iter()
+        .copied()
+        .filter(|&i| members[i].owned.is_some_and(|position| position < last))
+        .collect();
+    let work: Vec<(&dyn Projector, LogPosition)> = behind
+        .iter()
+        .filter_map(|&i| Some((members[i].projector.as_ref(), members[i].owned?)))
+        .collect();
+    apply_batch(db, &work, &events).await?;
+    Ok(Some((last, behind)))
 }
 
 /// The running set of projectors of one node.
 pub struct Projections {
-    runners: Vec<Runner>,
+    progress: Vec<(&'static str, watch::Receiver<Progress>)>,
+    /// Wakes the runner: events were committed, or another node's runner moved on.
+    wake: Arc<Notify>,
     /// Notified whenever events commit anywhere (in process, or on another node).
     commits: Arc<Notify>,
-    /// Wake-up tasks: in-process commits, and on PostgreSQL the announcer and listener.
-    hubs: Vec<JoinHandle<()>>,
+    /// The runner, and the wake-up tasks: in-process commits, and on PostgreSQL the
+    /// announcer and listener.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Projections {
-    /// Starts one background runner per projector.
+    /// Starts the node's runner, which applies every projector's batches together.
     pub fn start(db: Db, projectors: Vec<Arc<dyn Projector>>) -> Self {
-        let runners = projectors
+        let (members, progress): (Vec<Member>, Vec<_>) = projectors
             .into_iter()
             .map(|projector| {
-                let (progress_tx, progress) = watch::channel(Progress::default());
-                let wake = Arc::new(Notify::new());
-                let task = tokio::spawn(run(
-                    db.clone(),
-                    projector.clone(),
-                    progress_tx,
-                    wake.clone(),
-                ));
-                Runner {
-                    name: projector.name(),
-                    progress,
-                    wake,
-                    task,
-                }
+                let (sender, receiver) = watch::channel(Progress::default());
+                let name = projector.name();
+                (Member::new(projector, sender), (name, receiver))
             })
-            .collect::<Vec<Runner>>();
+            .unzip();
+        let names: Vec<&'static str> = progress.iter().map(|(name, _)| *name).collect();
+        let wake = Arc::new(Notify::new());
         let commits = Arc::new(Notify::new());
-        let wakes: Vec<(&'static str, Arc<Notify>)> =
-            runners.iter().map(|r| (r.name, r.wake.clone())).collect();
-        let mut hubs = vec![tokio::spawn(wake_on_commits(
-            db.announcer.commits(),
-            wakes.clone(),
-            commits.clone(),
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(run(db.clone(), members, wake.clone())),
+            tokio::spawn(wake_on_commits(
+                db.announcer.commits(),
+                wake.clone(),
+                commits.clone(),
+            )),
+        ];
         if let Some(pool) = db.pg.clone() {
-            hubs.push(tokio::spawn(db.announcer.clone().run(pool.clone())));
-            hubs.push(tokio::spawn(listen(
+            tasks.push(tokio::spawn(db.announcer.clone().run(pool.clone())));
+            tasks.push(tokio::spawn(listen(
                 pool,
                 db.announcer.node().to_string(),
-                wakes,
+                names,
+                wake.clone(),
                 commits.clone(),
             )));
         }
         Self {
-            runners,
+            progress,
+            wake,
             commits,
-            hubs,
+            tasks,
         }
     }
 
@@ -395,11 +549,9 @@ impl Projections {
         self.commits.clone()
     }
 
-    /// Tells every runner that new events were committed.
+    /// Tells the runner that new events were committed.
     pub fn wake(&self) {
-        for runner in &self.runners {
-            runner.wake.notify_one();
-        }
+        self.wake.notify_one();
     }
 
     /// Waits until every projector has applied `position`. Returns false on timeout,
@@ -407,8 +559,8 @@ impl Projections {
     /// waiting would only hold the caller up.
     pub async fn wait_for(&self, position: LogPosition, timeout: Duration) -> bool {
         self.wake();
-        let all = futures::future::join_all(self.runners.iter().map(|runner| {
-            let mut progress = runner.progress.clone();
+        let all = futures::future::join_all(self.progress.iter().map(|(_, progress)| {
+            let mut progress = progress.clone();
             async move {
                 progress
                     .wait_for(|seen| seen.position >= position || seen.failure.is_some())
@@ -424,19 +576,16 @@ impl Projections {
 
     /// Each projector's name and progress as this node knows it.
     pub fn positions(&self) -> Vec<(&'static str, Progress)> {
-        self.runners
+        self.progress
             .iter()
-            .map(|runner| (runner.name, runner.progress.borrow().clone()))
+            .map(|(name, progress)| (*name, progress.borrow().clone()))
             .collect()
     }
 
-    /// Stops every runner; a batch in flight is rolled back, never half-applied.
+    /// Stops the runner; a batch in flight is rolled back, never half-applied.
     pub fn stop(&self) {
-        for runner in &self.runners {
-            runner.task.abort();
-        }
-        for hub in &self.hubs {
-            hub.abort();
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
@@ -447,27 +596,27 @@ impl Drop for Projections {
     }
 }
 
-/// Wakes the runners and the live tail whenever this process commits events.
+/// Wakes the runner and the live tail whenever this process commits events.
 async fn wake_on_commits(
     mut committed: watch::Receiver<u64>,
-    runners: Vec<(&'static str, Arc<Notify>)>,
+    wake: Arc<Notify>,
     commits: Arc<Notify>,
 ) {
     while committed.changed().await.is_ok() {
         committed.mark_unchanged();
-        for (_, wake) in &runners {
-            wake.notify_one();
-        }
+        wake.notify_one();
         commits.notify_one();
     }
 }
 
 /// One LISTEN session per node for the log: every commit on another node wakes this
-/// node's runners and live tail, and an owner's progress wakes that projector's standby.
+/// node's runner and live tail, and another node's progress on one of our projectors
+/// wakes the runner, which follows that node's checkpoints.
 async fn listen(
     pool: sqlx::PgPool,
     node: String,
-    runners: Vec<(&'static str, Arc<Notify>)>,
+    names: Vec<&'static str>,
+    wake: Arc<Notify>,
     commits: Arc<Notify>,
 ) {
     loop {
@@ -490,28 +639,29 @@ async fn listen(
         }
         while let Ok(notification) = listener.recv().await {
             if notification.channel() == PROGRESS_CHANNEL {
-                // A projector's owner moved on: its standbys here catch up now rather
-                // than at their next poll, so the live tail delivers without delay.
-                let names: Vec<&str> = notification.payload().split(',').collect();
-                for (_, wake) in runners.iter().filter(|(name, _)| names.contains(name)) {
+                // Standbys here follow the owner now rather than at their next poll,
+                // so the live tail delivers without delay.
+                if notification
+                    .payload()
+                    .split(',')
+                    .any(|name| names.contains(&name))
+                {
                     wake.notify_one();
                 }
                 continue;
             }
             if notification.payload() == node {
-                // Our own commit: this node's runners were woken in process already.
+                // Our own commit: this node's runner was woken in process already.
                 continue;
             }
-            for (_, wake) in &runners {
-                wake.notify_one();
-            }
+            wake.notify_one();
             commits.notify_one();
         }
         tokio::time::sleep(ERROR_BACKOFF).await;
     }
 }
 
-/// The advisory-lock key of a projector, the same on every node.
+/// An advisory-lock key, the same on every node.
 fn lock_key(name: &str) -> i64 {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("parley:projector:{name}").as_bytes());
@@ -520,144 +670,105 @@ fn lock_key(name: &str) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
-/// Runs a projector on PostgreSQL, where several nodes share one database: exactly one
-/// node holds the projector's advisory lock (on a session of its own) and applies
-/// batches; the others follow its checkpoint, so their read-your-writes waits still
+/// The lock a node's whole runner holds on PostgreSQL.
+const GROUP_LOCK: &str = "*";
+
+async fn try_lock(session: &mut sqlx::PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(lock_key(name))
+        .fetch_one(session)
+        .await
+}
+
+/// Runs the projectors on PostgreSQL, where several nodes share one database: exactly
+/// one node holds the runner's advisory lock (on a session of its own) and applies
+/// batches; the others follow its checkpoints, so their read-your-writes waits still
 /// see progress, and take over within about a second when the holder's session ends.
-async fn run_shared(
-    db: Db,
-    projector: Arc<dyn Projector>,
-    progress: watch::Sender<Progress>,
-    wake: Arc<Notify>,
-) {
+/// The holder also takes each projector's own lock before running it, which keeps a
+/// node of an older release, which runs projectors one lock each, from running the
+/// same projector during a rolling upgrade.
+async fn run_shared(db: Db, mut members: Vec<Member>, wake: Arc<Notify>) {
     use sqlx::postgres::PgConnection;
-    use sqlx::Connection as _;
-    let name = projector.name();
     let Some(pool) = db.pg.clone() else { return };
-    let key = lock_key(name);
     loop {
+        for member in &mut members {
+            member.locked = false;
+            member.owned = None;
+        }
         let mut session = match PgConnection::connect_with(&pool.connect_options()).await {
             Ok(session) => session,
             Err(error) => {
-                tracing::warn!(projector = name, %error, "cannot open the projector lock session");
+                tracing::warn!(%error, "cannot open the projector lock session");
                 tokio::time::sleep(ERROR_BACKOFF).await;
                 continue;
             }
         };
+        let mut owner = false;
         loop {
-            let owner: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut session)
-                .await;
-            match owner {
-                Ok(true) => break,
+            match try_lock(&mut session, GROUP_LOCK).await {
+                Ok(true) => {
+                    owner = true;
+                    break;
+                }
                 Ok(false) => {
-                    // Standby: follow the owner's checkpoint, and whether it is stuck.
-                    if let Ok(Some(checkpoint)) = load_checkpoint(&db, name).await {
-                        let failure = load_failure(&db, name)
-                            .await
-                            .ok()
-                            .flatten()
-                            .filter(|failure| failure.position >= checkpoint.position)
-                            .map(|failure| failure.error);
-                        progress.send_if_modified(|seen| {
-                            let changed =
-                                checkpoint.position > seen.position || failure != seen.failure;
-                            if changed {
-                                seen.position = seen.position.max(checkpoint.position);
-                                seen.failure = failure;
-                            }
-                            changed
-                        });
+                    for member in &members {
+                        member.follow(&db).await;
                     }
                     let _ = tokio::time::timeout(STANDBY_POLL, wake.notified()).await;
                 }
                 Err(error) => {
-                    tracing::warn!(projector = name, %error, "lost the projector lock session");
+                    tracing::warn!(%error, "lost the projector lock session");
                     break;
                 }
             }
         }
-        if session.ping().await.is_err() {
+        if !owner {
             continue;
         }
-        tracing::info!(projector = name, "this node now runs the projector");
-        let mut position = match prepare(&db, projector.as_ref()).await {
-            Ok(position) => position,
-            Err(error) => {
-                tracing::error!(projector = name, %error, "cannot load checkpoint");
-                tokio::time::sleep(ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        progress.send_modify(|seen| seen.position = position);
-        let mut health = Health::new(&db, name, &progress);
+        tracing::info!("this node now runs the projectors");
         loop {
-            match run_batch(&db, projector.as_ref(), position, BATCH).await {
-                Ok(Some(next)) => {
-                    position = next;
-                    health.went_on(position).await;
-                    // Standbys on other nodes wait on this checkpoint; tell them.
-                    db.announcer.progressed(name);
-                    continue;
-                }
-                Ok(None) => {
-                    if health.failed() {
-                        health.went_on(position).await;
+            for member in members.iter_mut().filter(|member| member.owned.is_none()) {
+                if !member.locked {
+                    match try_lock(&mut session, member.name()).await {
+                        Ok(locked) => member.locked = locked,
+                        Err(_) => break,
                     }
                 }
-                Err(error) => {
-                    let pause = health.stumbled(position, &error).await;
-                    tokio::time::sleep(pause).await;
+                if member.locked {
+                    member.take_over(&db).await;
+                } else {
+                    member.follow(&db).await;
                 }
+            }
+            let moved = round(&db, &mut members).await;
+            for name in &moved {
+                // Standbys on other nodes wait on these checkpoints; tell them.
+                db.announcer.progressed(name);
             }
             // Still the owner? A dead lock session means another node may own it now.
             if session.ping().await.is_err() {
-                tracing::warn!(projector = name, "lock session lost; standing by");
+                tracing::warn!("projector lock session lost; standing by");
                 break;
             }
-            let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+            if moved.is_empty() {
+                let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+            }
         }
     }
 }
 
-async fn run(
-    db: Db,
-    projector: Arc<dyn Projector>,
-    progress: watch::Sender<Progress>,
-    wake: Arc<Notify>,
-) {
+/// Runs the projectors of a node that has its database to itself (SQLite).
+async fn run(db: Db, mut members: Vec<Member>, wake: Arc<Notify>) {
     if db.backend == crate::Backend::Postgres {
-        return run_shared(db, projector, progress, wake).await;
+        return run_shared(db, members, wake).await;
     }
-    let name = projector.name();
-    let mut position = loop {
-        match prepare(&db, projector.as_ref()).await {
-            Ok(position) => break position,
-            Err(error) => {
-                tracing::error!(projector = name, %error, "cannot load checkpoint");
-                tokio::time::sleep(ERROR_BACKOFF).await;
-            }
-        }
-    };
-    progress.send_modify(|seen| seen.position = position);
-    let mut health = Health::new(&db, name, &progress);
     loop {
-        match run_batch(&db, projector.as_ref(), position, BATCH).await {
-            Ok(Some(next)) => {
-                position = next;
-                health.went_on(position).await;
-            }
-            Ok(None) => {
-                if health.failed() {
-                    health.went_on(position).await;
-                }
-                let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
-            }
-            Err(error) => {
-                let pause = health.stumbled(position, &error).await;
-                tokio::time::sleep(pause).await;
-            }
+        for member in members.iter_mut().filter(|member| member.owned.is_none()) {
+            member.locked = true;
+            member.take_over(&db).await;
+        }
+        if round(&db, &mut members).await.is_empty() {
+            let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
         }
     }
 }
