@@ -1,4 +1,5 @@
-//! The `parley` command line: `serve` (default), `migrate`, `projections status`.
+//! The `parley` command line: `serve` (default), `migrate`, `projections status`,
+//! `audit`, `export events`.
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,40 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Export the event log for analysis.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Stream events, oldest first, in today's shapes, as rows with the documented
+    /// columns (README, "For analysts").
+    Events {
+        #[arg(long, value_enum)]
+        format: crate::export::Format,
+        /// File to write, or `-` for standard output. A file appears only once the
+        /// export is complete.
+        #[arg(long)]
+        output: String,
+        /// Only events after this cursor (the `cursor` column of an earlier export).
+        #[arg(long)]
+        after: Option<String>,
+        /// Only events that occurred at or after this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        from: Option<time::OffsetDateTime>,
+        /// Only events that occurred at or before this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<time::OffsetDateTime>,
+        /// Only events of this type (repeatable), such as `MessagePosted`.
+        #[arg(long = "type", value_name = "EVENT_TYPE")]
+        types: Vec<String>,
+        /// Only events of this conversation.
+        #[arg(long)]
+        conversation: Option<uuid::Uuid>,
     },
 }
 
@@ -153,6 +188,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Export {
+            command:
+                ExportCommand::Events {
+                    format,
+                    output,
+                    after,
+                    from,
+                    until,
+                    types,
+                    conversation,
+                },
+        } => {
+            let after = match after {
+                Some(cursor) => parley_store::LogPosition::from_cursor(&cursor)
+                    .map_err(|_| anyhow::anyhow!("--after {cursor:?} is not a cursor of this log (expected TX.POSITION, as in the cursor column)"))?,
+                None => parley_store::LogPosition::START,
+            };
+            let filter = crate::export::Filter {
+                after,
+                from,
+                until,
+                types,
+                conversation,
+            };
+            filter.check()?;
+            let db = open_database(&cli.config).await?;
+            let result = export_events(&db, &filter, format, &output).await;
+            db.close().await;
+            result
+        }
         Command::Projections {
             command: ProjectionsCommand::Status,
         } => {
@@ -194,4 +259,82 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs an export to `output` (a file, written beside it and renamed into place when
+/// complete, or `-` for standard output), with progress on standard error.
+async fn export_events(
+    db: &parley_store::Db,
+    filter: &crate::export::Filter,
+    format: crate::export::Format,
+    output: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::{BufWriter, IsTerminal as _};
+
+    let total = parley_store::log::count_after(db, filter.after).await?;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events read, {per_sec}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let started = std::time::Instant::now();
+    let mut last_line = started;
+    let progress = |tally: crate::export::Progress| {
+        if let Some(bar) = &bar {
+            bar.set_position(tally.read);
+        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            last_line = std::time::Instant::now();
+            eprintln!(
+                "export: {}/{total} events read, {} written",
+                tally.read, tally.written
+            );
+        }
+    };
+    let tally = if output == "-" {
+        let out = BufWriter::new(std::io::stdout());
+        crate::export::export(db, filter, format, out, progress).await?
+    } else {
+        let path = std::path::Path::new(output);
+        let partial = path.with_file_name(format!(
+            ".{}.partial",
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let file =
+            std::fs::File::create(&partial).with_context(|| format!("cannot create {output}"))?;
+        let exported =
+            crate::export::export(db, filter, format, BufWriter::new(file), progress).await;
+        match exported {
+            Ok(tally) => {
+                std::fs::rename(&partial, path)
+                    .with_context(|| format!("cannot create {output}"))?;
+                tally
+            }
+            Err(error) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(error.into());
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "export: {} of {} events written ({:.0} events/s), last cursor {}",
+        tally.written,
+        tally.read,
+        tally.read as f64 / seconds,
+        tally.position.to_cursor()
+    );
+    Ok(())
 }

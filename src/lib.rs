@@ -8,6 +8,7 @@ pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod live;

@@ -77,29 +77,10 @@ impl StoredEvent {
         if let Some(decoded) = self.decoded.get() {
             return Ok(decoded.as_ref());
         }
-        let upcasters = crate::upcast::all();
-        let upcast;
-        let payload = if upcasters
-            .iter()
-            .any(|upcaster| upcaster.can_upcast(&self.event_type, &self.event_version))
-        {
-            upcast = crate::upcast::upcast(
-                cqrs_es::persist::SerializedEvent {
-                    aggregate_id: self.aggregate_id.clone(),
-                    sequence: usize::try_from(self.sequence).unwrap_or_default(),
-                    aggregate_type: self.aggregate_type.clone(),
-                    event_type: self.event_type.clone(),
-                    event_version: self.event_version.clone(),
-                    payload: self.payload.clone(),
-                    metadata: serde_json::Value::Null,
-                },
-                upcasters,
-            )
-            .payload;
-            &upcast
-        } else {
-            &self.payload
-        };
+        let upcast = self.upcast();
+        let payload = upcast
+            .as_ref()
+            .map_or(&self.payload, |event| &event.payload);
         let decoded =
             Event::decode(&self.aggregate_type, payload).map_err(|source| StoreError::Decode {
                 position: self.position.to_cursor(),
@@ -107,6 +88,30 @@ impl StoredEvent {
                 source,
             })?;
         Ok(self.decoded.get_or_init(|| decoded).as_ref())
+    }
+
+    /// The record in today's shape (type, version and payload) through the registered
+    /// upcasters; `None` when none takes it, so the record already is.
+    pub fn upcast(&self) -> Option<cqrs_es::persist::SerializedEvent> {
+        let upcasters = crate::upcast::all();
+        if !upcasters
+            .iter()
+            .any(|upcaster| upcaster.can_upcast(&self.event_type, &self.event_version))
+        {
+            return None;
+        }
+        Some(crate::upcast::upcast(
+            cqrs_es::persist::SerializedEvent {
+                aggregate_id: self.aggregate_id.clone(),
+                sequence: usize::try_from(self.sequence).unwrap_or_default(),
+                aggregate_type: self.aggregate_type.clone(),
+                event_type: self.event_type.clone(),
+                event_version: self.event_version.clone(),
+                payload: self.payload.clone(),
+                metadata: serde_json::Value::Null,
+            },
+            upcasters,
+        ))
     }
 
     /// Which aggregate the event comes from, without decoding it.
@@ -175,6 +180,26 @@ pub async fn read_after(
         }
     };
     rows.iter().map(decode_row).collect()
+}
+
+/// How many committed events follow `after`; for progress reports.
+pub async fn count_after(db: &Db, after: LogPosition) -> Result<u64, StoreError> {
+    let count: i64 = match db.backend {
+        Backend::Sqlite => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE position > $1")
+                .bind(after.pos)
+                .fetch_one(&db.read)
+                .await?
+        }
+        Backend::Postgres => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events_log WHERE (txid, position) > ($1, $2)")
+                .bind(after.tx)
+                .bind(after.pos)
+                .fetch_one(&db.read)
+                .await?
+        }
+    };
+    Ok(u64::try_from(count).unwrap_or_default())
 }
 
 /// Every event of one stream, oldest first, straight from the log (no read model).

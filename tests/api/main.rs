@@ -6,6 +6,7 @@ mod common;
 mod access;
 mod accounts;
 mod crash;
+mod export;
 mod helpers;
 mod limits;
 mod live;
