@@ -109,7 +109,12 @@ fn parse_time(raw: &str) -> Result<time::OffsetDateTime, String> {
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
     /// Each projector's checkpoint against the head of the log.
-    Status,
+    Status {
+        /// `json`: a list of objects with `name`, `version`, `state`, `position`,
+        /// `head`, `lag`, `error` and `failed_at`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
 }
 
 /// Parses arguments; a bad value exits with one line naming the variable.
@@ -219,43 +224,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
         Command::Projections {
-            command: ProjectionsCommand::Status,
+            command: ProjectionsCommand::Status { format },
         } => {
             let db = open_database(&cli.config).await?;
-            let head = parley_store::log::head(&db).await?;
-            println!("head {}", head.to_cursor());
-            for projector in projectors() {
-                let name = projector.name();
-                let checkpoint = parley_projections::runner::load_checkpoint(&db, name).await?;
-                let failure = parley_projections::runner::load_failure(&db, name).await?;
-                match checkpoint {
-                    Some(checkpoint) => println!(
-                        "{:<24} v{} at {}{}",
-                        name,
-                        checkpoint.version,
-                        checkpoint.position.to_cursor(),
-                        if checkpoint.position >= head {
-                            ""
-                        } else {
-                            " (behind)"
+            let report = parley_projections::runner::status(&db, &projectors()).await;
+            db.close().await;
+            let report = report?;
+            match format {
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                ReportFormat::Text => {
+                    if let Some(first) = report.first() {
+                        println!("head {}", first.head);
+                    }
+                    for status in &report {
+                        let state = status.state.to_uppercase();
+                        println!(
+                            "{:<24} v{} {:<10} at {} ({} behind)",
+                            status.name, status.version, state, status.position, status.lag
+                        );
+                        if let (Some(error), Some(at)) = (&status.error, &status.failed_at) {
+                            println!(
+                                "{:<24} since {at} on the event after {}: {error}",
+                                "", status.position
+                            );
                         }
-                    ),
-                    None => println!("{name:<24} not started"),
-                }
-                // Marked by the node running it; cleared as soon as it gets past.
-                if let Some(failure) = failure.filter(|f| {
-                    checkpoint.is_none_or(|checkpoint| f.position >= checkpoint.position)
-                }) {
-                    println!(
-                        "{:<24} FAILED since {} on the event after {}: {}",
-                        "",
-                        failure.failed_at,
-                        failure.position.to_cursor(),
-                        failure.error
-                    );
+                    }
                 }
             }
-            db.close().await;
             Ok(())
         }
     }

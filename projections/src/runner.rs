@@ -291,6 +291,64 @@ async fn clear_failure(db: &Db, name: &str) -> Result<(), ProjectionError> {
     Ok(())
 }
 
+/// A projector's state as stored in the database, for operators' status reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub name: &'static str,
+    /// The version this release's projector has.
+    pub version: i64,
+    /// `live`; `failed` (stuck on the event after `position`, see `error`); or
+    /// `rebuilding` (its stored version differs: the next node to run it rebuilds it).
+    pub state: &'static str,
+    /// Cursor of the last event it applied (`0.0` before the first).
+    pub position: String,
+    /// Cursor of the last event in the log.
+    pub head: String,
+    /// Events in the log after `position`.
+    pub lag: u64,
+    pub error: Option<String>,
+    pub failed_at: Option<String>,
+}
+
+/// Each projector's stored checkpoint and failure mark against the head of the log.
+pub async fn status(
+    db: &Db,
+    projectors: &[Arc<dyn Projector>],
+) -> Result<Vec<Status>, ProjectionError> {
+    let head = log::head(db).await?;
+    let mut report = Vec::with_capacity(projectors.len());
+    for projector in projectors {
+        let name = projector.name();
+        let checkpoint = load_checkpoint(db, name).await?;
+        let position = checkpoint.map_or(LogPosition::START, |c| c.position);
+        // Marked by the node running it; cleared as soon as it gets past the event.
+        let failure = load_failure(db, name)
+            .await?
+            .filter(|failure| failure.position >= position);
+        let state = match (&failure, checkpoint) {
+            (Some(_), _) => "failed",
+            (None, Some(c)) if c.version != projector.version() => "rebuilding",
+            _ => "live",
+        };
+        let lag = if position >= head {
+            0
+        } else {
+            log::count_after(db, position).await?
+        };
+        report.push(Status {
+            name,
+            version: projector.version(),
+            state,
+            position: position.to_cursor(),
+            head: head.to_cursor(),
+            lag,
+            error: failure.as_ref().map(|f| f.error.clone()),
+            failed_at: failure.map(|f| f.failed_at),
+        });
+    }
+    Ok(report)
+}
+
 /// One projector in its node's runner: where it stands, and whether it is well.
 struct Member {
     projector: Arc<dyn Projector>,

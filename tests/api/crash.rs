@@ -412,5 +412,32 @@ async fn a_projector_stuck_on_one_event_is_marked_failed_and_holds_nothing_up() 
             .expect("parley runs");
         let status = String::from_utf8_lossy(&output.stdout);
         assert!(status.contains("FAILED"), "{status}");
+
+        let output = command
+            .args(["--format", "json"])
+            .output()
+            .expect("parley runs");
+        let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+        let entry = |name: &str| {
+            report
+                .as_array()
+                .and_then(|all| all.iter().find(|p| p["name"] == name))
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name} in {report}"))
+        };
+        let conversations = entry("conversations");
+        assert_eq!(conversations["state"], "failed", "{report}");
+        assert!(
+            conversations["lag"].as_u64().is_some_and(|lag| lag >= 1),
+            "{report}"
+        );
+        assert!(conversations["error"].is_string(), "{report}");
+        let users = entry("users");
+        assert_eq!(users["state"], "live", "{report}");
+        assert_eq!(users["lag"], 0, "{report}");
+        assert_eq!(users["head"], conversations["head"]);
+        for key in ["version", "position", "head", "lag"] {
+            assert!(!users[key].is_null(), "{key} in {report}");
+        }
     }
 }
