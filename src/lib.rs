@@ -12,6 +12,7 @@ pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod live;
+pub mod metrics;
 pub mod rate;
 pub mod startup;
 pub mod telemetry;

@@ -203,18 +203,26 @@ impl RateLimits {
         limits
     }
 
-    fn gate(&self, check: impl FnOnce() -> Result<(), Limited>) -> Result<(), Limited> {
-        if self.enabled {
-            check()
-        } else {
-            Ok(())
+    /// Runs `check` when limits are on, counting a refusal under `limit`.
+    fn gate(
+        &self,
+        limit: &'static str,
+        check: impl FnOnce() -> Result<(), Limited>,
+    ) -> Result<(), Limited> {
+        if !self.enabled {
+            return Ok(());
         }
+        let outcome = check();
+        if outcome.is_err() {
+            crate::metrics::rate_limited(limit);
+        }
+        outcome
     }
 
     /// Before checking a password: refused while the account or the address has failed
     /// too often. `account` is the username as typed, normalised.
     pub fn may_try_login(&self, account: &str, ip: IpAddr) -> Result<(), Limited> {
-        self.gate(|| {
+        self.gate("login", || {
             self.login_failures_by_ip.check(&IpKey::from(ip))?;
             self.login_failures_by_account.check(&account.to_owned())
         })
@@ -229,12 +237,14 @@ impl RateLimits {
     }
 
     pub fn register(&self, ip: IpAddr) -> Result<(), Limited> {
-        self.gate(|| self.registrations_by_ip.take(&IpKey::from(ip), 1))
+        self.gate("register", || {
+            self.registrations_by_ip.take(&IpKey::from(ip), 1)
+        })
     }
 
     /// An operation with `mutations` mutation fields, `messages` of them `sendMessage`.
     pub fn mutate(&self, caller: Caller, mutations: u32, messages: u32) -> Result<(), Limited> {
-        self.gate(|| {
+        self.gate("mutation", || {
             if let Caller::User(user) = caller {
                 self.messages.take(&user, messages)?;
             }
@@ -243,7 +253,7 @@ impl RateLimits {
     }
 
     pub fn connect(&self, ip: IpAddr) -> Result<(), Limited> {
-        self.gate(|| self.connects_by_ip.take(&IpKey::from(ip), 1))
+        self.gate("connect", || self.connects_by_ip.take(&IpKey::from(ip), 1))
     }
 
     fn prune(&self) {

@@ -80,6 +80,8 @@ impl Server {
         hasher: Argon2Hasher,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        // Installed before anything counts, so no early event goes unrecorded.
+        crate::metrics::handle();
         let db = open_database(&config).await?;
         if config.jwt_secret.is_none() {
             config.ensure_data_dir()?;

@@ -47,6 +47,7 @@ pub fn build_schema(state: Arc<AppState>) -> ParleySchema {
         .data(state)
         .limit_depth(16)
         .extension(limits::QueryLimits { max_cost, rate })
+        .extension(crate::metrics::OperationMetrics)
         .finish()
 }
 

@@ -1,5 +1,5 @@
 //! HTTP routes: `/graphql` (GraphQL over HTTP, WebSocket upgrades, GraphiQL),
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz` and `/metrics`.
 
 mod graphql;
 mod ws;
@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>, schema: ParleySchema) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(Http { state, schema })
@@ -170,4 +171,27 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
             "projectors": projectors,
         })),
     )
+}
+
+/// Prometheus metrics in the text exposition format.
+async fn metrics(State(http): State<Http>) -> Response {
+    let state = &http.state;
+    let head = parley_store::log::head(&state.db).await.ok();
+    crate::metrics::projectors(&state.projections.positions(), head);
+    crate::metrics::consistency_timeouts(
+        state
+            .consistency_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    match crate::metrics::render() {
+        Some(page) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            page,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),
+    }
 }

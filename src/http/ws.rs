@@ -69,6 +69,7 @@ async fn serve(
     state: Arc<crate::app::AppState>,
     ip: ClientIp,
 ) {
+    let _open = crate::metrics::Connection::open();
     let granted = Arc::new(OnceLock::new());
     session(socket, schema, state.clone(), granted.clone(), ip).await;
     // A stopping node releases all its connections at once (`Presence::release`).
@@ -141,9 +142,10 @@ impl Admission {
                     return false;
                 }
                 live.insert(id);
+                crate::metrics::subscriptions(1.0);
             }
-            "complete" | "stop" => {
-                live.remove(&id);
+            "complete" | "stop" if live.remove(&id) => {
+                crate::metrics::subscriptions(-1.0);
             }
             _ => {}
         }
@@ -157,11 +159,23 @@ impl Admission {
             return;
         }
         if let Ok(Envelope { id: Some(id), .. }) = serde_json::from_str::<Envelope>(text) {
-            self.live
+            let removed = self
+                .live
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&id);
+            if removed {
+                crate::metrics::subscriptions(-1.0);
+            }
         }
+    }
+}
+
+impl Drop for Admission {
+    /// The connection ended: its subscriptions with it.
+    fn drop(&mut self) {
+        let live = self.live.get_mut().map_or(0, |live| live.len());
+        crate::metrics::subscriptions(-(live as f64));
     }
 }
 

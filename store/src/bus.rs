@@ -26,6 +26,8 @@ const MAX_ATTEMPTS: u32 = 12;
 const STRIPES: usize = 256;
 /// Aggregates kept loaded per bus, most recently used first.
 const CACHED_AGGREGATES: usize = 1024;
+/// Prometheus counter of appended events, labelled by `event_type`.
+pub const EVENTS_APPENDED: &str = "parley_events_appended_total";
 
 /// The event repository of the configured backend.
 pub enum Repository {
@@ -400,6 +402,10 @@ where
             .map_or(snapshot_version, |(_, _, version)| Some(*version));
         self.repo.persist::<A>(&serialized, snapshot).await?;
         self.db.announcer.committed();
+        for event in &serialized {
+            metrics::counter!(EVENTS_APPENDED, "event_type" => event.event_type.clone())
+                .increment(1);
+        }
         self.put_cached(
             aggregate_id,
             Loaded {

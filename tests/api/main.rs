@@ -11,6 +11,7 @@ mod helpers;
 mod limits;
 mod live;
 mod messaging;
+mod metrics;
 mod moderation;
 mod nodes;
 mod rate;

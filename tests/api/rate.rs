@@ -132,6 +132,12 @@ async fn failed_logins_slow_the_account_and_the_address_but_no_one_else() {
             guesses += 1;
             assert!(guesses <= 11, "the account was never limited");
         }
+        let page = crate::metrics::scrape(&app).await;
+        assert!(
+            crate::metrics::value(&page, "parley_rate_limited_total", &[("limit", "login")])
+                .is_some_and(|refused| refused >= 1.0),
+            "{page}"
+        );
         assert!(
             guesses >= 10,
             "a person mistyping a few times is not limited: {guesses}"
