@@ -74,6 +74,45 @@ impl Projector for AuditChainProjector {
             .await?;
         Ok(())
     }
+
+    /// One read of the head and one multi-row insert per batch, instead of two
+    /// statements per event: every event passes through this projector.
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        const ROWS: usize = 200;
+        let head = chain_head(conn).await?;
+        let mut prev = head.map_or(ZERO, |(_, link)| link);
+        // The chain grows in log order, so an event at or before its head is in it.
+        let fresh = events
+            .iter()
+            .filter(|event| head.is_none_or(|(position, _)| event.position > position));
+        let mut rows = Vec::with_capacity(events.len());
+        for event in fresh {
+            let stream = event.hash.as_deref().and_then(from_hex).unwrap_or(ZERO);
+            prev = chain_link(&prev, &stream);
+            rows.push((event, to_hex(&stream), to_hex(&prev)));
+        }
+        for chunk in rows.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO audit_chain (txid, position, event_id, stream_hash, chain_hash) VALUES {}",
+                parley_store::values(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for (event, stream, link) in chunk {
+                query = query
+                    .bind(event.position.tx)
+                    .bind(event.position.pos)
+                    .bind(&event.event_id)
+                    .bind(stream)
+                    .bind(link);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
 }
 
 /// What verification found wrong, at the first place it went wrong.

@@ -31,6 +31,15 @@ pub fn format_time(at: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` bind parameters, for a
+/// multi-row `VALUES` list.
+pub fn values(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(1 + row * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `$start, $start+1, …` for `count` bind parameters, for `IN (…)` lists.
 pub fn placeholders(start: usize, count: usize) -> String {
     (start..start + count)

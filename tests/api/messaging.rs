@@ -998,6 +998,20 @@ mod replay {
                     projector.name()
                 );
 
+                // One event at a time (`apply`) builds what batches (`apply_all`) built.
+                runner::reset(db, projector.as_ref()).await.expect("reset");
+                let mut tx = db.write.begin().await.expect("begin");
+                for event in &events {
+                    projector.apply(&mut tx, event).await.expect("apply alone");
+                }
+                tx.commit().await.expect("commit");
+                assert_eq!(
+                    dump(db, &tables).await,
+                    before,
+                    "{}: events applied one by one differ from batches",
+                    projector.name()
+                );
+
                 runner::reset(db, projector.as_ref()).await.expect("reset");
                 runner::catch_up(db, projector.as_ref())
                     .await
