@@ -184,6 +184,101 @@ impl Projector for UnreadProjector {
         }
         Ok(())
     }
+
+    /// On PostgreSQL, runs of posts move their authors' markers and add attention rows
+    /// in two multi-row statements; anything else is applied alone, in order.
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let bulk = conn.backend_name() != "SQLite";
+        let mut run = Posts::default();
+        for event in events {
+            match event.event_of(&[EventKind::Conversation])? {
+                Some(Event::Conversation(ConversationEvent::MessagePosted {
+                    conversation_id,
+                    message_id,
+                    seq: message_seq,
+                    author_id,
+                    reply_to_author_id,
+                    mentions,
+                    ..
+                })) if bulk => {
+                    let message_seq = seq(*message_seq);
+                    // As `apply`: posting marks the post read for its author.
+                    let marker = run
+                        .markers
+                        .entry((*conversation_id, *author_id))
+                        .or_insert((message_seq, *message_id));
+                    if message_seq > marker.0 {
+                        *marker = (message_seq, *message_id);
+                    }
+                    for user in mentions.iter().chain(reply_to_author_id) {
+                        if user != author_id {
+                            run.attention
+                                .insert((*user, *message_id), (*conversation_id, message_seq));
+                        }
+                    }
+                }
+                _ => {
+                    run.write(conn).await?;
+                    self.apply(conn, event).await?;
+                }
+            }
+        }
+        run.write(conn).await
+    }
+}
+
+/// What a run of posts writes: each author's furthest marker per conversation, and the
+/// attention rows of the users they mention or answer.
+#[derive(Default)]
+struct Posts {
+    markers: HashMap<(Uuid, Uuid), (i64, Uuid)>,
+    attention: HashMap<(Uuid, Uuid), (Uuid, i64)>,
+}
+
+impl Posts {
+    async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        const ROWS: usize = 200;
+        let markers: Vec<_> = self.markers.drain().collect();
+        for chunk in markers.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO read_markers (conversation_id, user_id, read_seq, message_id) VALUES {} \
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, \
+                     message_id = excluded.message_id WHERE read_markers.read_seq < excluded.read_seq",
+                parley_store::values(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((conversation, user), (read_seq, message)) in chunk {
+                query = query
+                    .bind(conversation.to_string())
+                    .bind(user.to_string())
+                    .bind(*read_seq)
+                    .bind(message.to_string());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let attention: Vec<_> = self.attention.drain().collect();
+        for chunk in attention.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO attention (user_id, conversation_id, seq, message_id) VALUES {} \
+                 ON CONFLICT (user_id, message_id) DO NOTHING",
+                parley_store::values(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((user, message), (conversation, message_seq)) in chunk {
+                query = query
+                    .bind(user.to_string())
+                    .bind(conversation.to_string())
+                    .bind(*message_seq)
+                    .bind(message.to_string());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
