@@ -61,58 +61,7 @@ impl Projector for MessagesProjector {
                     .execute(&mut *conn)
                     .await?;
                 }
-                ConversationEvent::MessagePosted {
-                    conversation_id,
-                    message_id,
-                    seq,
-                    author_id,
-                    body,
-                    format,
-                    reply_to_id,
-                    mentions,
-                    attachment_ids,
-                    posted_at,
-                    ..
-                } => {
-                    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-                    let at = format_time(posted_at);
-                    sqlx::query(
-                        "INSERT INTO messages (id, conversation_id, seq, author_id, body, format, created_at, reply_to_id, mentions, attachment_ids) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(message_id.to_string())
-                    .bind(conversation_id.to_string())
-                    .bind(seq)
-                    .bind(author_id.to_string())
-                    .bind(&body)
-                    .bind(format)
-                    .bind(&at)
-                    .bind(reply_to_id.map(|id| id.to_string()))
-                    .bind(json_ids(&mentions))
-                    .bind(json_ids(&attachment_ids))
-                    .execute(&mut *conn)
-                    .await?;
-                    index(conn, message_id, Some(&body)).await?;
-                    if let Some(parent) = reply_to_id {
-                        // Recounted rather than incremented, so a replay cannot double it.
-                        sqlx::query("UPDATE messages SET reply_count = (SELECT COUNT(*) FROM messages WHERE reply_to_id = $1) WHERE id = $1")
-                            .bind(parent.to_string())
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    sqlx::query(
-                        "INSERT INTO conversation_activity (conversation_id, last_seq, last_message_id, last_activity_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (conversation_id) DO UPDATE SET last_seq = excluded.last_seq, \
-                             last_message_id = excluded.last_message_id, last_activity_at = excluded.last_activity_at \
-                         WHERE conversation_activity.last_seq < excluded.last_seq",
-                    )
-                    .bind(conversation_id.to_string())
-                    .bind(seq)
-                    .bind(message_id.to_string())
-                    .bind(&at)
-                    .execute(&mut *conn)
-                    .await?;
-                }
+                ConversationEvent::MessagePosted { .. } => insert_posts(conn, &[event]).await?,
                 _ => {}
             },
             Some(Event::Message(decoded)) => match decoded.clone() {
@@ -198,20 +147,18 @@ impl Projector for MessagesProjector {
         Ok(())
     }
 
-    /// On PostgreSQL, runs of posts (most of any log) are written with two multi-row
-    /// statements (plus a recount per replied-to message) instead of two or three per
-    /// post; anything else is applied alone, in order. SQLite runs in process, where a
-    /// statement costs no round trip, and keeps the per-event path with its search index.
+    /// Runs of posts (most of any log) are written with two multi-row statements (plus
+    /// a recount per replied-to message) instead of two or three per post; anything
+    /// else is applied alone, in order.
     async fn apply_all(
         &self,
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let bulk = conn.backend_name() != "SQLite";
         let mut run = Vec::new();
         for event in events {
             match event.event_of(&[EventKind::Conversation])? {
-                Some(Event::Conversation(ConversationEvent::MessagePosted { .. })) if bulk => {
+                Some(Event::Conversation(ConversationEvent::MessagePosted { .. })) => {
                     run.push(*event);
                 }
                 _ => {
@@ -225,14 +172,15 @@ impl Projector for MessagesProjector {
     }
 }
 
-/// Writes a run of `MessagePosted` events: the messages, reply counts of the messages
-/// they answer, and their conversations' latest activity.
+/// Writes a run of `MessagePosted` events: the messages, their search entries, reply
+/// counts of the messages they answer, and their conversations' latest activity.
 async fn insert_posts(
     conn: &mut AnyConnection,
     run: &[&StoredEvent],
 ) -> Result<(), ProjectionError> {
     const ROWS: usize = 200;
     struct Post {
+        message: uuid::Uuid,
         id: String,
         conversation: String,
         seq: i64,
@@ -261,6 +209,7 @@ async fn insert_posts(
         })) = event.event_of(&[EventKind::Conversation])?
         {
             posts.push(Post {
+                message: *message_id,
                 id: message_id.to_string(),
                 conversation: conversation_id.to_string(),
                 seq: i64::try_from(*seq).unwrap_or(i64::MAX),
@@ -295,6 +244,9 @@ async fn insert_posts(
                 .bind(&post.attachments);
         }
         query.execute(&mut *conn).await?;
+    }
+    for post in &posts {
+        index(conn, post.message, Some(&post.body)).await?;
     }
     let mut parents: Vec<&str> = posts.iter().filter_map(|p| p.reply_to.as_deref()).collect();
     parents.sort_unstable();

@@ -110,31 +110,10 @@ impl Projector for UnreadProjector {
                     // A (re)joining member starts with everything before the join read.
                     set_marker(conn, conversation_id, user_id, seq(last_seq), None, false).await?;
                 }
-                ConversationEvent::MessagePosted {
-                    conversation_id,
-                    message_id,
-                    seq: message_seq,
-                    author_id,
-                    reply_to_author_id,
-                    mentions,
-                    ..
-                } => {
-                    let message_seq = seq(message_seq);
-                    // Posting marks the post read for its author, as in Slack and Matrix.
-                    set_marker(
-                        conn,
-                        conversation_id,
-                        author_id,
-                        message_seq,
-                        Some(message_id),
-                        true,
-                    )
-                    .await?;
-                    for user in mentions.into_iter().chain(reply_to_author_id) {
-                        if user != author_id {
-                            attend(conn, user, conversation_id, message_seq, message_id).await?;
-                        }
-                    }
+                ConversationEvent::MessagePosted { .. } => {
+                    let mut posts = Posts::default();
+                    posts.add(event)?;
+                    posts.write(conn).await?;
                 }
                 _ => {}
             },
@@ -185,46 +164,18 @@ impl Projector for UnreadProjector {
         Ok(())
     }
 
-    /// On PostgreSQL, runs of posts move their authors' markers and add attention rows
-    /// in two multi-row statements; anything else is applied alone, in order.
+    /// Runs of posts move their authors' markers and add attention rows in two
+    /// multi-row statements; anything else is applied alone, in order.
     async fn apply_all(
         &self,
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let bulk = conn.backend_name() != "SQLite";
         let mut run = Posts::default();
         for event in events {
-            match event.event_of(&[EventKind::Conversation])? {
-                Some(Event::Conversation(ConversationEvent::MessagePosted {
-                    conversation_id,
-                    message_id,
-                    seq: message_seq,
-                    author_id,
-                    reply_to_author_id,
-                    mentions,
-                    ..
-                })) if bulk => {
-                    let message_seq = seq(*message_seq);
-                    // As `apply`: posting marks the post read for its author.
-                    let marker = run
-                        .markers
-                        .entry((*conversation_id, *author_id))
-                        .or_insert((message_seq, *message_id));
-                    if message_seq > marker.0 {
-                        *marker = (message_seq, *message_id);
-                    }
-                    for user in mentions.iter().chain(reply_to_author_id) {
-                        if user != author_id {
-                            run.attention
-                                .insert((*user, *message_id), (*conversation_id, message_seq));
-                        }
-                    }
-                }
-                _ => {
-                    run.write(conn).await?;
-                    self.apply(conn, event).await?;
-                }
+            if !run.add(event)? {
+                run.write(conn).await?;
+                self.apply(conn, event).await?;
             }
         }
         run.write(conn).await
@@ -240,6 +191,38 @@ struct Posts {
 }
 
 impl Posts {
+    /// Takes in `event` if it is a post; false if it is not.
+    fn add(&mut self, event: &StoredEvent) -> Result<bool, ProjectionError> {
+        let Some(Event::Conversation(ConversationEvent::MessagePosted {
+            conversation_id,
+            message_id,
+            seq: message_seq,
+            author_id,
+            reply_to_author_id,
+            mentions,
+            ..
+        })) = event.event_of(&[EventKind::Conversation])?
+        else {
+            return Ok(false);
+        };
+        let message_seq = seq(*message_seq);
+        // Posting marks the post read for its author, as in Slack and Matrix.
+        let marker = self
+            .markers
+            .entry((*conversation_id, *author_id))
+            .or_insert((message_seq, *message_id));
+        if message_seq > marker.0 {
+            *marker = (message_seq, *message_id);
+        }
+        for user in mentions.iter().chain(reply_to_author_id) {
+            if user != author_id {
+                self.attention
+                    .insert((*user, *message_id), (*conversation_id, message_seq));
+            }
+        }
+        Ok(true)
+    }
+
     async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         const ROWS: usize = 200;
         let markers: Vec<_> = self.markers.drain().collect();
