@@ -293,7 +293,7 @@ async fn export_events(
             );
         }
     };
-    let tally = if output == "-" {
+    let summary = if output == "-" {
         let out = BufWriter::new(std::io::stdout());
         crate::export::export(db, filter, format, out, progress).await?
     } else {
@@ -309,10 +309,10 @@ async fn export_events(
         let exported =
             crate::export::export(db, filter, format, BufWriter::new(file), progress).await;
         match exported {
-            Ok(tally) => {
+            Ok(summary) => {
                 std::fs::rename(&partial, path)
                     .with_context(|| format!("cannot create {output}"))?;
-                tally
+                summary
             }
             Err(error) => {
                 let _ = std::fs::remove_file(&partial);
@@ -323,6 +323,12 @@ async fn export_events(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    for missing in &summary.unmatched_types {
+        eprintln!(
+            "export: warning: no event of type {missing:?} was exported (type names are exact, such as MessagePosted)"
+        );
+    }
+    let tally = summary.tally;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "export: {} of {} events written ({:.0} events/s), last cursor {}",

@@ -349,21 +349,31 @@ pub struct Progress {
     pub position: LogPosition,
 }
 
+/// What an export did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub tally: Progress,
+    /// Types asked for with `--type` of which no event was exported: most likely a
+    /// misspelt name, since the filter is exact.
+    pub unmatched_types: Vec<String>,
+}
+
 /// Streams the events `filter` admits to `out` in `format`, calling `progress` after
-/// every page. Returns the final tally.
+/// every page.
 pub async fn export<W: Write + Send + 'static>(
     db: &Db,
     filter: &Filter,
     format: Format,
     out: W,
     mut progress: impl FnMut(Progress),
-) -> Result<Progress, ExportError> {
+) -> Result<Summary, ExportError> {
     filter.check()?;
     let mut sink = sink(format, out)?;
     let mut tally = Progress {
         position: filter.after,
         ..Progress::default()
     };
+    let mut unmatched: Vec<String> = filter.types.clone();
     loop {
         let events = log::read_after(db, tally.position, PAGE).await?;
         let Some(last) = events.last() else { break };
@@ -373,6 +383,7 @@ pub async fn export<W: Write + Send + 'static>(
         for event in &events {
             let row = Row::of(event)?;
             if filter.admits(event, &row)? {
+                unmatched.retain(|wanted| *wanted != row.event_type);
                 rows.push(row);
             }
         }
@@ -381,5 +392,8 @@ pub async fn export<W: Write + Send + 'static>(
         progress(tally);
     }
     sink.finish()?;
-    Ok(tally)
+    Ok(Summary {
+        tally,
+        unmatched_types: unmatched,
+    })
 }

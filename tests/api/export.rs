@@ -274,6 +274,31 @@ async fn the_three_formats_hold_the_same_rows_and_filters_select_what_they_say()
             .iter()
             .all(|row| row["occurred_at"] == middle["occurred_at"]));
 
+        // A type no event has is named in a warning (a misspelling, most likely).
+        let output = parley(
+            &app,
+            &[
+                "export",
+                "events",
+                "--format",
+                "jsonl",
+                "--output",
+                "-",
+                "--type",
+                "MessagePosted",
+                "--type",
+                "messageposted",
+            ],
+        );
+        assert!(output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("warning: no event of type \"messageposted\""),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("type \"MessagePosted\""), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 4);
+
         // Standard output.
         let output = parley(
             &app,
