@@ -131,10 +131,28 @@ async fn interpret(
         ])? {
             Some(Event::Conversation(decoded)) if event.aggregate_id == ours => {
                 match decoded.clone() {
-                    Domain::MessagePosted { message_id, .. } => {
+                    Domain::MessagePosted {
+                        message_id,
+                        body,
+                        mentions,
+                        ..
+                    } => {
+                        let mut posted = message(db, event, message_id).await?;
+                        // The message as this event posted it, though the read model may
+                        // already hold a later edit (which arrives as its own event). A
+                        // deleted message stays a tombstone: replaying its post must not
+                        // bring its text back.
+                        if posted.0.deleted == 0 {
+                            posted.0.body = Some(body);
+                            posted.0.edited_at = None;
+                            posted.0.mentions = serde_json::to_string(
+                                &mentions.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+                            )
+                            .map_err(|error| ApiError::internal(error.to_string()))?;
+                        }
                         Delivery::Send(ConversationEvent::MessagePosted(MessagePosted {
                             cursor,
-                            message: message(db, event, message_id).await?,
+                            message: posted,
                         }))
                     }
                     Domain::MemberJoined { user_id, .. } => {
