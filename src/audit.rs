@@ -57,12 +57,6 @@ pub struct AuditReport {
     pub actions: Vec<AuditAction>,
 }
 
-fn occurred_at(event: &StoredEvent) -> Option<OffsetDateTime> {
-    event.meta("occurred_at").and_then(|at| {
-        OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
-    })
-}
-
 fn until_text(until: Option<OffsetDateTime>) -> String {
     until.map_or_else(|| "indefinite".to_owned(), format_time)
 }
@@ -92,7 +86,7 @@ pub async fn replay(
     as_of: OffsetDateTime,
 ) -> Result<AuditReport, ProjectionError> {
     let id = conversation_id.to_string();
-    let in_time = |event: &StoredEvent| occurred_at(event).is_some_and(|at| at <= as_of);
+    let in_time = |event: &StoredEvent| event.occurred_at().is_some_and(|at| at <= as_of);
     let mut conversation = Conversation::default();
     let mut actions = Vec::new();
     for event in log::stream(db, Conversation::TYPE, &id)

@@ -1,5 +1,5 @@
-//! The `parley` command line: `serve` (default), `migrate`, `projections status`,
-//! `audit`, `export events`.
+//! The `parley` command line: `serve` (default), `migrate`, `projections status` and
+//! `rebuild`, `audit`, `export events`.
 
 use clap::{Parser, Subcommand};
 
@@ -108,6 +108,27 @@ fn parse_time(raw: &str) -> Result<time::OffsetDateTime, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
+    /// Rebuild read models from the log beside the live ones and switch them in once
+    /// caught up, while servers keep serving from the live ones. An interrupted rebuild
+    /// resumes when run again. With --until and --into, build the read models as they
+    /// stood at a moment into a separate SQLite file instead.
+    Rebuild {
+        /// Projectors to rebuild, by name (as `parley projections status` lists them).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Every projector.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Drop an interrupted rebuild's shadow tables instead of resuming it.
+        #[arg(long, conflicts_with_all = ["until", "into"])]
+        discard: bool,
+        /// RFC 3339 time: build the read models as they stood then (needs --into).
+        #[arg(long, value_parser = parse_time, requires = "into")]
+        until: Option<time::OffsetDateTime>,
+        /// SQLite file to build into (needs --until; every projector unless named).
+        #[arg(long, value_name = "FILE.sqlite", requires = "until")]
+        into: Option<std::path::PathBuf>,
+    },
     /// Each projector's checkpoint against the head of the log.
     Status {
         /// `json`: a list of objects with `name`, `version`, `state`, `position`,
@@ -224,6 +245,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
         Command::Projections {
+            command:
+                ProjectionsCommand::Rebuild {
+                    names,
+                    all,
+                    discard,
+                    until,
+                    into,
+                },
+        } => {
+            let chosen = choose_projectors(&names, all || into.is_some())?;
+            let db = open_database(&cli.config).await?;
+            let result = match (until, into) {
+                (Some(until), Some(into)) => build_as_of(&db, &chosen, until, &into).await,
+                _ if discard => discard_rebuilds(&db, &chosen).await,
+                _ => rebuild_projections(&db, &chosen).await,
+            };
+            db.close().await;
+            result
+        }
+        Command::Projections {
             command: ProjectionsCommand::Status { format },
         } => {
             let db = open_database(&cli.config).await?;
@@ -256,6 +297,124 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The projectors named, or all of them when `all` (or none named and `default_all`).
+fn choose_projectors(
+    names: &[String],
+    all: bool,
+) -> anyhow::Result<Vec<std::sync::Arc<dyn parley_projections::Projector>>> {
+    let every = projectors();
+    if all && names.is_empty() {
+        return Ok(every);
+    }
+    if names.is_empty() {
+        anyhow::bail!("name the projectors to rebuild, or pass --all");
+    }
+    let known: Vec<&str> = every.iter().map(|projector| projector.name()).collect();
+    if let Some(unknown) = names.iter().find(|name| !known.contains(&name.as_str())) {
+        anyhow::bail!(
+            "no projector is called {unknown:?} (there are: {})",
+            known.join(", ")
+        );
+    }
+    Ok(every
+        .into_iter()
+        .filter(|projector| names.iter().any(|name| name == projector.name()))
+        .collect())
+}
+
+/// Rebuilds each projector in turn beside its live tables, with progress on stderr.
+async fn rebuild_projections(
+    db: &parley_store::Db,
+    chosen: &[std::sync::Arc<dyn parley_projections::Projector>],
+) -> anyhow::Result<()> {
+    for projector in chosen {
+        let name = projector.name();
+        let started = std::time::Instant::now();
+        let mut meter = crate::progress::Meter::new(format!("rebuild {name}"), "events", 0);
+        let rebuilt = parley_projections::rebuild::rebuild(db, projector.as_ref(), &mut |p| {
+            meter.set(p.applied, String::new)
+        })
+        .await;
+        meter.finish();
+        let rebuilt = rebuilt?;
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "rebuild {name}: {} events{} ({:.0} events/s), switched in at {}",
+            rebuilt.applied,
+            if rebuilt.resumed { ", resumed" } else { "" },
+            rebuilt.applied as f64 / seconds,
+            rebuilt.position.to_cursor()
+        );
+    }
+    Ok(())
+}
+
+async fn discard_rebuilds(
+    db: &parley_store::Db,
+    chosen: &[std::sync::Arc<dyn parley_projections::Projector>],
+) -> anyhow::Result<()> {
+    for projector in chosen {
+        let name = projector.name();
+        if parley_projections::rebuild::discard(db, projector.as_ref()).await? {
+            eprintln!("rebuild {name}: discarded");
+        } else {
+            eprintln!("rebuild {name}: nothing to discard");
+        }
+    }
+    Ok(())
+}
+
+/// Builds the read models as of `until` into `into`, written beside it and renamed into
+/// place when complete.
+async fn build_as_of(
+    db: &parley_store::Db,
+    chosen: &[std::sync::Arc<dyn parley_projections::Projector>],
+    until: time::OffsetDateTime,
+    into: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let partial = partial_path(into);
+    // Left by an earlier attempt that was killed.
+    let _ = std::fs::remove_file(&partial);
+    let started = std::time::Instant::now();
+    let mut meter = crate::progress::Meter::new("rebuild --until", "events read", 0);
+    let built = parley_projections::time_travel::build(db, chosen, until, &partial, &mut |p| {
+        meter.set(p.applied, String::new)
+    })
+    .await;
+    meter.finish();
+    let built = match built {
+        Ok(built) => built,
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(
+                anyhow::Error::new(error).context(format!("cannot build {}", into.display()))
+            );
+        }
+    };
+    std::fs::rename(&partial, into).with_context(|| format!("cannot create {}", into.display()))?;
+    eprintln!(
+        "rebuild --until {}: {} events applied to {} projectors in {:.1} s, last cursor {}, into {}",
+        parley_store::format_time(until),
+        built.applied,
+        chosen.len(),
+        started.elapsed().as_secs_f64(),
+        built.position.to_cursor(),
+        into.display()
+    );
+    Ok(())
+}
+
+/// Where a file being written waits until complete: beside it, hidden.
+fn partial_path(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_file_name(format!(
+        ".{}.partial",
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ))
+}
+
 /// Runs an export to `output` (a file, written beside it and renamed into place when
 /// complete, or `-` for standard output), with progress on standard error.
 async fn export_events(
@@ -265,45 +424,20 @@ async fn export_events(
     output: &str,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    use std::io::{BufWriter, IsTerminal as _};
+    use std::io::BufWriter;
 
     let total = parley_store::log::count_after(db, filter.after).await?;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} events read, {per_sec}, ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(bar)
-    } else {
-        None
-    };
     let started = std::time::Instant::now();
-    let mut last_line = started;
+    let mut meter = crate::progress::Meter::new("export", "events read", total);
     let progress = |tally: crate::export::Progress| {
-        if let Some(bar) = &bar {
-            bar.set_position(tally.read);
-        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
-            last_line = std::time::Instant::now();
-            eprintln!(
-                "export: {}/{total} events read, {} written",
-                tally.read, tally.written
-            );
-        }
+        meter.set(tally.read, || format!("{} written", tally.written));
     };
     let summary = if output == "-" {
         let out = BufWriter::new(std::io::stdout());
         crate::export::export(db, filter, format, out, progress).await?
     } else {
         let path = std::path::Path::new(output);
-        let partial = path.with_file_name(format!(
-            ".{}.partial",
-            path.file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
+        let partial = partial_path(path);
         let file =
             std::fs::File::create(&partial).with_context(|| format!("cannot create {output}"))?;
         let exported =
@@ -320,9 +454,7 @@ async fn export_events(
             }
         }
     };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    meter.finish();
     for missing in &summary.unmatched_types {
         eprintln!(
             "export: warning: no event of type {missing:?} was exported (type names are exact, such as MessagePosted)"

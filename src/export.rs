@@ -198,9 +198,7 @@ impl Row {
             sequence: event.sequence,
             event_type,
             event_version,
-            occurred_at: event.meta("occurred_at").and_then(|at| {
-                OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
-            }),
+            occurred_at: event.occurred_at(),
             actor_id: meta("actor_id"),
             correlation_id: meta("correlation_id"),
             causation_id: meta("causation_id"),

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod progress;
 pub mod rate;
 pub mod startup;
 pub mod telemetry;

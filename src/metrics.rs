@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const PROJECTOR_POSITION: &str = "parley_projector_position";
 pub const PROJECTOR_LAG: &str = "parley_projector_lag_events";
 pub const PROJECTOR_STATE: &str = "parley_projector_state";
+pub const PROJECTOR_REBUILD: &str = "parley_projector_rebuild_progress_ratio";
 pub const EVENTS_APPENDED: &str = parley_store::bus::EVENTS_APPENDED;
 pub const OPERATIONS: &str = "parley_graphql_operations_total";
 pub const OPERATION_SECONDS: &str = "parley_graphql_operation_duration_seconds";
@@ -66,7 +67,11 @@ fn describe() {
     );
     describe_gauge!(
         PROJECTOR_STATE,
-        "1 for each projector's current state (live or failed), 0 for the other."
+        "1 for each projector's current state (live, rebuilding or failed), 0 for the others."
+    );
+    describe_gauge!(
+        PROJECTOR_REBUILD,
+        "Share of the log a rebuild of each projector has applied (0 to 1); 0 when none runs."
     );
     describe_counter!(EVENTS_APPENDED, "Events appended to the log, by type.");
     describe_counter!(
@@ -87,10 +92,12 @@ fn describe() {
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by limit.");
 }
 
-/// Sets the projector gauges from this node's view of its projectors and the head.
+/// Sets the projector gauges from this node's view of its projectors and the head, and
+/// the rebuilds under way (name, share done).
 pub fn projectors(
     positions: &[(&'static str, parley_projections::runner::Progress)],
     head: Option<parley_store::LogPosition>,
+    rebuilds: &[(String, f64)],
 ) {
     for (name, progress) in positions {
         let name = *name;
@@ -100,17 +107,29 @@ pub fn projectors(
             let lag = head.pos.saturating_sub(progress.position.pos).max(0);
             gauge!(PROJECTOR_LAG, "projector" => name).set(lag as f64);
         }
-        let failed = progress.failure.is_some();
-        gauge!(PROJECTOR_STATE, "projector" => name, "state" => "failed").set(if failed {
-            1.0
-        } else {
-            0.0
-        });
-        gauge!(PROJECTOR_STATE, "projector" => name, "state" => "live").set(if failed {
-            0.0
-        } else {
-            1.0
-        });
+        let rebuild = rebuilds
+            .iter()
+            .find(|(rebuilt, _)| rebuilt == name)
+            .map(|(_, share)| *share);
+        gauge!(PROJECTOR_REBUILD, "projector" => name).set(rebuild.unwrap_or(0.0));
+        let state = projector_state(progress, rebuild.is_some());
+        for each in ["live", "rebuilding", "failed"] {
+            let on = if each == state { 1.0 } else { 0.0 };
+            gauge!(PROJECTOR_STATE, "projector" => name, "state" => each).set(on);
+        }
+    }
+}
+
+/// `failed` while stuck, `rebuilding` while a rebuild makes its tables anew beside the
+/// ones served, `live` otherwise; as `/readyz` and `parley projections status` say.
+pub fn projector_state(
+    progress: &parley_projections::runner::Progress,
+    rebuilding: bool,
+) -> &'static str {
+    match (&progress.failure, rebuilding) {
+        (Some(_), _) => "failed",
+        (None, true) => "rebuilding",
+        (None, false) => "live",
     }
 }
 

@@ -9,4 +9,10 @@ pub enum ProjectionError {
     InvalidCursor,
     #[error("page sizes must not be negative")]
     InvalidPageSize,
+    #[error("a rebuild of {0} is already running")]
+    RebuildRunning(&'static str),
+    #[error("an in-memory database cannot be rebuilt beside itself")]
+    RebuildInMemory,
+    #[error("rebuild: {0}")]
+    Rebuild(String),
 }

@@ -14,11 +14,15 @@ pub mod messages;
 pub mod moderation;
 pub mod notifications;
 pub mod page;
+pub mod projector;
+pub mod rebuild;
 pub mod runner;
 pub mod sessions;
+pub mod time_travel;
 pub mod unread;
 pub mod users;
 
 pub use error::ProjectionError;
 pub(crate) use parley_store::{format_time, placeholders, Backend, Db, StoredEvent};
-pub use runner::{Projections, Projector};
+pub use projector::Projector;
+pub use runner::Projections;

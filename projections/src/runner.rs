@@ -15,49 +15,14 @@ use std::time::Duration;
 
 use sqlx::{AnyConnection, Connection as _, Executor as _, Row};
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::projector::lock_key;
+pub use crate::projector::{all_tables, Projector};
 use crate::{Db, ProjectionError};
 use parley_store::announce::{EVENTS_CHANNEL, PROGRESS_CHANNEL};
 use parley_store::log::{self, LogPosition, StoredEvent};
-
-/// A read-model builder: a small, idempotent function of (rows, event).
-#[async_trait::async_trait]
-pub trait Projector: Send + Sync + 'static {
-    /// Checkpoint name; stable across releases.
-    fn name(&self) -> &'static str;
-    /// Bumping it makes the projector rebuild its tables from the start of the log.
-    fn version(&self) -> i64 {
-        1
-    }
-    /// The tables this projector alone writes, emptied on a rebuild.
-    fn tables(&self) -> &'static [&'static str];
-    /// Tables that exist only on one backend (such as SQLite's full-text index).
-    fn backend_tables(&self, _backend: crate::Backend) -> &'static [&'static str] {
-        &[]
-    }
-    /// Applies one event. Must be idempotent: the same event twice changes nothing.
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError>;
-    /// Applies a batch, in order, with the same outcome as `apply` on each event. A
-    /// projector whose events arrive in bulk overrides it to write them in a few
-    /// multi-row statements: on PostgreSQL every statement is a round trip, and the
-    /// runner's round trips per event bound how fast every mutation returns.
-    async fn apply_all(
-        &self,
-        conn: &mut AnyConnection,
-        events: &[&StoredEvent],
-    ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply(conn, event).await?;
-        }
-        Ok(())
-    }
-}
 
 const BATCH: i64 = 500;
 /// Failures in a row at one position before a projector is marked failed.
@@ -67,6 +32,8 @@ const FAILED_RETRY: Duration = Duration::from_secs(10);
 /// Fallback poll while idle; the in-process wake-up makes the common case immediate.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a background rebuild that could not finish waits before trying again.
+const REBUILD_RETRY: Duration = Duration::from_secs(30);
 /// How often a standby node checks the owner's checkpoint and tries for the lock.
 const STANDBY_POLL: Duration = Duration::from_millis(100);
 
@@ -125,10 +92,15 @@ async fn save_checkpoints(
     if projectors.is_empty() {
         return Ok(());
     }
+    // Never backwards, and never the version: a rebuild that switched its tables in
+    // while this batch ran set both, and this runner, resuming from behind it, only
+    // applies again what the new tables hold. The version of an existing checkpoint is
+    // that of the tables' builder, which only a rebuild or a reset changes.
     let sql = format!(
         "INSERT INTO projection_checkpoints (name, version, txid, position) VALUES {} \
-         ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
-             txid = excluded.txid, position = excluded.position",
+         ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, position = excluded.position \
+         WHERE (projection_checkpoints.txid, projection_checkpoints.position) \
+             < (excluded.txid, excluded.position)",
         parley_store::values(projectors.len(), 4)
     );
     let mut query = sqlx::query(&sql);
@@ -162,13 +134,6 @@ pub async fn reset(db: &Db, projector: &dyn Projector) -> Result<(), ProjectionE
     .await?;
     tx.commit().await?;
     Ok(())
-}
-
-/// Every table the projector writes on `backend`.
-pub fn all_tables(projector: &dyn Projector, backend: crate::Backend) -> Vec<&'static str> {
-    let mut tables = projector.tables().to_vec();
-    tables.extend_from_slice(projector.backend_tables(backend));
-    tables
 }
 
 /// Brings the checkpoint to the projector's version, resetting it on a version change.
@@ -206,7 +171,7 @@ pub async fn run_batch(
 
 /// Applies `events` to each projector past its own position and moves every one's
 /// checkpoint to the last event, all in one transaction.
-async fn apply_batch(
+pub(crate) async fn apply_batch(
     db: &Db,
     work: &[(&dyn Projector, LogPosition)],
     events: &[StoredEvent],
@@ -334,7 +299,8 @@ pub struct Status {
     /// The version this release's projector has.
     pub version: i64,
     /// `live`; `failed` (stuck on the event after `position`, see `error`); or
-    /// `rebuilding` (its stored version differs: the next node to run it rebuilds it).
+    /// `rebuilding` (a rebuild is under way, see `rebuild`, or its tables are of
+    /// another version, which the node running it rebuilds in the background).
     pub state: &'static str,
     /// Cursor of the last event it applied (`0.0` before the first).
     pub position: String,
@@ -344,6 +310,9 @@ pub struct Status {
     pub lag: u64,
     pub error: Option<String>,
     pub failed_at: Option<String>,
+    /// A rebuild beside the live tables: running, or interrupted (then `updated_at`
+    /// stays behind; run the rebuild again to resume it, or discard it).
+    pub rebuild: Option<crate::rebuild::Report>,
 }
 
 /// Each projector's stored checkpoint and failure mark against the head of the log.
@@ -361,9 +330,11 @@ pub async fn status(
         let failure = load_failure(db, name)
             .await?
             .filter(|failure| failure.position >= position);
+        let rebuild = crate::rebuild::report(db, name).await?;
         let state = match (&failure, checkpoint) {
             (Some(_), _) => "failed",
             (None, Some(c)) if c.version != projector.version() => "rebuilding",
+            _ if rebuild.is_some() => "rebuilding",
             _ => "live",
         };
         let lag = if position >= head {
@@ -380,6 +351,7 @@ pub async fn status(
             lag,
             error: failure.as_ref().map(|f| f.error.clone()),
             failed_at: failure.map(|f| f.failed_at),
+            rebuild,
         });
     }
     Ok(report)
@@ -429,15 +401,20 @@ impl Member {
         self.in_a_row == 0 && !self.failed()
     }
 
-    /// Loads its checkpoint (resetting it on a version change) to start running it.
-    async fn take_over(&mut self, db: &Db) {
-        match prepare(db, self.projector.as_ref()).await {
-            Ok(position) => {
+    /// Loads its checkpoint to start running it. Returns whether its tables were built
+    /// by another version of it: they keep being served, and kept up to date, while a
+    /// rebuild makes new ones beside them (blue/green).
+    async fn take_over(&mut self, db: &Db) -> bool {
+        match load_checkpoint(db, self.name()).await {
+            Ok(checkpoint) => {
+                let position = checkpoint.map_or(LogPosition::START, |c| c.position);
                 self.owned = Some(position);
                 self.progress.send_modify(|seen| seen.position = position);
+                checkpoint.is_some_and(|c| c.version != self.projector.version())
             }
             Err(error) => {
                 tracing::error!(projector = self.name(), %error, "cannot load checkpoint");
+                false
             }
         }
     }
@@ -755,15 +732,6 @@ async fn listen(
     }
 }
 
-/// An advisory-lock key, the same on every node.
-fn lock_key(name: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("parley:projector:{name}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
-}
-
 /// The lock a node's whole runner holds on PostgreSQL.
 const GROUP_LOCK: &str = "*";
 
@@ -784,6 +752,8 @@ async fn try_lock(session: &mut sqlx::PgConnection, name: &str) -> Result<bool, 
 async fn run_shared(db: Db, mut members: Vec<Member>, wake: Arc<Notify>) {
     use sqlx::postgres::PgConnection;
     let Some(pool) = db.pg.clone() else { return };
+    // Dropped, and so stopped, with the runner.
+    let mut rebuilds = JoinSet::new();
     loop {
         for member in &mut members {
             member.locked = false;
@@ -829,7 +799,9 @@ async fn run_shared(db: Db, mut members: Vec<Member>, wake: Arc<Notify>) {
                     }
                 }
                 if member.locked {
-                    member.take_over(&db).await;
+                    if member.take_over(&db).await {
+                        rebuilds.spawn(rebuild_in_background(db.clone(), member.projector.clone()));
+                    }
                 } else {
                     member.follow(&db).await;
                 }
@@ -856,13 +828,52 @@ async fn run(db: Db, mut members: Vec<Member>, wake: Arc<Notify>) {
     if db.backend == crate::Backend::Postgres {
         return run_shared(db, members, wake).await;
     }
+    // Dropped, and so stopped, with the runner.
+    let mut rebuilds = JoinSet::new();
     loop {
         for member in members.iter_mut().filter(|member| member.owned.is_none()) {
             member.locked = true;
-            member.take_over(&db).await;
+            if member.take_over(&db).await {
+                rebuilds.spawn(rebuild_in_background(db.clone(), member.projector.clone()));
+            }
         }
         if round(&db, &mut members).await.is_empty() {
             let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+        }
+    }
+}
+
+/// Rebuilds a projector whose version changed beside its live tables, which keep being
+/// served meanwhile, and switches the new ones in once they have caught up: deploying a
+/// changed projector needs no downtime. Another node, or an operator's `parley
+/// projections rebuild`, may be at it already; then this waits for theirs to finish.
+async fn rebuild_in_background(db: Db, projector: Arc<dyn Projector>) {
+    let name = projector.name();
+    loop {
+        tracing::info!(
+            projector = name,
+            version = projector.version(),
+            "projector version changed; rebuilding beside the live tables"
+        );
+        match crate::rebuild::rebuild(&db, projector.as_ref(), &mut |_| {}).await {
+            Ok(done) => {
+                tracing::info!(
+                    projector = name,
+                    events = done.applied,
+                    "rebuilt tables switched in"
+                );
+                return;
+            }
+            Err(ProjectionError::RebuildRunning(_)) => {}
+            Err(error) => {
+                tracing::warn!(projector = name, %error, "background rebuild failed; will try again");
+            }
+        }
+        tokio::time::sleep(REBUILD_RETRY).await;
+        if let Ok(Some(checkpoint)) = load_checkpoint(&db, name).await {
+            if checkpoint.version == projector.version() {
+                return;
+            }
         }
     }
 }

@@ -139,7 +139,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready when the store answers; reports each projector's position, whether it has
-/// caught up, and whether it is stuck (`state: failed`, with the error).
+/// caught up, and its state: `live`, `rebuilding` (new tables are being built beside
+/// the ones served) or `failed` (stuck, with the error).
 async fn readyz(State(http): State<Http>) -> impl IntoResponse {
     let state = &http.state;
     if let Err(error) = state.db.ping().await {
@@ -149,14 +150,18 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
         );
     }
     let head = parley_store::log::head(&state.db).await.ok();
+    let rebuilds = parley_projections::rebuild::shares_done(&state.db)
+        .await
+        .unwrap_or_default();
     let projectors: Vec<_> = state
         .projections
         .positions()
         .into_iter()
         .map(|(name, progress)| {
+            let rebuilding = rebuilds.iter().any(|(rebuilt, _)| rebuilt == name);
             serde_json::json!({
                 "name": name,
-                "state": if progress.failure.is_some() { "failed" } else { "live" },
+                "state": crate::metrics::projector_state(&progress, rebuilding),
                 "position": progress.position.to_cursor(),
                 "caughtUp": head.is_none_or(|head| progress.position >= head),
                 "error": progress.failure,
@@ -177,7 +182,10 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
 async fn metrics(State(http): State<Http>) -> Response {
     let state = &http.state;
     let head = parley_store::log::head(&state.db).await.ok();
-    crate::metrics::projectors(&state.projections.positions(), head);
+    let rebuilds = parley_projections::rebuild::shares_done(&state.db)
+        .await
+        .unwrap_or_default();
+    crate::metrics::projectors(&state.projections.positions(), head, &rebuilds);
     crate::metrics::consistency_timeouts(
         state
             .consistency_timeouts

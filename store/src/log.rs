@@ -141,6 +141,13 @@ impl StoredEvent {
     }
 
     /// A metadata value, such as `actor_id` or `occurred_at`.
+    /// When the event happened, from its `occurred_at` metadata.
+    pub fn occurred_at(&self) -> Option<time::OffsetDateTime> {
+        self.meta("occurred_at").and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        })
+    }
+
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(String::as_str)
     }

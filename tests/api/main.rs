@@ -15,6 +15,7 @@ mod metrics;
 mod moderation;
 mod nodes;
 mod rate;
+mod rebuild;
 mod schema;
 mod server;
 mod sessions;

@@ -4,37 +4,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn create_group(app: &TestApp, owner: &Client, title: &str, members: &[&Client]) -> String {
-    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-    let response = gql(
-        app,
-        owner,
-        "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id kind title myRole } }",
-        json!({ "i": { "title": title, "memberIds": ids } }),
-    )
-    .await;
-    assert_eq!(ok(&response)["createGroup"]["myRole"], "OWNER");
-    text(&response, "/data/createGroup/id").to_owned()
-}
-
-const SEND: &str =
-    "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id seq body replyTo { id } } }";
-
-async fn send(app: &TestApp, who: &Client, conversation: &str, body: &str) -> Value {
-    gql(
-        app,
-        who,
-        SEND,
-        json!({ "i": { "conversationId": conversation, "body": body } }),
-    )
-    .await
-}
-
-async fn send_ok(app: &TestApp, who: &Client, conversation: &str, body: &str) -> String {
-    let response = send(app, who, conversation, body).await;
-    text(&response, "/data/sendMessage/id").to_owned()
-}
-
 async fn counts(app: &TestApp, who: &Client, conversation: &str) -> (i64, i64) {
     let response = gql(
         app,
@@ -854,128 +823,15 @@ async fn concurrent_posts_to_one_conversation_all_land_with_consecutive_seqs() {
 mod replay {
     use parley_projections::runner;
     use parley_store::{log, LogPosition};
-    use sqlx::Row;
 
     use super::*;
-
-    /// Every row of the projector's tables, as sorted text.
-    async fn dump(db: &parley_store::Db, tables: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        for table in tables {
-            // The PostgreSQL search column is derived from `body`, and not decodable here.
-            let columns = if *table == "messages" {
-                "id, conversation_id, seq, author_id, body, format, created_at, edited_at, deleted, reply_to_id, reply_count, mentions, attachment_ids"
-            } else {
-                "*"
-            };
-            let rows = sqlx::query(&format!("SELECT {columns} FROM {table}"))
-                .fetch_all(&db.read)
-                .await
-                .expect("dump");
-            let mut lines: Vec<String> = rows
-                .iter()
-                .map(|row| {
-                    let cells: Vec<String> = (0..row.len())
-                        .map(|i| {
-                            row.try_get::<Option<String>, _>(i)
-                                .map(|v| format!("{v:?}"))
-                                .or_else(|_| {
-                                    row.try_get::<Option<i64>, _>(i).map(|v| format!("{v:?}"))
-                                })
-                                .unwrap_or_else(|_| "?".to_owned())
-                        })
-                        .collect();
-                    format!("{table}: {}", cells.join(" | "))
-                })
-                .collect();
-            lines.sort();
-            out.extend(lines);
-        }
-        out
-    }
 
     #[tokio::test]
     async fn every_projector_is_idempotent_and_equals_a_fresh_replay() {
         for backend in backends() {
             eprintln!("backend: {backend:?}");
             let app = spawn_app(backend).await;
-            let (alice, bob, carol) = (
-                user(&app, "alice").await,
-                user(&app, "bob").await,
-                user(&app, "carol").await,
-            );
-            let group = create_group(&app, &alice, "Everything", &[&bob]).await;
-            let hello = send_ok(&app, &bob, &group, "hello @alice").await;
-            let reply = gql(
-                &app,
-                &alice,
-                SEND,
-                json!({ "i": { "conversationId": group, "body": "hi", "replyToId": hello } }),
-            )
-            .await;
-            let reply = text(&reply, "/data/sendMessage/id").to_owned();
-            gql(&app, &bob, "mutation($m: ID!) { editMessage(messageId: $m, body: \"hello @alice and @carol\") { id } }", json!({ "m": hello })).await;
-            gql(
-                &app,
-                &bob,
-                "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"🎉\") { id } }",
-                json!({ "m": reply }),
-            )
-            .await;
-            gql(
-                &app,
-                &carol,
-                "mutation { createChannel(input: { name: \"Lobby\", visibility: PUBLIC }) { id } }",
-                json!({}),
-            )
-            .await;
-            let invite = gql(&app, &alice, "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }", json!({ "c": group, "u": carol.id })).await;
-            gql(
-                &app,
-                &carol,
-                "mutation($i: ID!) { acceptInvitation(invitationId: $i) { id } }",
-                json!({ "i": text(&invite, "/data/inviteMember/id") }),
-            )
-            .await;
-            gql(&app, &carol, "mutation($c: ID!) { setNotificationLevel(conversationId: $c, level: MENTIONS) { id } }", json!({ "c": group })).await;
-            gql(
-                &app,
-                &bob,
-                "mutation($c: ID!, $m: ID!) { markRead(conversationId: $c, messageId: $m) { id } }",
-                json!({ "c": group, "m": reply }),
-            )
-            .await;
-            gql(
-                &app,
-                &bob,
-                "mutation($m: ID!) { deleteMessage(messageId: $m) { id } }",
-                json!({ "m": hello }),
-            )
-            .await;
-            gql(
-                &app,
-                &alice,
-                "mutation { markAllNotificationsRead }",
-                json!({}),
-            )
-            .await;
-            let carols = send_ok(&app, &carol, &group, "off topic rant").await;
-            let moderation = [
-                (&alice, "mutation($c: ID!, $u: ID!) { setMemberRole(conversationId: $c, userId: $u, role: ADMIN) { id } }", json!({ "c": group, "u": bob.id })),
-                (&bob, "mutation($c: ID!, $u: ID!) { muteMember(conversationId: $c, userId: $u, reason: \"hush\") { id } }", json!({ "c": group, "u": carol.id })),
-                (&bob, "mutation($m: ID!) { deleteMessage(messageId: $m, reason: \"off topic\") { id } }", json!({ "m": carols })),
-            ];
-            for (who, query, variables) in moderation {
-                ok(&gql(&app, who, query, variables).await);
-            }
-            gql(
-                &app,
-                &carol,
-                "mutation($c: ID!) { leaveConversation(conversationId: $c) }",
-                json!({ "c": group }),
-            )
-            .await;
-
+            busy_history(&app).await;
             app.state.projections.stop();
             let db = &app.state.db;
             let events = log::read_after(db, LogPosition::START, 10_000)

@@ -1,0 +1,444 @@
+//! `parley projections rebuild`: read models rebuilt beside the live ones while the
+//! server serves them, interrupted rebuilds resumed or discarded, and read models as
+//! they stood at a moment built into a file of their own.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parley_projections::{rebuild, runner, ProjectionError, Projector};
+use parley_store::StoredEvent;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn parley(app: &TestApp, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+        command.env_remove(key);
+    }
+    command
+        .env("PARLEY_DATABASE_URL", &app.database.url)
+        .env("PARLEY_LOG", "error")
+        .args(args)
+        .output()
+        .expect("parley runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Every table of every projector, as sorted text.
+async fn everything(db: &parley_store::Db) -> Vec<String> {
+    let mut all = Vec::new();
+    for projector in parley::startup::projectors() {
+        all.extend(dump(db, &runner::all_tables(projector.as_ref(), db.backend)).await);
+    }
+    all
+}
+
+/// What the clients of the history see: conversation lists with counts, the group's
+/// messages with reactions and receipts, notifications, search and moderation.
+async fn answers(app: &TestApp, users: &[&Client], group: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for who in users {
+        let queries = [
+            ("{ conversations(first: 20) { nodes { id title kind unreadCount mentionCount myRole } } }", json!({})),
+            ("query($c: ID!) { messages(conversationId: $c, last: 50) { nodes { id seq body author { username } replyTo { id } reactions { emoji count } readCount } } }", json!({ "c": group })),
+            ("{ notifications(first: 20) { nodes { id read } } }", json!({})),
+            ("{ searchMessages(query: \"hello\") { nodes { id } } }", json!({})),
+            ("query($c: ID!) { moderationLog(conversationId: $c) { nodes { action reason } } }", json!({ "c": group })),
+            ("{ me { username displayName } }", json!({})),
+        ];
+        for (query, variables) in queries {
+            out.push(gql(app, who, query, variables).await);
+        }
+    }
+    out
+}
+
+async fn settled(app: &TestApp) {
+    let head = parley_store::log::head(&app.state.db).await.expect("head");
+    assert!(
+        app.state
+            .projections
+            .wait_for(head, std::time::Duration::from_secs(30))
+            .await,
+        "projections caught up"
+    );
+}
+
+#[tokio::test]
+async fn rebuild_all_while_serving_changes_no_answer_and_equals_the_live_tables() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob, carol, group) = busy_history(&app).await;
+        settled(&app).await;
+        let users = [&alice, &bob, &carol];
+        let before = answers(&app, &users, &group).await;
+        // Carol left the group: her reads of it are refused, before and after alike.
+        let answered = before.iter().filter(|a| a["errors"].is_null()).count();
+        assert!(answered >= before.len() - 2, "{before:?}");
+        let tables = everything(&app.state.db).await;
+
+        // Clients keep asking for the whole rebuild.
+        let app = Arc::new(app);
+        let done = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let watcher = {
+            let (app, done, rounds) = (app.clone(), done.clone(), rounds.clone());
+            let users = [alice.token.clone(), bob.token.clone(), carol.token.clone()];
+            let group = group.clone();
+            let before = before.clone();
+            tokio::spawn(async move {
+                let clients: Vec<Client> = users
+                    .into_iter()
+                    .map(|token| Client {
+                        id: String::new(),
+                        token,
+                    })
+                    .collect();
+                let users: Vec<&Client> = clients.iter().collect();
+                while !done.load(Ordering::SeqCst) {
+                    let now = answers(&app, &users, &group).await;
+                    for (was, is) in before.iter().zip(&now) {
+                        assert_eq!(was, is, "an answer changed during the rebuild");
+                    }
+                    rounds.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let output = tokio::task::spawn_blocking({
+            let app = app.clone();
+            move || parley(&app, &["projections", "rebuild", "--all"])
+        })
+        .await
+        .expect("rebuild ran");
+        done.store(true, Ordering::SeqCst);
+        watcher.await.expect("no answer changed");
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(rounds.load(Ordering::SeqCst) > 0);
+        for projector in parley::startup::projectors() {
+            assert!(
+                stderr(&output).contains(&format!("rebuild {}:", projector.name())),
+                "{}",
+                stderr(&output)
+            );
+        }
+
+        // The rebuilt tables are the live ones, row for row, and nothing is left over.
+        assert_eq!(everything(&app.state.db).await, tables);
+        let status = parley(&app, &["projections", "status", "--format", "json"]);
+        let status: Vec<Value> = serde_json::from_slice(&status.stdout).expect("status json");
+        for entry in &status {
+            assert_eq!(entry["state"], "live", "{entry}");
+            assert!(entry["rebuild"].is_null(), "{entry}");
+            assert_eq!(entry["lag"], 0, "{entry}");
+        }
+        match backend {
+            Backend::Postgres => {
+                let schemas: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM information_schema.schemata \
+                     WHERE schema_name LIKE 'parley_re%'",
+                )
+                .fetch_one(&app.state.db.read)
+                .await
+                .expect("schemas");
+                assert_eq!(schemas, 0, "shadow schemas left behind");
+            }
+            Backend::Sqlite => {
+                let left: Vec<_> = std::fs::read_dir(app.database.dir.path())
+                    .expect("dir")
+                    .flatten()
+                    .filter(|entry| entry.file_name().to_string_lossy().contains(".rebuild-"))
+                    .collect();
+                assert!(left.is_empty(), "shadow files left behind: {left:?}");
+            }
+        }
+
+        // The server writes into the tables it now serves.
+        let sent = send_ok(&app, &bob, &group, "after the rebuild").await;
+        let history = gql_ok(
+            &app,
+            &alice,
+            "query($c: ID!) { messages(conversationId: $c, last: 1) { nodes { id body } } }",
+            json!({ "c": group }),
+        )
+        .await;
+        assert_eq!(history["data"]["messages"]["nodes"][0]["id"], sent.as_str());
+        let Ok(app) = Arc::try_unwrap(app) else {
+            panic!("the watcher still holds the app")
+        };
+        app.stop().await;
+    }
+}
+
+/// The users projector, failing once it has seen `fail_after` events: a rebuild
+/// interrupted part way.
+struct Interrupted {
+    seen: AtomicUsize,
+    fail_after: usize,
+}
+
+#[async_trait::async_trait]
+impl Projector for Interrupted {
+    fn name(&self) -> &'static str {
+        parley_projections::users::UsersProjector.name()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        parley_projections::users::UsersProjector.tables()
+    }
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) >= self.fail_after {
+            return Err(ProjectionError::Rebuild("interrupted".to_owned()));
+        }
+        parley_projections::users::UsersProjector
+            .apply(conn, event)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_rebuild_resumes_or_is_discarded() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        for name in ["ann", "ben", "cal", "dot", "eve", "fay"] {
+            user(&app, name).await;
+        }
+        settled(&app).await;
+        let db = &app.state.db;
+        let tables = dump(db, &["users"]).await;
+        let interrupted = Interrupted {
+            seen: AtomicUsize::new(0),
+            fail_after: 4,
+        };
+        let failed = rebuild::rebuild_in_batches(db, &interrupted, 2, &mut |_| {}).await;
+        assert!(failed.is_err(), "the injected failure stops it");
+
+        let status = parley(&app, &["projections", "status", "--format", "json"]);
+        let status: Vec<Value> = serde_json::from_slice(&status.stdout).expect("status json");
+        let users = status
+            .iter()
+            .find(|entry| entry["name"] == "users")
+            .expect("users");
+        assert_eq!(users["state"], "rebuilding", "{users}");
+        assert!(
+            users["rebuild"]["applied"].as_u64().expect("applied") >= 2,
+            "{users}"
+        );
+        // Operators see it too: in /metrics and /readyz.
+        let page = crate::metrics::scrape(&app).await;
+        let share = crate::metrics::value(
+            &page,
+            "parley_projector_rebuild_progress_ratio",
+            &[("projector", "users")],
+        )
+        .expect("rebuild progress series");
+        assert!(share > 0.0 && share < 1.0, "{share}");
+        let state = [("projector", "users"), ("state", "rebuilding")];
+        assert_eq!(
+            crate::metrics::value(&page, "parley_projector_state", &state),
+            Some(1.0)
+        );
+        let ready: Value = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        let listed = ready["projectors"].as_array().expect("projectors");
+        let users_ready = listed.iter().find(|p| p["name"] == "users").expect("users");
+        assert_eq!(users_ready["state"], "rebuilding", "{ready}");
+
+        let output = parley(&app, &["projections", "rebuild", "users"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(stderr(&output).contains("resumed"), "{}", stderr(&output));
+        assert_eq!(dump(db, &["users"]).await, tables);
+
+        // Interrupted again, then discarded: the live tables never changed.
+        let interrupted = Interrupted {
+            seen: AtomicUsize::new(0),
+            fail_after: 4,
+        };
+        let failed = rebuild::rebuild_in_batches(db, &interrupted, 2, &mut |_| {}).await;
+        assert!(failed.is_err());
+        let output = parley(&app, &["projections", "rebuild", "users", "--discard"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(stderr(&output).contains("discarded"), "{}", stderr(&output));
+        let output = parley(&app, &["projections", "rebuild", "users", "--discard"]);
+        assert!(
+            stderr(&output).contains("nothing to discard"),
+            "{}",
+            stderr(&output)
+        );
+        let report = rebuild::report(db, "users").await.expect("report");
+        assert!(report.is_none(), "{report:?}");
+        assert_eq!(dump(db, &["users"]).await, tables);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn read_models_built_until_a_moment_equal_the_live_ones_then() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let clock = TestClock::new();
+        let database = TestDatabase::new(backend).await;
+        let app = spawn_app_with(database, |_| {}, clock.clone()).await;
+        let (alice, bob, _carol, group) = busy_history(&app).await;
+        settled(&app).await;
+        let db = &app.state.db;
+        let mut then = Vec::new();
+        for projector in parley::startup::projectors() {
+            then.extend(dump(db, projector.tables()).await);
+        }
+        let moment = parley::clock::Clock::now(clock.as_ref()) + time::Duration::minutes(30);
+        clock.advance(time::Duration::hours(1));
+
+        // Later: more posts, an edit, a deletion, a ban.
+        let later = send_ok(&app, &bob, &group, "later news").await;
+        gql_ok(
+            &app,
+            &bob,
+            "mutation($m: ID!) { editMessage(messageId: $m, body: \"later, edited\") { id } }",
+            json!({ "m": later }),
+        )
+        .await;
+        send_ok(&app, &alice, &group, "still later").await;
+        gql_ok(&app, &alice, "mutation($c: ID!, $u: ID!) { banMember(conversationId: $c, userId: $u, reason: \"spam\") { id } }", json!({ "c": group, "u": bob.id })).await;
+        settled(&app).await;
+
+        let dir = tempfile::tempdir().expect("dir");
+        let into = dir.path().join("then.sqlite");
+        let at = parley_store::format_time(moment);
+        let output = parley(
+            &app,
+            &[
+                "projections",
+                "rebuild",
+                "--until",
+                &at,
+                "--into",
+                &into.to_string_lossy(),
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let file = parley_store::Db::open_sqlite_file(&into)
+            .await
+            .expect("open");
+        let mut built = Vec::new();
+        for projector in parley::startup::projectors() {
+            built.extend(dump(&file, projector.tables()).await);
+        }
+        file.close().await;
+        assert_eq!(built, then);
+        let now = everything(db).await;
+        assert_ne!(built.len(), 0);
+        assert_ne!(now, then, "the later events changed the live read models");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_rebuild_requests_fail_with_one_line() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["projections", "rebuild", "nope"],
+            "no projector is called \"nope\"",
+        ),
+        (&["projections", "rebuild"], "name the projectors"),
+        (
+            &["projections", "rebuild", "users", "--all"],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "projections",
+                "rebuild",
+                "--until",
+                "yesterday",
+                "--into",
+                "x.sqlite",
+            ],
+            "not an RFC 3339 time",
+        ),
+        (
+            &[
+                "projections",
+                "rebuild",
+                "--until",
+                "2026-01-01T00:00:00Z",
+                "--into",
+                "/nonexistent/dir/x.sqlite",
+            ],
+            "cannot build /nonexistent/dir/x.sqlite",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = parley(&app, args);
+        let text = stderr(&output);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{args:?}: {text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_projector_of_another_version_is_rebuilt_beside_its_tables_at_start() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, _bob, _carol, group) = busy_history(&app).await;
+        settled(&app).await;
+        let tables = everything(&app.state.db).await;
+        let before = answers(&app, &[&alice], &group).await;
+        let database = app.stop().await;
+
+        // As if the tables had been built by an earlier release's projectors.
+        let db = database.connect().await;
+        sqlx::query("UPDATE projection_checkpoints SET version = version - 1 WHERE name IN ('conversations', 'messages')")
+            .execute(&db.write)
+            .await
+            .expect("older versions");
+        db.close().await;
+
+        let app = spawn_app_on(database, |_| {}).await;
+        // Served from the old tables meanwhile, and afterwards from the new ones.
+        assert_eq!(answers(&app, &[&alice], &group).await, before);
+        let every = parley::startup::projectors();
+        let mut waited = 0;
+        loop {
+            let status = runner::status(&app.state.db, &every).await.expect("status");
+            if status.iter().all(|entry| entry.state == "live") {
+                break;
+            }
+            waited += 1;
+            assert!(waited < 600, "still rebuilding: {status:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let versions: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, version FROM projection_checkpoints ORDER BY name")
+                .fetch_all(&app.state.db.read)
+                .await
+                .expect("versions");
+        for (name, version) in versions {
+            let projector = every.iter().find(|p| p.name() == name).expect("known");
+            assert_eq!(version, projector.version(), "{name}");
+        }
+        assert_eq!(everything(&app.state.db).await, tables);
+        assert_eq!(answers(&app, &[&alice], &group).await, before);
+        app.stop().await;
+    }
+}
