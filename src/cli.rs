@@ -322,30 +322,36 @@ fn choose_projectors(
         .collect())
 }
 
-/// Rebuilds each projector in turn beside its live tables, with progress on stderr.
+/// Rebuilds the projectors beside their live tables in one pass over the log, with
+/// progress on stderr, then says what each did.
 async fn rebuild_projections(
     db: &parley_store::Db,
     chosen: &[std::sync::Arc<dyn parley_projections::Projector>],
 ) -> anyhow::Result<()> {
-    for projector in chosen {
-        let name = projector.name();
-        let started = std::time::Instant::now();
-        let mut meter = crate::progress::Meter::new(format!("rebuild {name}"), "events", 0);
-        let rebuilt = parley_projections::rebuild::rebuild(db, projector.as_ref(), &mut |p| {
-            meter.set(p.applied, String::new)
-        })
-        .await;
-        meter.finish();
-        let rebuilt = rebuilt?;
-        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let names: Vec<&str> = chosen.iter().map(|projector| projector.name()).collect();
+    let started = std::time::Instant::now();
+    let mut meter =
+        crate::progress::Meter::new(format!("rebuild {}", names.join(",")), "events", 0);
+    let projectors: Vec<&dyn parley_projections::Projector> =
+        chosen.iter().map(|projector| projector.as_ref()).collect();
+    let rebuilt = parley_projections::rebuild::rebuild_together(
+        db,
+        &projectors,
+        parley_projections::rebuild::BATCH,
+        &mut |p| meter.set(p.applied, String::new),
+    )
+    .await;
+    meter.finish();
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    for (name, rebuilt) in names.iter().zip(rebuilt?) {
         eprintln!(
-            "rebuild {name}: {} events{} ({:.0} events/s), switched in at {}",
+            "rebuild {name}: {} events{}, switched in at {}",
             rebuilt.applied,
             if rebuilt.resumed { ", resumed" } else { "" },
-            rebuilt.applied as f64 / seconds,
             rebuilt.position.to_cursor()
         );
     }
+    eprintln!("rebuilt {} read models in {seconds:.1} s", names.len(),);
     Ok(())
 }
 

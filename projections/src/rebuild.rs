@@ -36,7 +36,7 @@ use crate::{Backend, Db, ProjectionError};
 use parley_store::log::{self, LogPosition, StoredEvent};
 
 /// Events read and applied per shadow transaction.
-const BATCH: i64 = 2_000;
+pub const BATCH: i64 = 2_000;
 /// How often the live report row (`projection_rebuilds`) is refreshed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How long the switch waits for the live tables before giving up (and trying again
@@ -80,15 +80,102 @@ pub async fn rebuild_in_batches(
     batch: i64,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Rebuilt, ProjectionError> {
-    let mut shadow = Shadow::open(db, projector).await?;
-    shadow.batch = batch.max(1);
-    let result = shadow.run(db, projector, progress).await;
-    if result.is_ok() {
-        shadow.drop_leftovers().await;
+    let mut done = rebuild_together(db, &[projector], batch, progress).await?;
+    done.pop()
+        .ok_or_else(|| ProjectionError::Rebuild("nothing was rebuilt".to_owned()))
+}
+
+/// Rebuilds several projectors in one pass over the log: each batch is read (and its
+/// events decoded) once and applied to every shadow, each in a transaction of its own
+/// on its own connection, concurrently. Each projector is switched in on its own once
+/// the pass reaches the head. Returns what each did, in the order given.
+pub async fn rebuild_together(
+    db: &Db,
+    projectors: &[&dyn Projector],
+    batch: i64,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Vec<Rebuilt>, ProjectionError> {
+    let mut shadows = Vec::with_capacity(projectors.len());
+    for projector in projectors {
+        match Shadow::open(db, *projector).await {
+            Ok(mut shadow) => {
+                shadow.batch = batch.max(1);
+                shadows.push(shadow);
+            }
+            Err(error) => {
+                for shadow in shadows {
+                    shadow.close(false).await;
+                }
+                return Err(error);
+            }
+        }
     }
-    // An interrupted rebuild keeps its shadow, to resume.
-    shadow.close(result.is_ok()).await;
+    let result = run_together(db, projectors, &mut shadows, batch.max(1), progress).await;
+    for mut shadow in shadows {
+        let switched = shadow.switched;
+        if switched {
+            shadow.drop_leftovers().await;
+        }
+        // An interrupted rebuild keeps its shadow, to resume.
+        shadow.close(switched).await;
+    }
     result
+}
+
+async fn run_together(
+    db: &Db,
+    projectors: &[&dyn Projector],
+    shadows: &mut [Shadow],
+    batch: i64,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Vec<Rebuilt>, ProjectionError> {
+    let Some(from) = shadows.iter().map(|shadow| shadow.position).min() else {
+        return Ok(Vec::new());
+    };
+    let total = log::count_after(db, LogPosition::START).await?;
+    let mut applied = total.saturating_sub(log::count_after(db, from).await?);
+    let mut read = from;
+    let mut reported: Option<Instant> = None;
+    loop {
+        let events = log::read_after(db, read, batch).await?;
+        let near_head = (events.len() as i64) < batch;
+        if let Some(last) = events.last() {
+            read = last.position;
+            applied += events.len() as u64;
+            let applying = shadows
+                .iter_mut()
+                .zip(projectors)
+                .map(|(shadow, projector)| shadow.apply_batch(db, *projector, &events));
+            futures::future::try_join_all(applying).await?;
+        }
+        let now = Progress {
+            applied,
+            total: total.max(applied),
+            position: read,
+        };
+        progress(now);
+        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+            // Shadows are not shareable across threads (their connection is not Sync).
+            let started: Vec<String> = shadows.iter().map(|s| s.started_at.clone()).collect();
+            for (started_at, projector) in started.iter().zip(projectors) {
+                Shadow::report(db, *projector, started_at, now).await?;
+            }
+            reported = Some(Instant::now());
+        }
+        if near_head {
+            break;
+        }
+    }
+    let mut done = Vec::with_capacity(shadows.len());
+    for (shadow, projector) in shadows.iter_mut().zip(projectors) {
+        let (position, last) = shadow.switch(db, *projector).await?;
+        done.push(Rebuilt {
+            applied: applied + last,
+            position,
+            resumed: shadow.resumed,
+        });
+    }
+    Ok(done)
 }
 
 /// Drops an interrupted rebuild of `projector`: its shadow tables and its report row.
@@ -189,6 +276,8 @@ struct Shadow {
     resumed: bool,
     started_at: String,
     batch: i64,
+    /// Whether its tables went live (and so what is left of it is to be dropped).
+    switched: bool,
 }
 
 fn quoted(identifier: &str) -> String {
@@ -224,6 +313,7 @@ impl Shadow {
                     resumed: false,
                     started_at,
                     batch: BATCH,
+                    switched: false,
                 })
             }
             Backend::Sqlite => {
@@ -270,6 +360,7 @@ impl Shadow {
                     resumed: false,
                     started_at,
                     batch: BATCH,
+                    switched: false,
                 })
             }
         }
@@ -411,57 +502,30 @@ impl Shadow {
         Ok(())
     }
 
-    /// Replays the log into the shadow, then switches it in.
-    async fn run(
+    /// Applies the events of `events` it has not applied yet, in a transaction of its
+    /// own with its checkpoint.
+    async fn apply_batch(
         &mut self,
         db: &Db,
         projector: &dyn Projector,
-        progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> Result<Rebuilt, ProjectionError> {
-        let total = log::count_after(db, LogPosition::START).await?;
-        let mut applied = total.saturating_sub(log::count_after(db, self.position).await?);
-        let mut reported: Option<Instant> = None;
-        loop {
-            let events = log::read_after(db, self.position, self.batch).await?;
-            let near_head = (events.len() as i64) < self.batch;
-            if !events.is_empty() {
-                let mut tx = self.conn.begin().await?;
-                if db.backend == Backend::Postgres {
-                    // As for the live runner: the events are durable, the shadow is a
-                    // function of them, and its checkpoint commits with its rows.
-                    tx.execute("SET LOCAL synchronous_commit = off").await?;
-                }
-                let position = apply(&mut tx, projector, &events).await?;
-                tx.commit().await?;
-                self.position = position;
-                applied += events.len() as u64;
-            }
-            let now = Progress {
-                applied,
-                total: total.max(applied),
-                position: self.position,
-            };
-            progress(now);
-            if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
-                Self::report(db, projector, &self.started_at, now).await?;
-                reported = Some(Instant::now());
-            }
-            if near_head {
-                break;
-            }
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let unseen: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|event| event.position > self.position)
+            .collect();
+        if unseen.is_empty() {
+            return Ok(());
         }
-        let (position, last) = self.switch(db, projector).await?;
-        applied += last;
-        progress(Progress {
-            applied,
-            total: total.max(applied),
-            position,
-        });
-        Ok(Rebuilt {
-            applied,
-            position,
-            resumed: self.resumed,
-        })
+        let mut tx = self.conn.begin().await?;
+        if db.backend == Backend::Postgres {
+            // As for the live runner: the events are durable, the shadow is a function
+            // of them, and its checkpoint commits with its rows.
+            tx.execute("SET LOCAL synchronous_commit = off").await?;
+        }
+        self.position = apply(&mut tx, projector, &unseen).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Tells status reports and metrics how far the rebuild is.
@@ -542,7 +606,11 @@ impl Shadow {
                     position,
                 )
                 .await?;
+                // Whatever is left of the shadow can no longer be resumed.
+                tx.execute(format!("DROP TABLE {shadow}.rebuild_state").as_str())
+                    .await?;
                 tx.commit().await?;
+                self.switched = true;
                 self.position = position;
                 Ok((position, last))
             }
@@ -553,6 +621,7 @@ impl Shadow {
                 match self.switch_sqlite(db, projector).await {
                     Ok(done) => {
                         self.conn.execute("COMMIT").await?;
+                        self.switched = true;
                         self.position = done.0;
                         Ok(done)
                     }
@@ -591,6 +660,8 @@ impl Shadow {
                 .execute(format!("INSERT INTO live.{table} SELECT * FROM main.{table}").as_str())
                 .await?;
         }
+        // Whatever is left of the shadow can no longer be resumed.
+        self.conn.execute("DELETE FROM main.rebuild_state").await?;
         go_live(
             &mut self.conn,
             "live.",
@@ -648,13 +719,12 @@ impl Shadow {
 async fn apply(
     conn: &mut AnyConnection,
     projector: &dyn Projector,
-    events: &[StoredEvent],
+    events: &[&StoredEvent],
 ) -> Result<LogPosition, ProjectionError> {
     let Some(last) = events.last().map(|event| event.position) else {
-        return Err(ProjectionError::Database(sqlx::Error::RowNotFound));
+        return Err(ProjectionError::Rebuild("an empty batch".to_owned()));
     };
-    let all: Vec<&StoredEvent> = events.iter().collect();
-    projector.apply_all(conn, &all).await?;
+    projector.apply_all(conn, events).await?;
     sqlx::query("UPDATE rebuild_state SET txid = $1, position = $2")
         .bind(last.tx)
         .bind(last.pos)
@@ -677,6 +747,7 @@ async fn catch_up(
         if events.is_empty() {
             return Ok((position, applied));
         }
+        let events: Vec<&StoredEvent> = events.iter().collect();
         position = apply(conn, projector, &events).await?;
         applied += events.len() as u64;
     }
