@@ -27,7 +27,7 @@ mod stats;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use scenarios::{deliveries, fanout, registrations, send, Common};
+use scenarios::{deliveries, fanout, registrations, rows, send, Common};
 
 #[derive(clap::Parser)]
 #[command(version, about = "Load for a running Parley server, from real clients")]
@@ -47,6 +47,8 @@ enum Scenario {
     Registrations(registrations::Args),
     /// Many channels with many sockets and closed-loop senders: deliveries per second.
     Deliveries(deliveries::Args),
+    /// The database's bulk-write ceiling (multi-row INSERTs), for projection rebuilds.
+    Rows(rows::Args),
 }
 
 impl Scenario {
@@ -56,6 +58,7 @@ impl Scenario {
             Self::Fanout(args) => &args.common,
             Self::Registrations(args) => &args.common,
             Self::Deliveries(args) => &args.common,
+            Self::Rows(args) => &args.common,
         }
     }
 }
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Registrations(args) => registrations::run(args).await,
             Scenario::Deliveries(args) => deliveries::run(args).await,
+            Scenario::Rows(args) => rows::run(args).await,
         }
     })?;
     report.print();

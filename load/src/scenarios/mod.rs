@@ -4,6 +4,7 @@ pub mod deliveries;
 pub mod fanout;
 mod live;
 pub mod registrations;
+pub mod rows;
 pub mod send;
 
 use std::collections::BTreeMap;
