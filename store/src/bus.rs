@@ -47,6 +47,24 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Persists, and says where the last event landed in the log when the store knows
+    /// without a query (SQLite's writer does; postgres-es does not).
+    async fn append<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<Option<LogPosition>, PersistenceError> {
+        match self {
+            Self::Postgres(repo) => repo
+                .persist::<A>(events, snapshot_update)
+                .await
+                .map(|()| None),
+            Self::Sqlite(repo) => repo.append::<A>(events, snapshot_update).await,
+        }
+    }
+}
+
 impl PersistedEventRepository for Repository {
     async fn get_events<A: Aggregate>(
         &self,
@@ -400,7 +418,7 @@ where
         let snapshot_version = snapshot
             .as_ref()
             .map_or(snapshot_version, |(_, _, version)| Some(*version));
-        self.repo.persist::<A>(&serialized, snapshot).await?;
+        let appended = self.repo.append::<A>(&serialized, snapshot).await?;
         self.db.announcer.committed();
         for event in &serialized {
             metrics::counter!(EVENTS_APPENDED, "event_type" => event.event_type.clone())
@@ -415,10 +433,14 @@ where
             },
         );
         let last = i64::try_from(last).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-        let position =
-            log::position_of(&self.db.write, self.db.backend, A::TYPE, aggregate_id, last)
+        let position = match appended {
+            Some(position) => Some(position),
+            // Read through the read pool: on SQLite the write connection is the
+            // group-commit writer's, and this must not queue behind other appends.
+            None => log::position_of(&self.db.read, self.db.backend, A::TYPE, aggregate_id, last)
                 .await
-                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
+        };
         Ok(Committed {
             events: envelopes,
             position,

@@ -13,6 +13,7 @@
 //! commits as soon as it arrives.
 
 use crate::hash as chain;
+use crate::LogPosition;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
@@ -43,7 +44,8 @@ struct Append {
     events: Vec<EventRow>,
     snapshot: Option<Snapshot>,
     hashing: bool,
-    done: oneshot::Sender<Result<(), PersistenceError>>,
+    /// Answered with the position of the append's last event.
+    done: oneshot::Sender<Result<Option<i64>, PersistenceError>>,
 }
 
 /// An event as stored, with its JSON already rendered by the caller's task.
@@ -150,6 +152,53 @@ fn sequence_i64(sequence: usize) -> Result<i64, PersistenceError> {
     i64::try_from(sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))
 }
 
+impl SqliteEventRepository {
+    /// Appends like `persist`, and answers with the log position of the last event
+    /// written: the writer knows it, so the caller need not ask the database again.
+    pub async fn append<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<Option<LogPosition>, PersistenceError> {
+        let rows = events
+            .iter()
+            .map(|event| {
+                Ok(EventRow {
+                    aggregate_id: event.aggregate_id.clone(),
+                    sequence: sequence_i64(event.sequence)?,
+                    event_type: event.event_type.clone(),
+                    event_version: event.event_version.clone(),
+                    payload: serde_json::to_string(&event.payload)?,
+                    metadata: serde_json::to_string(&event.metadata)?,
+                })
+            })
+            .collect::<Result<Vec<EventRow>, PersistenceError>>()?;
+        let snapshot = match snapshot_update {
+            Some((aggregate_id, aggregate, current)) => Some(Snapshot {
+                aggregate_id,
+                last_sequence: rows.last().map_or(0, |row| row.sequence),
+                current: sequence_i64(current)?,
+                payload: serde_json::to_string(&aggregate)?,
+            }),
+            None => None,
+        };
+        let (done, answer) = oneshot::channel();
+        let append = Append {
+            aggregate_type: A::TYPE.to_owned(),
+            events: rows,
+            snapshot,
+            hashing: self.hashing,
+            done,
+        };
+        let gone = || {
+            PersistenceError::ConnectionError(Box::new(GroupFailed("the writer stopped".into())))
+        };
+        self.writer().send(append).await.map_err(|_| gone())?;
+        let position = answer.await.map_err(|_| gone())??;
+        Ok(position.map(|pos| LogPosition { tx: 0, pos }))
+    }
+}
+
 impl PersistedEventRepository for SqliteEventRepository {
     async fn get_events<A: Aggregate>(
         &self,
@@ -204,41 +253,7 @@ impl PersistedEventRepository for SqliteEventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let rows = events
-            .iter()
-            .map(|event| {
-                Ok(EventRow {
-                    aggregate_id: event.aggregate_id.clone(),
-                    sequence: sequence_i64(event.sequence)?,
-                    event_type: event.event_type.clone(),
-                    event_version: event.event_version.clone(),
-                    payload: serde_json::to_string(&event.payload)?,
-                    metadata: serde_json::to_string(&event.metadata)?,
-                })
-            })
-            .collect::<Result<Vec<EventRow>, PersistenceError>>()?;
-        let snapshot = match snapshot_update {
-            Some((aggregate_id, aggregate, current)) => Some(Snapshot {
-                aggregate_id,
-                last_sequence: rows.last().map_or(0, |row| row.sequence),
-                current: sequence_i64(current)?,
-                payload: serde_json::to_string(&aggregate)?,
-            }),
-            None => None,
-        };
-        let (done, answer) = oneshot::channel();
-        let append = Append {
-            aggregate_type: A::TYPE.to_owned(),
-            events: rows,
-            snapshot,
-            hashing: self.hashing,
-            done,
-        };
-        let gone = || {
-            PersistenceError::ConnectionError(Box::new(GroupFailed("the writer stopped".into())))
-        };
-        self.writer().send(append).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.append::<A>(events, snapshot_update).await.map(|_| ())
     }
 
     async fn stream_events<A: Aggregate>(
@@ -305,7 +320,7 @@ async fn write_groups(pool: AnyPool, mut queue: mpsc::Receiver<Append>) {
 async fn commit_group(
     pool: &AnyPool,
     group: &[Append],
-) -> Result<Vec<Result<(), PersistenceError>>, sqlx::Error> {
+) -> Result<Vec<Result<Option<i64>, PersistenceError>>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // Read models may relax the connection's durability for their own (rebuildable)
     // writes; events are always committed with a full sync.
@@ -314,18 +329,20 @@ async fn commit_group(
     let mut outcomes = Vec::with_capacity(group.len());
     if let [append] = group {
         // Alone in its group: no savepoint needed, a failure rolls back everything.
-        if let Err(error) = write_append(&mut tx, append).await {
-            tx.rollback().await?;
-            return Ok(vec![Err(error)]);
+        match write_append(&mut tx, append).await {
+            Ok(position) => outcomes.push(Ok(position)),
+            Err(error) => {
+                tx.rollback().await?;
+                return Ok(vec![Err(error)]);
+            }
         }
-        outcomes.push(Ok(()));
     } else {
         for append in group {
             let mut savepoint = tx.begin().await?;
             match write_append(&mut savepoint, append).await {
-                Ok(()) => {
+                Ok(position) => {
                     savepoint.commit().await?;
-                    outcomes.push(Ok(()));
+                    outcomes.push(Ok(position));
                 }
                 Err(error) => {
                     savepoint.rollback().await?;
@@ -338,7 +355,11 @@ async fn commit_group(
     Ok(outcomes)
 }
 
-async fn write_append(conn: &mut AnyConnection, append: &Append) -> Result<(), PersistenceError> {
+/// Writes one append; returns the position of its last event.
+async fn write_append(
+    conn: &mut AnyConnection,
+    append: &Append,
+) -> Result<Option<i64>, PersistenceError> {
     // The stream's previous hash: each writer reads only its own stream's tail.
     let mut prev = match append.events.first() {
         Some(first) if first.sequence > 1 && append.hashing => {
@@ -360,6 +381,7 @@ async fn write_append(conn: &mut AnyConnection, append: &Append) -> Result<(), P
         }
         _ => chain::ZERO,
     };
+    let mut last = None;
     for event in &append.events {
         let hash = append.hashing.then(|| {
             prev = chain::stream_hash(
@@ -374,7 +396,7 @@ async fn write_append(conn: &mut AnyConnection, append: &Append) -> Result<(), P
             );
             chain::to_hex(&prev)
         });
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
              event_type, event_version, payload, metadata, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -391,6 +413,8 @@ async fn write_append(conn: &mut AnyConnection, append: &Append) -> Result<(), P
         .execute(&mut *conn)
         .await
         .map_err(map_error)?;
+        // `position` is the rowid: the last one inserted is this event's place.
+        last = inserted.last_insert_id();
     }
     if let Some(snapshot) = &append.snapshot {
         let updated = sqlx::query(
@@ -414,5 +438,5 @@ async fn write_append(conn: &mut AnyConnection, append: &Append) -> Result<(), P
             return Err(PersistenceError::OptimisticLockError);
         }
     }
-    Ok(())
+    Ok(last)
 }

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Rebuild and export speed on a seeded log, against the database's own bulk-write
+# ceiling measured in the same run (parley-load rows: 100-row INSERT statements, one
+# transaction per 2,000 rows), on the embedded SQLite default and on PostgreSQL:
+#
+#   scripts/bench-rebuild.sh                   # about 1,000,000 events per backend
+#   BENCH_MESSAGES=100000 scripts/bench-rebuild.sh
+#
+# PostgreSQL: PARLEY_BENCH_POSTGRES_URL (a server URL whose role may CREATE DATABASE)
+# when set; otherwise a throwaway cluster. Prints a markdown table.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+messages=${BENCH_MESSAGES:-800000}
+users=${BENCH_USERS:-2000}
+conversations=${BENCH_CONVERSATIONS:-4000}
+target=${CARGO_TARGET_DIR:-$root/target}
+
+cargo build --release -j2 -p parley -p parley-load
+parley=$target/release/parley
+load=$target/release/parley-load
+
+if [[ -z ${PARLEY_BENCH_POSTGRES_URL:-} ]]; then
+    # shellcheck source=scripts/pg-throwaway.sh
+    source scripts/pg-throwaway.sh
+    pg_throwaway_start # sets traps that stop the cluster on exit
+    PARLEY_BENCH_POSTGRES_URL=$PARLEY_TEST_POSTGRES_URL
+fi
+work=$(mktemp -d)
+created=()
+cleanup() {
+    for name in "${created[@]}"; do
+        psql "$PARLEY_BENCH_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $name" >/dev/null 2>&1 || true
+    done
+    rm -rf "$work"
+    if declare -F pg_throwaway_stop >/dev/null; then pg_throwaway_stop; fi
+}
+trap cleanup EXIT INT TERM
+
+# Only this script's settings count.
+while IFS= read -r name; do unset "$name"; done < <(env | sed -n 's/^\(PARLEY_[A-Z_]*\)=.*/\1/p' | grep -v '^PARLEY_BENCH_POSTGRES_URL$')
+export PARLEY_LOG=warn
+
+seconds() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
+now() { date +%s.%N; }
+rate() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$1" "$2"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+
+rows=()
+for backend in sqlite postgres; do
+    if [[ $backend == sqlite ]]; then
+        mkdir -p "$work/sqlite"
+        db="sqlite://$work/sqlite/parley.db?mode=rwc"
+        ceiling_db="sqlite://$work/sqlite/ceiling.db"
+    else
+        name=parley_rebuild_bench_$$
+        psql "$PARLEY_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $name" >/dev/null
+        created+=("$name")
+        db=${PARLEY_BENCH_POSTGRES_URL%/*}/$name
+        ceiling_db=$db
+    fi
+    export PARLEY_DATABASE_URL=$db PARLEY_DATA_DIR=$work/$backend
+    mkdir -p "$PARLEY_DATA_DIR"
+    echo "== $backend: seeding $messages messages" >&2
+    "$parley" seed --users "$users" --conversations "$conversations" --messages "$messages" --seed 1 >&2
+    if [[ $backend == postgres ]]; then
+        events=$(psql "$db" -Atc "SELECT count(*) FROM events")
+    else
+        events=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM events").fetchone()[0])' "$work/sqlite/parley.db")
+    fi
+    ceiling=$("$load" rows --db "$ceiling_db" --duration 10 --json "$work/rows-$backend.json" >/dev/null 2>&1 &&
+        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["figures"]["rows_per_s"]["value"])' "$work/rows-$backend.json")
+
+    echo "== $backend: rebuild --all over $events events" >&2
+    began=$(now)
+    "$parley" projections rebuild --all >&2
+    rebuild_s=$(seconds "$began" "$(now)")
+
+    echo "== $backend: export" >&2
+    began=$(now)
+    "$parley" export events --format parquet --output "$work/events-$backend.parquet" >&2
+    export_s=$(seconds "$began" "$(now)")
+    unset PARLEY_DATABASE_URL PARLEY_DATA_DIR
+
+    rebuild_rate=$(rate "$events" "$rebuild_s")
+    export_rate=$(rate "$events" "$export_s")
+    rows+=("| $backend | $events | $(rate "$ceiling" 1) rows/s | $rebuild_rate events/s ($rebuild_s s) | $(ratio "$rebuild_rate" "$ceiling") | $export_rate events/s ($export_s s) | $(ratio "$export_rate" "$ceiling") |")
+done
+
+echo
+echo "| backend | events | bulk INSERT ceiling | rebuild --all (8 read models) | ratio | export (Parquet) | ratio |"
+echo "|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
