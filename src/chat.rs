@@ -5,7 +5,7 @@
 //! the actor's standing), hands it to the aggregates, and reports the log position of
 //! what was appended so the API can wait for the read models (read-your-writes).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use cqrs_es::AggregateError;
 use parley_aggregates::claim::{slug_claim, NameClaim, NameCommand};
@@ -563,7 +563,7 @@ impl Chat {
     ) -> Result<(PostedMessage, Actor), ChatError> {
         let row = self.message_row(message_id).await?;
         let conversation_id = stored_id(&row.conversation_id)?;
-        let (conversation, role) = self.standing(conversation_id, viewer).await?;
+        let (conversation, _) = self.standing(conversation_id, viewer).await?;
         let posted = PostedMessage {
             message_id,
             conversation_id,
@@ -576,22 +576,8 @@ impl Chat {
                 .filter_map(|id| Uuid::parse_str(id).ok())
                 .collect::<BTreeSet<_>>(),
         };
-        let posted_author = posted.author_id;
-        let members: BTreeMap<String, Uuid> = conversation
-            .members
-            .iter()
-            .map(|(id, member)| (member.username.as_str().to_owned(), *id))
-            .collect();
-        Ok((
-            posted,
-            Actor {
-                user_id: viewer,
-                role,
-                members,
-                muted: conversation.is_muted(viewer, at),
-                author_role: conversation.role_of(posted_author).ok(),
-            },
-        ))
+        let actor = Actor::in_conversation(&conversation, viewer, posted.author_id, at);
+        Ok((posted, actor))
     }
 
     async fn on_message(

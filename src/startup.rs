@@ -39,6 +39,15 @@ pub fn projectors() -> Vec<Arc<dyn Projector>> {
     ]
 }
 
+/// The conversation rules' settings, as configured.
+pub fn conversation_services(config: &Config) -> ConversationServices {
+    ConversationServices {
+        max_body_chars: config.max_message_length as usize,
+        max_members: config.max_members as usize,
+        max_group_invites: config.max_group_invites as usize,
+    }
+}
+
 /// Opens and migrates the configured database.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     if config.database_url.is_none() {
@@ -118,14 +127,7 @@ impl Server {
             presence,
             accounts: Accounts::new(&db, hasher, keys, revocations),
             rate: crate::rate::RateLimits::start(config.rate_limits == crate::config::Switch::On),
-            chat: Chat::new(
-                &db,
-                ConversationServices {
-                    max_body_chars: config.max_message_length as usize,
-                    max_members: config.max_members as usize,
-                    max_group_invites: config.max_group_invites as usize,
-                },
-            ),
+            chat: Chat::new(&db, conversation_services(&config)),
             live,
             stopping: tokio::sync::watch::channel(false).0,
             config,

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::conversation::mentions::mentioned_names;
+use crate::conversation::Conversation;
 use crate::policy::{allows, Action, Role};
 use crate::values::{parse_reason, Emoji, InputError, MessageBody};
 
@@ -42,6 +43,28 @@ pub struct Actor {
     pub muted: bool,
     /// The message author's current role (`None` when no longer a member).
     pub author_role: Option<Role>,
+}
+
+impl Actor {
+    /// `user_id`'s standing in `conversation` at `at`, towards a message by `author_id`.
+    pub fn in_conversation(
+        conversation: &Conversation,
+        user_id: Uuid,
+        author_id: Uuid,
+        at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            user_id,
+            role: conversation.role_of(user_id).ok(),
+            members: conversation
+                .members
+                .iter()
+                .map(|(id, member)| (member.username.as_str().to_owned(), *id))
+                .collect(),
+            muted: conversation.is_muted(user_id, at),
+            author_role: conversation.role_of(author_id).ok(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
