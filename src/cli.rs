@@ -1,5 +1,5 @@
 //! The `parley` command line: `serve` (default), `migrate`, `projections status` and
-//! `rebuild`, `audit`, `export events`.
+//! `rebuild`, `audit`, `export events`, `seed`.
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +40,26 @@ pub enum Command {
     Export {
         #[command(subcommand)]
         command: ExportCommand,
+    },
+    /// Write a realistic chat history through the domain (direct conversations, groups
+    /// and channels; replies, mentions, reactions, edits, deletions, read markers), then
+    /// bring the read models up to date. Seeded users sign in with the password
+    /// `parley-seed`; their usernames end in `_s` and the seed in base 36.
+    Seed {
+        /// Users to register (at least 2 for one conversation, 3 for more).
+        #[arg(long)]
+        users: u32,
+        /// Conversations to create: the first are a direct one, a group and a channel,
+        /// the rest a mix of the three.
+        #[arg(long)]
+        conversations: u32,
+        /// Messages to post, spread unevenly over the conversations.
+        #[arg(long)]
+        messages: u64,
+        /// What to write: the same seed and counts write the same history. Default: a
+        /// random one, printed in the summary. A seed's users exist once per database.
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -244,6 +264,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             result
         }
+        Command::Seed {
+            users,
+            conversations,
+            messages,
+            seed,
+        } => {
+            let seed = seed.unwrap_or_else(|| rand::random_range(0..36_u64.pow(5)));
+            // Checked before the database is opened: bad input changes nothing.
+            let plan = crate::seed::Plan::new(crate::seed::Options {
+                users,
+                conversations,
+                messages,
+                seed,
+            })?;
+            let db = open_database(&cli.config).await?;
+            let services = crate::startup::conversation_services(&cli.config);
+            let summary = crate::seed::seed(&db, services, plan).await;
+            db.close().await;
+            let summary = summary?;
+            let written = summary.written_in.as_secs_f64().max(1e-9);
+            println!(
+                "seed {seed}: {}, {} ({} direct, {}, {}), {}, {} events in {:.1}s ({:.0} events/s, {:.0} messages/s); read models caught up in {:.1}s",
+                counted(summary.users, "user"),
+                counted(
+                    summary.direct + summary.groups + summary.channels,
+                    "conversation"
+                ),
+                summary.direct,
+                counted(summary.groups, "group"),
+                counted(summary.channels, "channel"),
+                counted(summary.messages, "message"),
+                summary.events,
+                summary.written_in.as_secs_f64(),
+                summary.events as f64 / written,
+                summary.messages as f64 / written,
+                summary.projected_in.as_secs_f64(),
+            );
+            eprintln!(
+                "seed: users sign in with the password {:?}, e.g. as {}",
+                crate::seed::PASSWORD,
+                crate::seed::username(seed, 0)
+            );
+            Ok(())
+        }
         Command::Projections {
             command:
                 ProjectionsCommand::Rebuild {
@@ -419,6 +483,15 @@ fn partial_path(path: &std::path::Path) -> std::path::PathBuf {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default()
     ))
+}
+
+/// "1 user", "2 users".
+fn counted(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 /// Runs an export to `output` (a file, written beside it and renamed into place when

@@ -15,6 +15,7 @@ pub mod live;
 pub mod metrics;
 pub mod progress;
 pub mod rate;
+pub mod seed;
 pub mod startup;
 pub mod telemetry;
 

@@ -3,7 +3,7 @@
 //! one line and a non-zero exit.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use arrow_array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -13,16 +13,7 @@ use crate::common::backends;
 use crate::helpers::*;
 
 fn parley(app: &TestApp, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
-    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
-        command.env_remove(key);
-    }
-    command
-        .env("PARLEY_DATABASE_URL", &app.database.url)
-        .env("PARLEY_LOG", "error")
-        .args(args)
-        .output()
-        .expect("parley runs")
+    parley_cli(&app.database, args)
 }
 
 /// Exports with `args` into `path`; the command must succeed.

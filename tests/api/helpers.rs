@@ -158,6 +158,20 @@ impl TestApp {
     }
 }
 
+/// Runs the `parley` binary against `database`, with no other `PARLEY_` setting.
+pub fn parley_cli(database: &TestDatabase, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+        command.env_remove(key);
+    }
+    command
+        .env("PARLEY_DATABASE_URL", &database.url)
+        .env("PARLEY_LOG", "error")
+        .args(args)
+        .output()
+        .expect("parley runs")
+}
+
 /// A signed-in test user.
 pub struct Client {
     pub id: String,

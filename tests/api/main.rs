@@ -17,6 +17,7 @@ mod nodes;
 mod rate;
 mod rebuild;
 mod schema;
+mod seed;
 mod server;
 mod sessions;
 mod sockets;
