@@ -394,8 +394,9 @@ async fn rebuild_projections(
 ) -> anyhow::Result<()> {
     let names: Vec<&str> = chosen.iter().map(|projector| projector.name()).collect();
     let started = std::time::Instant::now();
+    let total = parley_store::log::count_after(db, parley_store::LogPosition::START).await?;
     let mut meter =
-        crate::progress::Meter::new(format!("rebuild {}", names.join(",")), "events", 0);
+        crate::progress::Meter::new(format!("rebuild {}", names.join(",")), "events", total);
     let projectors: Vec<&dyn parley_projections::Projector> =
         chosen.iter().map(|projector| projector.as_ref()).collect();
     let rebuilt = parley_projections::rebuild::rebuild_together(
