@@ -2,7 +2,7 @@
 //! server serves them, interrupted rebuilds resumed or discarded, and read models as
 //! they stood at a moment built into a file of their own.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -13,16 +13,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 fn parley(app: &TestApp, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
-    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
-        command.env_remove(key);
-    }
-    command
-        .env("PARLEY_DATABASE_URL", &app.database.url)
-        .env("PARLEY_LOG", "error")
-        .args(args)
-        .output()
-        .expect("parley runs")
+    parley_cli(&app.database, args)
 }
 
 fn stderr(output: &Output) -> String {
