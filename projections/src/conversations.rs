@@ -1,6 +1,8 @@
 //! The `conversations` read model: conversations, their members (with role and
 //! notification level), invitations, and the bans and mutes in force.
 
+use std::collections::HashMap;
+
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
@@ -52,6 +54,126 @@ impl Projector for ConversationsProjector {
             },
             _ => Ok(()),
         }
+    }
+
+    /// Runs of conversations created and members joining (most of this read model's
+    /// events) are written in two multi-row statements; anything else is applied on
+    /// its own, in order, after what came before it.
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut run = Joins::default();
+        for event in events {
+            match event.event_of(&[EventKind::Conversation, EventKind::Member])? {
+                Some(Event::Conversation(
+                    created @ ConversationEvent::ConversationCreated { .. },
+                )) => run.created(created),
+                Some(Event::Conversation(ConversationEvent::MemberJoined {
+                    conversation_id,
+                    user_id,
+                    role,
+                    joined_at,
+                    ..
+                })) => run.member(
+                    conversation_id.to_string(),
+                    user_id.to_string(),
+                    role.as_str(),
+                    format_time(*joined_at),
+                ),
+                Some(Event::Conversation(ConversationEvent::MessagePosted { .. })) | None => {}
+                Some(_) => {
+                    run.write(conn).await?;
+                    self.apply(conn, event).await?;
+                }
+            }
+        }
+        run.write(conn).await
+    }
+}
+
+/// Conversations created and members joined by a run of events, written together.
+#[derive(Default)]
+struct Joins {
+    /// id, kind, title, slug, description, visibility, creator, created at.
+    conversations: Vec<[Option<String>; 8]>,
+    /// The last role and join time of each (conversation, user) the run adds.
+    members: HashMap<(String, String), (&'static str, String)>,
+}
+
+impl Joins {
+    fn created(&mut self, event: &ConversationEvent) {
+        let ConversationEvent::ConversationCreated {
+            conversation_id,
+            kind,
+            title,
+            slug,
+            description,
+            visibility,
+            creator_id,
+            members,
+            created_at,
+        } = event
+        else {
+            return;
+        };
+        let (id, at) = (conversation_id.to_string(), format_time(*created_at));
+        self.conversations.push([
+            Some(id.clone()),
+            Some(kind.as_str().to_owned()),
+            title.clone(),
+            slug.clone(),
+            description.clone(),
+            Some(visibility.as_str().to_owned()),
+            Some(creator_id.to_string()),
+            Some(at.clone()),
+        ]);
+        for member in members {
+            self.member(
+                id.clone(),
+                member.user_id.to_string(),
+                member.role.as_str(),
+                at.clone(),
+            );
+        }
+    }
+
+    fn member(&mut self, conversation: String, user: String, role: &'static str, at: String) {
+        self.members.insert((conversation, user), (role, at));
+    }
+
+    async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        const ROWS: usize = 200;
+        for chunk in self.conversations.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO conversations (id, kind, title, slug, description, visibility, creator_id, created_at) \
+                 VALUES {} ON CONFLICT (id) DO NOTHING",
+                parley_store::values(chunk.len(), 8)
+            );
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                for value in row {
+                    query = query.bind(value.as_deref());
+                }
+            }
+            query.execute(&mut *conn).await?;
+        }
+        self.conversations.clear();
+        let members: Vec<_> = self.members.drain().collect();
+        for chunk in members.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES {} \
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_at = excluded.joined_at",
+                parley_store::values(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((conversation, user), (role, at)) in chunk {
+                query = query.bind(conversation).bind(user).bind(*role).bind(at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 }
 

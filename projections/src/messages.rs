@@ -45,184 +45,289 @@ impl Projector for MessagesProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.event_of(&[EventKind::Conversation, EventKind::Message])? {
-            Some(Event::Conversation(decoded)) => match decoded.clone() {
-                ConversationEvent::ConversationCreated {
-                    conversation_id,
-                    created_at,
-                    ..
-                } => {
-                    sqlx::query(
-                        "INSERT INTO conversation_activity (conversation_id, last_seq, last_activity_at) VALUES ($1, 0, $2) \
-                         ON CONFLICT (conversation_id) DO NOTHING",
-                    )
-                    .bind(conversation_id.to_string())
-                    .bind(format_time(created_at))
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                ConversationEvent::MessagePosted { .. } => insert_posts(conn, &[event]).await?,
-                _ => {}
-            },
-            Some(Event::Message(decoded)) => match decoded.clone() {
-                MessageEvent::MessageEdited {
-                    message_id,
-                    body,
-                    previous_body,
-                    mentions,
-                    edited_at,
-                    ..
-                } => {
-                    let at = format_time(edited_at);
-                    sqlx::query(
-                        "INSERT INTO message_edits (message_id, version, body, edited_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (message_id, version) DO NOTHING",
-                    )
-                    .bind(message_id.to_string())
-                    .bind(event.sequence)
-                    .bind(previous_body)
-                    .bind(&at)
-                    .execute(&mut *conn)
-                    .await?;
-                    sqlx::query("UPDATE messages SET body = $2, edited_at = $3, mentions = $4 WHERE id = $1 AND deleted = 0")
-                        .bind(message_id.to_string())
-                        .bind(&body)
-                        .bind(&at)
-                        .bind(json_ids(&mentions))
-                        .execute(&mut *conn)
-                        .await?;
-                    index(conn, message_id, Some(&body)).await?;
-                }
-                MessageEvent::MessageDeleted { message_id, .. } => {
-                    let id = message_id.to_string();
-                    // A tombstone keeps the message's place; its text goes, history included.
-                    sqlx::query("UPDATE messages SET deleted = 1, body = NULL, mentions = '[]' WHERE id = $1")
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("DELETE FROM message_edits WHERE message_id = $1")
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("DELETE FROM reactions WHERE message_id = $1")
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await?;
-                    index(conn, message_id, None).await?;
-                }
-                MessageEvent::ReactionAdded {
-                    message_id,
-                    user_id,
-                    emoji,
-                    reacted_at,
-                    ..
-                } => {
-                    sqlx::query(
-                        "INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
-                    )
-                    .bind(message_id.to_string())
-                    .bind(emoji)
-                    .bind(user_id.to_string())
-                    .bind(format_time(reacted_at))
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                MessageEvent::ReactionRemoved {
-                    message_id,
-                    user_id,
-                    emoji,
-                    ..
-                } => {
-                    sqlx::query("DELETE FROM reactions WHERE message_id = $1 AND emoji = $2 AND user_id = $3")
-                        .bind(message_id.to_string())
-                        .bind(emoji)
-                        .bind(user_id.to_string())
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            },
-            _ => {}
-        }
-        Ok(())
+        self.apply_all(conn, &[event]).await
     }
 
-    /// Runs of posts (most of any log) are written with two multi-row statements (plus
-    /// a recount per replied-to message) instead of two or three per post; anything
-    /// else is applied alone, in order.
+    /// A batch, whatever its mix, folds into one set of changes per table, written in
+    /// a fixed order with a few multi-row statements each (plus a recount per
+    /// replied-to message). The order gives what applying the events one by one gives,
+    /// because the domain never touches a message before it is posted or after it is
+    /// deleted: posts, then edits, then reactions (netted per reaction), then deletions.
     async fn apply_all(
         &self,
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut run = Vec::new();
+        let mut batch = Batch::default();
         for event in events {
-            match event.event_of(&[EventKind::Conversation])? {
-                Some(Event::Conversation(ConversationEvent::MessagePosted { .. })) => {
-                    run.push(*event);
-                }
-                _ => {
-                    insert_posts(conn, &run).await?;
-                    run.clear();
-                    self.apply(conn, event).await?;
-                }
-            }
+            batch.add(event)?;
         }
-        insert_posts(conn, &run).await
+        batch.write(conn).await
     }
 }
 
-/// Writes a run of `MessagePosted` events: the messages, their search entries, reply
-/// counts of the messages they answer, and their conversations' latest activity.
-async fn insert_posts(
-    conn: &mut AnyConnection,
-    run: &[&StoredEvent],
-) -> Result<(), ProjectionError> {
-    const ROWS: usize = 200;
-    struct Post {
-        message: uuid::Uuid,
-        id: String,
-        conversation: String,
-        seq: i64,
-        author: String,
-        body: String,
-        format: String,
+struct Post {
+    id: String,
+    conversation: String,
+    seq: i64,
+    author: String,
+    body: String,
+    format: String,
+    at: String,
+    reply_to: Option<String>,
+    mentions: String,
+    attachments: String,
+}
+
+/// An edit's outcome for its message: the latest edit of a batch wins.
+struct Edit {
+    body: String,
+    at: String,
+    mentions: String,
+}
+
+/// Where a batch leaves one user's reaction with one emoji to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reaction {
+    /// Present, added at `at`; `fresh` when the batch removed it first, so an older row
+    /// must not survive in its place.
+    Present {
         at: String,
-        reply_to: Option<String>,
-        mentions: String,
-        attachments: String,
-    }
-    let mut posts = Vec::with_capacity(run.len());
-    for event in run {
-        if let Some(Event::Conversation(ConversationEvent::MessagePosted {
-            conversation_id,
-            message_id,
-            seq,
-            author_id,
-            body,
-            format,
-            reply_to_id,
-            mentions,
-            attachment_ids,
-            posted_at,
-            ..
-        })) = event.event_of(&[EventKind::Conversation])?
-        {
-            posts.push(Post {
-                message: *message_id,
-                id: message_id.to_string(),
-                conversation: conversation_id.to_string(),
-                seq: i64::try_from(*seq).unwrap_or(i64::MAX),
-                author: author_id.to_string(),
-                body: body.clone(),
-                format: format.clone(),
-                at: format_time(*posted_at),
-                reply_to: reply_to_id.map(|id| id.to_string()),
-                mentions: json_ids(mentions),
-                attachments: json_ids(attachment_ids),
-            });
+        fresh: bool,
+    },
+    Absent,
+}
+
+/// What a batch of events does to the messages read model, folded per row.
+#[derive(Default)]
+struct Batch {
+    created: Vec<(String, String)>,
+    posts: Vec<Post>,
+    /// Earlier bodies: (message, version, body, edited at).
+    history: Vec<(String, i64, String, String)>,
+    edits: HashMap<uuid::Uuid, Edit>,
+    reactions: HashMap<(String, String, String), Reaction>,
+    deleted: Vec<uuid::Uuid>,
+    /// Full-text index changes in log order (SQLite's index numbers its entries as
+    /// they come, and a rebuild must number them as the live index did).
+    search: Vec<(uuid::Uuid, Option<String>)>,
+}
+
+impl Batch {
+    fn add(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
+        match event.event_of(&[EventKind::Conversation, EventKind::Message])? {
+            Some(Event::Conversation(ConversationEvent::ConversationCreated {
+                conversation_id,
+                created_at,
+                ..
+            })) => self
+                .created
+                .push((conversation_id.to_string(), format_time(*created_at))),
+            Some(Event::Conversation(ConversationEvent::MessagePosted {
+                conversation_id,
+                message_id,
+                seq,
+                author_id,
+                body,
+                format,
+                reply_to_id,
+                mentions,
+                attachment_ids,
+                posted_at,
+                ..
+            })) => {
+                self.search.push((*message_id, Some(body.clone())));
+                self.posts.push(Post {
+                    id: message_id.to_string(),
+                    conversation: conversation_id.to_string(),
+                    seq: i64::try_from(*seq).unwrap_or(i64::MAX),
+                    author: author_id.to_string(),
+                    body: body.clone(),
+                    format: format.clone(),
+                    at: format_time(*posted_at),
+                    reply_to: reply_to_id.map(|id| id.to_string()),
+                    mentions: json_ids(mentions),
+                    attachments: json_ids(attachment_ids),
+                });
+            }
+            Some(Event::Message(MessageEvent::MessageEdited {
+                message_id,
+                body,
+                previous_body,
+                mentions,
+                edited_at,
+                ..
+            })) => {
+                let at = format_time(*edited_at);
+                self.search.push((*message_id, Some(body.clone())));
+                self.history.push((
+                    message_id.to_string(),
+                    event.sequence,
+                    previous_body.clone(),
+                    at.clone(),
+                ));
+                self.edits.insert(
+                    *message_id,
+                    Edit {
+                        body: body.clone(),
+                        at,
+                        mentions: json_ids(mentions),
+                    },
+                );
+            }
+            Some(Event::Message(MessageEvent::MessageDeleted { message_id, .. })) => {
+                self.deleted.push(*message_id);
+                self.search.push((*message_id, None));
+            }
+            Some(Event::Message(MessageEvent::ReactionAdded {
+                message_id,
+                user_id,
+                emoji,
+                reacted_at,
+                ..
+            })) => {
+                let key = (message_id.to_string(), emoji.clone(), user_id.to_string());
+                let at = format_time(*reacted_at);
+                match self.reactions.get(&key) {
+                    // Adding again what is there keeps the first addition.
+                    Some(Reaction::Present { .. }) => {}
+                    Some(Reaction::Absent) => {
+                        self.reactions
+                            .insert(key, Reaction::Present { at, fresh: true });
+                    }
+                    None => {
+                        self.reactions
+                            .insert(key, Reaction::Present { at, fresh: false });
+                    }
+                }
+            }
+            Some(Event::Message(MessageEvent::ReactionRemoved {
+                message_id,
+                user_id,
+                emoji,
+                ..
+            })) => {
+                let key = (message_id.to_string(), emoji.clone(), user_id.to_string());
+                self.reactions.insert(key, Reaction::Absent);
+            }
+            _ => {}
         }
+        Ok(())
     }
+
+    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        const ROWS: usize = 200;
+        for chunk in self.created.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO conversation_activity (conversation_id, last_seq, last_activity_at) VALUES {} \
+                 ON CONFLICT (conversation_id) DO NOTHING",
+                parley_store::values(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (conversation, at) in chunk {
+                query = query.bind(conversation).bind(0_i64).bind(at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        insert_posts(conn, &self.posts).await?;
+
+        for chunk in self.history.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO message_edits (message_id, version, body, edited_at) VALUES {} \
+                 ON CONFLICT (message_id, version) DO NOTHING",
+                parley_store::values(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for (message, version, body, at) in chunk {
+                query = query.bind(message).bind(*version).bind(body).bind(at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let edits: Vec<(&uuid::Uuid, &Edit)> = self.edits.iter().collect();
+        for chunk in edits.chunks(ROWS) {
+            let sql = format!(
+                "WITH v (id, body, edited_at, mentions) AS (VALUES {}) \
+                 UPDATE messages SET body = v.body, edited_at = v.edited_at, mentions = v.mentions \
+                 FROM v WHERE messages.id = v.id AND messages.deleted = 0",
+                parley_store::values(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for (message, edit) in chunk {
+                query = query
+                    .bind(message.to_string())
+                    .bind(&edit.body)
+                    .bind(&edit.at)
+                    .bind(&edit.mentions);
+            }
+            query.execute(&mut *conn).await?;
+        }
+
+        let (absent, present): (Vec<_>, Vec<_>) = self
+            .reactions
+            .iter()
+            .partition(|(_, reaction)| **reaction == Reaction::Absent);
+        let replaced: Vec<_> =
+            absent
+                .iter()
+                .chain(present.iter().filter(|(_, reaction)| {
+                    matches!(reaction, Reaction::Present { fresh: true, .. })
+                }))
+                .map(|(key, _)| *key)
+                .collect();
+        for chunk in replaced.chunks(ROWS) {
+            let sql = format!(
+                "DELETE FROM reactions WHERE (message_id, emoji, user_id) IN (VALUES {})",
+                parley_store::values(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (message, emoji, user) in chunk {
+                query = query.bind(message).bind(emoji).bind(user);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in present.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES {} \
+                 ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
+                parley_store::values(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((message, emoji, user), reaction) in chunk {
+                let Reaction::Present { at, .. } = reaction else {
+                    continue;
+                };
+                query = query.bind(message).bind(emoji).bind(user).bind(at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+
+        let deleted: Vec<String> = self.deleted.iter().map(ToString::to_string).collect();
+        for chunk in deleted.chunks(ROWS) {
+            let list = placeholders(1, chunk.len());
+            // A tombstone keeps the message's place; its text goes, history included.
+            for sql in [
+                format!("UPDATE messages SET deleted = 1, body = NULL, mentions = '[]' WHERE id IN ({list})"),
+                format!("DELETE FROM message_edits WHERE message_id IN ({list})"),
+                format!("DELETE FROM reactions WHERE message_id IN ({list})"),
+            ] {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(&mut *conn).await?;
+            }
+        }
+        for (message, body) in &self.search {
+            index(conn, *message, body.as_deref()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the posts of a batch: the messages, their search entries, reply counts of
+/// the messages they answer, and their conversations' latest activity.
+async fn insert_posts(conn: &mut AnyConnection, posts: &[Post]) -> Result<(), ProjectionError> {
+    const ROWS: usize = 200;
     for chunk in posts.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO messages (id, conversation_id, seq, author_id, body, format, created_at, reply_to_id, mentions, attachment_ids) \
@@ -245,22 +350,26 @@ async fn insert_posts(
         }
         query.execute(&mut *conn).await?;
     }
-    for post in &posts {
-        index(conn, post.message, Some(&post.body)).await?;
-    }
     let mut parents: Vec<&str> = posts.iter().filter_map(|p| p.reply_to.as_deref()).collect();
     parents.sort_unstable();
     parents.dedup();
-    for parent in parents {
+    for chunk in parents.chunks(ROWS) {
         // Recounted rather than incremented, so a replay cannot double it.
-        sqlx::query("UPDATE messages SET reply_count = (SELECT COUNT(*) FROM messages WHERE reply_to_id = $1) WHERE id = $1")
-            .bind(parent)
-            .execute(&mut *conn)
-            .await?;
+        let sql = format!(
+            "UPDATE messages SET reply_count = \
+                 (SELECT COUNT(*) FROM messages r WHERE r.reply_to_id = messages.id) \
+             WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for parent in chunk {
+            query = query.bind(*parent);
+        }
+        query.execute(&mut *conn).await?;
     }
     // One row per conversation (a statement may not update a row twice): its last post.
     let mut latest: HashMap<&str, &Post> = HashMap::new();
-    for post in &posts {
+    for post in posts {
         let entry = latest.entry(post.conversation.as_str()).or_insert(post);
         if post.seq > entry.seq {
             *entry = post;

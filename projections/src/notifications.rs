@@ -1,6 +1,8 @@
 //! The `notifications` read model: mention, reply, reaction and invitation
 //! notifications with read flags, honouring each member's notification level.
 
+use std::collections::{HashMap, HashSet};
+
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::inbox::InboxEvent;
@@ -16,6 +18,7 @@ pub struct NotificationsProjector;
 
 const NAMESPACE: Uuid = Uuid::from_u128(0x7061_726c_6579_2d6e_6f74_6966_7900_0001);
 
+/// A notification an event asks for, before the recipient's level is consulted.
 struct Notice<'a> {
     event: &'a StoredEvent,
     recipient: Uuid,
@@ -27,58 +30,299 @@ struct Notice<'a> {
     at: time::OffsetDateTime,
 }
 
-/// The recipient's level in the conversation (`ALL` when never set).
-async fn level(
-    conn: &mut AnyConnection,
-    conversation_id: Uuid,
-    user_id: Uuid,
-) -> Result<String, ProjectionError> {
-    let level: Option<String> = sqlx::query_scalar(
-        "SELECT level FROM notification_levels WHERE conversation_id = $1 AND user_id = $2",
-    )
-    .bind(conversation_id.to_string())
-    .bind(user_id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(level.unwrap_or_else(|| "ALL".to_owned()))
+impl Notice<'_> {
+    /// Whether a recipient at `level` (`ALL` when never set) gets it.
+    fn wanted(&self, level: Option<&str>) -> bool {
+        let level = level.unwrap_or("ALL");
+        match self.kind {
+            "INVITATION" => true,
+            "REACTION" => level == "ALL",
+            _ => level != "NONE",
+        }
+    }
+
+    /// Derived from the event and recipient, so a replay inserts the same row again.
+    fn id(&self) -> Uuid {
+        Uuid::new_v5(
+            &NAMESPACE,
+            format!("{}/{}/{}", self.event.event_id, self.recipient, self.kind).as_bytes(),
+        )
+    }
 }
 
-async fn notify(conn: &mut AnyConnection, notice: Notice<'_>) -> Result<(), ProjectionError> {
-    if notice.recipient == notice.actor_id {
-        return Ok(());
+/// The notifications `event` asks for, whoever's levels say otherwise; nobody is told
+/// of what they did themselves.
+fn notices(event: &StoredEvent) -> Result<Vec<Notice<'_>>, ProjectionError> {
+    let mut notices = Vec::new();
+    match event.event_of(&[EventKind::Conversation, EventKind::Message])? {
+        Some(Event::Conversation(ConversationEvent::MessagePosted {
+            conversation_id,
+            message_id,
+            author_id,
+            reply_to_author_id,
+            mentions,
+            posted_at,
+            ..
+        })) => {
+            let about = |recipient: Uuid, kind| Notice {
+                event,
+                recipient,
+                kind,
+                conversation_id: *conversation_id,
+                message_id: Some(*message_id),
+                invitation_id: None,
+                actor_id: *author_id,
+                at: *posted_at,
+            };
+            notices.extend(mentions.iter().map(|user| about(*user, "MENTION")));
+            if let Some(recipient) = reply_to_author_id.filter(|r| !mentions.contains(r)) {
+                notices.push(about(recipient, "REPLY"));
+            }
+        }
+        Some(Event::Conversation(ConversationEvent::InvitationSent {
+            conversation_id,
+            invitation_id,
+            inviter_id,
+            invitee_id,
+            sent_at,
+        })) => notices.push(Notice {
+            event,
+            recipient: *invitee_id,
+            kind: "INVITATION",
+            conversation_id: *conversation_id,
+            message_id: None,
+            invitation_id: Some(*invitation_id),
+            actor_id: *inviter_id,
+            at: *sent_at,
+        }),
+        Some(Event::Message(MessageEvent::MessageEdited {
+            conversation_id,
+            message_id,
+            author_id,
+            new_mentions,
+            edited_at,
+            ..
+        })) => notices.extend(new_mentions.iter().map(|recipient| Notice {
+            event,
+            recipient: *recipient,
+            kind: "MENTION",
+            conversation_id: *conversation_id,
+            message_id: Some(*message_id),
+            invitation_id: None,
+            actor_id: *author_id,
+            at: *edited_at,
+        })),
+        Some(Event::Message(MessageEvent::ReactionAdded {
+            conversation_id,
+            message_id,
+            message_author_id,
+            user_id,
+            reacted_at,
+            ..
+        })) => notices.push(Notice {
+            event,
+            recipient: *message_author_id,
+            kind: "REACTION",
+            conversation_id: *conversation_id,
+            message_id: Some(*message_id),
+            invitation_id: None,
+            actor_id: *user_id,
+            at: *reacted_at,
+        }),
+        _ => {}
     }
-    let level = level(conn, notice.conversation_id, notice.recipient).await?;
-    let wanted = match notice.kind {
-        "INVITATION" => true,
-        "REACTION" => level == "ALL",
-        _ => level != "NONE",
-    };
-    if !wanted {
-        return Ok(());
+    notices.retain(|notice| notice.recipient != notice.actor_id);
+    Ok(notices)
+}
+
+/// A (conversation, user) pair, the key of a notification level.
+type Pair = (Uuid, Uuid);
+
+/// What a batch writes, folded in log order: notification levels set or dropped, and
+/// the notifications the levels in force at each event let through.
+#[derive(Default)]
+struct Batch<'a> {
+    /// Levels as they stand at the event being folded (`None`: never set, so `ALL`),
+    /// for every pair a notice of the batch asks about.
+    levels: HashMap<Pair, Option<String>>,
+    /// Levels the batch changed and has not written yet.
+    changed: HashMap<Pair, Option<String>>,
+    rows: Vec<Notice<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    /// Reads in one go the stored levels of every recipient the batch may notify.
+    async fn load_levels(
+        &mut self,
+        conn: &mut AnyConnection,
+        events: &[&'a StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        const ROWS: usize = 200;
+        let mut pairs = HashSet::new();
+        for event in events {
+            for notice in notices(event)? {
+                pairs.insert((notice.conversation_id, notice.recipient));
+            }
+        }
+        let pairs: Vec<Pair> = pairs.into_iter().collect();
+        for chunk in pairs.chunks(ROWS) {
+            let sql = format!(
+                "SELECT conversation_id, user_id, level FROM notification_levels \
+                 WHERE (conversation_id, user_id) IN (VALUES {})",
+                parley_store::values(chunk.len(), 2)
+            );
+            let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
+            for (conversation, user) in chunk {
+                query = query.bind(conversation.to_string()).bind(user.to_string());
+            }
+            for (conversation, user, level) in query.fetch_all(&mut *conn).await? {
+                if let (Ok(conversation), Ok(user)) = (conversation.parse(), user.parse()) {
+                    self.levels.insert((conversation, user), Some(level));
+                }
+            }
+            for pair in chunk {
+                self.levels.entry(*pair).or_insert(None);
+            }
+        }
+        Ok(())
     }
-    // Derived from the event and recipient, so a replay inserts the same row again.
-    let id = Uuid::new_v5(
-        &NAMESPACE,
-        format!(
-            "{}/{}/{}",
-            notice.event.event_id, notice.recipient, notice.kind
-        )
-        .as_bytes(),
-    );
-    sqlx::query(
-        "INSERT INTO notifications (id, user_id, kind, conversation_id, message_id, invitation_id, actor_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id.to_string())
-    .bind(notice.recipient.to_string())
-    .bind(notice.kind)
-    .bind(notice.conversation_id.to_string())
-    .bind(notice.message_id.map(|id| id.to_string()))
-    .bind(notice.invitation_id.map(|id| id.to_string()))
-    .bind(notice.actor_id.to_string())
-    .bind(format_time(notice.at))
-    .execute(&mut *conn)
-    .await?;
+
+    fn set_level(&mut self, pair: Pair, level: Option<String>) {
+        self.levels.insert(pair, level.clone());
+        self.changed.insert(pair, level);
+    }
+
+    /// Folds `event` in; false when it must be applied on its own, after what came
+    /// before it is written.
+    fn add(&mut self, event: &'a StoredEvent) -> Result<bool, ProjectionError> {
+        match event.event_of(&[EventKind::Conversation, EventKind::Member, EventKind::Inbox])? {
+            Some(Event::Member(MemberEvent::NotificationLevelSet {
+                conversation_id,
+                user_id,
+                level,
+                ..
+            })) => {
+                self.set_level(
+                    (*conversation_id, *user_id),
+                    Some(level.as_str().to_owned()),
+                );
+                return Ok(true);
+            }
+            Some(Event::Conversation(ConversationEvent::MemberLeft {
+                conversation_id,
+                user_id,
+                ..
+            })) => {
+                self.set_level((*conversation_id, *user_id), None);
+                return Ok(true);
+            }
+            // Marking read updates rows earlier events may have added.
+            Some(Event::Inbox(_)) => return Ok(false),
+            _ => {}
+        }
+        for notice in notices(event)? {
+            let level = self
+                .levels
+                .get(&(notice.conversation_id, notice.recipient))
+                .and_then(Option::as_deref);
+            if notice.wanted(level) {
+                self.rows.push(notice);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        const ROWS: usize = 200;
+        let (set, dropped): (Vec<_>, Vec<_>) =
+            self.changed.drain().partition(|(_, level)| level.is_some());
+        for chunk in dropped.chunks(ROWS) {
+            let sql = format!(
+                "DELETE FROM notification_levels WHERE (conversation_id, user_id) IN (VALUES {})",
+                parley_store::values(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((conversation, user), _) in chunk {
+                query = query.bind(conversation.to_string()).bind(user.to_string());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in set.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO notification_levels (conversation_id, user_id, level) VALUES {} \
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET level = excluded.level",
+                parley_store::values(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((conversation, user), level) in chunk {
+                query = query
+                    .bind(conversation.to_string())
+                    .bind(user.to_string())
+                    .bind(level.as_deref());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let mut seen = HashSet::new();
+        let rows: Vec<(Uuid, Notice<'a>)> = self
+            .rows
+            .drain(..)
+            .map(|notice| (notice.id(), notice))
+            .filter(|(id, _)| seen.insert(*id))
+            .collect();
+        for chunk in rows.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO notifications (id, user_id, kind, conversation_id, message_id, invitation_id, actor_id, created_at) \
+                 VALUES {} ON CONFLICT (id) DO NOTHING",
+                parley_store::values(chunk.len(), 8)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, notice) in chunk {
+                query = query
+                    .bind(id.to_string())
+                    .bind(notice.recipient.to_string())
+                    .bind(notice.kind)
+                    .bind(notice.conversation_id.to_string())
+                    .bind(notice.message_id.map(|id| id.to_string()))
+                    .bind(notice.invitation_id.map(|id| id.to_string()))
+                    .bind(notice.actor_id.to_string())
+                    .bind(format_time(notice.at));
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Marks notifications read.
+async fn mark_read(conn: &mut AnyConnection, event: &InboxEvent) -> Result<(), ProjectionError> {
+    match event {
+        InboxEvent::NotificationsRead {
+            user_id,
+            notification_ids,
+            ..
+        } => {
+            if !notification_ids.is_empty() {
+                let sql = format!(
+                    "UPDATE notifications SET read = 1 WHERE user_id = $1 AND id IN ({})",
+                    placeholders(2, notification_ids.len())
+                );
+                let mut query = sqlx::query(&sql).bind(user_id.to_string());
+                for id in notification_ids {
+                    query = query.bind(id);
+                }
+                query.execute(&mut *conn).await?;
+            }
+        }
+        InboxEvent::AllNotificationsRead { user_id, at } => {
+            sqlx::query(
+                "UPDATE notifications SET read = 1 WHERE user_id = $1 AND created_at <= $2",
+            )
+            .bind(user_id.to_string())
+            .bind(format_time(*at))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -97,176 +341,29 @@ impl Projector for NotificationsProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.event_of(&[
-            EventKind::Conversation,
-            EventKind::Message,
-            EventKind::Member,
-            EventKind::Inbox,
-        ])? {
-            Some(Event::Conversation(decoded)) => match decoded.clone() {
-                ConversationEvent::MessagePosted {
-                    conversation_id,
-                    message_id,
-                    author_id,
-                    reply_to_author_id,
-                    mentions,
-                    posted_at,
-                    ..
-                } => {
-                    for recipient in &mentions {
-                        let notice = Notice {
-                            event,
-                            recipient: *recipient,
-                            kind: "MENTION",
-                            conversation_id,
-                            message_id: Some(message_id),
-                            invitation_id: None,
-                            actor_id: author_id,
-                            at: posted_at,
-                        };
-                        notify(conn, notice).await?;
-                    }
-                    if let Some(recipient) = reply_to_author_id.filter(|r| !mentions.contains(r)) {
-                        let notice = Notice {
-                            event,
-                            recipient,
-                            kind: "REPLY",
-                            conversation_id,
-                            message_id: Some(message_id),
-                            invitation_id: None,
-                            actor_id: author_id,
-                            at: posted_at,
-                        };
-                        notify(conn, notice).await?;
-                    }
-                }
-                ConversationEvent::InvitationSent {
-                    conversation_id,
-                    invitation_id,
-                    inviter_id,
-                    invitee_id,
-                    sent_at,
-                } => {
-                    let notice = Notice {
-                        event,
-                        recipient: invitee_id,
-                        kind: "INVITATION",
-                        conversation_id,
-                        message_id: None,
-                        invitation_id: Some(invitation_id),
-                        actor_id: inviter_id,
-                        at: sent_at,
-                    };
-                    notify(conn, notice).await?;
-                }
-                ConversationEvent::MemberLeft {
-                    conversation_id,
-                    user_id,
-                    ..
-                } => {
-                    sqlx::query("DELETE FROM notification_levels WHERE conversation_id = $1 AND user_id = $2")
-                        .bind(conversation_id.to_string())
-                        .bind(user_id.to_string())
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                _ => {}
-            },
-            Some(Event::Message(decoded)) => match decoded.clone() {
-                MessageEvent::MessageEdited {
-                    conversation_id,
-                    message_id,
-                    author_id,
-                    new_mentions,
-                    edited_at,
-                    ..
-                } => {
-                    for recipient in new_mentions {
-                        let notice = Notice {
-                            event,
-                            recipient,
-                            kind: "MENTION",
-                            conversation_id,
-                            message_id: Some(message_id),
-                            invitation_id: None,
-                            actor_id: author_id,
-                            at: edited_at,
-                        };
-                        notify(conn, notice).await?;
-                    }
-                }
-                MessageEvent::ReactionAdded {
-                    conversation_id,
-                    message_id,
-                    message_author_id,
-                    user_id,
-                    reacted_at,
-                    ..
-                } => {
-                    let notice = Notice {
-                        event,
-                        recipient: message_author_id,
-                        kind: "REACTION",
-                        conversation_id,
-                        message_id: Some(message_id),
-                        invitation_id: None,
-                        actor_id: user_id,
-                        at: reacted_at,
-                    };
-                    notify(conn, notice).await?;
-                }
-                _ => {}
-            },
-            Some(Event::Member(decoded)) => {
-                if let MemberEvent::NotificationLevelSet {
-                    conversation_id,
-                    user_id,
-                    level,
-                    ..
-                } = decoded.clone()
-                {
-                    sqlx::query(
-                        "INSERT INTO notification_levels (conversation_id, user_id, level) VALUES ($1, $2, $3) \
-                         ON CONFLICT (conversation_id, user_id) DO UPDATE SET level = excluded.level",
-                    )
-                    .bind(conversation_id.to_string())
-                    .bind(user_id.to_string())
-                    .bind(level.as_str())
-                    .execute(&mut *conn)
-                    .await?;
+        self.apply_all(conn, &[event]).await
+    }
+
+    /// The levels a batch needs are read in one query and kept in step in memory as
+    /// its events set them, and its notifications and level changes are written in a
+    /// few multi-row statements; only marking read (rare, and about rows the batch may
+    /// have added) is applied on its own, in order.
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut batch = Batch::default();
+        batch.load_levels(conn, events).await?;
+        for event in events {
+            if !batch.add(event)? {
+                batch.write(conn).await?;
+                if let Some(Event::Inbox(read)) = event.event_of(&[EventKind::Inbox])? {
+                    mark_read(conn, read).await?;
                 }
             }
-            Some(Event::Inbox(decoded)) => {
-                match decoded.clone() {
-                    InboxEvent::NotificationsRead {
-                        user_id,
-                        notification_ids,
-                        ..
-                    } => {
-                        if !notification_ids.is_empty() {
-                            let sql = format!(
-                            "UPDATE notifications SET read = 1 WHERE user_id = $1 AND id IN ({})",
-                            placeholders(2, notification_ids.len())
-                        );
-                            let mut query = sqlx::query(&sql).bind(user_id.to_string());
-                            for id in notification_ids {
-                                query = query.bind(id);
-                            }
-                            query.execute(&mut *conn).await?;
-                        }
-                    }
-                    InboxEvent::AllNotificationsRead { user_id, at } => {
-                        sqlx::query("UPDATE notifications SET read = 1 WHERE user_id = $1 AND created_at <= $2")
-                        .bind(user_id.to_string())
-                        .bind(format_time(at))
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                }
-            }
-            _ => {}
         }
-        Ok(())
+        batch.write(conn).await
     }
 }
 

@@ -136,8 +136,8 @@ async fn run_together(
     let mut applied = total.saturating_sub(log::count_after(db, from).await?);
     let mut read = from;
     let mut reported: Option<Instant> = None;
+    let mut events = log::read_after(db, read, batch).await?;
     loop {
-        let events = log::read_after(db, read, batch).await?;
         let near_head = (events.len() as i64) < batch;
         if let Some(last) = events.last() {
             read = last.position;
@@ -146,7 +146,18 @@ async fn run_together(
                 .iter_mut()
                 .zip(projectors)
                 .map(|(shadow, projector)| shadow.apply_batch(db, *projector, &events));
-            futures::future::try_join_all(applying).await?;
+            // The next batch is read (on a connection of its own) while this one is
+            // written, so neither the database nor the decoder waits for the other.
+            let next = async {
+                if near_head {
+                    Ok(Vec::new())
+                } else {
+                    log::read_after(db, read, batch).await
+                }
+            };
+            let (done, next) = futures::join!(futures::future::try_join_all(applying), next);
+            done?;
+            events = next?;
         }
         let now = Progress {
             applied,

@@ -23,54 +23,6 @@ fn seq(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Moves a marker forward only (`MAX`), or sets it (`markUnread`).
-async fn set_marker(
-    conn: &mut AnyConnection,
-    conversation_id: Uuid,
-    user_id: Uuid,
-    read_seq: i64,
-    message_id: Option<Uuid>,
-    forward_only: bool,
-) -> Result<(), ProjectionError> {
-    let condition = if forward_only {
-        "WHERE read_markers.read_seq < excluded.read_seq"
-    } else {
-        ""
-    };
-    sqlx::query(&format!(
-        "INSERT INTO read_markers (conversation_id, user_id, read_seq, message_id) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (conversation_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, \
-             message_id = excluded.message_id {condition}"
-    ))
-    .bind(conversation_id.to_string())
-    .bind(user_id.to_string())
-    .bind(read_seq)
-    .bind(message_id.map(|id| id.to_string()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn attend(
-    conn: &mut AnyConnection,
-    user_id: Uuid,
-    conversation_id: Uuid,
-    seq: i64,
-    message_id: Uuid,
-) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO attention (user_id, conversation_id, seq, message_id) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (user_id, message_id) DO NOTHING",
-    )
-    .bind(user_id.to_string())
-    .bind(conversation_id.to_string())
-    .bind(seq)
-    .bind(message_id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl Projector for UnreadProjector {
     fn name(&self) -> &'static str {
@@ -86,164 +38,173 @@ impl Projector for UnreadProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.event_of(&[
-            EventKind::Conversation,
-            EventKind::Message,
-            EventKind::Member,
-        ])? {
-            Some(Event::Conversation(decoded)) => match decoded.clone() {
-                ConversationEvent::ConversationCreated {
-                    conversation_id,
-                    members,
-                    ..
-                } => {
-                    for member in members {
-                        set_marker(conn, conversation_id, member.user_id, 0, None, true).await?;
-                    }
-                }
-                ConversationEvent::MemberJoined {
-                    conversation_id,
-                    user_id,
-                    last_seq,
-                    ..
-                } => {
-                    // A (re)joining member starts with everything before the join read.
-                    set_marker(conn, conversation_id, user_id, seq(last_seq), None, false).await?;
-                }
-                ConversationEvent::MessagePosted { .. } => {
-                    let mut posts = Posts::default();
-                    posts.add(event)?;
-                    posts.write(conn).await?;
-                }
-                _ => {}
-            },
-            Some(Event::Message(decoded)) => {
-                if let MessageEvent::MessageEdited {
-                    conversation_id,
-                    message_id,
-                    seq: message_seq,
-                    new_mentions,
-                    ..
-                } = decoded.clone()
-                {
-                    for user in new_mentions {
-                        attend(conn, user, conversation_id, seq(message_seq), message_id).await?;
-                    }
-                }
-            }
-            Some(Event::Member(decoded)) => match decoded.clone() {
-                MemberEvent::ReadMarkerMoved {
-                    conversation_id,
-                    user_id,
-                    message_id,
-                    seq: read,
-                    ..
-                } => {
-                    set_marker(
-                        conn,
-                        conversation_id,
-                        user_id,
-                        seq(read),
-                        Some(message_id),
-                        true,
-                    )
-                    .await?;
-                }
-                MemberEvent::MarkedUnread {
-                    conversation_id,
-                    user_id,
-                    seq: read,
-                    ..
-                } => {
-                    set_marker(conn, conversation_id, user_id, seq(read), None, false).await?;
-                }
-                MemberEvent::NotificationLevelSet { .. } => {}
-            },
-            _ => {}
-        }
-        Ok(())
+        self.apply_all(conn, &[event]).await
     }
 
-    /// Runs of posts move their authors' markers and add attention rows in two
-    /// multi-row statements; anything else is applied alone, in order.
+    /// Every event this read model takes folds into one batch of marker moves and
+    /// attention rows, written in at most four multi-row statements, whatever the
+    /// batch's size or mix.
     async fn apply_all(
         &self,
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut run = Posts::default();
+        let mut batch = Batch::default();
         for event in events {
-            if !run.add(event)? {
-                run.write(conn).await?;
-                self.apply(conn, event).await?;
-            }
+            batch.add(event)?;
         }
-        run.write(conn).await
+        batch.write(conn).await
     }
 }
 
-/// What a run of posts writes: each author's furthest marker per conversation, and the
-/// attention rows of the users they mention or answer.
+/// A member's marker after a batch: `seq` (with the message read up to, when known),
+/// and whether it was set outright (a join or `markUnread`) rather than only moved
+/// forward, as reading and posting do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Marker {
+    seq: i64,
+    message: Option<Uuid>,
+    set: bool,
+}
+
+/// What a batch of events writes: each member's marker, folded in log order, and the
+/// attention rows of the users posts and edits mention or answer.
 #[derive(Default)]
-struct Posts {
-    markers: HashMap<(Uuid, Uuid), (i64, Uuid)>,
+struct Batch {
+    markers: HashMap<(Uuid, Uuid), Marker>,
     attention: HashMap<(Uuid, Uuid), (Uuid, i64)>,
 }
 
-impl Posts {
-    /// Takes in `event` if it is a post; false if it is not.
-    fn add(&mut self, event: &StoredEvent) -> Result<bool, ProjectionError> {
-        let Some(Event::Conversation(ConversationEvent::MessagePosted {
-            conversation_id,
-            message_id,
-            seq: message_seq,
-            author_id,
-            reply_to_author_id,
-            mentions,
-            ..
-        })) = event.event_of(&[EventKind::Conversation])?
-        else {
-            return Ok(false);
-        };
-        let message_seq = seq(*message_seq);
-        // Posting marks the post read for its author, as in Slack and Matrix.
-        let marker = self
-            .markers
-            .entry((*conversation_id, *author_id))
-            .or_insert((message_seq, *message_id));
-        if message_seq > marker.0 {
-            *marker = (message_seq, *message_id);
+impl Batch {
+    /// Moves a marker forward only: a later, smaller `seq` changes nothing.
+    fn forward(&mut self, conversation: Uuid, user: Uuid, seq: i64, message: Option<Uuid>) {
+        let marker = self.markers.entry((conversation, user)).or_insert(Marker {
+            seq,
+            message,
+            set: false,
+        });
+        if seq > marker.seq {
+            marker.seq = seq;
+            marker.message = message;
         }
-        for user in mentions.iter().chain(reply_to_author_id) {
-            if user != author_id {
-                self.attention
-                    .insert((*user, *message_id), (*conversation_id, message_seq));
-            }
-        }
-        Ok(true)
     }
 
-    async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        const ROWS: usize = 200;
-        let markers: Vec<_> = self.markers.drain().collect();
-        for chunk in markers.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO read_markers (conversation_id, user_id, read_seq, message_id) VALUES {} \
-                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, \
-                     message_id = excluded.message_id WHERE read_markers.read_seq < excluded.read_seq",
-                parley_store::values(chunk.len(), 4)
-            );
-            let mut query = sqlx::query(&sql);
-            for ((conversation, user), (read_seq, message)) in chunk {
-                query = query
-                    .bind(conversation.to_string())
-                    .bind(user.to_string())
-                    .bind(*read_seq)
-                    .bind(message.to_string());
+    /// Sets a marker, backwards if need be; whatever came before it in the batch is moot.
+    fn set(&mut self, conversation: Uuid, user: Uuid, seq: i64) {
+        self.markers.insert(
+            (conversation, user),
+            Marker {
+                seq,
+                message: None,
+                set: true,
+            },
+        );
+    }
+
+    fn attend(&mut self, user: Uuid, message: Uuid, conversation: Uuid, seq: i64) {
+        self.attention
+            .entry((user, message))
+            .or_insert((conversation, seq));
+    }
+
+    fn add(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
+        match event.event_of(&[
+            EventKind::Conversation,
+            EventKind::Message,
+            EventKind::Member,
+        ])? {
+            Some(Event::Conversation(ConversationEvent::ConversationCreated {
+                conversation_id,
+                members,
+                ..
+            })) => {
+                for member in members {
+                    self.forward(*conversation_id, member.user_id, 0, None);
+                }
             }
-            query.execute(&mut *conn).await?;
+            Some(Event::Conversation(ConversationEvent::MemberJoined {
+                conversation_id,
+                user_id,
+                last_seq,
+                ..
+            })) => {
+                // A (re)joining member starts with everything before the join read.
+                self.set(*conversation_id, *user_id, seq(*last_seq));
+            }
+            Some(Event::Conversation(ConversationEvent::MessagePosted {
+                conversation_id,
+                message_id,
+                seq: message_seq,
+                author_id,
+                reply_to_author_id,
+                mentions,
+                ..
+            })) => {
+                let message_seq = seq(*message_seq);
+                // Posting marks the post read for its author, as in Slack and Matrix.
+                self.forward(*conversation_id, *author_id, message_seq, Some(*message_id));
+                for user in mentions.iter().chain(reply_to_author_id) {
+                    if user != author_id {
+                        self.attend(*user, *message_id, *conversation_id, message_seq);
+                    }
+                }
+            }
+            Some(Event::Message(MessageEvent::MessageEdited {
+                conversation_id,
+                message_id,
+                seq: message_seq,
+                new_mentions,
+                ..
+            })) => {
+                for user in new_mentions {
+                    self.attend(*user, *message_id, *conversation_id, seq(*message_seq));
+                }
+            }
+            Some(Event::Member(MemberEvent::ReadMarkerMoved {
+                conversation_id,
+                user_id,
+                message_id,
+                seq: read,
+                ..
+            })) => self.forward(*conversation_id, *user_id, seq(*read), Some(*message_id)),
+            Some(Event::Member(MemberEvent::MarkedUnread {
+                conversation_id,
+                user_id,
+                seq: read,
+                ..
+            })) => self.set(*conversation_id, *user_id, seq(*read)),
+            _ => {}
         }
-        let attention: Vec<_> = self.attention.drain().collect();
+        Ok(())
+    }
+
+    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        const ROWS: usize = 200;
+        let (set, forward): (Vec<_>, Vec<_>) =
+            self.markers.into_iter().partition(|(_, marker)| marker.set);
+        for (markers, condition) in [
+            (set, ""),
+            (forward, "WHERE read_markers.read_seq < excluded.read_seq"),
+        ] {
+            for chunk in markers.chunks(ROWS) {
+                let sql = format!(
+                    "INSERT INTO read_markers (conversation_id, user_id, read_seq, message_id) VALUES {} \
+                     ON CONFLICT (conversation_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, \
+                         message_id = excluded.message_id {condition}",
+                    parley_store::values(chunk.len(), 4)
+                );
+                let mut query = sqlx::query(&sql);
+                for ((conversation, user), marker) in chunk {
+                    query = query
+                        .bind(conversation.to_string())
+                        .bind(user.to_string())
+                        .bind(marker.seq)
+                        .bind(marker.message.map(|id| id.to_string()));
+                }
+                query.execute(&mut *conn).await?;
+            }
+        }
+        let attention: Vec<_> = self.attention.into_iter().collect();
         for chunk in attention.chunks(ROWS) {
             let sql = format!(
                 "INSERT INTO attention (user_id, conversation_id, seq, message_id) VALUES {} \
