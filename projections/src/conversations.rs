@@ -82,7 +82,63 @@ impl Projector for ConversationsProjector {
                     role.as_str(),
                     format_time(*joined_at),
                 ),
-                Some(Event::Conversation(ConversationEvent::MessagePosted { .. })) | None => {}
+                Some(Event::Conversation(ConversationEvent::InvitationSent {
+                    conversation_id,
+                    invitation_id,
+                    inviter_id,
+                    invitee_id,
+                    sent_at,
+                })) => run.invitations.push([
+                    invitation_id.to_string(),
+                    conversation_id.to_string(),
+                    inviter_id.to_string(),
+                    invitee_id.to_string(),
+                    format_time(*sent_at),
+                ]),
+                Some(Event::Conversation(ConversationEvent::InvitationAccepted {
+                    invitation_id,
+                    accepted_at,
+                    ..
+                })) => run.answer(invitation_id, "ACCEPTED", accepted_at),
+                Some(Event::Conversation(ConversationEvent::InvitationDeclined {
+                    invitation_id,
+                    declined_at,
+                    ..
+                })) => run.answer(invitation_id, "DECLINED", declined_at),
+                Some(Event::Conversation(ConversationEvent::InvitationRevoked {
+                    invitation_id,
+                    revoked_at,
+                    ..
+                })) => run.answer(invitation_id, "REVOKED", revoked_at),
+                Some(Event::Conversation(ConversationEvent::ConversationUpdated {
+                    conversation_id,
+                    title,
+                    description,
+                    ..
+                })) => {
+                    let update = run.updates.entry(conversation_id.to_string()).or_default();
+                    // A field an update leaves out keeps what came before it.
+                    if title.is_some() {
+                        update.0.clone_from(title);
+                    }
+                    if description.is_some() {
+                        update.1.clone_from(description);
+                    }
+                }
+                Some(Event::Member(MemberEvent::NotificationLevelSet {
+                    conversation_id,
+                    user_id,
+                    level,
+                    ..
+                })) => {
+                    run.levels.insert(
+                        (conversation_id.to_string(), user_id.to_string()),
+                        level.as_str(),
+                    );
+                }
+                Some(Event::Conversation(ConversationEvent::MessagePosted { .. }))
+                | Some(Event::Member(_))
+                | None => {}
                 Some(_) => {
                     run.write(conn).await?;
                     self.apply(conn, event).await?;
@@ -93,9 +149,21 @@ impl Projector for ConversationsProjector {
     }
 }
 
-/// Conversations created and members joined by a run of events, written together.
+/// What a run of events does to conversations, members and invitations, written
+/// together in this order: conversations, members, notification levels, invitations,
+/// answers to them, conversation updates. Anything that removes a member or changes a
+/// role or sanction ends the run, so within one the domain's own order (a member joins
+/// before choosing a level, an invitation is sent before it is answered) is this one.
 #[derive(Default)]
 struct Joins {
+    /// id, conversation, inviter, invitee, sent at.
+    invitations: Vec<[String; 5]>,
+    /// Each invitation's last answer: status and when.
+    answers: HashMap<String, (&'static str, String)>,
+    /// Each member's last notification level.
+    levels: HashMap<(String, String), &'static str>,
+    /// Each conversation's title and description as updated (`None`: unchanged).
+    updates: HashMap<String, (Option<String>, Option<String>)>,
     /// id, kind, title, slug, description, visibility, creator, created at.
     conversations: Vec<[Option<String>; 8]>,
     /// The last role and join time of each (conversation, user) the run adds.
@@ -139,6 +207,11 @@ impl Joins {
         }
     }
 
+    fn answer(&mut self, invitation: &uuid::Uuid, status: &'static str, at: &time::OffsetDateTime) {
+        self.answers
+            .insert(invitation.to_string(), (status, format_time(*at)));
+    }
+
     fn member(&mut self, conversation: String, user: String, role: &'static str, at: String) {
         self.members.insert((conversation, user), (role, at));
     }
@@ -170,6 +243,65 @@ impl Joins {
             let mut query = sqlx::query(&sql);
             for ((conversation, user), (role, at)) in chunk {
                 query = query.bind(conversation).bind(user).bind(*role).bind(at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let levels: Vec<_> = self.levels.drain().collect();
+        for chunk in levels.chunks(ROWS) {
+            let sql = format!(
+                "WITH v (conversation_id, user_id, level) AS (VALUES {}) \
+                 UPDATE members SET notification_level = v.level FROM v \
+                 WHERE members.conversation_id = v.conversation_id AND members.user_id = v.user_id",
+                parley_store::values(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((conversation, user), level) in chunk {
+                query = query.bind(conversation).bind(user).bind(*level);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in self.invitations.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO invitations (id, conversation_id, inviter_id, invitee_id, created_at, status) \
+                 VALUES {} ON CONFLICT (id) DO NOTHING",
+                parley_store::values(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                for value in row {
+                    query = query.bind(value);
+                }
+                query = query.bind("PENDING");
+            }
+            query.execute(&mut *conn).await?;
+        }
+        self.invitations.clear();
+        let answers: Vec<_> = self.answers.drain().collect();
+        for chunk in answers.chunks(ROWS) {
+            let sql = format!(
+                "WITH v (id, status, answered_at) AS (VALUES {}) \
+                 UPDATE invitations SET status = v.status, answered_at = v.answered_at FROM v \
+                 WHERE invitations.id = v.id",
+                parley_store::values(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, (status, at)) in chunk {
+                query = query.bind(id).bind(*status).bind(at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let updates: Vec<_> = self.updates.drain().collect();
+        for chunk in updates.chunks(ROWS) {
+            let sql = format!(
+                "WITH v (id, title, description) AS (VALUES {}) \
+                 UPDATE conversations SET title = COALESCE(v.title, conversations.title), \
+                     description = COALESCE(v.description, conversations.description) FROM v \
+                 WHERE conversations.id = v.id",
+                parley_store::values(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, (title, description)) in chunk {
+                query = query.bind(id).bind(title).bind(description);
             }
             query.execute(&mut *conn).await?;
         }

@@ -40,6 +40,11 @@ impl Projector for MessagesProjector {
         }
     }
 
+    /// Reply counts are recounted from the replies.
+    fn write_indexes(&self) -> &'static [&'static str] {
+        &["messages_replies"]
+    }
+
     async fn apply(
         &self,
         conn: &mut AnyConnection,

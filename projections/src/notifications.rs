@@ -336,6 +336,11 @@ impl Projector for NotificationsProjector {
         &["notifications", "notification_levels"]
     }
 
+    /// Marking everything read finds the user's notifications.
+    fn write_indexes(&self) -> &'static [&'static str] {
+        &["notifications_by_user"]
+    }
+
     async fn apply(
         &self,
         conn: &mut AnyConnection,

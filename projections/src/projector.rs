@@ -22,6 +22,12 @@ pub trait Projector: Send + Sync + 'static {
     fn backend_tables(&self, _backend: crate::Backend) -> &'static [&'static str] {
         &[]
     }
+    /// Secondary indexes its writes look rows up by. A rebuild builds every other
+    /// index of the shadow tables only once the replay is done, in one pass, rather than
+    /// row by row as it goes.
+    fn write_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Applies one event. Must be idempotent: the same event twice changes nothing.
     async fn apply(
         &self,

@@ -21,6 +21,11 @@
 //! rebuild runs. The switch copies the shadow tables into the live ones in one write
 //! transaction (SQLite has a single writer: appends wait for it).
 //!
+//! Either way the shadow has only the secondary indexes the projector's writes look
+//! rows up by while the log is replayed: on PostgreSQL the others are built in one pass
+//! each before the switch, on SQLite they are not needed at all (the switch copies rows
+//! into the live tables, whose indexes take them in).
+//!
 //! Either way the shadow carries its own checkpoint, committed with its rows, so an
 //! interrupted rebuild resumes where it stopped; [`discard`] drops it instead.
 
@@ -179,6 +184,7 @@ async fn run_together(
     }
     let mut done = Vec::with_capacity(shadows.len());
     for (shadow, projector) in shadows.iter_mut().zip(projectors) {
+        shadow.build_indexes().await?;
         let (position, last) = shadow.switch(db, *projector).await?;
         done.push(Rebuilt {
             applied: applied + last,
@@ -460,8 +466,27 @@ impl Shadow {
                     s = quoted(&shadow)
                 );
                 tx.execute(sql.as_str()).await?;
+                let sql = format!(
+                    "CREATE TABLE {}.rebuild_indexes (definition text NOT NULL)",
+                    quoted(&shadow)
+                );
+                tx.execute(sql.as_str()).await?;
                 for table in &tables {
-                    copy_postgres_table(&mut tx, &live, &shadow, table).await?;
+                    let deferred = copy_postgres_table(
+                        &mut tx,
+                        &live,
+                        &shadow,
+                        table,
+                        projector.write_indexes(),
+                    )
+                    .await?;
+                    let sql = format!(
+                        "INSERT INTO {}.rebuild_indexes (definition) VALUES ($1)",
+                        quoted(&shadow)
+                    );
+                    for definition in deferred {
+                        sqlx::query(&sql).bind(definition).execute(&mut *tx).await?;
+                    }
                 }
                 let sql = format!(
                     "CREATE TABLE {}.rebuild_state (version bigint NOT NULL, \
@@ -483,17 +508,22 @@ impl Shadow {
                 drop_sqlite_shadow(&mut self.conn).await?;
                 let mut tx = self.conn.begin().await?;
                 let sql = format!(
-                    "SELECT sql FROM live.sqlite_master WHERE tbl_name IN ({}) \
+                    "SELECT type, name, sql FROM live.sqlite_master WHERE tbl_name IN ({}) \
                      AND sql IS NOT NULL ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END",
                     crate::placeholders(1, tables.len())
                 );
-                let mut query = sqlx::query_scalar::<_, String>(&sql);
+                let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
                 for table in &tables {
                     query = query.bind(*table);
                 }
                 // Unqualified, each definition makes its table or index in `main`: the
-                // shadow file.
-                for definition in query.fetch_all(&mut *tx).await? {
+                // shadow file. The switch copies rows into the live tables, whose own
+                // indexes take them in, so the shadow needs only the indexes the
+                // projector's writes use.
+                for (kind, name, definition) in query.fetch_all(&mut *tx).await? {
+                    if kind == "index" && !projector.write_indexes().contains(&name.as_str()) {
+                        continue;
+                    }
                     tx.execute(definition.as_str()).await?;
                 }
                 tx.execute(
@@ -536,6 +566,39 @@ impl Shadow {
         }
         self.position = apply(&mut tx, projector, &unseen).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Builds the indexes the replay went without (see [`Projector::write_indexes`]),
+    /// each in a transaction of its own that also strikes it off the list, so an
+    /// interrupted rebuild builds only those still missing.
+    async fn build_indexes(&mut self) -> Result<(), ProjectionError> {
+        let Place::Postgres { shadow, .. } = &self.place else {
+            return Ok(());
+        };
+        let list = format!("{}.rebuild_indexes", quoted(shadow));
+        // A shadow begun by an earlier release has every index already.
+        let listed: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&list)
+            .fetch_one(&mut self.conn)
+            .await?;
+        if !listed {
+            return Ok(());
+        }
+        let pending: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT definition FROM {list} ORDER BY definition"
+        ))
+        .fetch_all(&mut self.conn)
+        .await?;
+        for definition in pending {
+            let mut tx = self.conn.begin().await?;
+            tx.execute(definition.as_str()).await?;
+            sqlx::query(&format!("DELETE FROM {list} WHERE definition = $1"))
+                .bind(&definition)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
         Ok(())
     }
 
@@ -657,7 +720,7 @@ impl Shadow {
         // those keeps the index as built rather than tokenising every message again.
         let copied: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM main.sqlite_master WHERE type = 'table' \
-             AND name NOT IN ('rebuild_state') AND name NOT LIKE 'sqlite_%' \
+             AND name NOT IN ('rebuild_state', 'rebuild_indexes') AND name NOT LIKE 'sqlite_%' \
              AND sql NOT LIKE 'CREATE VIRTUAL TABLE%'",
         )
         .fetch_all(&mut self.conn)
@@ -796,12 +859,15 @@ async fn go_live(
 /// Makes `shadow.table` like `live.table`: columns, defaults, generated columns and
 /// checks through `LIKE`, then keys, unique constraints and indexes under their live
 /// names, so the tables switched in are indistinguishable from those migrations made.
+/// Secondary indexes other than `write_indexes` are not made: their definitions are
+/// returned, to be built once the shadow is full.
 async fn copy_postgres_table(
     conn: &mut AnyConnection,
     live: &str,
     shadow: &str,
     table: &str,
-) -> Result<(), ProjectionError> {
+    write_indexes: &[&str],
+) -> Result<Vec<String>, ProjectionError> {
     let (from, to) = (
         format!("{}.{}", quoted(live), quoted(table)),
         format!("{}.{}", quoted(shadow), quoted(table)),
@@ -826,8 +892,9 @@ async fn copy_postgres_table(
         );
         conn.execute(sql.as_str()).await?;
     }
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT x.relname::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+         JOIN pg_class x ON x.oid = i.indexrelid \
          WHERE i.indrelid = $1::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
              WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)",
     )
@@ -840,16 +907,21 @@ async fn copy_postgres_table(
         .fetch_one(&mut *conn)
         .await?;
     let on = format!(" ON {printed} ");
-    for definition in indexes {
+    let mut deferred = Vec::new();
+    for (name, definition) in indexes {
         if !definition.contains(&on) {
             return Err(ProjectionError::Rebuild(format!(
                 "cannot copy an index of {table}: {definition}"
             )));
         }
-        conn.execute(definition.replacen(&on, &format!(" ON {to} "), 1).as_str())
-            .await?;
+        let definition = definition.replacen(&on, &format!(" ON {to} "), 1);
+        if write_indexes.contains(&name.as_str()) {
+            conn.execute(definition.as_str()).await?;
+        } else {
+            deferred.push(definition);
+        }
     }
-    Ok(())
+    Ok(deferred)
 }
 
 /// Empties the shadow file of every table, virtual ones (and so their own tables) first.

@@ -21,6 +21,11 @@ impl Projector for SessionsProjector {
         &["sessions"]
     }
 
+    /// A password change ends the user's sessions.
+    fn write_indexes(&self) -> &'static [&'static str] {
+        &["sessions_by_user"]
+    }
+
     async fn apply(
         &self,
         conn: &mut AnyConnection,

@@ -357,20 +357,9 @@ async fn a_projector_stuck_on_one_event_is_marked_failed_and_holds_nothing_up() 
         .await;
         user(&app, "alice").await;
         poison(&app.state.db).await;
-        let ready = |app: &TestApp| {
-            let request = app.client.get(format!("{}/readyz", app.address)).send();
-            async move {
-                request
-                    .await
-                    .expect("readyz")
-                    .json::<Value>()
-                    .await
-                    .expect("json")
-            }
-        };
         let mut tries = 0;
         let report = loop {
-            let report = ready(&app).await;
+            let report = app.readyz().await;
             let failed = report["projectors"].as_array().is_some_and(|projectors| {
                 projectors
                     .iter()

@@ -101,6 +101,18 @@ pub async fn spawn_app_with(
 }
 
 impl TestApp {
+    /// The `/readyz` report.
+    pub async fn readyz(&self) -> Value {
+        self.client
+            .get(format!("{}/readyz", self.address))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("readyz json")
+    }
+
     /// Posts a GraphQL operation, with a bearer token when given.
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
         let mut request = self

@@ -49,6 +49,22 @@ async fn answers(app: &TestApp, users: &[&Client], group: &str) -> Vec<Value> {
     out
 }
 
+/// Every index of the database, as its definition.
+async fn indexes(db: &parley_store::Db) -> Vec<String> {
+    let sql = match db.backend {
+        parley_store::Backend::Postgres => {
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1"
+        }
+        parley_store::Backend::Sqlite => {
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY 1"
+        }
+    };
+    sqlx::query_scalar(sql)
+        .fetch_all(&db.read)
+        .await
+        .expect("indexes")
+}
+
 async fn settled(app: &TestApp) {
     let head = parley_store::log::head(&app.state.db).await.expect("head");
     assert!(
@@ -73,6 +89,7 @@ async fn rebuild_all_while_serving_changes_no_answer_and_equals_the_live_tables(
         let answered = before.iter().filter(|a| a["errors"].is_null()).count();
         assert!(answered >= before.len() - 2, "{before:?}");
         let tables = everything(&app.state.db).await;
+        let indexed = indexes(&app.state.db).await;
 
         // Clients keep asking for the whole rebuild.
         let app = Arc::new(app);
@@ -121,6 +138,8 @@ async fn rebuild_all_while_serving_changes_no_answer_and_equals_the_live_tables(
 
         // The rebuilt tables are the live ones, row for row, and nothing is left over.
         assert_eq!(everything(&app.state.db).await, tables);
+        // Built after the replay, the indexes are those the migrations made.
+        assert_eq!(indexes(&app.state.db).await, indexed);
         let status = parley(&app, &["projections", "status", "--format", "json"]);
         let status: Vec<Value> = serde_json::from_slice(&status.stdout).expect("status json");
         for entry in &status {
@@ -238,15 +257,7 @@ async fn an_interrupted_rebuild_resumes_or_is_discarded() {
             crate::metrics::value(&page, "parley_projector_state", &state),
             Some(1.0)
         );
-        let ready: Value = app
-            .client
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
+        let ready = app.readyz().await;
         let listed = ready["projectors"].as_array().expect("projectors");
         let users_ready = listed.iter().find(|p| p["name"] == "users").expect("users");
         assert_eq!(users_ready["state"], "rebuilding", "{ready}");
@@ -501,13 +512,27 @@ async fn one_batch_or_one_event_at_a_time_build_the_same_read_models() {
         for (who, query, variables) in steps {
             ok(&gql(&app, who, query, variables).await);
         }
-        let invite = gql_ok(
+        const UPDATE: &str =
+            "mutation($i: UpdateConversationInput!) { updateConversation(input: $i) { id } }";
+        for input in [
+            json!({ "conversationId": group, "title": "Folded once" }),
+            json!({ "conversationId": group, "description": "Kept" }),
+            json!({ "conversationId": group, "title": "Folded twice" }),
+        ] {
+            gql_ok(&app, &alice, UPDATE, json!({ "i": input })).await;
+        }
+        let dave = user(&app, "dave").await;
+        const INVITE: &str =
+            "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }";
+        let declined = gql_ok(&app, &alice, INVITE, json!({ "c": group, "u": dave.id })).await;
+        gql_ok(
             &app,
-            &alice,
-            "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }",
-            json!({ "c": group, "u": carol.id }),
+            &dave,
+            "mutation($i: ID!) { declineInvitation(invitationId: $i) { id } }",
+            json!({ "i": text(&declined, "/data/inviteMember/id") }),
         )
         .await;
+        let invite = gql_ok(&app, &alice, INVITE, json!({ "c": group, "u": carol.id })).await;
         gql_ok(
             &app,
             &carol,

@@ -20,15 +20,7 @@ async fn health_readiness_and_graphiql_are_served() {
         assert!(health.status().is_success());
 
         app.register("ivan", "correct horse battery").await;
-        let ready: serde_json::Value = app
-            .client
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
+        let ready = app.readyz().await;
         assert_eq!(ready["ready"], true, "{ready}");
         assert_eq!(ready["projectors"][0]["name"], "users");
 
