@@ -280,6 +280,48 @@ pub struct Config {
         global = true
     )]
     pub attachment_grace_secs: u32,
+
+    /// Keeps attachments in this S3 bucket (which must exist) instead of the data
+    /// directory. Credentials come from the standard AWS chain.
+    #[arg(
+        long,
+        env = "PARLEY_S3_BUCKET",
+        value_name = "PARLEY_S3_BUCKET",
+        global = true
+    )]
+    pub s3_bucket: Option<String>,
+
+    /// URL of an S3-compatible server; default: AWS.
+    #[arg(
+        long,
+        env = "PARLEY_S3_ENDPOINT",
+        value_name = "PARLEY_S3_ENDPOINT",
+        value_parser = parse_public_url,
+        global = true
+    )]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket's region.
+    #[arg(
+        long,
+        env = "PARLEY_S3_REGION",
+        value_name = "PARLEY_S3_REGION",
+        default_value = "us-east-1",
+        global = true
+    )]
+    pub s3_region: String,
+
+    /// `true` addresses the bucket in the path (`host/bucket/key`), as most
+    /// S3-compatible servers need.
+    #[arg(
+        long,
+        env = "PARLEY_S3_FORCE_PATH_STYLE",
+        value_name = "PARLEY_S3_FORCE_PATH_STYLE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub s3_force_path_style: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

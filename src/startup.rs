@@ -50,8 +50,8 @@ pub fn conversation_services(config: &Config) -> ConversationServices {
     }
 }
 
-/// The configured blob store, with the embedded store itself for the HTTP routes that
-/// serve it.
+/// The configured blob store: S3 when a bucket is named, else the embedded one, with
+/// the embedded store itself for the HTTP routes that serve it.
 async fn blob_store(
     config: &Config,
     jwt_secret: &secrecy::SecretString,
@@ -60,6 +60,20 @@ async fn blob_store(
     Arc<dyn crate::blob::BlobStore>,
     Option<Arc<crate::blob::EmbeddedBlobs>>,
 )> {
+    if let Some(bucket) = &config.s3_bucket {
+        let settings = crate::blob::S3Settings {
+            bucket: bucket.clone(),
+            endpoint: config.s3_endpoint.clone(),
+            region: config.s3_region.clone(),
+            force_path_style: config.s3_force_path_style,
+        };
+        let store = crate::blob::S3Blobs::connect(&settings)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("PARLEY_S3_BUCKET: bucket {bucket:?} is not reachable: {error}")
+            })?;
+        return Ok((Arc::new(store), None));
+    }
     config.ensure_data_dir()?;
     let root = config.data_dir.join("blobs");
     let signer = crate::blob::Signer::derive(jwt_secret.expose_secret().as_bytes());

@@ -19,7 +19,7 @@ use parley_store::{log, CommandBus, CommandMeta, Db};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::blob::{inspect, BlobStore, UploadTarget};
+use crate::blob::{inspect, BlobStore, Served, UploadTarget};
 use crate::chat::{ChatError, Written};
 
 /// The limits uploads are held to, from the configuration.
@@ -205,13 +205,17 @@ impl Uploads {
             inspected,
         ) {
             let file = file_key(upload_id);
+            let served = |content_type| Served {
+                filename: &upload.filename,
+                content_type,
+            };
             self.blobs
-                .write(&file, inspected.content, &upload.content_type)
+                .write(&file, inspected.content, served(&upload.content_type))
                 .await
                 .map_err(blob_error)?;
             if let Some(thumbnail) = inspected.thumbnail {
                 self.blobs
-                    .write(&thumbnail_key(upload_id), thumbnail, "image/png")
+                    .write(&thumbnail_key(upload_id), thumbnail, served("image/png"))
                     .await
                     .map_err(blob_error)?;
             }

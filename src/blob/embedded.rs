@@ -198,7 +198,7 @@ impl BlobStore for EmbeddedBlobs {
         }
     }
 
-    async fn write(&self, key: &str, bytes: Vec<u8>, _content_type: &str) -> Result<(), BlobError> {
+    async fn write(&self, key: &str, bytes: Vec<u8>, _served: Served<'_>) -> Result<(), BlobError> {
         let path = self.path(key)?;
         let part = path.with_extension(format!("part-{}", uuid::Uuid::new_v4().simple()));
         tokio::fs::write(&part, bytes).await.map_err(io(key))?;

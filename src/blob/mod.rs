@@ -1,6 +1,6 @@
 //! Blob storage for attachments: the [`BlobStore`] the upload service writes through,
 //! with an embedded implementation (files under `$PARLEY_DATA_DIR/blobs/`, uploads and
-//! downloads at HMAC-signed URLs this server answers itself); what is
+//! downloads at HMAC-signed URLs this server answers itself) and an S3 one; what is
 //! served inline and what only as a download; and the inspection of uploaded content.
 //!
 //! Keys are always one of `incoming/<uuid>`, `files/<uuid>` or `thumbs/<uuid>`, made
@@ -8,12 +8,14 @@
 
 pub mod embedded;
 pub mod inspect;
+pub mod s3;
 mod sign;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use embedded::EmbeddedBlobs;
+pub use s3::{S3Blobs, S3Settings};
 pub use sign::Signer;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum BlobError {
     BadKey(String),
     #[error("the object {0} is larger than allowed")]
     TooLarge(String),
+    #[error("S3: {0}")]
+    S3(String),
 }
 
 /// Where and how a client sends an upload's bytes.
@@ -64,7 +68,9 @@ pub trait BlobStore: Send + Sync {
     /// The object's bytes, `None` when there is no object; `TooLarge` beyond `max`.
     async fn read(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, BlobError>;
 
-    async fn write(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), BlobError>;
+    /// Stores `bytes` at `key`, to be served as `served` says (the S3 store records
+    /// the type and disposition with the object, so the bucket serves them too).
+    async fn write(&self, key: &str, bytes: Vec<u8>, served: Served<'_>) -> Result<(), BlobError>;
 
     /// Removes the object; nothing to do when it is not there.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
