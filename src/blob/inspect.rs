@@ -1,5 +1,6 @@
 //! What an upload's bytes really are: the type read from their first bytes (`infer`),
-//! whether they are a program, and for raster images their dimensions, a thumbnail and
+//! whether they are a program, for WAV and MP4-family recordings how long they play,
+//! and for raster images their dimensions, a thumbnail and
 //! a copy without EXIF, GPS and text metadata, decoded under limits so a small file
 //! that expands to gigabytes of pixels (a decompression bomb) is refused, not decoded.
 //!
@@ -58,6 +59,11 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
             Err(reason) => undecodable = Some(reason),
         }
     }
+    if !executable {
+        metadata.duration_ms = sniffed_type
+            .as_deref()
+            .and_then(|t| duration_ms(&content, t));
+    }
     metadata.sha256 = hex::encode(Sha256::digest(&content));
     Inspected {
         arrived: Arrived {
@@ -70,6 +76,88 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
         content,
         thumbnail,
     }
+}
+
+/// How long a recording plays, read from its container's header: WAV (data size over
+/// byte rate) and the MP4 family (`moov/mvhd`: M4A voice notes, MP4 and QuickTime
+/// video). Other formats have no duration recorded.
+fn duration_ms(bytes: &[u8], media_type: &str) -> Option<u64> {
+    match media_type {
+        "audio/x-wav" | "audio/wav" => wav_duration_ms(bytes),
+        "video/mp4" | "audio/m4a" | "audio/mp4" | "video/quicktime" | "video/x-m4v" => {
+            mp4_duration_ms(bytes)
+        }
+        _ => None,
+    }
+}
+
+fn wav_duration_ms(bytes: &[u8]) -> Option<u64> {
+    if bytes.get(..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
+        return None;
+    }
+    let (mut at, mut byte_rate, mut data) = (12usize, None, None);
+    while let (Some(kind), Some(size)) = (bytes.get(at..at + 4), bytes.get(at + 4..at + 8)) {
+        let size = u64::from(u32::from_le_bytes(size.try_into().ok()?));
+        match kind {
+            b"fmt " => {
+                let rate = bytes.get(at + 16..at + 20)?;
+                byte_rate = Some(u64::from(u32::from_le_bytes(rate.try_into().ok()?)));
+            }
+            b"data" => data = Some(size),
+            _ => {}
+        }
+        if byte_rate.is_some() && data.is_some() {
+            break;
+        }
+        at = at
+            .checked_add(8)?
+            .checked_add(usize::try_from(size + (size & 1)).ok()?)?;
+    }
+    let byte_rate = byte_rate.filter(|rate| *rate > 0)?;
+    data?.checked_mul(1000).map(|ms| ms / byte_rate)
+}
+
+/// The boxes directly inside `bytes`, as (type, contents).
+fn mp4_boxes(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let size = u64::from(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+        let kind = bytes.get(at + 4..at + 8)?;
+        let (header, size) = match size {
+            0 => (8, (bytes.len() - at) as u64),
+            1 => (
+                16,
+                u64::from_be_bytes(bytes.get(at + 8..at + 16)?.try_into().ok()?),
+            ),
+            size => (8, size),
+        };
+        let end = at.checked_add(usize::try_from(size).ok()?)?;
+        let contents = bytes.get(at + header..end)?;
+        at = end;
+        Some((kind, contents))
+    })
+}
+
+fn mp4_duration_ms(bytes: &[u8]) -> Option<u64> {
+    let (_, moov) = mp4_boxes(bytes).find(|(kind, _)| *kind == b"moov")?;
+    let (_, mvhd) = mp4_boxes(moov).find(|(kind, _)| *kind == b"mvhd")?;
+    let be32 = |at: usize| -> Option<u64> {
+        Some(u64::from(u32::from_be_bytes(
+            mvhd.get(at..at + 4)?.try_into().ok()?,
+        )))
+    };
+    let (timescale, duration) = match mvhd.first()? {
+        0 => (be32(12)?, be32(16)?),
+        1 => (
+            be32(20)?,
+            u64::from_be_bytes(mvhd.get(24..32)?.try_into().ok()?),
+        ),
+        _ => return None,
+    };
+    if timescale == 0 {
+        return None;
+    }
+    u64::try_from(u128::from(duration) * 1000 / u128::from(timescale)).ok()
 }
 
 /// Raster formats decoded for dimensions and thumbnails.
@@ -317,6 +405,49 @@ mod tests {
                 .executable
         );
         assert!(!inspect(b"hello".to_vec(), "thumbs/x").arrived.executable);
+    }
+
+    #[test]
+    fn a_wav_records_how_long_it_plays() {
+        // 8 kHz, mono, 8 bits: 8,000 bytes a second; 12,000 bytes of sound.
+        let mut wav = b"RIFF".to_vec();
+        wav.extend_from_slice(&(36u32 + 12_000).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes());
+        wav.extend_from_slice(&8_000u32.to_le_bytes());
+        wav.extend_from_slice(&8_000u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes());
+        wav.extend_from_slice(&8u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&12_000u32.to_le_bytes());
+        wav.resize(wav.len() + 12_000, 128);
+        let inspected = inspect(wav, "thumbs/x");
+        assert_eq!(
+            inspected.arrived.sniffed_type.as_deref(),
+            Some("audio/x-wav")
+        );
+        assert_eq!(inspected.arrived.metadata.duration_ms, Some(1_500));
+    }
+
+    #[test]
+    fn an_mp4_records_how_long_it_plays() {
+        fn mp4_box(kind: &[u8], contents: &[u8]) -> Vec<u8> {
+            let mut out = ((contents.len() + 8) as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(kind);
+            out.extend_from_slice(contents);
+            out
+        }
+        let mut mvhd = vec![0u8; 4 + 8];
+        mvhd.extend_from_slice(&600u32.to_be_bytes());
+        mvhd.extend_from_slice(&(600u32 * 42 + 300).to_be_bytes());
+        mvhd.resize(100, 0);
+        let mut file = mp4_box(b"ftyp", b"isom\0\0\x02\0isomiso2mp41");
+        file.extend(mp4_box(b"moov", &mp4_box(b"mvhd", &mvhd)));
+        let inspected = inspect(file, "thumbs/x");
+        assert_eq!(inspected.arrived.sniffed_type.as_deref(), Some("video/mp4"));
+        assert_eq!(inspected.arrived.metadata.duration_ms, Some(42_500));
     }
 
     fn crc32(data: &[u8]) -> u32 {
