@@ -20,6 +20,10 @@ pub struct AppState {
     pub projections: Arc<Projections>,
     pub accounts: Accounts,
     pub chat: Chat,
+    pub uploads: crate::uploads::Uploads,
+    /// The embedded blob store, whose uploads and downloads this server answers;
+    /// `None` when blobs are in S3.
+    pub embedded_blobs: Option<Arc<crate::blob::EmbeddedBlobs>>,
     pub live: Arc<crate::live::LiveTail>,
     /// Typing and presence, between connections and nodes.
     pub signals: Arc<crate::live::Signals>,

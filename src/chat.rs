@@ -16,6 +16,7 @@ use parley_aggregates::conversation::{
 use parley_aggregates::inbox::{Inbox, InboxCommand};
 use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, NotificationLevel};
 use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, PostedMessage};
+use parley_aggregates::upload::{Upload, UploadCommand, UploadError};
 use parley_aggregates::values::{parse_id_list, Slug, Username};
 use parley_aggregates::InputError;
 use parley_projections::messages::MessageRow;
@@ -45,6 +46,7 @@ pub struct Chat {
     members: CommandBus<MemberState>,
     inbox: CommandBus<Inbox>,
     names: CommandBus<NameClaim>,
+    uploads: CommandBus<Upload>,
     services: ConversationServices,
 }
 
@@ -59,6 +61,7 @@ pub enum ChatError {
     Conversation(ConversationError),
     Message(MessageError),
     Name(parley_aggregates::claim::NameError),
+    Upload(UploadError),
     Input(InputError),
     /// What the command names does not exist (`"user"`, `"message"` …).
     NotFound(&'static str),
@@ -85,6 +88,12 @@ impl From<MessageError> for ChatError {
 impl From<parley_aggregates::claim::NameError> for ChatError {
     fn from(error: parley_aggregates::claim::NameError) -> Self {
         Self::Name(error)
+    }
+}
+
+impl From<UploadError> for ChatError {
+    fn from(error: UploadError) -> Self {
+        Self::Upload(error)
     }
 }
 
@@ -148,6 +157,7 @@ impl Chat {
             members: CommandBus::new(db, ()),
             inbox: CommandBus::new(db, ()),
             names: CommandBus::new(db, ()),
+            uploads: CommandBus::new(db, ()),
             services,
         }
     }
@@ -507,9 +517,6 @@ impl Chat {
         attachment_ids: Vec<Uuid>,
         meta: &CommandMeta,
     ) -> Result<Written<Uuid>, ChatError> {
-        if !attachment_ids.is_empty() {
-            return Err(ChatError::NotFound("attachment"));
-        }
         let reply_to = match reply_to {
             Some(id) => {
                 let row = match self.message_row(id).await {
@@ -527,6 +534,29 @@ impl Chat {
             None => None,
         };
         let message_id = Uuid::now_v7();
+        // Each attachment is claimed for this message before it is posted, so no two
+        // messages ever carry the same one; the claims are given back if it is not.
+        let mut claimed = Vec::with_capacity(attachment_ids.len());
+        for upload_id in &attachment_ids {
+            let claim = UploadCommand::Attach {
+                actor_id: viewer,
+                conversation_id,
+                message_id,
+                client_message_id: client_message_id.clone(),
+                at: meta.at,
+            };
+            match self
+                .uploads
+                .execute(&upload_id.to_string(), claim, meta)
+                .await
+            {
+                Ok(_) => claimed.push(*upload_id),
+                Err(error) => {
+                    self.release(&claimed, message_id, meta).await;
+                    return Err(error.into());
+                }
+            }
+        }
         let command = ConversationCommand::PostMessage {
             message_id,
             author_id: viewer,
@@ -551,7 +581,27 @@ impl Chat {
                 let head = log::head(&self.db).await?;
                 Ok(Written::new(message_id, Some(head)))
             }
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                self.release(&claimed, message_id, meta).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Gives back attachments claimed for a message that was not posted.
+    async fn release(&self, claimed: &[Uuid], message_id: Uuid, meta: &CommandMeta) {
+        for upload_id in claimed {
+            let detach = UploadCommand::Detach {
+                message_id,
+                at: meta.at,
+            };
+            if let Err(error) = self
+                .uploads
+                .execute(&upload_id.to_string(), detach, meta)
+                .await
+            {
+                tracing::error!(%upload_id, %error, "cannot release an attachment of a message not posted");
+            }
         }
     }
 

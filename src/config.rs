@@ -234,12 +234,109 @@ pub struct Config {
         global = true
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Largest attachment accepted, in bytes (25 MiB by default).
+    #[arg(
+        long,
+        env = "PARLEY_MAX_UPLOAD_BYTES",
+        value_name = "PARLEY_MAX_UPLOAD_BYTES",
+        default_value_t = 26_214_400,
+        value_parser = clap::value_parser!(u64).range(1..=2_147_483_647),
+        global = true
+    )]
+    pub max_upload_bytes: u64,
+
+    /// Uploads one user may have open at once: created and not yet sent in a message.
+    #[arg(
+        long,
+        env = "PARLEY_MAX_PENDING_UPLOADS",
+        value_name = "PARLEY_MAX_PENDING_UPLOADS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+        global = true
+    )]
+    pub max_pending_uploads: u32,
+
+    /// How clients reach this server (`https://chat.example.com`), for the upload and
+    /// download URLs of the embedded blob store. Default: `http://` and the address
+    /// listened on.
+    #[arg(
+        long,
+        env = "PARLEY_PUBLIC_URL",
+        value_name = "PARLEY_PUBLIC_URL",
+        value_parser = parse_public_url,
+        global = true
+    )]
+    pub public_url: Option<String>,
+
+    /// Seconds the files of a deleted message's attachments are kept before removal
+    /// (they stop being served at once).
+    #[arg(
+        long,
+        env = "PARLEY_ATTACHMENT_GRACE_SECS",
+        value_name = "PARLEY_ATTACHMENT_GRACE_SECS",
+        default_value_t = 3_600,
+        value_parser = clap::value_parser!(u32).range(0..=31_536_000),
+        global = true
+    )]
+    pub attachment_grace_secs: u32,
+
+    /// Keeps attachments in this S3 bucket (which must exist) instead of the data
+    /// directory. Credentials come from the standard AWS chain.
+    #[arg(
+        long,
+        env = "PARLEY_S3_BUCKET",
+        value_name = "PARLEY_S3_BUCKET",
+        global = true
+    )]
+    pub s3_bucket: Option<String>,
+
+    /// URL of an S3-compatible server; default: AWS.
+    #[arg(
+        long,
+        env = "PARLEY_S3_ENDPOINT",
+        value_name = "PARLEY_S3_ENDPOINT",
+        value_parser = parse_public_url,
+        global = true
+    )]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket's region.
+    #[arg(
+        long,
+        env = "PARLEY_S3_REGION",
+        value_name = "PARLEY_S3_REGION",
+        default_value = "us-east-1",
+        global = true
+    )]
+    pub s3_region: String,
+
+    /// `true` addresses the bucket in the path (`host/bucket/key`), as most
+    /// S3-compatible servers need.
+    #[arg(
+        long,
+        env = "PARLEY_S3_FORCE_PATH_STYLE",
+        value_name = "PARLEY_S3_FORCE_PATH_STYLE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub s3_force_path_style: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Switch {
     On,
     Off,
+}
+
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim().trim_end_matches('/');
+    if (raw.starts_with("http://") || raw.starts_with("https://")) && !raw.contains(['?', '#']) {
+        Ok(raw.to_owned())
+    } else {
+        Err("must be an http:// or https:// URL without query".to_owned())
+    }
 }
 
 fn parse_database_url(raw: &str) -> Result<SecretString, String> {

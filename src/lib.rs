@@ -4,6 +4,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod blob;
 pub mod chat;
 pub mod cli;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod rate;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;
+pub mod uploads;
 
 /// Within each crate of the workspace, modules depend on each other without a cycle
 /// (between crates, Cargo already forbids one). Read from the sources: every

@@ -25,7 +25,8 @@ use crate::graphql::build_schema;
 /// Every projector this node runs.
 pub fn projectors() -> Vec<Arc<dyn Projector>> {
     use parley_projections::{
-        chain, conversations, messages, moderation, notifications, sessions, unread, users,
+        attachments, chain, conversations, messages, moderation, notifications, sessions, unread,
+        users,
     };
     vec![
         Arc::new(users::UsersProjector),
@@ -36,6 +37,7 @@ pub fn projectors() -> Vec<Arc<dyn Projector>> {
         Arc::new(notifications::NotificationsProjector),
         Arc::new(moderation::ModerationProjector),
         Arc::new(chain::AuditChainProjector),
+        Arc::new(attachments::AttachmentsProjector),
     ]
 }
 
@@ -45,6 +47,51 @@ pub fn conversation_services(config: &Config) -> ConversationServices {
         max_body_chars: config.max_message_length as usize,
         max_members: config.max_members as usize,
         max_group_invites: config.max_group_invites as usize,
+    }
+}
+
+/// The configured blob store: S3 when a bucket is named, else the embedded one, with
+/// the embedded store itself for the HTTP routes that serve it.
+async fn blob_store(
+    config: &Config,
+    jwt_secret: &secrecy::SecretString,
+    base_url: String,
+) -> anyhow::Result<(
+    Arc<dyn crate::blob::BlobStore>,
+    Option<Arc<crate::blob::EmbeddedBlobs>>,
+)> {
+    if let Some(bucket) = &config.s3_bucket {
+        let settings = crate::blob::S3Settings {
+            bucket: bucket.clone(),
+            endpoint: config.s3_endpoint.clone(),
+            region: config.s3_region.clone(),
+            force_path_style: config.s3_force_path_style,
+        };
+        let store = crate::blob::S3Blobs::connect(&settings)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("PARLEY_S3_BUCKET: bucket {bucket:?} is not reachable: {error}")
+            })?;
+        return Ok((Arc::new(store), None));
+    }
+    config.ensure_data_dir()?;
+    let root = config.data_dir.join("blobs");
+    let signer = crate::blob::Signer::derive(jwt_secret.expose_secret().as_bytes());
+    let embedded = Arc::new(
+        crate::blob::EmbeddedBlobs::open(root.clone(), base_url, signer)
+            .with_context(|| format!("PARLEY_DATA_DIR: cannot create {}", root.display()))?,
+    );
+    Ok((embedded.clone(), Some(embedded)))
+}
+
+/// The attachment limits, as configured.
+pub fn upload_limits(config: &Config) -> crate::uploads::UploadLimits {
+    crate::uploads::UploadLimits {
+        max_bytes: config.max_upload_bytes,
+        max_open: u64::from(config.max_pending_uploads),
+        url_ttl: Duration::minutes(10),
+        download_ttl: Duration::minutes(15),
+        deleted_grace: Duration::seconds(i64::from(config.attachment_grace_secs)),
     }
 }
 
@@ -95,8 +142,9 @@ impl Server {
         if config.jwt_secret.is_none() {
             config.ensure_data_dir()?;
         }
+        let jwt_secret = config.jwt_secret()?;
         let keys = TokenKeys::new(
-            &config.jwt_secret()?,
+            &jwt_secret,
             Duration::seconds(i64::from(config.access_token_ttl)),
             Duration::seconds(i64::from(config.refresh_token_ttl)),
         );
@@ -120,6 +168,17 @@ impl Server {
         )
         .await
         .context("cannot load ended sessions")?;
+        let base_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let (blobs, embedded) = blob_store(&config, &jwt_secret, base_url).await?;
+        let uploads = crate::uploads::Uploads::new(
+            &db,
+            conversation_services(&config),
+            blobs,
+            upload_limits(&config),
+        );
         let signals = crate::live::Signals::start(&db);
         let presence = crate::live::Presence::start(db.clone(), clock.clone(), signals.clone());
         let state = Arc::new(AppState {
@@ -128,6 +187,8 @@ impl Server {
             accounts: Accounts::new(&db, hasher, keys, revocations),
             rate: crate::rate::RateLimits::start(config.rate_limits == crate::config::Switch::On),
             chat: Chat::new(&db, conversation_services(&config)),
+            uploads,
+            embedded_blobs: embedded,
             live,
             stopping: tokio::sync::watch::channel(false).0,
             config,
@@ -161,6 +222,7 @@ impl Server {
             // Open WebSockets would keep a graceful shutdown waiting forever.
             stopping.send_replace(true);
         };
+        tokio::spawn(sweep_attachments(self.state.clone()));
         let send_buffer = self.state.config.send_buffer_bytes as usize;
         let listener = self.listener.tap_io(move |tcp| {
             if let Err(error) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
@@ -177,6 +239,21 @@ impl Server {
         self.state.projections.stop();
         self.state.db.close().await;
         Ok(())
+    }
+}
+
+/// Removes abandoned uploads and the files of deleted messages every few minutes,
+/// until the server stops.
+async fn sweep_attachments(state: Arc<AppState>) {
+    let mut stopping = state.stopping.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+            _ = stopping.changed() => return,
+        }
+        if let Err(error) = state.uploads.sweep(state.clock.now()).await {
+            tracing::warn!(?error, "attachment sweep failed");
+        }
     }
 }
 

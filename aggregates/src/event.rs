@@ -9,6 +9,7 @@ use crate::conversation::{Conversation, ConversationEvent};
 use crate::inbox::{Inbox, InboxEvent};
 use crate::member::{MemberEvent, MemberState};
 use crate::message::{Message, MessageEvent};
+use crate::upload::{Upload, UploadEvent};
 use crate::user::{User, UserEvent};
 
 /// Which aggregate an event comes from, known without decoding it.
@@ -20,6 +21,7 @@ pub enum EventKind {
     Member,
     Inbox,
     Name,
+    Upload,
 }
 
 impl EventKind {
@@ -32,6 +34,7 @@ impl EventKind {
             MemberState::TYPE => Self::Member,
             Inbox::TYPE => Self::Inbox,
             NameClaim::TYPE => Self::Name,
+            Upload::TYPE => Self::Upload,
             _ => return None,
         })
     }
@@ -45,6 +48,7 @@ pub enum Event {
     Member(MemberEvent),
     Inbox(InboxEvent),
     Name(NameEvent),
+    Upload(UploadEvent),
 }
 
 impl Event {
@@ -69,6 +73,7 @@ impl Event {
             EventKind::Member => Self::Member(read(payload)?),
             EventKind::Inbox => Self::Inbox(read(payload)?),
             EventKind::Name => Self::Name(read(payload)?),
+            EventKind::Upload => Self::Upload(read(payload)?),
         }))
     }
 }

@@ -12,6 +12,7 @@ pub mod member;
 pub mod message;
 pub mod moderation;
 pub mod policy;
+pub mod upload;
 pub mod user;
 pub mod values;
 

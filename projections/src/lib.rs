@@ -7,6 +7,7 @@
 //! way: BIGINT (also for flags, 0/1), TEXT, DOUBLE and BLOB.
 
 pub mod access;
+pub mod attachments;
 pub mod chain;
 pub mod conversations;
 pub mod error;

@@ -5,6 +5,7 @@ use cqrs_es::AggregateError;
 use parley_aggregates::claim::NameError;
 use parley_aggregates::conversation::ConversationError;
 use parley_aggregates::message::MessageError;
+use parley_aggregates::upload::UploadError;
 use parley_aggregates::user::UserError;
 use parley_aggregates::InputError;
 use parley_projections::ProjectionError;
@@ -150,12 +151,32 @@ impl From<MessageError> for ApiError {
     }
 }
 
+impl From<UploadError> for ApiError {
+    fn from(error: UploadError) -> Self {
+        match error {
+            UploadError::Invalid(input) => input.into(),
+            UploadError::NotFound | UploadError::Gone => Self::NotFound(error.to_string()),
+            UploadError::NotMember | UploadError::Muted => Self::Forbidden(error.to_string()),
+            // Content that is not what it claims is bad input to the upload it completes.
+            UploadError::Refused(_) => Self::BadUserInput {
+                field: "uploadId".to_owned(),
+                message: error.to_string(),
+            },
+            UploadError::TooManyOpen { .. }
+            | UploadError::NotArrived
+            | UploadError::NotCompleted
+            | UploadError::AlreadyAttached => Self::Conflict(error.to_string()),
+        }
+    }
+}
+
 impl From<ChatError> for ApiError {
     fn from(error: ChatError) -> Self {
         match error {
             ChatError::Conversation(error) => error.into(),
             ChatError::Message(error) => error.into(),
             ChatError::Name(error) => error.into(),
+            ChatError::Upload(error) => error.into(),
             ChatError::Input(error) => error.into(),
             ChatError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             ChatError::SlugTaken(slug) => {
@@ -300,6 +321,21 @@ mod tests {
             "UNAUTHENTICATED"
         );
         assert_eq!(code_of(NameError::Taken.into()), "CONFLICT");
+        assert_eq!(code_of(UploadError::NotFound.into()), "NOT_FOUND");
+        assert_eq!(code_of(UploadError::Gone.into()), "NOT_FOUND");
+        assert_eq!(code_of(UploadError::NotMember.into()), "FORBIDDEN");
+        assert_eq!(code_of(UploadError::Muted.into()), "FORBIDDEN");
+        assert_eq!(
+            code_of(UploadError::Refused("x".to_owned()).into()),
+            "BAD_USER_INPUT"
+        );
+        assert_eq!(code_of(UploadError::NotArrived.into()), "CONFLICT");
+        assert_eq!(code_of(UploadError::NotCompleted.into()), "CONFLICT");
+        assert_eq!(code_of(UploadError::AlreadyAttached.into()), "CONFLICT");
+        assert_eq!(
+            code_of(UploadError::TooManyOpen { max: 1 }.into()),
+            "CONFLICT"
+        );
         assert_eq!(
             code_of(InputError::new("username", "too short").into()),
             "BAD_USER_INPUT"

@@ -10,14 +10,16 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::parse_id;
 use super::types::{
-    my_role, readable_conversation, user, AuthPayload, Conversation, Invitation, Message,
-    ModerationAction, NotificationLevel, PresenceStatus, Role, User, Visibility,
+    my_role, readable_conversation, user, Attachment, AuthPayload, Conversation, Invitation,
+    Message, ModerationAction, NotificationLevel, PresenceStatus, Role, Upload, UploadHeader, User,
+    Visibility,
 };
 use super::{client_ip, state, viewer};
 use crate::app::AppState;
 use crate::auth::{AuthError, AuthTokens};
 use crate::chat::{ChatError, Moderation, Written};
 use crate::live::Signal;
+use parley_aggregates::upload::{UploadError, MAX_PER_MESSAGE as MAX_ATTACHMENTS};
 use parley_aggregates::user::UserError;
 use parley_aggregates::InputError;
 use parley_store::CommandMeta;
@@ -69,6 +71,17 @@ pub struct SendMessageInput {
     pub attachment_ids: Option<Vec<ID>>,
 }
 
+#[derive(InputObject)]
+pub struct CreateUploadInput {
+    pub conversation_id: ID,
+    /// Shown to downloaders; any path is dropped.
+    pub filename: String,
+    /// The media type the bytes will be sent with, such as `image/png`.
+    pub content_type: String,
+    /// The exact number of bytes that will be sent.
+    pub size: i32,
+}
+
 /// Runs a command as the signed-in viewer, stamped with the request's metadata, and
 /// returns what it wrote once every read model shows it (read-your-writes). The one way
 /// a resolver writes.
@@ -108,9 +121,6 @@ async fn invitation(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Invitation, Api
         .map(Invitation)
         .ok_or_else(|| ApiError::internal("invitation missing from the read model"))
 }
-
-/// Most attachments one message may carry.
-const MAX_ATTACHMENTS: usize = 10;
 
 async fn payload(ctx: &Context<'_>, tokens: AuthTokens) -> Result<AuthPayload, ApiError> {
     state(ctx).settle(tokens.position).await;
@@ -392,6 +402,65 @@ impl Mutation {
         })
         .await?;
         Ok(message(ctx, id).await?)
+    }
+
+    /// `createUpload`: a signed URL for one upload of exactly the declared size and
+    /// type to a conversation the viewer may post in.
+    async fn create_upload(&self, ctx: &Context<'_>, input: CreateUploadInput) -> Result<Upload> {
+        let conversation_id = parse_id(&input.conversation_id, "conversation")?;
+        let created = write(ctx, |s, me, meta| async move {
+            s.uploads
+                .create(
+                    me,
+                    conversation_id,
+                    &input.filename,
+                    &input.content_type,
+                    i64::from(input.size),
+                    &meta,
+                )
+                .await
+        })
+        .await?;
+        Ok(Upload {
+            id: ID(created.id.to_string()),
+            upload_url: created.target.url,
+            method: created.target.method.to_owned(),
+            headers: created
+                .target
+                .headers
+                .into_iter()
+                .map(|(name, value)| UploadHeader { name, value })
+                .collect(),
+            expires_at: created.expires_at,
+        })
+    }
+
+    /// `completeUpload`: checks what arrived (size, real type, image limits) and makes
+    /// it an attachment for `sendMessage`, or refuses and deletes it.
+    async fn complete_upload(&self, ctx: &Context<'_>, upload_id: ID) -> Result<Attachment> {
+        let id = parse_id(&upload_id, "upload")?;
+        let me = viewer(ctx)?;
+        let state = state(ctx).clone();
+        let meta = state.meta(Some(me));
+        match state.uploads.complete(me, id, &meta).await {
+            Ok(written) => state.settle(written.position).await,
+            Err(error) => {
+                // A refusal is recorded (the upload ends, and stops counting as open):
+                // it too is answered only once the read models show it.
+                if matches!(error, ChatError::Upload(UploadError::Refused(_))) {
+                    let head = parley_store::log::head(&state.db)
+                        .await
+                        .map_err(ApiError::from)?;
+                    state.settle(Some(head)).await;
+                }
+                return Err(ApiError::from(error).into());
+            }
+        }
+        let row = parley_projections::attachments::by_id(&state.db, &id.to_string())
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::internal("attachment missing from the read model"))?;
+        Ok(Attachment::from_row(ctx, row).await?)
     }
 
     /// `editMessage`: the author only; earlier bodies are kept in `edits`.

@@ -459,6 +459,61 @@ pub struct Attachment {
     pub duration_ms: Option<i32>,
 }
 
+impl Attachment {
+    /// The attachment as its reader sees it, with download URLs signed for a short
+    /// while. Only called for readers of the conversation (or the uploader).
+    pub async fn from_row(
+        ctx: &Context<'_>,
+        row: parley_projections::attachments::AttachmentRow,
+    ) -> Result<Self, ApiError> {
+        let state = state(ctx);
+        let now = state.clock.now();
+        let url = state
+            .uploads
+            .download_url(&row, &row.object_key, &row.content_type, now)
+            .await?;
+        let thumbnail_url = match &row.thumbnail_key {
+            Some(key) => Some(
+                state
+                    .uploads
+                    .download_url(&row, key, "image/png", now)
+                    .await?,
+            ),
+            None => None,
+        };
+        let small = |value: Option<i64>| value.and_then(|v| i32::try_from(v).ok());
+        Ok(Self {
+            id: ID(row.id.clone()),
+            size: i32::try_from(row.size).unwrap_or(i32::MAX),
+            width: small(row.width),
+            height: small(row.height),
+            duration_ms: small(row.duration_ms),
+            filename: row.filename,
+            content_type: row.content_type,
+            url,
+            thumbnail_url,
+        })
+    }
+}
+
+/// A request header an upload must carry exactly as given.
+#[derive(SimpleObject)]
+pub struct UploadHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// Where and how to send an upload's bytes: one `method` request to `uploadUrl` with
+/// `headers`, before `expiresAt`; then `completeUpload`.
+#[derive(SimpleObject)]
+pub struct Upload {
+    pub id: ID,
+    pub upload_url: String,
+    pub method: String,
+    pub headers: Vec<UploadHeader>,
+    pub expires_at: OffsetDateTime,
+}
+
 /// A message. A deleted message keeps its id and place, with `deleted: true` and no body.
 pub struct Message(pub MessageRow);
 
@@ -548,8 +603,21 @@ impl Message {
             .collect())
     }
 
-    async fn attachments(&self) -> Vec<Attachment> {
-        Vec::new()
+    /// Files sent with the message, in the order sent; none once it is deleted.
+    async fn attachments(&self, ctx: &Context<'_>) -> Result<Vec<Attachment>> {
+        let order = self.0.attachment_id_list();
+        if order.is_empty() || self.0.deleted != 0 {
+            return Ok(Vec::new());
+        }
+        let mut rows = parley_projections::attachments::of_message(&state(ctx).db, &self.0.id)
+            .await
+            .map_err(ApiError::from)?;
+        rows.sort_by_key(|row| order.iter().position(|id| *id == row.id));
+        let mut attachments = Vec::with_capacity(rows.len());
+        for row in rows {
+            attachments.push(Attachment::from_row(ctx, row).await?);
+        }
+        Ok(attachments)
     }
 
     /// How many other members have read this message.

@@ -1,6 +1,7 @@
 //! HTTP routes: `/graphql` (GraphQL over HTTP, WebSocket upgrades, GraphiQL),
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz`, `/readyz`, `/metrics`, and the embedded blob store's `/blobs/…`.
 
+mod blobs;
 mod graphql;
 mod ws;
 
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>, schema: ParleySchema) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/blobs/{*key}", get(blobs::get).put(blobs::put))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(Http { state, schema })

@@ -355,7 +355,8 @@ pub async fn send_ok(app: &TestApp, who: &Client, conversation: &str, body: &str
 
 /// A history that touches every read model: a group with mentions, a reply, an edit,
 /// a reaction, a channel, an invitation accepted, notification levels, receipts,
-/// deletions, moderation (a role, a mute, a removal with a reason) and a member leaving.
+/// deletions, an attachment, moderation (a role, a mute, a removal with a reason) and a
+/// member leaving.
 /// Returns the users (alice, bob, carol) and the group's id.
 pub async fn busy_history(app: &TestApp) -> (Client, Client, Client, String) {
     let (alice, bob, carol) = (
@@ -430,6 +431,45 @@ pub async fn busy_history(app: &TestApp) -> (Client, Client, Client, String) {
         json!({}),
     )
     .await;
+    // An attachment: uploaded, checked and sent.
+    let created = gql(
+        app,
+        &alice,
+        "mutation($i: CreateUploadInput!) { createUpload(input: $i) { id uploadUrl headers { name value } } }",
+        json!({ "i": { "conversationId": group, "filename": "notes.txt", "contentType": "text/plain", "size": 5 } }),
+    )
+    .await;
+    let upload = &ok(&created)["createUpload"];
+    let mut put = app
+        .client
+        .put(upload["uploadUrl"].as_str().expect("uploadUrl"));
+    for header in upload["headers"].as_array().into_iter().flatten() {
+        put = put.header(
+            header["name"].as_str().unwrap_or_default(),
+            header["value"].as_str().unwrap_or_default(),
+        );
+    }
+    let status = put
+        .body(b"notes".to_vec())
+        .send()
+        .await
+        .expect("PUT")
+        .status();
+    assert!(status.is_success(), "{status}");
+    ok(&gql(
+        app,
+        &alice,
+        "mutation($id: ID!) { completeUpload(uploadId: $id) { id } }",
+        json!({ "id": upload["id"] }),
+    )
+    .await);
+    ok(&gql(
+        app,
+        &alice,
+        SEND,
+        json!({ "i": { "conversationId": group, "body": "notes attached", "attachmentIds": [upload["id"]] } }),
+    )
+    .await);
     let carols = send_ok(app, &carol, &group, "off topic rant").await;
     let moderation = [
         (&alice, "mutation($c: ID!, $u: ID!) { setMemberRole(conversationId: $c, userId: $u, role: ADMIN) { id } }", json!({ "c": group, "u": bob.id })),

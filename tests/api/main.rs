@@ -5,6 +5,7 @@ mod common;
 
 mod access;
 mod accounts;
+mod attachments;
 mod crash;
 mod export;
 mod helpers;

@@ -1,0 +1,301 @@
+//! The `attachments` read model: each upload's state and metadata, the message that
+//! carries it, and whether that message was deleted. Serves `Message.attachments`,
+//! downloads, the per-user limit of open uploads and the sweeper's work lists.
+
+use parley_aggregates::event::{Event, EventKind};
+use parley_aggregates::message::MessageEvent;
+use parley_aggregates::upload::UploadEvent;
+use sqlx::{AnyConnection, FromRow};
+
+use crate::{format_time, Db, ProjectionError, Projector, StoredEvent};
+
+pub struct AttachmentsProjector;
+
+/// Statuses as stored.
+pub mod status {
+    pub const PENDING: &str = "pending";
+    pub const COMPLETED: &str = "completed";
+    pub const ATTACHED: &str = "attached";
+    pub const REJECTED: &str = "rejected";
+    pub const REMOVED: &str = "removed";
+}
+
+fn to_i64(value: Option<impl Into<u64>>) -> Option<i64> {
+    value.and_then(|v| i64::try_from(v.into()).ok())
+}
+
+#[async_trait::async_trait]
+impl Projector for AttachmentsProjector {
+    fn name(&self) -> &'static str {
+        "attachments"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["attachments"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        match event.event_of(&[EventKind::Upload, EventKind::Message])? {
+            Some(Event::Upload(upload)) => apply_upload(conn, upload).await,
+            Some(Event::Message(MessageEvent::MessageDeleted {
+                message_id,
+                deleted_at,
+                ..
+            })) => {
+                sqlx::query(
+                    "UPDATE attachments SET message_deleted_at = $2 \
+                     WHERE message_id = $1 AND message_deleted_at IS NULL",
+                )
+                .bind(message_id.to_string())
+                .bind(format_time(*deleted_at))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn apply_upload(
+    conn: &mut AnyConnection,
+    event: &UploadEvent,
+) -> Result<(), ProjectionError> {
+    // Each change applies only from the status it follows, so an event applied twice
+    // (or after a later one) changes nothing.
+    match event {
+        UploadEvent::UploadCreated {
+            upload_id,
+            conversation_id,
+            owner_id,
+            filename,
+            content_type,
+            size,
+            object_key,
+            expires_at,
+            created_at,
+        } => {
+            let at = format_time(*created_at);
+            sqlx::query(
+                "INSERT INTO attachments (id, conversation_id, owner_id, filename, content_type, size, \
+                 object_key, status, created_at, expires_at, changed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(upload_id.to_string())
+            .bind(conversation_id.to_string())
+            .bind(owner_id.to_string())
+            .bind(filename)
+            .bind(content_type)
+            .bind(i64::try_from(*size).unwrap_or(i64::MAX))
+            .bind(object_key)
+            .bind(status::PENDING)
+            .bind(&at)
+            .bind(format_time(*expires_at))
+            .execute(&mut *conn)
+            .await?;
+        }
+        UploadEvent::UploadCompleted {
+            upload_id,
+            size,
+            object_key,
+            metadata,
+            completed_at,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE attachments SET status = $2, size = $3, object_key = $4, thumbnail_key = $5, \
+                 width = $6, height = $7, duration_ms = $8, sha256 = $9, changed_at = $10 \
+                 WHERE id = $1 AND status = $11",
+            )
+            .bind(upload_id.to_string())
+            .bind(status::COMPLETED)
+            .bind(i64::try_from(*size).unwrap_or(i64::MAX))
+            .bind(object_key)
+            .bind(metadata.thumbnail_key.clone())
+            .bind(to_i64(metadata.width))
+            .bind(to_i64(metadata.height))
+            .bind(to_i64(metadata.duration_ms))
+            .bind(&metadata.sha256)
+            .bind(format_time(*completed_at))
+            .bind(status::PENDING)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UploadEvent::UploadRejected {
+            upload_id,
+            rejected_at,
+            ..
+        } => {
+            set_status(
+                conn,
+                *upload_id,
+                status::REJECTED,
+                &[status::PENDING],
+                *rejected_at,
+            )
+            .await?;
+        }
+        UploadEvent::UploadAttached {
+            upload_id,
+            message_id,
+            attached_at,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE attachments SET status = $2, message_id = $3, changed_at = $4 \
+                 WHERE id = $1 AND status = $5",
+            )
+            .bind(upload_id.to_string())
+            .bind(status::ATTACHED)
+            .bind(message_id.to_string())
+            .bind(format_time(*attached_at))
+            .bind(status::COMPLETED)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UploadEvent::UploadDetached {
+            upload_id,
+            message_id,
+            detached_at,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE attachments SET status = $2, message_id = NULL, changed_at = $3 \
+                 WHERE id = $1 AND status = $4 AND message_id = $5",
+            )
+            .bind(upload_id.to_string())
+            .bind(status::COMPLETED)
+            .bind(format_time(*detached_at))
+            .bind(status::ATTACHED)
+            .bind(message_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        UploadEvent::AttachmentRemoved {
+            upload_id,
+            removed_at,
+            ..
+        } => {
+            set_status(
+                conn,
+                *upload_id,
+                status::REMOVED,
+                &[
+                    status::PENDING,
+                    status::COMPLETED,
+                    status::ATTACHED,
+                    status::REJECTED,
+                ],
+                *removed_at,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_status(
+    conn: &mut AnyConnection,
+    id: uuid::Uuid,
+    to: &str,
+    from: &[&str],
+    at: time::OffsetDateTime,
+) -> Result<(), ProjectionError> {
+    let sql = format!(
+        "UPDATE attachments SET status = $2, changed_at = $3 WHERE id = $1 AND status IN ({})",
+        crate::placeholders(4, from.len())
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(to)
+        .bind(format_time(at));
+    for status in from {
+        query = query.bind(*status);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AttachmentRow {
+    pub id: String,
+    pub conversation_id: String,
+    pub owner_id: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    pub object_key: String,
+    pub thumbnail_key: Option<String>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub sha256: Option<String>,
+    pub status: String,
+    pub message_id: Option<String>,
+    pub message_deleted_at: Option<String>,
+    pub created_at: String,
+    pub changed_at: String,
+}
+
+const SELECT: &str =
+    "SELECT id, conversation_id, owner_id, filename, content_type, size, object_key, \
+     thumbnail_key, width, height, duration_ms, sha256, status, message_id, message_deleted_at, \
+     created_at, changed_at FROM attachments";
+
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<AttachmentRow>, ProjectionError> {
+    Ok(sqlx::query_as(&format!("{SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.read)
+        .await?)
+}
+
+/// The attachments a message carries and still serves (none once it is deleted).
+pub async fn of_message(db: &Db, message_id: &str) -> Result<Vec<AttachmentRow>, ProjectionError> {
+    Ok(sqlx::query_as(&format!(
+        "{SELECT} WHERE message_id = $1 AND status = $2 AND message_deleted_at IS NULL"
+    ))
+    .bind(message_id)
+    .bind(status::ATTACHED)
+    .fetch_all(&db.read)
+    .await?)
+}
+
+/// Uploads of `owner_id` still open: neither attached, refused nor removed.
+pub async fn open_count(db: &Db, owner_id: &str) -> Result<i64, ProjectionError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM attachments WHERE owner_id = $1 AND status IN ($2, $3)",
+    )
+    .bind(owner_id)
+    .bind(status::PENDING)
+    .bind(status::COMPLETED)
+    .fetch_one(&db.read)
+    .await?;
+    Ok(count)
+}
+
+/// Uploads left open (never completed, or never attached) since before `before`, and
+/// attachments of messages deleted before `deleted_before`: what the sweeper removes.
+pub async fn to_sweep(
+    db: &Db,
+    before: time::OffsetDateTime,
+    deleted_before: time::OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<AttachmentRow>, ProjectionError> {
+    Ok(sqlx::query_as(&format!(
+        "{SELECT} WHERE (status IN ($1, $2, $3) AND changed_at < $4) \
+         OR (status = $5 AND message_deleted_at < $6) ORDER BY changed_at LIMIT $7"
+    ))
+    .bind(status::PENDING)
+    .bind(status::COMPLETED)
+    .bind(status::REJECTED)
+    .bind(format_time(before))
+    .bind(status::ATTACHED)
+    .bind(format_time(deleted_before))
+    .bind(limit)
+    .fetch_all(&db.read)
+    .await?)
+}

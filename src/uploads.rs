@@ -1,0 +1,345 @@
+//! The upload command service behind `createUpload` and `completeUpload`, and the
+//! sweeper that removes what is no longer served.
+//!
+//! It does the I/O the `Upload` aggregate must not: it reads the uploader's standing
+//! from the conversation, asks the blob store for a signed upload URL, reads back what
+//! arrived and inspects it (`blob::inspect`), stores the checked content and its
+//! thumbnail under keys of their own, and deletes objects. The aggregate decides.
+
+use std::sync::Arc;
+
+use cqrs_es::AggregateError;
+use parley_aggregates::conversation::{Conversation, ConversationServices};
+use parley_aggregates::upload::{
+    file_key, incoming_key, judge, thumbnail_key, RemovalReason, Standing, Status, Upload,
+    UploadCommand, UploadError, UploadEvent,
+};
+use parley_projections::attachments::{self, status, AttachmentRow};
+use parley_store::{log, CommandBus, CommandMeta, Db};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::blob::{inspect, BlobStore, Served, UploadTarget};
+use crate::chat::{ChatError, Written};
+
+/// The limits uploads are held to, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+    pub max_open: u64,
+    /// How long an upload URL stays valid.
+    pub url_ttl: Duration,
+    /// How long a download URL stays valid.
+    pub download_ttl: Duration,
+    /// How long the objects of a deleted message's attachments are kept.
+    pub deleted_grace: Duration,
+}
+
+pub struct Uploads {
+    db: Db,
+    uploads: CommandBus<Upload>,
+    conversations: CommandBus<Conversation>,
+    blobs: Arc<dyn BlobStore>,
+    limits: UploadLimits,
+}
+
+/// A created upload: where to send its bytes.
+pub struct CreatedUpload {
+    pub id: Uuid,
+    pub target: UploadTarget,
+    pub expires_at: OffsetDateTime,
+}
+
+impl Uploads {
+    pub fn new(
+        db: &Db,
+        services: ConversationServices,
+        blobs: Arc<dyn BlobStore>,
+        limits: UploadLimits,
+    ) -> Self {
+        Self {
+            db: db.clone(),
+            uploads: CommandBus::new(db, ()),
+            conversations: CommandBus::new(db, services),
+            blobs,
+            limits,
+        }
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    pub fn limits(&self) -> UploadLimits {
+        self.limits
+    }
+
+    /// `createUpload`: a member who may post gets a URL for exactly the declared size
+    /// and type.
+    pub async fn create(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        filename: &str,
+        content_type: &str,
+        size: i64,
+        meta: &CommandMeta,
+    ) -> Result<Written<CreatedUpload>, ChatError> {
+        let conversation = self
+            .conversations
+            .load(&conversation_id.to_string())
+            .await?;
+        if conversation.id.is_none() {
+            return Err(ChatError::NotFound("conversation"));
+        }
+        let standing = Standing {
+            role: conversation.role_of(viewer).ok(),
+            muted: conversation.is_muted(viewer, meta.at),
+        };
+        let open = attachments::open_count(&self.db, &viewer.to_string()).await?;
+        let upload_id = Uuid::now_v7();
+        let expires_at = meta.at + self.limits.url_ttl;
+        let committed = self
+            .uploads
+            .execute(
+                &upload_id.to_string(),
+                UploadCommand::Create {
+                    upload_id,
+                    owner_id: viewer,
+                    conversation_id,
+                    standing,
+                    filename: filename.to_owned(),
+                    content_type: content_type.to_owned(),
+                    size,
+                    max_bytes: self.limits.max_bytes,
+                    open_uploads: u64::try_from(open).unwrap_or_default(),
+                    max_open_uploads: self.limits.max_open,
+                    expires_at,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await?;
+        // The type as the aggregate normalised it is the one the URL signs.
+        let Some(UploadEvent::UploadCreated {
+            content_type, size, ..
+        }) = committed.events.first().map(|e| &e.payload)
+        else {
+            return Err(ChatError::Corrupt(
+                "createUpload recorded no upload".to_owned(),
+            ));
+        };
+        let target = self
+            .blobs
+            .upload_target(&incoming_key(upload_id), content_type, *size, expires_at)
+            .await
+            .map_err(blob_error)?;
+        Ok(Written {
+            value: CreatedUpload {
+                id: upload_id,
+                target,
+                expires_at,
+            },
+            position: committed.position,
+        })
+    }
+
+    /// `completeUpload`: checks what arrived and records it as an attachment, or
+    /// refuses it and deletes it.
+    pub async fn complete(
+        &self,
+        viewer: Uuid,
+        upload_id: Uuid,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ChatError> {
+        let upload = self.uploads.load(&upload_id.to_string()).await?;
+        if upload.owner_id != Some(viewer) {
+            return Err(UploadError::NotFound.into());
+        }
+        match upload.status {
+            Status::Pending => {}
+            // A retry: the first completion may still be settling.
+            Status::Completed | Status::Attached => {
+                return Ok(Written {
+                    value: upload_id,
+                    position: Some(log::head(&self.db).await?),
+                })
+            }
+            Status::New => return Err(UploadError::NotFound.into()),
+            Status::Rejected | Status::Removed => return Err(UploadError::Gone.into()),
+        }
+        let incoming = incoming_key(upload_id);
+        let Some(size) = self.blobs.size(&incoming).await.map_err(blob_error)? else {
+            return Err(UploadError::NotArrived.into());
+        };
+        let inspected = if size == upload.size {
+            let bytes = self
+                .blobs
+                .read(&incoming, upload.size)
+                .await
+                .map_err(blob_error)?
+                .ok_or(UploadError::NotArrived)?;
+            let thumb = thumbnail_key(upload_id);
+            Some(
+                tokio::task::spawn_blocking(move || inspect::inspect(bytes, &thumb))
+                    .await
+                    .map_err(|e| ChatError::Store(Box::new(e)))?,
+            )
+        } else {
+            None
+        };
+        let arrived = match &inspected {
+            Some(inspected) => inspected.arrived.clone(),
+            // Not read at all: the size alone refuses it.
+            None => parley_aggregates::upload::Arrived {
+                size,
+                sniffed_type: None,
+                executable: false,
+                undecodable: None,
+                metadata: Default::default(),
+            },
+        };
+        // Judged here first only to avoid storing what the aggregate will refuse.
+        if let (Ok(()), Some(inspected)) = (
+            judge(&upload.content_type, upload.size, &arrived),
+            inspected,
+        ) {
+            let file = file_key(upload_id);
+            let served = |content_type| Served {
+                filename: &upload.filename,
+                content_type,
+            };
+            self.blobs
+                .write(&file, inspected.content, served(&upload.content_type))
+                .await
+                .map_err(blob_error)?;
+            if let Some(thumbnail) = inspected.thumbnail {
+                self.blobs
+                    .write(&thumbnail_key(upload_id), thumbnail, served("image/png"))
+                    .await
+                    .map_err(blob_error)?;
+            }
+        }
+        let command = UploadCommand::Complete {
+            actor_id: viewer,
+            arrived,
+            at: meta.at,
+        };
+        match self
+            .uploads
+            .execute(&upload_id.to_string(), command, meta)
+            .await
+        {
+            Ok(committed) => {
+                self.delete_quietly(&incoming).await;
+                Ok(Written {
+                    value: upload_id,
+                    position: committed.position,
+                })
+            }
+            Err(AggregateError::UserError(UploadError::Refused(reason))) => {
+                let reject = UploadCommand::Reject {
+                    reason: reason.clone(),
+                    at: meta.at,
+                };
+                self.uploads
+                    .execute(&upload_id.to_string(), reject, meta)
+                    .await?;
+                self.delete_objects(upload_id).await;
+                Err(UploadError::Refused(reason).into())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn delete_quietly(&self, key: &str) {
+        if let Err(error) = self.blobs.delete(key).await {
+            tracing::warn!(%error, key, "cannot delete an object; the sweeper will retry");
+        }
+    }
+
+    /// Deletes every object an upload may have; `false` if one could not be.
+    async fn delete_objects(&self, upload_id: Uuid) -> bool {
+        let mut all = true;
+        for key in [
+            incoming_key(upload_id),
+            file_key(upload_id),
+            thumbnail_key(upload_id),
+        ] {
+            if let Err(error) = self.blobs.delete(&key).await {
+                tracing::warn!(%error, key, "cannot delete an object");
+                all = false;
+            }
+        }
+        all
+    }
+
+    /// Removes the objects of uploads left open for [`ABANDONED_AFTER`] and of
+    /// attachments whose message was deleted more than the grace period ago, recording
+    /// each removal. Returns how many were removed.
+    ///
+    /// [`ABANDONED_AFTER`]: parley_aggregates::upload::ABANDONED_AFTER
+    pub async fn sweep(&self, now: OffsetDateTime) -> Result<usize, ChatError> {
+        let rows = attachments::to_sweep(
+            &self.db,
+            now - parley_aggregates::upload::ABANDONED_AFTER,
+            now - self.limits.deleted_grace,
+            500,
+        )
+        .await?;
+        let mut removed = 0;
+        let mut last = None;
+        for row in rows {
+            let Ok(id) = Uuid::parse_str(&row.id) else {
+                continue;
+            };
+            if !self.delete_objects(id).await {
+                continue;
+            }
+            let reason = if row.status == status::ATTACHED {
+                RemovalReason::MessageDeleted
+            } else {
+                RemovalReason::Abandoned
+            };
+            let meta = CommandMeta::new(None, now);
+            let committed = self
+                .uploads
+                .execute(&row.id, UploadCommand::Remove { reason, at: now }, &meta)
+                .await?;
+            // A row the read model has not yet seen removed is removed already.
+            if !committed.events.is_empty() {
+                last = committed.position.or(last);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, ?last, "swept attachments");
+        }
+        Ok(removed)
+    }
+
+    /// A signed URL for `key` of `row`, valid for the download TTL from `now`.
+    pub async fn download_url(
+        &self,
+        row: &AttachmentRow,
+        key: &str,
+        content_type: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, ChatError> {
+        self.blobs
+            .download_url(
+                key,
+                crate::blob::Served {
+                    filename: &row.filename,
+                    content_type,
+                },
+                now + self.limits.download_ttl,
+            )
+            .await
+            .map_err(blob_error)
+    }
+}
+
+fn blob_error(error: crate::blob::BlobError) -> ChatError {
+    ChatError::Store(Box::new(error))
+}
