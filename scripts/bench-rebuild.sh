@@ -47,10 +47,10 @@ now() { date +%s.%N; }
 rate() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$1" "$2"; }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
 
-# Every table the eight projectors write (the full-text index's own tables aside).
+# Every table the nine projectors write (the full-text index's own tables aside).
 read_model_tables=(users sessions conversations members invitations sanctions messages
     message_edits reactions conversation_activity read_markers attention notifications
-    notification_levels moderation_log audit_chain)
+    notification_levels moderation_log audit_chain attachments)
 
 rows=()
 for backend in sqlite postgres; do
@@ -104,6 +104,6 @@ for backend in sqlite postgres; do
 done
 
 echo
-echo "| backend | events | bulk INSERT ceiling | rebuild --all (8 read models) | ratio | rows the rebuild wrote | ratio | export (Parquet) | ratio |"
+echo "| backend | events | bulk INSERT ceiling | rebuild --all (9 read models) | ratio | rows the rebuild wrote | ratio | export (Parquet) | ratio |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"

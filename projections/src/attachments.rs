@@ -34,6 +34,11 @@ impl Projector for AttachmentsProjector {
         &["attachments"]
     }
 
+    /// Deleting a message finds its attachments.
+    fn write_indexes(&self) -> &'static [&'static str] {
+        &["attachments_by_message"]
+    }
+
     async fn apply(
         &self,
         conn: &mut AnyConnection,
