@@ -155,15 +155,14 @@ impl<'a> Batch<'a> {
     async fn load_levels(
         &mut self,
         conn: &mut AnyConnection,
-        events: &[&'a StoredEvent],
+        asked: &[Vec<Notice<'a>>],
     ) -> Result<(), ProjectionError> {
         const ROWS: usize = 200;
-        let mut pairs = HashSet::new();
-        for event in events {
-            for notice in notices(event)? {
-                pairs.insert((notice.conversation_id, notice.recipient));
-            }
-        }
+        let pairs: HashSet<Pair> = asked
+            .iter()
+            .flatten()
+            .map(|notice| (notice.conversation_id, notice.recipient))
+            .collect();
         let pairs: Vec<Pair> = pairs.into_iter().collect();
         for chunk in pairs.chunks(ROWS) {
             let sql = format!(
@@ -192,9 +191,13 @@ impl<'a> Batch<'a> {
         self.changed.insert(pair, level);
     }
 
-    /// Folds `event` in; false when it must be applied on its own, after what came
-    /// before it is written.
-    fn add(&mut self, event: &'a StoredEvent) -> Result<bool, ProjectionError> {
+    /// Folds `event` in with the notices it asks for; false when it must be applied on
+    /// its own, after what came before it is written.
+    fn add(
+        &mut self,
+        event: &'a StoredEvent,
+        asked: Vec<Notice<'a>>,
+    ) -> Result<bool, ProjectionError> {
         match event.event_of(&[EventKind::Conversation, EventKind::Member, EventKind::Inbox])? {
             Some(Event::Member(MemberEvent::NotificationLevelSet {
                 conversation_id,
@@ -220,7 +223,7 @@ impl<'a> Batch<'a> {
             Some(Event::Inbox(_)) => return Ok(false),
             _ => {}
         }
-        for notice in notices(event)? {
+        for notice in asked {
             let level = self
                 .levels
                 .get(&(notice.conversation_id, notice.recipient))
@@ -359,9 +362,14 @@ impl Projector for NotificationsProjector {
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
         let mut batch = Batch::default();
-        batch.load_levels(conn, events).await?;
-        for event in events {
-            if !batch.add(event)? {
+        // What each event asks for, worked out once for both passes.
+        let asked = events
+            .iter()
+            .map(|event| notices(event))
+            .collect::<Result<Vec<_>, _>>()?;
+        batch.load_levels(conn, &asked).await?;
+        for (event, asked) in events.iter().zip(asked) {
+            if !batch.add(event, asked)? {
                 batch.write(conn).await?;
                 if let Some(Event::Inbox(read)) = event.event_of(&[EventKind::Inbox])? {
                     mark_read(conn, read).await?;
