@@ -20,7 +20,9 @@ pub struct AppState {
     pub projections: Arc<Projections>,
     pub accounts: Accounts,
     pub chat: Chat,
-    pub uploads: crate::uploads::Uploads,
+    pub uploads: Arc<crate::uploads::Uploads>,
+    /// Erasure of accounts.
+    pub privacy: Arc<crate::privacy::Privacy>,
     /// The embedded blob store, whose uploads and downloads this server answers;
     /// `None` when blobs are in S3.
     pub embedded_blobs: Option<Arc<crate::blob::EmbeddedBlobs>>,

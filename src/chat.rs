@@ -378,6 +378,24 @@ impl Chat {
         Ok(Written::new(conversation_id, position))
     }
 
+    /// Sets how many days the conversation keeps messages (`None`: the server's
+    /// default); owners and admins.
+    pub async fn set_retention(
+        &self,
+        viewer: Uuid,
+        conversation_id: Uuid,
+        days: Option<i64>,
+        meta: &CommandMeta,
+    ) -> Result<Written<Uuid>, ChatError> {
+        let command = ConversationCommand::SetRetention {
+            actor_id: viewer,
+            days,
+            at: meta.at,
+        };
+        let position = self.run(conversation_id, command, meta).await?;
+        Ok(Written::new(conversation_id, position))
+    }
+
     /// The viewer's current role, from the conversation's own state (not a read model).
     async fn standing(
         &self,
@@ -625,6 +643,11 @@ impl Chat {
                 .iter()
                 .filter_map(|id| Uuid::parse_str(id).ok())
                 .collect::<BTreeSet<_>>(),
+            posted_at: time::OffsetDateTime::parse(
+                &row.created_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok(),
         };
         let actor = Actor::in_conversation(&conversation, viewer, posted.author_id, at);
         Ok((posted, actor))

@@ -1,5 +1,5 @@
 //! The `parley` command line: `serve` (default), `migrate`, `projections status` and
-//! `rebuild`, `audit`, `export events`, `seed`.
+//! `rebuild`, `audit`, `users erase`, `export events`, `seed`.
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Export the event log for analysis.
     Export {
         #[command(subcommand)]
@@ -60,6 +65,21 @@ pub enum Command {
         /// random one, printed in the summary. A seed's users exist once per database.
         #[arg(long)]
         seed: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Erase an account, as a legal request asks: its sessions end; its display name,
+    /// messages (left in place as erased tombstones), edit history and files become
+    /// unreadable everywhere, the event log included, by destroying its keys. The
+    /// erasure is recorded (who, when, why); moderation history keeps the user's id.
+    Erase {
+        /// The user's id.
+        user_id: uuid::Uuid,
+        /// Why, for the record (for example the request's reference).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -234,6 +254,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Users {
+            command: UsersCommand::Erase { user_id, reason },
+        } => erase_user(&cli.config, user_id, &reason).await,
         Command::Export {
             command:
                 ExportCommand::Events {
@@ -550,4 +573,38 @@ async fn export_events(
         tally.position.to_cursor()
     );
     Ok(())
+}
+
+/// `parley users erase`: records the erasure, brings the read models up to date with
+/// it (so they hold none of the user's content), then shreds what is left.
+async fn erase_user(config: &Config, user_id: uuid::Uuid, reason: &str) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    let result = async {
+        let privacy = crate::startup::privacy_service(config, &db).await?;
+        let meta = parley_store::CommandMeta::new(None, time::OffsetDateTime::now_utc());
+        let (erasure, _) = privacy
+            .erase(user_id, None, Some(reason), &meta)
+            .await
+            .map_err(|error| match error {
+                crate::privacy::PrivacyError::Auth(crate::auth::AuthError::User(
+                    parley_aggregates::user::UserError::NotRegistered,
+                )) => anyhow::anyhow!("no account {user_id} (or it is erased already)"),
+                error => anyhow::anyhow!("{error}"),
+            })?;
+        for projector in projectors() {
+            parley_projections::runner::catch_up(&db, projector.as_ref()).await?;
+        }
+        privacy
+            .shred(&erasure, time::OffsetDateTime::now_utc())
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        println!(
+            "erased {user_id} at {}",
+            parley_store::format_time(erasure.erased_at)
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use parley_store::MasterKey;
 use secrecy::SecretString;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +47,17 @@ pub struct Config {
     /// data directory when unset.
     #[arg(long, env = "PARLEY_JWT_SECRET", value_name = "PARLEY_JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret, global = true)]
     pub jwt_secret: Option<SecretString>,
+
+    /// Master key wrapping the data keys that seal personal content (base64 of 32
+    /// bytes; `openssl rand -base64 32`). The same on every node; losing it loses every
+    /// sealed message. Generated into the data directory when unset.
+    #[arg(long, env = "PARLEY_MASTER_KEY", value_name = "PARLEY_MASTER_KEY", hide_env_values = true, value_parser = parse_master_key, global = true)]
+    pub master_key: Option<MasterKey>,
+
+    /// Days messages are kept in conversations without a window of their own
+    /// (`setRetention`); unset keeps them forever.
+    #[arg(long, env = "PARLEY_RETENTION_DAYS", value_name = "PARLEY_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500), global = true)]
+    pub retention_days: Option<u32>,
 
     /// Log filter, in tracing's `EnvFilter` syntax.
     #[arg(
@@ -358,6 +370,10 @@ fn parse_proxy(raw: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("{raw:?} is not an IP address or CIDR range"))
 }
 
+fn parse_master_key(raw: &str) -> Result<MasterKey, String> {
+    MasterKey::from_base64(raw)
+}
+
 fn parse_jwt_secret(raw: &str) -> Result<SecretString, String> {
     if raw.len() < 32 {
         Err("must be at least 32 bytes long".to_owned())
@@ -413,6 +429,31 @@ impl Config {
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_private(&path, &secret)?;
         Ok(SecretString::from(secret))
+    }
+}
+
+impl Config {
+    /// The configured master key, or one generated once into the data directory.
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        if let Some(key) = &self.master_key {
+            return Ok(key.clone());
+        }
+        self.ensure_data_dir()?;
+        let path = self.data_dir.join("master-key");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            restrict(&path, 0o600)?;
+            return MasterKey::from_base64(&text)
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()));
+        }
+        tracing::warn!(
+            path = %path.display(),
+            "PARLEY_MASTER_KEY is not set; using a generated master key. Set PARLEY_MASTER_KEY \
+             in production, the same on every node, and keep a copy: without it no sealed \
+             message can be read."
+        );
+        let key = MasterKey::new(rand::random());
+        write_private(&path, &key.to_base64())?;
+        Ok(key)
     }
 }
 

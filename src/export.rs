@@ -173,7 +173,8 @@ impl Row {
             Some(today) => (today.event_type, today.event_version, Some(today.payload)),
             None => (event.event_type.clone(), event.event_version.clone(), None),
         };
-        if payload.is_none() && holds_credentials(&event.payload) {
+        // A sealed event's stored text is ciphertext: export what it opened to.
+        if payload.is_none() && (event.is_sealed() || holds_credentials(&event.payload)) {
             payload = Some(event.payload.clone());
         }
         let payload = match payload {

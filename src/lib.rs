@@ -14,6 +14,7 @@ pub mod graphql;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod privacy;
 pub mod progress;
 pub mod rate;
 pub mod seed;

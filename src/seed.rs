@@ -959,6 +959,7 @@ impl Writer<'_> {
                 seq,
                 body: body.clone(),
                 mentions: mentions.into_iter().collect(),
+                posted_at: Some(meta.at),
             };
             let root = reply_to.unwrap_or(ReplyTarget {
                 message_id,

@@ -95,18 +95,42 @@ pub fn upload_limits(config: &Config) -> crate::uploads::UploadLimits {
     }
 }
 
+/// The erasure service over the configured blob store, for the CLI (the server builds
+/// its own beside the other services).
+pub async fn privacy_service(config: &Config, db: &Db) -> anyhow::Result<crate::privacy::Privacy> {
+    let base_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let (blobs, _) = blob_store(config, &config.jwt_secret()?, base_url).await?;
+    let uploads = Arc::new(crate::uploads::Uploads::new(
+        db,
+        conversation_services(config),
+        blobs,
+        upload_limits(config),
+    ));
+    Ok(crate::privacy::Privacy::new(
+        db,
+        parley_aggregates::user::UserServices::new(Arc::new(Argon2Hasher::new()?)),
+        uploads,
+    ))
+}
+
 /// Opens and migrates the configured database.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     if config.database_url.is_none() {
         config.ensure_data_dir()?;
     }
-    let db = Db::connect(
+    let mut db = Db::connect(
         config.database_url().expose_secret(),
         config.db_max_connections,
     )
     .await
     .context("PARLEY_DATABASE_URL: cannot connect to the database")?;
     db.migrate().await.context("cannot apply migrations")?;
+    db.use_master_key(&config.master_key()?)
+        .await
+        .context("PARLEY_MASTER_KEY")?;
     if config.database_url.is_none() {
         // The embedded database and its journal hold everyone's messages.
         let file = config.embedded_database();
@@ -173,12 +197,29 @@ impl Server {
             None => format!("http://{}", listener.local_addr()?),
         };
         let (blobs, embedded) = blob_store(&config, &jwt_secret, base_url).await?;
-        let uploads = crate::uploads::Uploads::new(
+        let uploads = Arc::new(crate::uploads::Uploads::new(
             &db,
             conversation_services(&config),
             blobs,
             upload_limits(&config),
-        );
+        ));
+        let privacy = Arc::new(crate::privacy::Privacy::new(
+            &db,
+            parley_aggregates::user::UserServices::new(Arc::new(hasher.clone())),
+            uploads.clone(),
+        ));
+        // Before serving: a database restored from before an erasure must not serve the
+        // erased content for a moment (see `privacy`).
+        let (erasures, recorded) = privacy
+            .reapply(clock.now())
+            .await
+            .context("cannot re-apply recorded erasures")?;
+        for erasure in &erasures {
+            db.keys
+                .destroy_owned_by(&db.write, &erasure.user_id.to_string())
+                .await
+                .context("cannot re-apply recorded erasures")?;
+        }
         let signals = crate::live::Signals::start(&db);
         let presence = crate::live::Presence::start(db.clone(), clock.clone(), signals.clone());
         let state = Arc::new(AppState {
@@ -188,6 +229,7 @@ impl Server {
             rate: crate::rate::RateLimits::start(config.rate_limits == crate::config::Switch::On),
             chat: Chat::new(&db, conversation_services(&config)),
             uploads,
+            privacy: privacy.clone(),
             embedded_blobs: embedded,
             live,
             stopping: tokio::sync::watch::channel(false).0,
@@ -197,6 +239,27 @@ impl Server {
             clock,
             consistency_timeouts: AtomicU64::new(0),
         });
+        {
+            // The rest of each erasure (snapshots, files, ledger) reads the read
+            // models, which must first include the erasures recorded again just now;
+            // then whatever passed its retention window while the server was down.
+            let state = state.clone();
+            tokio::spawn(async move {
+                state.settle(recorded).await;
+                for erasure in &erasures {
+                    if let Err(error) = state.privacy.shred(erasure, state.clock.now()).await {
+                        tracing::error!(user_id = %erasure.user_id, %error, "cannot re-apply an erasure");
+                    }
+                }
+                if let Err(error) = state
+                    .privacy
+                    .expire(state.clock.now(), state.config.retention_days)
+                    .await
+                {
+                    tracing::warn!(%error, "retention sweep failed");
+                }
+            });
+        }
         Ok(Self { listener, state })
     }
 
@@ -242,8 +305,8 @@ impl Server {
     }
 }
 
-/// Removes abandoned uploads and the files of deleted messages every few minutes,
-/// until the server stops.
+/// Every few minutes until the server stops: removes abandoned uploads and the files
+/// of deleted messages, and expires messages past their retention window.
 async fn sweep_attachments(state: Arc<AppState>) {
     let mut stopping = state.stopping.subscribe();
     loop {
@@ -253,6 +316,13 @@ async fn sweep_attachments(state: Arc<AppState>) {
         }
         if let Err(error) = state.uploads.sweep(state.clock.now()).await {
             tracing::warn!(?error, "attachment sweep failed");
+        }
+        if let Err(error) = state
+            .privacy
+            .expire(state.clock.now(), state.config.retention_days)
+            .await
+        {
+            tracing::warn!(%error, "retention sweep failed");
         }
     }
 }

@@ -318,6 +318,54 @@ impl Uploads {
         Ok(removed)
     }
 
+    /// Removes the objects of every upload of `owner_id` not removed yet, recording
+    /// each removal with `reason`. Returns how many were removed.
+    pub async fn remove_owned_by(
+        &self,
+        owner_id: Uuid,
+        reason: RemovalReason,
+        now: OffsetDateTime,
+    ) -> Result<usize, ChatError> {
+        let ids = attachments::not_removed_of(&self.db, &owner_id.to_string()).await?;
+        self.remove(&ids, reason, now).await
+    }
+
+    /// Removes the objects of the uploads attached to `message_ids`, recording each
+    /// removal with `reason`. Returns how many were removed.
+    pub async fn remove_attached_to(
+        &self,
+        message_ids: &[String],
+        reason: RemovalReason,
+        now: OffsetDateTime,
+    ) -> Result<usize, ChatError> {
+        let ids = attachments::not_removed_on(&self.db, message_ids).await?;
+        self.remove(&ids, reason, now).await
+    }
+
+    async fn remove(
+        &self,
+        ids: &[String],
+        reason: RemovalReason,
+        now: OffsetDateTime,
+    ) -> Result<usize, ChatError> {
+        let mut removed = 0;
+        for id in ids {
+            let Ok(upload_id) = Uuid::parse_str(id) else {
+                continue;
+            };
+            if !self.delete_objects(upload_id).await {
+                continue;
+            }
+            let meta = CommandMeta::new(None, now);
+            let committed = self
+                .uploads
+                .execute(id, UploadCommand::Remove { reason, at: now }, &meta)
+                .await?;
+            removed += usize::from(!committed.events.is_empty());
+        }
+        Ok(removed)
+    }
+
     /// A signed URL for `key` of `row`, valid for the download TTL from `now`.
     pub async fn download_url(
         &self,

@@ -875,6 +875,10 @@ mod tamper {
                 }
                 command
                     .env("PARLEY_DATABASE_URL", &database.url)
+                    .env(
+                        "PARLEY_MASTER_KEY",
+                        "cGFybGV5LXRlc3QtbWFzdGVyLWtleS0wMTIzNDU2Nzg=",
+                    )
                     .env("PARLEY_LOG", "error")
                     .args(args);
                 command.output().expect("parley runs")

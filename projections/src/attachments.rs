@@ -4,7 +4,8 @@
 
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::message::MessageEvent;
-use parley_aggregates::upload::UploadEvent;
+use parley_aggregates::upload::{RemovalReason, UploadEvent};
+use parley_aggregates::user::UserEvent;
 use sqlx::{AnyConnection, FromRow};
 
 use crate::{format_time, Db, ProjectionError, Projector, StoredEvent};
@@ -44,8 +45,20 @@ impl Projector for AttachmentsProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.event_of(&[EventKind::Upload, EventKind::Message])? {
+        match event.event_of(&[EventKind::Upload, EventKind::Message, EventKind::User])? {
             Some(Event::Upload(upload)) => apply_upload(conn, upload).await,
+            // What was said about an erased user's files goes with them; the objects
+            // themselves are removed (and recorded) by the erasure.
+            Some(Event::User(UserEvent::AccountErased { user_id, .. })) => {
+                sqlx::query(
+                    "UPDATE attachments SET filename = '', sha256 = NULL, width = NULL, \
+                     height = NULL, duration_ms = NULL WHERE owner_id = $1",
+                )
+                .bind(user_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
             Some(Event::Message(MessageEvent::MessageDeleted {
                 message_id,
                 deleted_at,
@@ -183,6 +196,7 @@ async fn apply_upload(
         UploadEvent::AttachmentRemoved {
             upload_id,
             removed_at,
+            reason,
             ..
         } => {
             set_status(
@@ -198,6 +212,16 @@ async fn apply_upload(
                 *removed_at,
             )
             .await?;
+            // An expired message's files go without a trace of what they were.
+            if *reason == RemovalReason::Expired {
+                sqlx::query(
+                    "UPDATE attachments SET filename = '', sha256 = NULL, width = NULL, \
+                     height = NULL, duration_ms = NULL WHERE id = $1",
+                )
+                .bind(upload_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+            }
         }
     }
     Ok(())
@@ -270,6 +294,37 @@ pub async fn of_message(db: &Db, message_id: &str) -> Result<Vec<AttachmentRow>,
 }
 
 /// Uploads of `owner_id` still open: neither attached, refused nor removed.
+/// Ids of uploads attached to `message_ids` whose objects were not removed yet.
+pub async fn not_removed_on(
+    db: &Db,
+    message_ids: &[String],
+) -> Result<Vec<String>, ProjectionError> {
+    let mut found = Vec::new();
+    for chunk in message_ids.chunks(500) {
+        let sql = format!(
+            "SELECT id FROM attachments WHERE status <> $1 AND message_id IN ({})",
+            crate::placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query_scalar(&sql).bind(status::REMOVED);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        found.extend(query.fetch_all(&db.read).await?);
+    }
+    Ok(found)
+}
+
+/// Ids of `owner_id`'s uploads whose objects were not removed yet.
+pub async fn not_removed_of(db: &Db, owner_id: &str) -> Result<Vec<String>, ProjectionError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM attachments WHERE owner_id = $1 AND status <> $2")
+            .bind(owner_id)
+            .bind(status::REMOVED)
+            .fetch_all(&db.read)
+            .await?,
+    )
+}
+
 pub async fn open_count(db: &Db, owner_id: &str) -> Result<i64, ProjectionError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM attachments WHERE owner_id = $1 AND status IN ($2, $3)",

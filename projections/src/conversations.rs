@@ -137,6 +137,7 @@ impl Projector for ConversationsProjector {
                     );
                 }
                 Some(Event::Conversation(ConversationEvent::MessagePosted { .. }))
+                | Some(Event::Conversation(ConversationEvent::MessagesExpired { .. }))
                 | Some(Event::Member(_))
                 | None => {}
                 Some(_) => {
@@ -418,6 +419,17 @@ async fn apply_conversation(
             .execute(&mut *conn)
             .await?;
         }
+        ConversationEvent::RetentionSet {
+            conversation_id,
+            days,
+            ..
+        } => {
+            sqlx::query("UPDATE conversations SET retention_days = $2 WHERE id = $1")
+                .bind(conversation_id.to_string())
+                .bind(days.map(i64::from))
+                .execute(&mut *conn)
+                .await?;
+        }
         ConversationEvent::InvitationSent {
             conversation_id,
             invitation_id,
@@ -510,7 +522,7 @@ async fn apply_conversation(
             user_id,
             ..
         } => sanction(conn, conversation_id, user_id, MUTE, None).await?,
-        ConversationEvent::MessagePosted { .. } => {}
+        ConversationEvent::MessagePosted { .. } | ConversationEvent::MessagesExpired { .. } => {}
     }
     Ok(())
 }
@@ -586,11 +598,28 @@ pub struct ConversationRow {
     pub created_at: String,
     pub last_activity_at: String,
     pub last_message_id: Option<String>,
+    /// Its own retention window in days; `None`: the server's default.
+    pub retention_days: Option<i64>,
 }
 
 const SELECT_CONVERSATION: &str = "SELECT c.id, c.kind, c.title, c.slug, c.description, c.visibility, c.creator_id, c.created_at, \
-     COALESCE(a.last_activity_at, c.created_at) AS last_activity_at, a.last_message_id \
+     COALESCE(a.last_activity_at, c.created_at) AS last_activity_at, a.last_message_id, c.retention_days \
      FROM conversations c LEFT JOIN conversation_activity a ON a.conversation_id = c.id";
+
+/// Every conversation that keeps messages for a limited time, with its window in days:
+/// its own, else `default_days`.
+pub async fn with_retention(
+    db: &Db,
+    default_days: Option<i64>,
+) -> Result<Vec<(String, i64)>, ProjectionError> {
+    Ok(sqlx::query_as(
+        "SELECT id, COALESCE(retention_days, $1) FROM conversations \
+         WHERE COALESCE(retention_days, $1) IS NOT NULL",
+    )
+    .bind(default_days)
+    .fetch_all(&db.read)
+    .await?)
+}
 
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
     Ok(

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::message::MessageEvent;
+use parley_aggregates::user::UserEvent;
 use sqlx::{AnyConnection, FromRow};
 
 use crate::page::Page;
@@ -65,10 +66,99 @@ impl Projector for MessagesProjector {
     ) -> Result<(), ProjectionError> {
         let mut batch = Batch::default();
         for event in events {
+            // An erasure touches every message of its user: what came before it is
+            // written first, so it erases that too.
+            match event.event_of(&[EventKind::User, EventKind::Conversation])? {
+                Some(Event::User(UserEvent::AccountErased { user_id, .. })) => {
+                    std::mem::take(&mut batch).write(conn).await?;
+                    erase_author(conn, &user_id.to_string()).await?;
+                    continue;
+                }
+                Some(Event::Conversation(ConversationEvent::MessagesExpired {
+                    conversation_id,
+                    before,
+                    ..
+                })) => {
+                    std::mem::take(&mut batch).write(conn).await?;
+                    expire(conn, &conversation_id.to_string(), &format_time(*before)).await?;
+                    continue;
+                }
+                _ => {}
+            }
             batch.add(event)?;
         }
         batch.write(conn).await
     }
+}
+
+/// Drops a conversation's messages posted before `before`, with everything about them:
+/// earlier versions, reactions and search entries.
+async fn expire(
+    conn: &mut AnyConnection,
+    conversation_id: &str,
+    before: &str,
+) -> Result<(), ProjectionError> {
+    const EXPIRED: &str = "SELECT id FROM messages WHERE conversation_id = $1 AND created_at < $2";
+    if conn.backend_name() == "SQLite" {
+        for sql in [
+            format!(
+                "DELETE FROM messages_fts WHERE rowid IN \
+                 (SELECT docid FROM message_search_keys WHERE message_id IN ({EXPIRED}))"
+            ),
+            format!("DELETE FROM message_search_keys WHERE message_id IN ({EXPIRED})"),
+        ] {
+            sqlx::query(&sql)
+                .bind(conversation_id)
+                .bind(before)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for sql in [
+        format!("DELETE FROM message_edits WHERE message_id IN ({EXPIRED})"),
+        format!("DELETE FROM reactions WHERE message_id IN ({EXPIRED})"),
+        "DELETE FROM messages WHERE conversation_id = $1 AND created_at < $2".to_owned(),
+    ] {
+        sqlx::query(&sql)
+            .bind(conversation_id)
+            .bind(before)
+            .execute(&mut *conn)
+            .await?;
+    }
+    optimize_search(conn).await
+}
+
+/// FTS5 keeps a deleted entry's terms in its index segments until they merge; merging
+/// now leaves none of them (and secure_delete zeroes the freed pages).
+async fn optimize_search(conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+    if conn.backend_name() == "SQLite" {
+        sqlx::query("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Leaves every message of `author_id` as an erased tombstone in its place (id, seq,
+/// thread and counts kept): no body, no earlier versions, nothing in the search index.
+async fn erase_author(conn: &mut AnyConnection, author_id: &str) -> Result<(), ProjectionError> {
+    if conn.backend_name() == "SQLite" {
+        for sql in [
+            "DELETE FROM messages_fts WHERE rowid IN (SELECT k.docid FROM message_search_keys k \
+             JOIN messages m ON m.id = k.message_id WHERE m.author_id = $1)",
+            "DELETE FROM message_search_keys WHERE message_id IN \
+             (SELECT id FROM messages WHERE author_id = $1)",
+        ] {
+            sqlx::query(sql).bind(author_id).execute(&mut *conn).await?;
+        }
+    }
+    for sql in [
+        "DELETE FROM message_edits WHERE message_id IN (SELECT id FROM messages WHERE author_id = $1)",
+        "UPDATE messages SET body = NULL, erased = 1 WHERE author_id = $1",
+    ] {
+        sqlx::query(sql).bind(author_id).execute(&mut *conn).await?;
+    }
+    optimize_search(conn).await
 }
 
 struct Post {
@@ -472,6 +562,8 @@ pub struct MessageRow {
     pub reply_count: i64,
     pub mentions: String,
     pub attachment_ids: String,
+    /// Its author's account was erased, and its text with it.
+    pub erased: i64,
 }
 
 impl MessageRow {
@@ -486,7 +578,7 @@ impl MessageRow {
 
 const SELECT_MESSAGE: &str =
     "SELECT id, conversation_id, seq, author_id, body, format, created_at, edited_at, deleted, \
-     reply_to_id, reply_count, mentions, attachment_ids FROM messages";
+     reply_to_id, reply_count, mentions, attachment_ids, erased FROM messages";
 
 pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<MessageRow>, ProjectionError> {
     if ids.is_empty() {
@@ -501,6 +593,23 @@ pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<MessageRow>, Projecti
         query = query.bind(id);
     }
     Ok(query.fetch_all(&db.read).await?)
+}
+
+/// Ids of the conversation's messages posted before `before` (RFC 3339).
+pub async fn posted_before(
+    db: &Db,
+    conversation_id: &str,
+    before: &str,
+) -> Result<Vec<String>, ProjectionError> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT id FROM messages WHERE conversation_id = $1 AND created_at < $2",
+        )
+        .bind(conversation_id)
+        .bind(before)
+        .fetch_all(&db.read)
+        .await?,
+    )
 }
 
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<MessageRow>, ProjectionError> {
@@ -662,8 +771,10 @@ fn fts5_query(text: &str) -> String {
         .join(" ")
 }
 
-const SEARCH_COLUMNS: &str = "SELECT m.id, m.conversation_id, m.seq, m.author_id, m.body, m.format, m.created_at, \
-     m.edited_at, m.deleted, m.reply_to_id, m.reply_count, m.mentions, m.attachment_ids FROM messages m";
+const SEARCH_COLUMNS: &str =
+    "SELECT m.id, m.conversation_id, m.seq, m.author_id, m.body, m.format, m.created_at, \
+     m.edited_at, m.deleted, m.reply_to_id, m.reply_count, m.mentions, m.attachment_ids, m.erased \
+     FROM messages m";
 
 /// Messages matching `query` in conversations the viewer may read (member, or public
 /// channel), optionally in one conversation, newest first.

@@ -219,8 +219,12 @@ impl<'a> Batch<'a> {
                 self.set_level((*conversation_id, *user_id), None);
                 return Ok(true);
             }
-            // Marking read updates rows earlier events may have added.
-            Some(Event::Inbox(_)) => return Ok(false),
+            // Marking read updates rows earlier events may have added, and so does an
+            // expiry.
+            Some(Event::Inbox(_))
+            | Some(Event::Conversation(ConversationEvent::MessagesExpired { .. })) => {
+                return Ok(false)
+            }
             _ => {}
         }
         for notice in asked {
@@ -371,8 +375,24 @@ impl Projector for NotificationsProjector {
         for (event, asked) in events.iter().zip(asked) {
             if !batch.add(event, asked)? {
                 batch.write(conn).await?;
-                if let Some(Event::Inbox(read)) = event.event_of(&[EventKind::Inbox])? {
-                    mark_read(conn, read).await?;
+                match event.event_of(&[EventKind::Inbox, EventKind::Conversation])? {
+                    Some(Event::Inbox(read)) => mark_read(conn, read).await?,
+                    Some(Event::Conversation(ConversationEvent::MessagesExpired {
+                        conversation_id,
+                        before,
+                        ..
+                    })) => {
+                        // Notices about expired messages go with them.
+                        sqlx::query(
+                            "DELETE FROM notifications WHERE conversation_id = $1 \
+                             AND message_id IS NOT NULL AND created_at < $2",
+                        )
+                        .bind(conversation_id.to_string())
+                        .bind(format_time(*before))
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    _ => {}
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The `sessions` read model: every sign-in session (a refresh-token family), when it
 //! started and when it ended — by logout, by reuse of a rotated refresh token, or by a
-//! password change, which ends all of the user's sessions.
+//! password change or the account's erasure, which end all of the user's sessions.
 
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::user::UserEvent;
@@ -67,7 +67,11 @@ impl Projector for SessionsProjector {
                 .execute(&mut *conn)
                 .await?;
             }
-            UserEvent::PasswordChanged { changed_at, .. } => {
+            UserEvent::PasswordChanged { changed_at, .. }
+            | UserEvent::AccountErased {
+                erased_at: changed_at,
+                ..
+            } => {
                 sqlx::query(
                     "UPDATE sessions SET ended_at_ms = $2 WHERE user_id = $1 AND ended_at_ms IS NULL",
                 )
@@ -92,7 +96,7 @@ pub async fn ended_since(db: &Db, since_ms: i64) -> Result<Vec<(String, i64)>, P
     )
 }
 
-/// The user's sessions that ended at `at_ms` (those a password change ended).
+/// The user's sessions that ended at `at_ms` (those a password change or erasure ended).
 pub async fn ended_at(db: &Db, user_id: &str, at_ms: i64) -> Result<Vec<String>, ProjectionError> {
     Ok(
         sqlx::query_scalar(

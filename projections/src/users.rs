@@ -1,4 +1,5 @@
-//! The `users` read model: every registered account, by id and by username.
+//! The `users` read model: every registered account, by id and by username; an erased
+//! account keeps its row without a name.
 
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::user::UserEvent;
@@ -23,24 +24,39 @@ impl Projector for UsersProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        if let Some(Event::User(UserEvent::UserRegistered {
-            user_id,
-            username,
-            display_name,
-            registered_at,
-            ..
-        })) = event.event_of(&[EventKind::User])?
-        {
-            sqlx::query(
-                "INSERT INTO users (id, username, display_name, registered_at) \
+        match event.event_of(&[EventKind::User])? {
+            Some(Event::User(UserEvent::UserRegistered {
+                user_id,
+                username,
+                display_name,
+                registered_at,
+                ..
+            })) => {
+                sqlx::query(
+                    "INSERT INTO users (id, username, display_name, registered_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(user_id.to_string())
-            .bind(username.as_str())
-            .bind(display_name.as_str())
-            .bind(crate::format_time(*registered_at))
-            .execute(&mut *conn)
-            .await?;
+                )
+                .bind(user_id.to_string())
+                .bind(username.as_str())
+                .bind(display_name.as_str())
+                .bind(crate::format_time(*registered_at))
+                .execute(&mut *conn)
+                .await?;
+            }
+            // No name is left: the username gives way to the id (unique, and never a
+            // valid username), the display name to nothing.
+            Some(Event::User(UserEvent::AccountErased {
+                user_id, erased_at, ..
+            })) => {
+                sqlx::query(
+                    "UPDATE users SET username = id, display_name = '', erased_at = $2 WHERE id = $1",
+                )
+                .bind(user_id.to_string())
+                .bind(crate::format_time(*erased_at))
+                .execute(&mut *conn)
+                .await?;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -52,6 +68,8 @@ pub struct UserRow {
     pub username: String,
     pub display_name: String,
     pub registered_at: String,
+    /// Set once the account is erased.
+    pub erased_at: Option<String>,
 }
 
 /// Looks users up by id, in one query for any number of ids.
@@ -64,7 +82,7 @@ pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<UserRow>, ProjectionE
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "SELECT id, username, display_name, registered_at FROM users WHERE id IN ({placeholders})"
+        "SELECT id, username, display_name, registered_at, erased_at FROM users WHERE id IN ({placeholders})"
     );
     let mut query = sqlx::query_as::<_, UserRow>(&sql);
     for id in ids {
@@ -85,8 +103,9 @@ pub async fn search(
         crate::conversations::escape_like(&query.trim().to_lowercase())
     );
     let rows = sqlx::query_as(
-        "SELECT id, username, display_name, registered_at FROM users \
+        "SELECT id, username, display_name, registered_at, erased_at FROM users \
          WHERE (username LIKE $1 ESCAPE '\\' OR LOWER(display_name) LIKE $1 ESCAPE '\\') AND username > $2 \
+           AND erased_at IS NULL \
          ORDER BY username LIMIT $3",
     )
     .bind(&prefix)

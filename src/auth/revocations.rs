@@ -138,13 +138,15 @@ impl Revocations {
             | UserEvent::RefreshTokenReused { family_id, .. } => vec![family_id],
             // The read model already holds which sessions it ended: the tail delivers
             // an event only once every projector has applied it.
-            UserEvent::PasswordChanged { changed_at, .. } => {
-                sessions::ended_at(&self.db, &event.aggregate_id, unix_ms(changed_at))
-                    .await?
-                    .iter()
-                    .filter_map(|id| Uuid::parse_str(id).ok())
-                    .collect()
-            }
+            UserEvent::PasswordChanged { changed_at, .. }
+            | UserEvent::AccountErased {
+                erased_at: changed_at,
+                ..
+            } => sessions::ended_at(&self.db, &event.aggregate_id, unix_ms(changed_at))
+                .await?
+                .iter()
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect(),
             _ => Vec::new(),
         })
     }

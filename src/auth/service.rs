@@ -97,6 +97,23 @@ impl Accounts {
         &self.keys
     }
 
+    /// The user's open sessions, to end on this node at once when an erasure ends
+    /// them (other nodes learn it from the log).
+    pub async fn open_sessions(&self, user_id: Uuid) -> Result<Vec<Uuid>, AuthError> {
+        Ok(self
+            .users
+            .load(&user_id.to_string())
+            .await?
+            .sessions
+            .into_keys()
+            .collect())
+    }
+
+    /// Ends `sessions` on this node now.
+    pub fn revoke(&self, sessions: Vec<Uuid>) {
+        self.revocations.end(sessions);
+    }
+
     /// What an access token grants: well signed, unexpired, and its session still open.
     pub fn verify_access(&self, token: &str) -> Option<Grant> {
         self.keys

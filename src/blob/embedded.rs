@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use futures::{Stream, StreamExt as _};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
+use uuid::Uuid;
 
 use super::{parse_key, BlobError, BlobStore, Served, Signer, UploadTarget};
 
@@ -41,7 +42,7 @@ fn io(key: &str) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
 impl EmbeddedBlobs {
     /// Opens (creating) the store under `root`.
     pub fn open(root: PathBuf, base_url: String, signer: Signer) -> std::io::Result<Self> {
-        for kind in ["incoming", "files", "thumbs"] {
+        for kind in ["incoming", "files", "thumbs", "erasures"] {
             std::fs::create_dir_all(root.join(kind))?;
         }
         Ok(Self {
@@ -211,6 +212,28 @@ impl BlobStore for EmbeddedBlobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(key)(e)),
         }
+    }
+
+    async fn list(&self, kind: &str) -> Result<Vec<Uuid>, BlobError> {
+        let dir = self.root.join(kind);
+        let mut ids = Vec::new();
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(error) => return Err(io(kind)(error)),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(io(kind))? {
+            // Only canonical ids: a stray or half-written file is not a record.
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| Uuid::try_parse(name).ok())
+                .filter(|id| Some(id.to_string().as_str()) == entry.file_name().to_str())
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     async fn download_url(

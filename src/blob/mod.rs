@@ -75,6 +75,9 @@ pub trait BlobStore: Send + Sync {
     /// Removes the object; nothing to do when it is not there.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 
+    /// The ids of every object of one kind (`erasures`: the erasure ledger).
+    async fn list(&self, kind: &str) -> Result<Vec<Uuid>, BlobError>;
+
     /// A URL that serves the object until `expires_at`, inline only when
     /// [`served_inline`] says so.
     async fn download_url(
@@ -85,7 +88,8 @@ pub trait BlobStore: Send + Sync {
     ) -> Result<String, BlobError>;
 }
 
-/// What a key names: its kind (`incoming`, `files`, `thumbs`) and the upload's id.
+/// What a key names: its kind (`incoming`, `files`, `thumbs`) and the upload's id, or
+/// (`erasures`) an erased user's id in the erasure ledger (kept by the privacy module).
 /// Anything else is refused, so no request can reach another path.
 pub fn parse_key(key: &str) -> Result<(&'static str, Uuid), BlobError> {
     let bad = || BlobError::BadKey(key.to_owned());
@@ -94,6 +98,7 @@ pub fn parse_key(key: &str) -> Result<(&'static str, Uuid), BlobError> {
         "incoming" => "incoming",
         "files" => "files",
         "thumbs" => "thumbs",
+        "erasures" => "erasures",
         _ => return Err(bad()),
     };
     let id = Uuid::try_parse(id).map_err(|_| bad())?;

@@ -13,6 +13,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::{
     content_disposition, parse_key, served_inline, served_type, BlobError, BlobStore, Served,
@@ -175,6 +176,27 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(s3_error)?;
         Ok(())
+    }
+
+    async fn list(&self, kind: &str) -> Result<Vec<Uuid>, BlobError> {
+        let prefix = format!("{kind}/");
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        let mut ids = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(s3_error)?;
+            for object in page.contents() {
+                if let Some(Ok((_, id))) = object.key().map(parse_key) {
+                    ids.push(id);
+                }
+            }
+        }
+        Ok(ids)
     }
 
     async fn download_url(

@@ -218,6 +218,17 @@ impl From<AuthError> for async_graphql::Error {
     }
 }
 
+impl From<crate::privacy::PrivacyError> for ApiError {
+    fn from(error: crate::privacy::PrivacyError) -> Self {
+        use crate::privacy::PrivacyError;
+        match error {
+            PrivacyError::Auth(error) => error.into(),
+            PrivacyError::Chat(error) => error.into(),
+            error => Self::internal(error),
+        }
+    }
+}
+
 impl From<InputError> for ApiError {
     fn from(error: InputError) -> Self {
         Self::BadUserInput {

@@ -210,6 +210,29 @@ impl Mutation {
         Ok(true)
     }
 
+    /// `deleteAccount`: erases the caller. Their sessions end, their display name,
+    /// messages (which stay in place as erased tombstones) and files become unreadable
+    /// everywhere, the event log included; moderation history keeps their id.
+    async fn delete_account(&self, ctx: &Context<'_>, password: String) -> Result<bool> {
+        let user_id = viewer(ctx)?;
+        let state = state(ctx);
+        let meta = state.meta(Some(user_id));
+        let open = state.accounts.open_sessions(user_id).await?;
+        let (erasure, position) = state
+            .privacy
+            .erase(user_id, Some(&password), None, &meta)
+            .await
+            .map_err(ApiError::from)?;
+        state.accounts.revoke(open);
+        state.settle(position).await;
+        state
+            .privacy
+            .shred(&erasure, state.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(true)
+    }
+
     /// `createDirectConversation`: the existing one if any.
     async fn create_direct_conversation(
         &self,
@@ -289,6 +312,24 @@ impl Mutation {
         let id = write(ctx, |s, me, meta| async move {
             s.chat
                 .update(me, id, input.title, input.description, &meta)
+                .await
+        })
+        .await?;
+        Ok(conversation(ctx, id).await?)
+    }
+
+    /// `setRetention`: how many days the conversation keeps messages (1 to 36,500);
+    /// `null` returns to the server's default. Owners and admins.
+    async fn set_retention(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        days: Option<i32>,
+    ) -> Result<Conversation> {
+        let id = parse_id(&conversation_id, "conversation")?;
+        let id = write(ctx, |s, me, meta| async move {
+            s.chat
+                .set_retention(me, id, days.map(i64::from), &meta)
                 .await
         })
         .await?;

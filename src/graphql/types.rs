@@ -136,13 +136,16 @@ impl Presence {
     }
 }
 
-/// A Parley account.
+/// A Parley account. An erased account keeps its id, with `deleted: true` and an
+/// empty username and display name.
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct User {
     pub id: ID,
     pub username: String,
     pub display_name: String,
+    /// The account was erased (`deleteAccount`, or an operator's erasure).
+    pub deleted: bool,
 }
 
 #[ComplexObject]
@@ -162,10 +165,13 @@ impl User {
 
 impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
+        let deleted = row.erased_at.is_some();
         Self {
             id: ID(row.id),
-            username: row.username,
+            // The read model keeps the id in the username's place, for uniqueness.
+            username: if deleted { String::new() } else { row.username },
             display_name: row.display_name,
+            deleted,
         }
     }
 }
@@ -312,6 +318,14 @@ impl Conversation {
 
     async fn visibility(&self) -> Result<Visibility> {
         Ok(Visibility::from_stored(&self.0.visibility)?)
+    }
+
+    /// Days messages are kept before they expire: the conversation's own window
+    /// (`setRetention`), else the server's; null keeps them forever.
+    async fn retention_days(&self, ctx: &Context<'_>) -> Option<i64> {
+        self.0
+            .retention_days
+            .or_else(|| super::state(ctx).config.retention_days.map(i64::from))
     }
 
     async fn created_at(&self) -> Result<OffsetDateTime> {
@@ -514,7 +528,8 @@ pub struct Upload {
     pub expires_at: OffsetDateTime,
 }
 
-/// A message. A deleted message keeps its id and place, with `deleted: true` and no body.
+/// A message. A deleted message keeps its id and place, with `deleted: true` and no body;
+/// so does an erased author's message, with `erased: true`.
 pub struct Message(pub MessageRow);
 
 #[Object]
@@ -555,6 +570,11 @@ impl Message {
 
     async fn deleted(&self) -> bool {
         self.0.deleted != 0
+    }
+
+    /// Its author's account was erased: the message keeps its place, without text.
+    async fn erased(&self) -> bool {
+        self.0.erased != 0
     }
 
     async fn reply_to(&self, ctx: &Context<'_>) -> Result<Option<Message>> {

@@ -249,6 +249,15 @@ where
         Ok(EventEnvelope::try_from(event)?)
     }
 
+    /// Decrypts the sealed content of loaded events ([`crate::keys`]).
+    async fn open(&self, events: &mut [SerializedEvent]) -> Result<(), AggregateError<A::Error>> {
+        self.db
+            .keys
+            .open_serialized(&self.db.read, events)
+            .await
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))
+    }
+
     /// Takes the aggregate out of the cache; the caller must hold its stripe lock.
     fn take_cached(&self, aggregate_id: &str) -> Option<Loaded<A>> {
         self.snapshot_every?;
@@ -296,11 +305,12 @@ where
                 }
             }
         }
-        for event in self
+        let mut events = self
             .repo
             .get_last_events::<A>(aggregate_id, loaded.sequence)
-            .await?
-        {
+            .await?;
+        self.open(&mut events).await?;
+        for event in events {
             let envelope = self.deserialize(event)?;
             loaded.sequence = envelope.sequence;
             loaded.aggregate.apply(envelope.payload);
@@ -318,9 +328,9 @@ where
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        self.repo
-            .get_events::<A>(aggregate_id)
-            .await?
+        let mut events = self.repo.get_events::<A>(aggregate_id).await?;
+        self.open(&mut events).await?;
+        events
             .into_iter()
             .map(|event| self.deserialize(event))
             .collect()
@@ -402,10 +412,17 @@ where
                 metadata: metadata.clone(),
             })
             .collect();
-        let serialized = envelopes
+        let mut serialized = envelopes
             .iter()
             .map(SerializedEvent::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        // Keys are written through the write pool: on SQLite that is the one writer
+        // connection, so a new key never waits on (or deadlocks with) a reader.
+        self.db
+            .keys
+            .seal(&self.db.write, &mut serialized)
+            .await
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         let last = sequence + envelopes.len();
         let snapshot = match self.snapshot_every {
             Some(every) if last / every > sequence / every => Some((

@@ -13,7 +13,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor, FromRow, PgPool};
 
-use crate::{hash, Announcer, StoreError};
+use crate::{hash, Announcer, Keyring, MasterKey, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -32,6 +32,8 @@ pub struct Db {
     pub pg: Option<PgPool>,
     /// Wakes log readers when this process commits events.
     pub announcer: Announcer,
+    /// The data keys events' personal content is sealed with ([`crate::keys`]).
+    pub keys: std::sync::Arc<Keyring>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -40,7 +42,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 10000; \
-     PRAGMA foreign_keys = ON;";
+     PRAGMA foreign_keys = ON; \
+     PRAGMA secure_delete = ON;";
 
 /// Keeps any one transaction from holding back PostgreSQL's global snapshot horizon,
 /// which every log tail waits on.
@@ -88,6 +91,7 @@ impl Db {
             read,
             pg: None,
             announcer: Announcer::default(),
+            keys: Default::default(),
         })
     }
 
@@ -106,7 +110,18 @@ impl Db {
             read: any,
             pg: Some(pg),
             announcer: Announcer::default(),
+            keys: Default::default(),
         })
+    }
+
+    /// Seals personal content with data keys wrapped by `master` from now on, after
+    /// checking that `master` opens the keys already stored. Call after [`Self::migrate`]
+    /// and before cloning the handle.
+    pub async fn use_master_key(&mut self, master: &MasterKey) -> Result<(), StoreError> {
+        let keys = Keyring::new(master);
+        keys.check(&self.write).await?;
+        self.keys = std::sync::Arc::new(keys);
+        Ok(())
     }
 
     /// Applies pending migrations for this backend.

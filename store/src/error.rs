@@ -14,4 +14,14 @@ pub enum StoreError {
     },
     #[error("invalid cursor")]
     InvalidCursor,
+    #[error("PARLEY_MASTER_KEY does not open this database's data keys (it is not the key they were sealed with)")]
+    WrongMasterKey,
+    #[error("sealed content cannot be read: {0}")]
+    Crypto(String),
+}
+
+impl StoreError {
+    pub(crate) fn crypto(reason: impl std::fmt::Display) -> Self {
+        Self::Crypto(reason.to_string())
+    }
 }

@@ -12,6 +12,7 @@ pub mod bus;
 pub mod db;
 pub mod error;
 pub mod hash;
+pub mod keys;
 pub mod log;
 pub mod presence;
 pub mod sqlite;
@@ -21,6 +22,7 @@ pub use announce::Announcer;
 pub use bus::{CommandBus, CommandMeta, Committed, Repository};
 pub use db::{Backend, Db};
 pub use error::StoreError;
+pub use keys::{Keyring, MasterKey};
 pub use log::{LogPosition, StoredEvent};
 
 /// The one text form of timestamps in stored rows and read models: RFC 3339, UTC,

@@ -140,7 +140,12 @@ impl StoredEvent {
             .as_str()
     }
 
-    /// A metadata value, such as `actor_id` or `occurred_at`.
+    /// Whether personal fields of the stored payload are encrypted ([`crate::keys`]);
+    /// `payload` holds them opened (or emptied, when their key was destroyed).
+    pub fn is_sealed(&self) -> bool {
+        self.metadata.contains_key("key_id")
+    }
+
     /// When the event happened, from its `occurred_at` metadata.
     pub fn occurred_at(&self) -> Option<time::OffsetDateTime> {
         self.meta("occurred_at").and_then(|at| {
@@ -148,6 +153,7 @@ impl StoredEvent {
         })
     }
 
+    /// A metadata value, such as `actor_id` or `occurred_at`.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(String::as_str)
     }
@@ -186,7 +192,7 @@ pub async fn read_after(
             .await?
         }
     };
-    rows.iter().map(decode_row).collect()
+    decode_rows(db, &rows).await
 }
 
 /// How many committed events follow `after`; for progress reports.
@@ -223,7 +229,7 @@ pub async fn stream(
     .bind(aggregate_id)
     .fetch_all(&db.read)
     .await?;
-    rows.iter().map(decode_row).collect()
+    decode_rows(db, &rows).await
 }
 
 /// One stream's events of the given types, in stream order.
@@ -245,12 +251,8 @@ pub async fn stream_of_types(
     for event_type in event_types {
         query = query.bind(*event_type);
     }
-    query
-        .fetch_all(&db.read)
-        .await?
-        .iter()
-        .map(decode_row)
-        .collect()
+    let rows = query.fetch_all(&db.read).await?;
+    decode_rows(db, &rows).await
 }
 
 /// Every event of one type, in global order.
@@ -267,7 +269,7 @@ pub async fn of_type(
     .bind(event_type)
     .fetch_all(&db.read)
     .await?;
-    rows.iter().map(decode_row).collect()
+    decode_rows(db, &rows).await
 }
 
 fn log_table(backend: Backend) -> &'static str {
@@ -323,6 +325,30 @@ pub async fn head(db: &Db) -> Result<LogPosition, StoreError> {
         },
         None => LogPosition::START,
     })
+}
+
+/// Decodes rows and opens their sealed content ([`crate::keys`]).
+async fn decode_rows(db: &Db, rows: &[sqlx::any::AnyRow]) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    if events
+        .iter()
+        .any(|event| crate::keys::SHREDDING_EVENTS.contains(&event.event_type.as_str()))
+    {
+        // Another node may have destroyed keys this one still holds.
+        db.keys.forget();
+    }
+    let mut sealed: Vec<crate::keys::Sealed<'_>> = events
+        .iter_mut()
+        .filter_map(|event| {
+            Some(crate::keys::Sealed {
+                key_id: event.metadata.get("key_id")?,
+                fields: event.metadata.get("sealed")?,
+                payload: &mut event.payload,
+            })
+        })
+        .collect();
+    db.keys.open(&db.read, &mut sealed).await?;
+    Ok(events)
 }
 
 fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {

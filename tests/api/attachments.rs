@@ -15,7 +15,7 @@ const CREATE: &str = "mutation($i: CreateUploadInput!) { createUpload(input: $i)
 const COMPLETE: &str = "mutation($id: ID!) { completeUpload(uploadId: $id) { id filename contentType size url thumbnailUrl width height durationMs } }";
 const SEND_WITH: &str = "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id attachments { id filename url } } }";
 
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, 99])
     });
@@ -127,7 +127,7 @@ async fn complete(app: &TestApp, who: &Client, upload: &Value) -> Value {
 }
 
 /// Creates, sends and completes an upload of `bytes`; the `completeUpload` response.
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     who: &Client,
     conversation: &str,
@@ -141,7 +141,7 @@ async fn upload(
     complete(app, who, &created).await
 }
 
-fn upload_id(created: &Value) -> String {
+pub(crate) fn upload_id(created: &Value) -> String {
     text(created, "/data/createUpload/id").to_owned()
 }
 
@@ -149,12 +149,12 @@ fn upload_id(created: &Value) -> String {
 /// server that `PARLEY_TEST_S3_ENDPOINT` names (scripts/test.sh starts one, with
 /// credentials in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Store {
+pub(crate) enum Store {
     Embedded,
     S3,
 }
 
-fn setups() -> Vec<(Backend, Store)> {
+pub(crate) fn setups() -> Vec<(Backend, Store)> {
     let mut stores = vec![Store::Embedded];
     if std::env::var_os("PARLEY_TEST_S3_ENDPOINT").is_some() {
         stores.push(Store::S3);
@@ -181,7 +181,11 @@ async fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
-async fn spawn(backend: Backend, store: Store, clock: Arc<dyn parley::clock::Clock>) -> TestApp {
+pub(crate) async fn spawn(
+    backend: Backend,
+    store: Store,
+    clock: Arc<dyn parley::clock::Clock>,
+) -> TestApp {
     let bucket = match store {
         Store::Embedded => None,
         Store::S3 => {
@@ -212,7 +216,7 @@ async fn spawn(backend: Backend, store: Store, clock: Arc<dyn parley::clock::Clo
 }
 
 /// Every object stored, as `kind/name`.
-async fn objects(app: &TestApp) -> Vec<String> {
+pub(crate) async fn objects(app: &TestApp) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(bucket) = &app.state.config.s3_bucket {
         let listed = s3_client()

@@ -35,6 +35,7 @@ impl Process {
             .env("PARLEY_DATABASE_URL", &database.url)
             .env("PARLEY_DATA_DIR", data_dir)
             .env("PARLEY_JWT_SECRET", JWT_SECRET)
+            .env("PARLEY_MASTER_KEY", MASTER_KEY)
             .env("PARLEY_RATE_LIMITS", "off")
             .env("PARLEY_LOG", "error")
             .stdout(Stdio::null())
@@ -395,6 +396,7 @@ async fn a_projector_stuck_on_one_event_is_marked_failed_and_holds_nothing_up() 
         }
         let output = command
             .env("PARLEY_DATABASE_URL", &app.database.url)
+            .env("PARLEY_MASTER_KEY", MASTER_KEY)
             .env("PARLEY_LOG", "error")
             .args(["projections", "status"])
             .output()

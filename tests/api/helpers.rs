@@ -7,11 +7,12 @@ use parley::app::AppState;
 use parley::auth::Argon2Hasher;
 use parley::config::{Config, Switch};
 use parley::startup::Server;
+use parley_store::MasterKey;
 use serde_json::{json, Value};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-pub use crate::common::{backends, Backend, TestDatabase};
+pub use crate::common::{backends, Backend, TestDatabase, MASTER_KEY};
 
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
@@ -33,6 +34,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
     config.data_dir = database.dir.path().to_path_buf();
     config.database_url = Some(database.url.clone().into());
     config.jwt_secret = Some(JWT_SECRET.to_owned().into());
+    config.master_key = Some(MasterKey::from_base64(MASTER_KEY).expect("test master key"));
     config.log = "warn".to_owned();
     config.db_max_connections = 8;
     config.consistency_wait_ms = 5_000;
@@ -178,6 +180,9 @@ pub fn parley_cli(database: &TestDatabase, args: &[&str]) -> std::process::Outpu
     }
     command
         .env("PARLEY_DATABASE_URL", &database.url)
+        .env("PARLEY_DATA_DIR", database.dir.path())
+        .env("PARLEY_JWT_SECRET", JWT_SECRET)
+        .env("PARLEY_MASTER_KEY", MASTER_KEY)
         .env("PARLEY_LOG", "error")
         .args(args)
         .output()

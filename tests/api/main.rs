@@ -15,6 +15,7 @@ mod messaging;
 mod metrics;
 mod moderation;
 mod nodes;
+mod privacy;
 mod rate;
 mod rebuild;
 mod schema;

@@ -562,6 +562,7 @@ fn audit_replay(app: &TestApp, conversation: &str, until: Option<&str>) -> Value
     }
     command
         .env("PARLEY_DATABASE_URL", &app.database.url)
+        .env("PARLEY_MASTER_KEY", MASTER_KEY)
         .env("PARLEY_LOG", "error")
         .args([
             "audit",

@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 use parley_store::Db;
+
+/// Base64 of 32 bytes; every server, CLI run and direct handle of a test shares it.
+pub const MASTER_KEY: &str = "cGFybGV5LXRlc3QtbWFzdGVyLWtleS0wMTIzNDU2Nzg=";
 use sqlx::Connection as _;
 use tempfile::TempDir;
 
@@ -95,10 +98,75 @@ impl TestDatabase {
         }
     }
 
-    /// A connected, migrated handle.
+    /// Copies the whole database aside, as a backup would; no server may be using it.
+    pub async fn back_up(&self) {
+        match &self.pg_drop {
+            None => {
+                let db = self.dir.path().join("parley.db");
+                let backup = self.dir.path().join("backup.db");
+                // A clean close leaves the log checkpointed into the file; a leftover
+                // journal is copied too.
+                std::fs::copy(&db, &backup).expect("back up the database file");
+                let wal = self.dir.path().join("parley.db-wal");
+                if wal.exists() {
+                    std::fs::copy(&wal, self.dir.path().join("backup.db-wal"))
+                        .expect("back up the journal");
+                }
+            }
+            Some((server, name)) => {
+                let mut conn = sqlx::PgConnection::connect(server).await.expect("connect");
+                // A stopped server's pools may not have closed every connection yet.
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(name)
+                .execute(&mut conn)
+                .await
+                .expect("end other sessions");
+                sqlx::query(&format!("CREATE DATABASE {name}_backup TEMPLATE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("back up the database");
+                conn.close().await.ok();
+            }
+        }
+    }
+
+    /// Puts the backup [`Self::back_up`] took in the database's place; no server may
+    /// be using it.
+    pub async fn restore(&self) {
+        match &self.pg_drop {
+            None => {
+                let dir = self.dir.path();
+                for suffix in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(dir.join(format!("parley.db{suffix}")));
+                }
+                std::fs::copy(dir.join("backup.db"), dir.join("parley.db")).expect("restore");
+                if dir.join("backup.db-wal").exists() {
+                    std::fs::copy(dir.join("backup.db-wal"), dir.join("parley.db-wal"))
+                        .expect("restore the journal");
+                }
+            }
+            Some((server, name)) => {
+                let mut conn = sqlx::PgConnection::connect(server).await.expect("connect");
+                for sql in [
+                    format!("DROP DATABASE {name} WITH (FORCE)"),
+                    format!("ALTER DATABASE {name}_backup RENAME TO {name}"),
+                ] {
+                    sqlx::query(&sql).execute(&mut conn).await.expect("restore");
+                }
+                conn.close().await.ok();
+            }
+        }
+    }
+
+    /// A connected, migrated handle, opening sealed content with the tests' master key.
     pub async fn connect(&self) -> Db {
-        let db = Db::connect(&self.url, 16).await.expect("connect");
+        let mut db = Db::connect(&self.url, 16).await.expect("connect");
         db.migrate().await.expect("migrate");
+        let master = parley_store::MasterKey::from_base64(MASTER_KEY).expect("test master key");
+        db.use_master_key(&master).await.expect("master key");
         db
     }
 }

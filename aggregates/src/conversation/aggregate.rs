@@ -54,6 +54,12 @@ pub struct Conversation {
     /// Muted members and until when (`None`: indefinitely).
     #[serde(default)]
     pub mutes: BTreeMap<Uuid, Option<OffsetDateTime>>,
+    /// Days messages are kept; `None`: the server's default.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// Messages posted before this have expired.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expired_before: Option<OffsetDateTime>,
 }
 
 /// A ban's or mute's `until`, when given, must lie after the command's time.
@@ -262,6 +268,10 @@ impl Aggregate for Conversation {
                 description,
                 at,
             } => self.update(actor_id, title, description, at),
+            ConversationCommand::SetRetention { actor_id, days, at } => {
+                self.set_retention(actor_id, days, at)
+            }
+            ConversationCommand::Expire { before, at } => self.expire(before, at),
             ConversationCommand::Invite {
                 invitation_id,
                 inviter_id,
@@ -397,6 +407,10 @@ impl Aggregate for Conversation {
                 self.members.remove(&user_id);
             }
             ConversationEvent::ConversationUpdated { .. } => {}
+            ConversationEvent::RetentionSet { days, .. } => self.retention_days = days,
+            ConversationEvent::MessagesExpired { before, .. } => {
+                self.expired_before = Some(before);
+            }
             ConversationEvent::InvitationSent {
                 invitation_id,
                 inviter_id,

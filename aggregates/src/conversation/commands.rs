@@ -56,6 +56,18 @@ pub enum ConversationCommand {
         description: Option<String>,
         at: OffsetDateTime,
     },
+    /// Sets how many days messages are kept (`None`: the server's default); owners
+    /// and admins.
+    SetRetention {
+        actor_id: Uuid,
+        days: Option<i64>,
+        at: OffsetDateTime,
+    },
+    /// Records that messages posted before `before` expired (the retention sweeper).
+    Expire {
+        before: OffsetDateTime,
+        at: OffsetDateTime,
+    },
     Invite {
         invitation_id: Uuid,
         inviter_id: Uuid,

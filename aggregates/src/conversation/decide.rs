@@ -17,6 +17,9 @@ use super::aggregate::{Conversation, Decision};
 use super::error::ConversationError;
 use super::events::ConversationEvent;
 
+/// The longest retention window: a hundred years is "forever" said explicitly.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 impl Conversation {
     /// A direct conversation between two users, both plain members.
     pub(super) fn create_direct(
@@ -225,6 +228,58 @@ impl Conversation {
             description,
             updated_by: actor_id,
             updated_at: at,
+        }])
+    }
+
+    /// A retention window, by an owner or admin: 1 to [`MAX_RETENTION_DAYS`] days, or
+    /// `None` for the server's default.
+    pub(super) fn set_retention(
+        &self,
+        actor_id: Uuid,
+        days: Option<i64>,
+        at: OffsetDateTime,
+    ) -> Decision {
+        let id = self.id()?;
+        if self.is_direct() {
+            return Err(ConversationError::NotAllowed(
+                "direct conversations keep the server's retention",
+            ));
+        }
+        self.require(actor_id, Action::UpdateDetails)?;
+        let days = days
+            .map(|days| {
+                u32::try_from(days)
+                    .ok()
+                    .filter(|days| (1..=MAX_RETENTION_DAYS).contains(days))
+                    .ok_or_else(|| {
+                        InputError::new(
+                            "days",
+                            format!("must be between 1 and {MAX_RETENTION_DAYS}, or null"),
+                        )
+                    })
+            })
+            .transpose()?;
+        if days == self.retention_days {
+            return Ok(Vec::new());
+        }
+        Ok(vec![ConversationEvent::RetentionSet {
+            conversation_id: id,
+            days,
+            set_by: actor_id,
+            set_at: at,
+        }])
+    }
+
+    /// Records an expiry, unless one at least as late is recorded already.
+    pub(super) fn expire(&self, before: OffsetDateTime, at: OffsetDateTime) -> Decision {
+        let id = self.id()?;
+        if self.expired_before.is_some_and(|done| done >= before) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![ConversationEvent::MessagesExpired {
+            conversation_id: id,
+            before,
+            expired_at: at,
         }])
     }
 

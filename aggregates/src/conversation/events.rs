@@ -188,6 +188,24 @@ pub enum ConversationEvent {
         #[serde(with = "time::serde::rfc3339")]
         unmuted_at: OffsetDateTime,
     },
+    /// How many days the conversation keeps messages; `None` returns to the server's
+    /// default.
+    RetentionSet {
+        conversation_id: Uuid,
+        days: Option<u32>,
+        set_by: Uuid,
+        #[serde(with = "time::serde::rfc3339")]
+        set_at: OffsetDateTime,
+    },
+    /// Messages posted before `before` passed the retention window: read models drop
+    /// them, and their keys are destroyed.
+    MessagesExpired {
+        conversation_id: Uuid,
+        #[serde(with = "time::serde::rfc3339")]
+        before: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        expired_at: OffsetDateTime,
+    },
     MessagePosted {
         conversation_id: Uuid,
         message_id: Uuid,
@@ -207,6 +225,9 @@ pub enum ConversationEvent {
 }
 
 impl ConversationEvent {
+    /// The stored type name of `MessagesExpired`.
+    pub const EXPIRED: &'static str = "MessagesExpired";
+
     /// The stored type names of the events that make or end a membership, for reading
     /// just those from a conversation's stream.
     pub const MEMBERSHIP: [&'static str; 5] = [
@@ -237,6 +258,8 @@ impl DomainEvent for ConversationEvent {
             Self::MemberMuted { .. } => "MemberMuted",
             Self::MemberUnmuted { .. } => "MemberUnmuted",
             Self::MessagePosted { .. } => "MessagePosted",
+            Self::RetentionSet { .. } => "RetentionSet",
+            Self::MessagesExpired { .. } => Self::EXPIRED,
         }
         .to_owned()
     }

@@ -17,6 +17,7 @@ mod moderation;
 
 pub use aggregate::{ClientRecord, Conversation, MemberInfo, CLIENT_ID_RETENTION};
 pub use commands::{ConversationCommand, ConversationServices, MemberRef, ReplyTarget};
+pub use decide::MAX_RETENTION_DAYS;
 pub use error::ConversationError;
 pub use events::{ConversationEvent, ConversationKind, InitialMember, Visibility};
 

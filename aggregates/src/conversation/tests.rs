@@ -1114,3 +1114,92 @@ mod moderation {
         );
     }
 }
+
+fn retention_set(days: Option<u32>) -> ConversationEvent {
+    ConversationEvent::RetentionSet {
+        conversation_id: CONV,
+        days,
+        set_by: ALICE,
+        set_at: NOW,
+    }
+}
+
+fn set_retention(actor_id: Uuid, days: Option<i64>) -> (Uuid, ConversationCommand) {
+    (
+        CONV,
+        ConversationCommand::SetRetention {
+            actor_id,
+            days,
+            at: NOW,
+        },
+    )
+}
+
+#[test]
+fn owners_set_a_retention_window_and_null_returns_to_the_default() {
+    framework()
+        .given(vec![group_created()])
+        .when(set_retention(ALICE, Some(30)))
+        .then_expect_events(vec![retention_set(Some(30))]);
+    framework()
+        .given(vec![group_created(), retention_set(Some(30))])
+        .when(set_retention(ALICE, None))
+        .then_expect_events(vec![retention_set(None)]);
+    // Setting what is set already records nothing.
+    framework()
+        .given(vec![group_created(), retention_set(Some(30))])
+        .when(set_retention(ALICE, Some(30)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn retention_takes_whole_days_within_bounds_from_owners_and_admins_only() {
+    for days in [0, -1, i64::from(MAX_RETENTION_DAYS) + 1, i64::MAX] {
+        framework()
+            .given(vec![group_created()])
+            .when(set_retention(ALICE, Some(days)))
+            .then_expect_error_message(&format!(
+                "days: must be between 1 and {MAX_RETENTION_DAYS}, or null"
+            ));
+    }
+    framework()
+        .given(vec![group_created()])
+        .when(set_retention(BOB, Some(7)))
+        .then_expect_error(ConversationError::NotAllowed(
+            "your role in this conversation does not allow that",
+        ));
+    framework()
+        .given(vec![group_created()])
+        .when(set_retention(DAVE, Some(7)))
+        .then_expect_error(ConversationError::NotMember);
+}
+
+#[test]
+fn an_expiry_is_recorded_once_and_never_moves_back() {
+    let expired = |before| ConversationEvent::MessagesExpired {
+        conversation_id: CONV,
+        before,
+        expired_at: NOW,
+    };
+    let day_ago = NOW - Duration::days(1);
+    framework()
+        .given(vec![group_created()])
+        .when((
+            CONV,
+            ConversationCommand::Expire {
+                before: day_ago,
+                at: NOW,
+            },
+        ))
+        .then_expect_events(vec![expired(day_ago)]);
+    framework()
+        .given(vec![group_created(), expired(day_ago)])
+        .when((
+            CONV,
+            ConversationCommand::Expire {
+                before: day_ago - Duration::hours(1),
+                at: NOW,
+            },
+        ))
+        .then_expect_events(vec![]);
+}

@@ -28,6 +28,7 @@ pub struct PostedMessage {
     pub seq: u64,
     pub body: String,
     pub mentions: BTreeSet<Uuid>,
+    pub posted_at: Option<OffsetDateTime>,
 }
 
 /// The actor's standing in the message's conversation, looked up by the command service.
@@ -110,6 +111,14 @@ pub enum MessageEvent {
         new_mentions: Vec<Uuid>,
         #[serde(with = "time::serde::rfc3339")]
         edited_at: OffsetDateTime,
+        /// When the message was posted, which names the key its text is sealed with
+        /// (absent from edits recorded before sealing).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        posted_at: Option<OffsetDateTime>,
     },
     MessageDeleted {
         message_id: Uuid,
@@ -265,6 +274,7 @@ impl Aggregate for Message {
                     mentions: mentions.into_iter().collect(),
                     new_mentions,
                     edited_at: at,
+                    posted_at: posted.posted_at,
                 }
             }
             MessageCommand::Delete {

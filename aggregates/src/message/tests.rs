@@ -24,6 +24,7 @@ fn posted() -> PostedMessage {
         seq: 7,
         body: "hello @carol".to_owned(),
         mentions: BTreeSet::from([CAROL]),
+        posted_at: Some(NOW),
     }
 }
 
@@ -71,6 +72,7 @@ fn edited(
         mentions,
         new_mentions,
         edited_at: NOW,
+        posted_at: Some(NOW),
     }
 }
 

@@ -68,8 +68,10 @@ pub struct Arrived {
     pub metadata: Metadata,
 }
 
-/// What a completed upload is known to be.
+/// What a completed upload is known to be. Every field defaults, so metadata whose key
+/// was destroyed (crypto-shredding) reads as nothing known.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Metadata {
     /// SHA-256 of the content as served, hex.
     pub sha256: String,
@@ -87,6 +89,10 @@ pub enum RemovalReason {
     Abandoned,
     /// The message carrying it was deleted, and the grace period has passed.
     MessageDeleted,
+    /// Its owner's account was erased.
+    AccountErased,
+    /// The message carrying it passed its conversation's retention window.
+    Expired,
 }
 
 #[derive(Debug, Clone)]

@@ -29,6 +29,9 @@ pub struct User {
     pub display_name: Option<DisplayName>,
     pub password_hash: String,
     pub sessions: BTreeMap<Uuid, Session>,
+    /// Erased accounts take no command again.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 impl User {
@@ -39,7 +42,7 @@ impl User {
     }
 
     fn require_registered(&self) -> Result<(), UserError> {
-        if self.id.is_some() {
+        if self.id.is_some() && !self.erased {
             Ok(())
         } else {
             Err(UserError::NotRegistered)
@@ -208,6 +211,43 @@ impl Aggregate for User {
                 )
                 .await;
             }
+            UserCommand::Erase {
+                password,
+                operator,
+                reason,
+                at,
+            } => {
+                self.require_registered()?;
+                // An operator answers a request someone made: the record says which.
+                let reason = crate::values::parse_reason(reason.as_deref(), operator)?;
+                let erased_by = match (password, operator) {
+                    (_, true) => None,
+                    (Some(password), false) => {
+                        if !services.hasher.verify(&password, &self.password_hash).await {
+                            return Err(crate::InputError::new(
+                                "password",
+                                "does not match the current password",
+                            )
+                            .into());
+                        }
+                        self.id
+                    }
+                    (None, false) => {
+                        return Err(crate::InputError::new("password", "is required").into())
+                    }
+                };
+                let user_id = self.id.ok_or(UserError::NotRegistered)?;
+                sink.write(
+                    UserEvent::AccountErased {
+                        user_id,
+                        erased_by,
+                        reason,
+                        erased_at: at,
+                    },
+                    self,
+                )
+                .await;
+            }
         }
         Ok(())
     }
@@ -271,6 +311,12 @@ impl Aggregate for User {
             }
             UserEvent::PasswordChanged { password_hash, .. } => {
                 self.password_hash = password_hash;
+                self.sessions.clear();
+            }
+            UserEvent::AccountErased { .. } => {
+                self.erased = true;
+                self.display_name = None;
+                self.password_hash.clear();
                 self.sessions.clear();
             }
         }

@@ -51,4 +51,12 @@ pub enum UserCommand {
         new_password: String,
         at: OffsetDateTime,
     },
+    /// Erases the account: by its owner, who proves it with `password`, or by an
+    /// operator (`password: None`, `operator` set) answering a legal request.
+    Erase {
+        password: Option<String>,
+        operator: bool,
+        reason: Option<String>,
+        at: OffsetDateTime,
+    },
 }

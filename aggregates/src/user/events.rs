@@ -49,6 +49,21 @@ pub enum UserEvent {
         #[serde(with = "time::serde::rfc3339")]
         changed_at: OffsetDateTime,
     },
+    /// The account and its personal content are erased (the user's own request, or an
+    /// operator's with `erased_by: None`). Ends every session; the store destroys the
+    /// user's data keys once this is recorded.
+    AccountErased {
+        user_id: Uuid,
+        erased_by: Option<Uuid>,
+        reason: Option<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        erased_at: OffsetDateTime,
+    },
+}
+
+impl UserEvent {
+    /// The stored type name of `AccountErased`, for reading just those from the log.
+    pub const ERASED: &'static str = "AccountErased";
 }
 
 impl DomainEvent for UserEvent {
@@ -60,6 +75,7 @@ impl DomainEvent for UserEvent {
             Self::RefreshTokenReused { .. } => "RefreshTokenReused",
             Self::SessionEnded { .. } => "SessionEnded",
             Self::PasswordChanged { .. } => "PasswordChanged",
+            Self::AccountErased { .. } => Self::ERASED,
         }
         .to_owned()
     }

@@ -344,3 +344,81 @@ fn open_sessions_are_bounded_by_evicting_the_oldest() {
         .sessions
         .contains_key(&Uuid::from_u128(1000 + MAX_SESSIONS as u128 + 4)));
 }
+
+fn erased(erased_by: Option<Uuid>, reason: Option<&str>) -> UserEvent {
+    UserEvent::AccountErased {
+        user_id: USER,
+        erased_by,
+        reason: reason.map(str::to_owned),
+        erased_at: NOW,
+    }
+}
+
+fn erase(password: Option<&str>, operator: bool, reason: Option<&str>) -> UserCommand {
+    UserCommand::Erase {
+        password: password.map(str::to_owned),
+        operator,
+        reason: reason.map(str::to_owned),
+        at: NOW,
+    }
+}
+
+#[tokio::test]
+async fn the_owner_erases_the_account_with_the_password() {
+    framework()
+        .given(vec![registered(), session_started(FAMILY, "t1", NOW)])
+        .when_async(erase(Some("correct horse"), false, None))
+        .await
+        .then_expect_events(vec![erased(Some(USER), None)]);
+}
+
+#[tokio::test]
+async fn erasing_with_a_wrong_or_missing_password_names_the_field() {
+    for password in [Some("wrong"), None] {
+        framework()
+            .given(vec![registered()])
+            .when_async(erase(password, false, None))
+            .await
+            .then_expect_error_message(match password {
+                Some(_) => "password: does not match the current password",
+                None => "password: is required",
+            });
+    }
+}
+
+#[tokio::test]
+async fn an_operator_erases_without_the_password_but_must_say_why() {
+    framework()
+        .given(vec![registered()])
+        .when_async(erase(None, true, Some("GDPR request 42")))
+        .await
+        .then_expect_events(vec![erased(None, Some("GDPR request 42"))]);
+    framework()
+        .given(vec![registered()])
+        .when_async(erase(None, true, None))
+        .await
+        .then_expect_error(UserError::Invalid(InputError::new(
+            "reason",
+            "is required for this action",
+        )));
+}
+
+#[tokio::test]
+async fn an_erased_account_takes_no_command_again() {
+    framework()
+        .given(vec![registered(), erased(Some(USER), None)])
+        .when_async(erase(None, true, Some("again")))
+        .await
+        .then_expect_error(UserError::NotRegistered);
+    framework()
+        .given(vec![registered(), erased(Some(USER), None)])
+        .when_async(UserCommand::Login {
+            verified_hash: "h:correct horse".to_owned(),
+            family_id: FAMILY,
+            token_hash: "t1".to_owned(),
+            expires_at: NOW + Duration::days(1),
+            at: NOW,
+        })
+        .await
+        .then_expect_error(UserError::InvalidCredentials);
+}
