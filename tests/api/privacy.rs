@@ -608,3 +608,81 @@ async fn messages_past_the_window_vanish_everywhere_and_newer_ones_stay() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn events_written_before_sealing_load_as_they_are_and_erasure_empties_the_read_models() {
+    const LEGACY: &str = "plaintextfromlastyear";
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let alice = register_as(&app, "alice", SECRETS[0]).await;
+        let bob = user(&app, "bob").await;
+        let group = create_group(&app, &bob, "team", &[&alice]).await;
+
+        // An earlier release appended without a master key: its events are in clear.
+        let legacy = parley_store::Db::connect(&app.database.url, 2)
+            .await
+            .expect("connect");
+        assert!(!legacy.keys.enabled());
+        let conversations =
+            parley_store::CommandBus::<parley_aggregates::conversation::Conversation>::new(
+                &legacy,
+                parley::startup::conversation_services(&app.state.config),
+            );
+        let group_id = uuid::Uuid::parse_str(&group).expect("id");
+        let alice_id = uuid::Uuid::parse_str(&alice.id).expect("id");
+        let at = time::OffsetDateTime::now_utc();
+        let committed = conversations
+            .execute(
+                &group,
+                (
+                    group_id,
+                    parley_aggregates::conversation::ConversationCommand::PostMessage {
+                        message_id: uuid::Uuid::now_v7(),
+                        author_id: alice_id,
+                        body: LEGACY.to_owned(),
+                        reply_to: None,
+                        client_message_id: None,
+                        attachment_ids: Vec::new(),
+                        at,
+                    },
+                ),
+                &parley_store::CommandMeta::new(Some(alice_id), at),
+            )
+            .await
+            .expect("a legacy post");
+        legacy.close().await;
+        app.state.settle(committed.position).await;
+
+        let seen = gql_ok(&app, &bob, HISTORY, json!({ "c": group })).await;
+        assert_eq!(
+            seen["data"]["messages"]["nodes"][0]["body"], LEGACY,
+            "{seen}"
+        );
+
+        gql_ok(
+            &app,
+            &alice,
+            "mutation { deleteAccount(password: \"correct horse battery\") }",
+            json!({}),
+        )
+        .await;
+        let seen = gql_ok(&app, &bob, HISTORY, json!({ "c": group })).await;
+        assert_eq!(
+            seen["data"]["messages"]["nodes"][0]["erased"], true,
+            "{seen}"
+        );
+        assert_eq!(seen["data"]["messages"]["nodes"][0]["body"], Value::Null);
+        // The read models hold none of it; the log still does, as the README says.
+        let read_models = dump(&app.state.db, &["messages", "message_edits", "users"]).await;
+        assert!(!read_models.concat().contains(LEGACY));
+        let logged: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'MessagePosted'",
+        )
+        .fetch_all(&app.state.db.read)
+        .await
+        .expect("events");
+        assert!(logged.concat().contains(LEGACY));
+        app.stop().await;
+    }
+}
