@@ -150,6 +150,12 @@ impl Privacy {
             .ok_or(PrivacyError::Auth(AuthError::User(
                 UserError::NotRegistered,
             )))?;
+        // At once, before anything waits: a node that reads the event from now on
+        // finds the keys gone, whatever else the erasure still has to do.
+        self.db
+            .keys
+            .destroy_owned_by(&self.db.write, &user_id.to_string())
+            .await?;
         Ok((erasure, committed.position))
     }
 

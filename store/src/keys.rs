@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -164,8 +165,14 @@ fn scope_of(
 pub struct Keyring {
     /// The master key's cipher; `None` stores plaintext (tests of the bare store).
     master: Option<Aes256Gcm>,
-    cache: Mutex<lru::LruCache<String, Arc<Aes256Gcm>>>,
+    /// Unwrapped keys and when they were read: a key another node destroyed is
+    /// forgotten here when this node reads the event that destroyed it, and at the
+    /// latest after [`CACHE_FOR`].
+    cache: Mutex<lru::LruCache<String, (Instant, Arc<Aes256Gcm>)>>,
 }
+
+/// How long an unwrapped key is used without reading it again.
+const CACHE_FOR: Duration = Duration::from_secs(60);
 
 impl Default for Keyring {
     fn default() -> Self {
@@ -354,12 +361,20 @@ impl Keyring {
     }
 
     fn cached(&self, key_id: &str) -> Option<Arc<Aes256Gcm>> {
-        self.cache.lock().ok()?.get(key_id).cloned()
+        let mut cache = self.cache.lock().ok()?;
+        match cache.get(key_id) {
+            Some((read, cipher)) if read.elapsed() < CACHE_FOR => Some(cipher.clone()),
+            Some(_) => {
+                cache.pop(key_id);
+                None
+            }
+            None => None,
+        }
     }
 
     fn remember(&self, key_id: &str, cipher: Arc<Aes256Gcm>) {
         if let Ok(mut cache) = self.cache.lock() {
-            cache.put(key_id.to_owned(), cipher);
+            cache.put(key_id.to_owned(), (Instant::now(), cipher));
         }
     }
 
@@ -445,7 +460,7 @@ pub struct Sealed<'a> {
 }
 
 /// Event types whose appending destroys keys somewhere.
-pub const SHREDDING_EVENTS: [&str; 2] = ["AccountErased", "RetentionApplied"];
+pub const SHREDDING_EVENTS: [&str; 2] = ["AccountErased", "MessagesExpired"];
 
 /// The fields object inside an externally tagged payload (`{"MessagePosted": {…}}`).
 fn inner_mut(payload: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
