@@ -160,10 +160,11 @@ impl Privacy {
     }
 
     /// Destroys what is left of an erased user's content: data keys, snapshots,
-    /// attachment objects; then writes the ledger entry. Safe to repeat.
+    /// attachment objects; then writes the ledger entry, whose presence says the
+    /// erasure is complete. Safe to repeat.
     pub async fn shred(&self, erasure: &Erasure, now: OffsetDateTime) -> Result<(), PrivacyError> {
         let user = erasure.user_id.to_string();
-        self.db.keys.destroy_owned_by(&self.db.write, &user).await?;
+        let destroyed = self.db.keys.destroy_owned_by(&self.db.write, &user).await?;
         // Snapshots are caches of state that held the user's text in clear; the
         // aggregates load from their (now unreadable) events instead.
         sqlx::query("DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
@@ -182,19 +183,26 @@ impl Privacy {
         self.uploads
             .remove_owned_by(erasure.user_id, RemovalReason::AccountErased, now)
             .await?;
-        let entry =
-            serde_json::to_vec(erasure).map_err(|e| PrivacyError::Ledger(erasure.user_id, e))?;
-        self.blobs
-            .write(
-                &format!("{LEDGER}/{}", erasure.user_id),
-                entry,
-                Served {
-                    filename: "erasure.json",
-                    content_type: "application/json",
-                },
-            )
-            .await?;
-        self.scrub().await?;
+        let key = ledger_key(erasure.user_id);
+        let first = self.blobs.size(&key).await?.is_none();
+        if first {
+            let entry = serde_json::to_vec(erasure)
+                .map_err(|e| PrivacyError::Ledger(erasure.user_id, e))?;
+            self.blobs
+                .write(
+                    &key,
+                    entry,
+                    Served {
+                        filename: "erasure.json",
+                        content_type: "application/json",
+                    },
+                )
+                .await?;
+        }
+        // The first time, and whenever keys were left (a restored database).
+        if first || destroyed > 0 {
+            self.scrub().await?;
+        }
         tracing::info!(user_id = %erasure.user_id, "account erased and shredded");
         Ok(())
     }
@@ -292,13 +300,17 @@ impl Privacy {
         Ok(())
     }
 
-    /// Every erasure, from the ledger and the log: those the log lacks (a database
-    /// restored from before them) are recorded again first. Returns them all, with the
-    /// position of the last one recorded again, if any.
+    /// Puts every recorded erasure and expiry back in force, before the server serves
+    /// anything: erasures the log lacks but the ledger has (a database restored from
+    /// before them) are recorded again, and the keys of every erased user and of every
+    /// expired day are destroyed. Returns the erasures still to [`Self::shred`] (those
+    /// recorded again, and those whose shredding never completed), with the position
+    /// of the last one recorded again, if any.
     pub async fn reapply(
         &self,
         now: OffsetDateTime,
     ) -> Result<(Vec<Erasure>, Option<LogPosition>), PrivacyError> {
+        let mut destroyed = 0;
         let mut known = std::collections::BTreeMap::new();
         for event in parley_store::log::of_type(&self.db, User::TYPE, UserEvent::ERASED).await? {
             if let Ok(Some(parley_aggregates::event::Event::User(UserEvent::AccountErased {
@@ -332,7 +344,8 @@ impl Privacy {
                 },
             ))) = event.event()
             {
-                self.db
+                destroyed += self
+                    .db
                     .keys
                     .destroy_days_before(
                         &self.db.write,
@@ -342,16 +355,19 @@ impl Privacy {
                     .await?;
             }
         }
+        let ledger: std::collections::BTreeSet<Uuid> =
+            self.blobs.list(LEDGER).await?.into_iter().collect();
+        let mut pending: Vec<Erasure> = known
+            .values()
+            .filter(|erasure| !ledger.contains(&erasure.user_id))
+            .cloned()
+            .collect();
         let mut position = None;
-        for user_id in self.blobs.list(LEDGER).await? {
+        for &user_id in &ledger {
             if known.contains_key(&user_id) {
                 continue;
             }
-            let Some(bytes) = self
-                .blobs
-                .read(&format!("{LEDGER}/{user_id}"), MAX_ENTRY)
-                .await?
-            else {
+            let Some(bytes) = self.blobs.read(&ledger_key(user_id), MAX_ENTRY).await? else {
                 continue;
             };
             let entry: Erasure =
@@ -371,6 +387,7 @@ impl Privacy {
                 Ok((erasure, at)) => {
                     tracing::warn!(%user_id, "an erasure missing from the log (restored backup?) was recorded again");
                     position = at.or(position);
+                    pending.push(erasure.clone());
                     known.insert(user_id, erasure);
                 }
                 // Not in this database at all (another deployment's ledger, or a
@@ -379,8 +396,27 @@ impl Privacy {
                 Err(error) => return Err(error),
             }
         }
-        Ok((known.into_values().collect(), position))
+        for erasure in known.values() {
+            destroyed += self
+                .db
+                .keys
+                .destroy_owned_by(&self.db.write, &erasure.user_id.to_string())
+                .await?;
+        }
+        // Erasures recorded again destroyed their keys as they were recorded.
+        if destroyed > 0 || position.is_some() {
+            tracing::warn!(
+                keys = destroyed,
+                "destroyed data keys of recorded erasures and expiries again (restored backup?)"
+            );
+            self.scrub().await?;
+        }
+        Ok((pending, position))
     }
+}
+
+fn ledger_key(user_id: Uuid) -> String {
+    format!("{LEDGER}/{user_id}")
 }
 
 /// The UTC day of `at`, as content keys name it: a key of a day before this one holds

@@ -214,12 +214,6 @@ impl Server {
             .reapply(clock.now())
             .await
             .context("cannot re-apply recorded erasures")?;
-        for erasure in &erasures {
-            db.keys
-                .destroy_owned_by(&db.write, &erasure.user_id.to_string())
-                .await
-                .context("cannot re-apply recorded erasures")?;
-        }
         let signals = crate::live::Signals::start(&db);
         let presence = crate::live::Presence::start(db.clone(), clock.clone(), signals.clone());
         let state = Arc::new(AppState {
