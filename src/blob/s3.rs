@@ -1,7 +1,7 @@
 //! The S3 blob store (AWS S3 or any S3-compatible server): presigned PUTs that sign
 //! `Content-Length` and `Content-Type`, so the store itself refuses any other size or
 //! type, and presigned GETs of objects stored with their served type and
-//! `Content-Disposition`.
+//! `Content-Disposition` that also sign those two as response overrides.
 //!
 //! Credentials come from the standard AWS chain (environment, profiles, instance
 //! roles); the bucket must exist and be reachable at start.
@@ -184,14 +184,20 @@ impl BlobStore for S3Blobs {
         expires_at: OffsetDateTime,
     ) -> Result<String, BlobError> {
         parse_key(key)?;
-        // Type and disposition were stored with the object (`write`), not asked for
-        // here: a URL that carried them would also carry the filename.
-        let _ = served;
+        // The type and disposition stored with the object (`write`) are asked for again
+        // in the signed URL (`response-content-type`, `response-content-disposition`),
+        // which S3 applies over whatever the object carries: S3 cannot send
+        // `X-Content-Type-Options: nosniff`, so a type off the inline list must reach the
+        // browser as an octet stream to be saved, whatever metadata an object ended up
+        // with. The parameters are signed, so a client cannot change them back.
+        let inline = served_inline(served.content_type);
         let presigned = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .response_content_type(served_type(served.content_type))
+            .response_content_disposition(content_disposition(served.filename, inline))
             .presigned(lifetime(expires_at)?)
             .await
             .map_err(s3_error)?;

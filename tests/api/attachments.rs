@@ -743,3 +743,144 @@ async fn an_unreachable_bucket_stops_the_server_at_start_with_one_line() {
     assert!(line.starts_with("PARLEY_S3_BUCKET"), "{line}");
     assert!(!line.contains('\n'), "{line}");
 }
+
+#[tokio::test]
+async fn recordings_complete_with_their_duration_and_picture_size() {
+    const RECORDINGS: [(&str, &str, &[u8], u64, Option<(u32, u32)>); 5] = [
+        (
+            "note.webm",
+            "audio/webm",
+            include_bytes!("../fixtures/media/voice.webm"),
+            1_008,
+            None,
+        ),
+        (
+            "tone.opus",
+            "audio/ogg",
+            include_bytes!("../fixtures/media/tone.opus"),
+            2_000,
+            None,
+        ),
+        (
+            "tone.mp3",
+            "audio/mpeg",
+            include_bytes!("../fixtures/media/tone.mp3"),
+            2_250,
+            None,
+        ),
+        (
+            "clip.mp4",
+            "video/mp4",
+            include_bytes!("../fixtures/media/clip.mp4"),
+            1_500,
+            Some((160, 120)),
+        ),
+        (
+            "clip.mkv",
+            "video/x-matroska",
+            include_bytes!("../fixtures/media/clip.mkv"),
+            500,
+            Some((96, 64)),
+        ),
+    ];
+    for (backend, store) in setups() {
+        eprintln!("backend: {backend:?}, store: {store:?}");
+        let app = spawn(backend, store, Arc::new(parley::clock::SystemClock)).await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+        for (name, content_type, bytes, duration_ms, picture) in RECORDINGS {
+            let completed = upload(&app, &alice, &group, name, content_type, bytes.to_vec()).await;
+            let attachment = &ok(&completed)["completeUpload"];
+            assert_eq!(
+                attachment["durationMs"], duration_ms,
+                "{name}: {attachment}"
+            );
+            let (width, height) =
+                picture.map_or((Value::Null, Value::Null), |(w, h)| (w.into(), h.into()));
+            assert_eq!(
+                (&attachment["width"], &attachment["height"]),
+                (&width, &height),
+                "{name}"
+            );
+            assert!(attachment["thumbnailUrl"].is_null(), "{name}");
+            // Audio and video play in the page, exactly as sent.
+            let response = download(&app, attachment["url"].as_str().expect("url")).await;
+            assert_eq!(response.status(), 200, "{name}");
+            assert_eq!(header(&response, "content-type"), content_type, "{name}");
+            assert!(
+                header(&response, "content-disposition").starts_with("inline"),
+                "{name}"
+            );
+            assert_eq!(
+                response.bytes().await.expect("body").as_ref(),
+                bytes,
+                "{name}"
+            );
+        }
+        app.stop().await;
+    }
+}
+
+/// S3 cannot send `X-Content-Type-Options: nosniff`, so a presigned download of a type
+/// off the inline list names its type and disposition itself, signed, and the bucket
+/// serves those whatever metadata the object carries.
+#[tokio::test]
+async fn s3_download_urls_force_a_download_whatever_the_object_says() {
+    if std::env::var_os("PARLEY_TEST_S3_ENDPOINT").is_none() {
+        eprintln!("skipped: PARLEY_TEST_S3_ENDPOINT names no S3 server");
+        return;
+    }
+    let app = spawn(
+        Backend::Sqlite,
+        Store::S3,
+        Arc::new(parley::clock::SystemClock),
+    )
+    .await;
+    let alice = user(&app, "alice").await;
+    let group = own_group(&app, &alice).await;
+    let page = b"<html><script>alert(1)</script></html>".to_vec();
+    let completed = upload(&app, &alice, &group, "page.html", "text/html", page.clone()).await;
+    let attachment = &ok(&completed)["completeUpload"];
+    let url = attachment["url"].as_str().expect("url");
+    assert!(
+        url.contains("response-content-type=application%2Foctet-stream"),
+        "{url}"
+    );
+    assert!(
+        url.contains("response-content-disposition=attachment"),
+        "{url}"
+    );
+
+    // The object is replaced by one that asks to be rendered as HTML.
+    let id = attachment["id"].as_str().expect("id");
+    s3_client()
+        .await
+        .put_object()
+        .bucket(app.state.config.s3_bucket.as_deref().expect("bucket"))
+        .key(format!("files/{id}"))
+        .content_type("text/html")
+        .content_disposition("inline")
+        .body(page.clone().into())
+        .send()
+        .await
+        .expect("object replaced");
+    let response = download(&app, url).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/octet-stream"
+    );
+    assert!(
+        header(&response, "content-disposition").starts_with("attachment; filename=\"page.html\"")
+    );
+    assert_eq!(response.bytes().await.expect("body").to_vec(), page);
+
+    // The signature covers the overrides: without them the URL is refused.
+    let stripped: String = url
+        .split('&')
+        .filter(|part| !part.starts_with("response-content-"))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert_eq!(download(&app, &stripped).await.status(), 403);
+    app.stop().await;
+}
