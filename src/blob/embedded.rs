@@ -213,6 +213,24 @@ impl BlobStore for EmbeddedBlobs {
         }
     }
 
+    async fn list_incoming(&self, limit: usize) -> Result<Vec<String>, BlobError> {
+        let dir = self.root.join("incoming");
+        let mut entries = tokio::fs::read_dir(&dir).await.map_err(io("incoming/"))?;
+        let mut keys = Vec::new();
+        while keys.len() < limit {
+            let Some(entry) = entries.next_entry().await.map_err(io("incoming/"))? else {
+                break;
+            };
+            // Half-received bodies (`<uuid>.part-…`) are the receiving request's own to
+            // remove; only whole objects have keys.
+            let key = format!("incoming/{}", entry.file_name().to_string_lossy());
+            if parse_key(&key).is_ok() {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
     async fn download_url(
         &self,
         key: &str,

@@ -75,6 +75,10 @@ pub trait BlobStore: Send + Sync {
     /// Removes the object; nothing to do when it is not there.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 
+    /// Keys of up to `limit` objects under `incoming/`, where uploads land before they
+    /// are checked: the sweeper looks there for bytes no upload is waiting for.
+    async fn list_incoming(&self, limit: usize) -> Result<Vec<String>, BlobError>;
+
     /// A URL that serves the object until `expires_at`, inline only when
     /// [`served_inline`] says so.
     async fn download_url(

@@ -177,6 +177,26 @@ impl BlobStore for S3Blobs {
         Ok(())
     }
 
+    async fn list_incoming(&self, limit: usize) -> Result<Vec<String>, BlobError> {
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix("incoming/")
+            .max_keys(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key())
+            .filter(|key| parse_key(key).is_ok())
+            .take(limit)
+            .map(str::to_owned)
+            .collect())
+    }
+
     async fn download_url(
         &self,
         key: &str,

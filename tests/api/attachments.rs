@@ -884,3 +884,96 @@ async fn s3_download_urls_force_a_download_whatever_the_object_says() {
     assert_eq!(download(&app, &stripped).await.status(), 403);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn refused_and_abandoned_uploads_leave_no_object_behind_and_each_removal_is_recorded() {
+    for (backend, store) in setups() {
+        eprintln!("backend: {backend:?}, store: {store:?}");
+        let clock = TestClock::new();
+        let app = spawn(backend, store, clock.clone()).await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+
+        // Refused: its bytes go at once.
+        let refused = create_upload(&app, &alice, &group, "cat.png", "image/png", 128).await;
+        assert_eq!(put(&app, &refused, elf()).await, 200);
+        let answer = complete(&app, &alice, &refused).await;
+        assert_eq!(error_code(&answer), Some("BAD_USER_INPUT"), "{answer}");
+        assert_eq!(objects(&app).await, Vec::<String>::new());
+
+        // Completed with a thumbnail and sent.
+        let picture = png(400, 300);
+        let sent = create_upload(&app, &alice, &group, "cat.png", "image/png", picture.len()).await;
+        assert_eq!(put(&app, &sent, picture.clone()).await, 200);
+        ok(&complete(&app, &alice, &sent).await);
+        let sent_id = upload_id(&sent);
+        gql_ok(
+            &app,
+            &alice,
+            SEND_WITH,
+            json!({ "i": { "conversationId": group, "body": "cat", "attachmentIds": [sent_id] } }),
+        )
+        .await;
+
+        // Both upload URLs are still valid. The embedded store takes no bytes for an
+        // upload no longer open; a presigned S3 PUT cannot be revoked, so they land.
+        let refused_again = put(&app, &refused, elf()).await;
+        let sent_again = put(&app, &sent, picture.clone()).await;
+        let mut strays = Vec::new();
+        match store {
+            Store::Embedded => assert_eq!((refused_again, sent_again), (409, 409)),
+            Store::S3 => {
+                assert_eq!((refused_again, sent_again), (200, 200));
+                strays = vec![
+                    format!("incoming/{}", upload_id(&refused)),
+                    format!("incoming/{sent_id}"),
+                ];
+            }
+        }
+
+        // Abandoned: bytes sent and never completed; completed (with a thumbnail) and
+        // never sent; created and nothing sent.
+        let never_completed = create_upload(&app, &alice, &group, "a.txt", "text/plain", 1).await;
+        assert_eq!(put(&app, &never_completed, b"a".to_vec()).await, 200);
+        let never_sent = upload(&app, &alice, &group, "dog.png", "image/png", png(64, 48)).await;
+        let never_sent = text(&never_sent, "/data/completeUpload/id").to_owned();
+        ok(&create_upload(&app, &alice, &group, "b.txt", "text/plain", 1).await);
+
+        let kept = |mut keys: Vec<String>| {
+            keys.extend([format!("files/{sent_id}"), format!("thumbs/{sent_id}")]);
+            keys.sort();
+            keys
+        };
+        let open = vec![
+            format!("incoming/{}", upload_id(&never_completed)),
+            format!("files/{never_sent}"),
+            format!("thumbs/{never_sent}"),
+        ];
+        let everything = kept([open.clone(), strays.clone()].concat());
+        assert_eq!(objects(&app).await, everything);
+        // While the upload URLs are valid, bytes may still arrive: nothing is touched.
+        let sweep = || app.state.uploads.sweep(clock.now());
+        assert_eq!(sweep().await.expect("sweep"), 0);
+        assert_eq!(objects(&app).await, everything);
+
+        // Once they expire, the stray bytes go; the uploads still open stay theirs.
+        clock.advance(time::Duration::minutes(11));
+        assert_eq!(sweep().await.expect("sweep"), 0);
+        assert_eq!(objects(&app).await, kept(open));
+
+        // A day on, the refused and the abandoned uploads are removed, each recorded.
+        clock.advance(time::Duration::hours(24));
+        assert_eq!(sweep().await.expect("sweep"), 4);
+        assert_eq!(sweep().await.expect("sweep"), 0);
+        assert_eq!(objects(&app).await, kept(Vec::new()));
+        let removals: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE event_type = 'AttachmentRemoved'",
+        )
+        .fetch_one(&app.state.db.read)
+        .await
+        .expect("count");
+        assert_eq!(removals, 4);
+        assert_replay_changes_nothing(&app).await;
+        app.stop().await;
+    }
+}
