@@ -746,7 +746,16 @@ async fn an_unreachable_bucket_stops_the_server_at_start_with_one_line() {
 
 #[tokio::test]
 async fn recordings_complete_with_their_duration_and_picture_size() {
-    const RECORDINGS: [(&str, &str, &[u8], u64, Option<(u32, u32)>); 5] = [
+    /// Name, declared type, bytes, duration in ms and picture size (see
+    /// tests/fixtures/media/README.md).
+    type Recording = (
+        &'static str,
+        &'static str,
+        &'static [u8],
+        u64,
+        Option<(u32, u32)>,
+    );
+    const RECORDINGS: [Recording; 5] = [
         (
             "note.webm",
             "audio/webm",
