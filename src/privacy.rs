@@ -355,8 +355,13 @@ impl Privacy {
                     .await?;
             }
         }
-        let ledger: std::collections::BTreeSet<Uuid> =
-            self.blobs.list(LEDGER).await?.into_iter().collect();
+        let ledger: std::collections::BTreeSet<Uuid> = self
+            .blobs
+            .list(LEDGER, usize::MAX)
+            .await?
+            .iter()
+            .filter_map(|key| crate::blob::parse_key(key).ok().map(|(_, id)| id))
+            .collect();
         let mut pending: Vec<Erasure> = known
             .values()
             .filter(|erasure| !ledger.contains(&erasure.user_id))

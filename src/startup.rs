@@ -90,7 +90,9 @@ pub fn upload_limits(config: &Config) -> crate::uploads::UploadLimits {
         max_bytes: config.max_upload_bytes,
         max_open: u64::from(config.max_pending_uploads),
         url_ttl: Duration::minutes(10),
-        download_ttl: Duration::minutes(15),
+        // Short, because S3 serves a presigned URL until it expires even after its message
+        // is deleted: Parley can stop issuing URLs, not recall them.
+        download_ttl: Duration::minutes(5),
         deleted_grace: Duration::seconds(i64::from(config.attachment_grace_secs)),
     }
 }

@@ -315,6 +315,10 @@ impl Uploads {
         if removed > 0 {
             tracing::info!(removed, ?last, "swept attachments");
         }
+        let strays = self.sweep_incoming(now).await?;
+        if strays > 0 {
+            tracing::info!(strays, "deleted upload bytes no upload was waiting for");
+        }
         Ok(removed)
     }
 
@@ -364,6 +368,45 @@ impl Uploads {
             removed += usize::from(!committed.events.is_empty());
         }
         Ok(removed)
+    }
+
+    /// Deletes objects under `incoming/` whose upload is no longer open and whose upload
+    /// URL has expired: bytes sent again to a URL still valid after the upload was
+    /// completed, refused or removed (a presigned S3 PUT cannot be revoked), or a body
+    /// that finished arriving after its upload was completed. Once the URL has expired
+    /// nothing can land there again, so one deletion is final. The upload's own record
+    /// does not change: what it serves, if anything, is under `files/`. An open upload's
+    /// bytes are left to `completeUpload`, or to the sweep of abandoned uploads.
+    /// Returns how many were deleted.
+    async fn sweep_incoming(&self, now: OffsetDateTime) -> Result<usize, ChatError> {
+        let keys = self
+            .blobs
+            .list("incoming", 1000)
+            .await
+            .map_err(blob_error)?;
+        let mut deleted = 0;
+        for key in keys {
+            let Ok((_, id)) = crate::blob::parse_key(&key) else {
+                continue;
+            };
+            // Not yet in the read model: just created, so its URL is valid.
+            let Some(row) = attachments::by_id(&self.db, &id.to_string()).await? else {
+                continue;
+            };
+            let created = OffsetDateTime::parse(
+                &row.created_at,
+                &time::format_description::well_known::Rfc3339,
+            );
+            let url_expired = created.is_ok_and(|at| at + self.limits.url_ttl < now);
+            if row.status == status::PENDING || !url_expired {
+                continue;
+            }
+            match self.blobs.delete(&key).await {
+                Ok(()) => deleted += 1,
+                Err(error) => tracing::warn!(%error, key, "cannot delete an object"),
+            }
+        }
+        Ok(deleted)
     }
 
     /// A signed URL for `key` of `row`, valid for the download TTL from `now`.

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use futures::{Stream, StreamExt as _};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
-use uuid::Uuid;
 
 use super::{parse_key, BlobError, BlobStore, Served, Signer, UploadTarget};
 
@@ -214,26 +213,25 @@ impl BlobStore for EmbeddedBlobs {
         }
     }
 
-    async fn list(&self, kind: &str) -> Result<Vec<Uuid>, BlobError> {
-        let dir = self.root.join(kind);
-        let mut ids = Vec::new();
-        let mut entries = match tokio::fs::read_dir(&dir).await {
+    async fn list(&self, kind: &str, limit: usize) -> Result<Vec<String>, BlobError> {
+        let mut keys = Vec::new();
+        let mut entries = match tokio::fs::read_dir(self.root.join(kind)).await {
             Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
             Err(error) => return Err(io(kind)(error)),
         };
-        while let Some(entry) = entries.next_entry().await.map_err(io(kind))? {
-            // Only canonical ids: a stray or half-written file is not a record.
-            if let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| Uuid::try_parse(name).ok())
-                .filter(|id| Some(id.to_string().as_str()) == entry.file_name().to_str())
-            {
-                ids.push(id);
+        while keys.len() < limit {
+            let Some(entry) = entries.next_entry().await.map_err(io(kind))? else {
+                break;
+            };
+            // Half-received bodies (`<uuid>.part-…`) are the receiving request's own to
+            // remove; only whole objects have keys.
+            let key = format!("{kind}/{}", entry.file_name().to_string_lossy());
+            if parse_key(&key).is_ok() {
+                keys.push(key);
             }
         }
-        Ok(ids)
+        Ok(keys)
     }
 
     async fn download_url(

@@ -1,6 +1,7 @@
 //! What an upload's bytes really are: the type read from their first bytes (`infer`),
-//! whether they are a program, for WAV and MP4-family recordings how long they play,
-//! and for raster images their dimensions, a thumbnail and
+//! whether they are a program, for audio and video how long they play and how large
+//! the picture is (symphonia's demuxers: MP3, Ogg, FLAC, WAV, MP4/QuickTime, WebM and
+//! Matroska), and for raster images their dimensions, a thumbnail and
 //! a copy without EXIF, GPS and text metadata, decoded under limits so a small file
 //! that expands to gigabytes of pixels (a decompression bomb) is refused, not decoded.
 //!
@@ -59,10 +60,13 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
             Err(reason) => undecodable = Some(reason),
         }
     }
-    if !executable {
-        metadata.duration_ms = sniffed_type
-            .as_deref()
-            .and_then(|t| duration_ms(&content, t));
+    if let (Some(media_type), false) = (sniffed_type.as_deref(), executable) {
+        let found = recording(&content, media_type);
+        metadata.duration_ms = found.duration_ms;
+        if found.width.is_some() {
+            metadata.width = found.width;
+            metadata.height = found.height;
+        }
     }
     metadata.sha256 = hex::encode(Sha256::digest(&content));
     Inspected {
@@ -78,86 +82,136 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
     }
 }
 
-/// How long a recording plays, read from its container's header: WAV (data size over
-/// byte rate) and the MP4 family (`moov/mvhd`: M4A voice notes, MP4 and QuickTime
-/// video). Other formats have no duration recorded.
-fn duration_ms(bytes: &[u8], media_type: &str) -> Option<u64> {
-    match media_type {
-        "audio/x-wav" | "audio/wav" => wav_duration_ms(bytes),
-        "video/mp4" | "audio/m4a" | "audio/mp4" | "video/quicktime" | "video/x-m4v" => {
-            mp4_duration_ms(bytes)
+/// Container formats whose headers say how long they play (and, for video, how large the
+/// picture is), by the type `infer` read from their first bytes. Nothing else is handed to
+/// a demuxer: a PDF or an archive has no duration to find.
+fn is_recording(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "audio/mpeg"
+            | "audio/ogg"
+            | "audio/opus"
+            | "video/ogg"
+            | "audio/x-flac"
+            | "audio/flac"
+            | "audio/x-wav"
+            | "audio/wav"
+            | "audio/m4a"
+            | "audio/mp4"
+            | "video/mp4"
+            | "video/quicktime"
+            | "video/x-m4v"
+            | "audio/webm"
+            | "video/webm"
+            | "video/x-matroska"
+    )
+}
+
+/// What a recording's container says about it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Recording {
+    duration_ms: Option<u64>,
+    /// The picture size of the first video track, for video.
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+/// The most bytes of tags (ID3, Vorbis comments, Matroska tags) and of embedded pictures
+/// (cover art) a demuxer may hold while reading the headers: none of it is kept.
+const MAX_TAG_BYTES: u64 = 64 * 1024;
+
+/// Reads a recording's headers with symphonia's demuxers (MP3, Ogg Vorbis and Opus, FLAC,
+/// WAV, the MP4 family and Matroska/WebM), decoding nothing.
+///
+/// The bytes are hostile. Symphonia is written for that: every read is checked against
+/// the data actually there (a declared size only bounds what is read, buffers grow as
+/// bytes arrive rather than being allocated from a length field, tables start small), so
+/// memory stays within a few times the upload, which is itself capped; the probe scans
+/// at most 1 MB for a format marker, and opening a reader reads headers (and, for Ogg,
+/// the last pages), never the packets. Tags and pictures are capped at
+/// [`MAX_TAG_BYTES`]. A panic inside a demuxer on input its authors did not foresee
+/// costs the upload its duration, not the request.
+fn recording(bytes: &[u8], media_type: &str) -> Recording {
+    if !is_recording(media_type) {
+        return Recording::default();
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_recording(bytes))) {
+        Ok(found) => found,
+        Err(_) => {
+            tracing::warn!(
+                media_type,
+                "a demuxer panicked on an upload; no duration recorded"
+            );
+            Recording::default()
         }
-        _ => None,
     }
 }
 
-fn wav_duration_ms(bytes: &[u8]) -> Option<u64> {
-    if bytes.get(..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
-        return None;
-    }
-    let (mut at, mut byte_rate, mut data) = (12usize, None, None);
-    while let (Some(kind), Some(size)) = (bytes.get(at..at + 4), bytes.get(at + 4..at + 8)) {
-        let size = u64::from(u32::from_le_bytes(size.try_into().ok()?));
-        match kind {
-            b"fmt " => {
-                let rate = bytes.get(at + 16..at + 20)?;
-                byte_rate = Some(u64::from(u32::from_le_bytes(rate.try_into().ok()?)));
+fn read_recording(bytes: &[u8]) -> Recording {
+    use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
+    use symphonia::core::codecs::CodecParameters;
+    use symphonia::core::common::Limit;
+    use symphonia::core::formats::probe::Hint;
+    use symphonia::core::formats::{FormatOptions, Track};
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+    use symphonia::core::units::Duration;
+
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
+    let metadata = MetadataOptions::default()
+        .limit_tag_bytes(Limit::Maximum(MAX_TAG_BYTES as usize))
+        .limit_visual_bytes(Limit::Maximum(MAX_TAG_BYTES as usize));
+    let Ok(reader) = symphonia::default::get_probe().probe(
+        &Hint::new(),
+        source,
+        FormatOptions::default(),
+        metadata,
+    ) else {
+        return Recording::default();
+    };
+    let millis = |time: Option<symphonia::core::units::Time>| {
+        time.and_then(|time| u64::try_from(time.as_millis()).ok())
+    };
+    // How long one track plays. An Ogg Opus stream's granule positions count the
+    // encoder's pre-skip, which the player drops (RFC 7845, section 4.2); symphonia
+    // reports it as the track's delay.
+    let track_ms = |track: &Track| {
+        let time_base = track.time_base?;
+        let mut duration = track.duration?.get();
+        if let Some(CodecParameters::Audio(audio)) = &track.codec_params {
+            if audio.codec == CODEC_ID_OPUS && reader.format_info().short_name == "ogg" {
+                duration = duration.saturating_sub(u64::from(track.delay.unwrap_or(0)));
             }
-            b"data" => data = Some(size),
-            _ => {}
         }
-        if byte_rate.is_some() && data.is_some() {
-            break;
-        }
-        at = at
-            .checked_add(8)?
-            .checked_add(usize::try_from(size + (size & 1)).ok()?)?;
-    }
-    let byte_rate = byte_rate.filter(|rate| *rate > 0)?;
-    data?.checked_mul(1000).map(|ms| ms / byte_rate)
-}
-
-/// The boxes directly inside `bytes`, as (type, contents).
-fn mp4_boxes(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        let size = u64::from(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
-        let kind = bytes.get(at + 4..at + 8)?;
-        let (header, size) = match size {
-            0 => (8, (bytes.len() - at) as u64),
-            1 => (
-                16,
-                u64::from_be_bytes(bytes.get(at + 8..at + 16)?.try_into().ok()?),
-            ),
-            size => (8, size),
-        };
-        let end = at.checked_add(usize::try_from(size).ok()?)?;
-        let contents = bytes.get(at + header..end)?;
-        at = end;
-        Some((kind, contents))
-    })
-}
-
-fn mp4_duration_ms(bytes: &[u8]) -> Option<u64> {
-    let (_, moov) = mp4_boxes(bytes).find(|(kind, _)| *kind == b"moov")?;
-    let (_, mvhd) = mp4_boxes(moov).find(|(kind, _)| *kind == b"mvhd")?;
-    let be32 = |at: usize| -> Option<u64> {
-        Some(u64::from(u32::from_be_bytes(
-            mvhd.get(at..at + 4)?.try_into().ok()?,
-        )))
+        millis(time_base.calc_duration(Duration::new(duration)))
     };
-    let (timescale, duration) = match mvhd.first()? {
-        0 => (be32(12)?, be32(16)?),
-        1 => (
-            be32(20)?,
-            u64::from_be_bytes(mvhd.get(24..32)?.try_into().ok()?),
+    // The container's own figure where it has one (MP4's movie header, which already
+    // allows for edit lists that trim an AAC encoder's priming; Matroska's segment
+    // duration); else the longest track. Ogg has no figure of its own: symphonia's is
+    // its first track's, before the pre-skip is taken off.
+    let info = reader.media_info();
+    let whole = match reader.format_info().short_name {
+        "ogg" => None,
+        _ => millis(
+            info.time_base
+                .zip(info.duration)
+                .and_then(|(base, duration)| base.calc_duration(duration)),
         ),
-        _ => return None,
     };
-    if timescale == 0 {
-        return None;
+    let duration_ms = whole.or_else(|| reader.tracks().iter().filter_map(track_ms).max());
+    let picture = reader
+        .tracks()
+        .iter()
+        .find_map(|track| match &track.codec_params {
+            Some(CodecParameters::Video(video)) => video.width.zip(video.height),
+            _ => None,
+        })
+        .filter(|(width, height)| *width > 0 && *height > 0);
+    Recording {
+        duration_ms,
+        width: picture.map(|(width, _)| u32::from(width)),
+        height: picture.map(|(_, height)| u32::from(height)),
     }
-    u64::try_from(u128::from(duration) * 1000 / u128::from(timescale)).ok()
 }
 
 /// Raster formats decoded for dimensions and thumbnails.
@@ -431,23 +485,230 @@ mod tests {
         assert_eq!(inspected.arrived.metadata.duration_ms, Some(1_500));
     }
 
+    /// A fixture's name and bytes, the type `infer` reads from it, how long the encoder
+    /// was told it plays, and its picture size.
+    type Fixture = (
+        &'static str,
+        &'static [u8],
+        &'static str,
+        u64,
+        Option<(u32, u32)>,
+    );
+
+    /// Recordings written by tests/fixtures/media/make.py.
+    const RECORDINGS: &[Fixture] = &[
+        (
+            "tone.wav",
+            include_bytes!("../../tests/fixtures/media/tone.wav"),
+            "audio/x-wav",
+            1_250,
+            None,
+        ),
+        (
+            "tone.flac",
+            include_bytes!("../../tests/fixtures/media/tone.flac"),
+            "audio/x-flac",
+            1_500,
+            None,
+        ),
+        // 28,000 samples sent; the Vorbis encoder pads the last block, and the stream's
+        // final granule position says 28,032 (as FFmpeg's own probe reads it too).
+        (
+            "tone.ogg",
+            include_bytes!("../../tests/fixtures/media/tone.ogg"),
+            "audio/ogg",
+            1_752,
+            None,
+        ),
+        // 96,000 samples; the granule positions add the 312-sample pre-skip.
+        (
+            "tone.opus",
+            include_bytes!("../../tests/fixtures/media/tone.opus"),
+            "audio/opus",
+            2_000,
+            None,
+        ),
+        // The LAME header's delay and padding are taken off: 36,000 samples at 16 kHz.
+        (
+            "tone.mp3",
+            include_bytes!("../../tests/fixtures/media/tone.mp3"),
+            "audio/mpeg",
+            2_250,
+            None,
+        ),
+        // The AAC priming is cut by the edit list the movie header's duration allows for.
+        (
+            "tone.m4a",
+            include_bytes!("../../tests/fixtures/media/tone.m4a"),
+            "audio/m4a",
+            1_000,
+            None,
+        ),
+        // A voice note as browsers record it: Opus in WebM, whose segment duration runs
+        // to the end of the last Opus packet.
+        (
+            "voice.webm",
+            include_bytes!("../../tests/fixtures/media/voice.webm"),
+            "video/webm",
+            1_008,
+            None,
+        ),
+        (
+            "clip.mp4",
+            include_bytes!("../../tests/fixtures/media/clip.mp4"),
+            "video/mp4",
+            1_500,
+            Some((160, 120)),
+        ),
+        (
+            "clip.mov",
+            include_bytes!("../../tests/fixtures/media/clip.mov"),
+            "video/quicktime",
+            2_000,
+            Some((176, 144)),
+        ),
+        // VP8 for 1.2 s with Opus that ends 8 ms later.
+        (
+            "clip.webm",
+            include_bytes!("../../tests/fixtures/media/clip.webm"),
+            "video/webm",
+            1_208,
+            Some((128, 96)),
+        ),
+        // `infer` calls any Matroska file WebM unless its header has one exact layout.
+        (
+            "clip.mkv",
+            include_bytes!("../../tests/fixtures/media/clip.mkv"),
+            "video/webm",
+            500,
+            Some((96, 64)),
+        ),
+    ];
+
     #[test]
-    fn an_mp4_records_how_long_it_plays() {
-        fn mp4_box(kind: &[u8], contents: &[u8]) -> Vec<u8> {
-            let mut out = ((contents.len() + 8) as u32).to_be_bytes().to_vec();
-            out.extend_from_slice(kind);
-            out.extend_from_slice(contents);
-            out
+    fn each_recording_format_reports_its_exact_duration_and_picture_size() {
+        for (name, bytes, media_type, duration_ms, picture) in RECORDINGS {
+            let inspected = inspect(bytes.to_vec(), "thumbs/x");
+            let arrived = &inspected.arrived;
+            assert_eq!(arrived.sniffed_type.as_deref(), Some(*media_type), "{name}");
+            assert!(
+                !arrived.executable && arrived.undecodable.is_none(),
+                "{name}"
+            );
+            assert_eq!(arrived.metadata.duration_ms, Some(*duration_ms), "{name}");
+            let found = arrived.metadata.width.zip(arrived.metadata.height);
+            assert_eq!(found, *picture, "{name}");
+            // Recordings are served as sent, and get no thumbnail.
+            assert_eq!(inspected.content, *bytes, "{name}");
+            assert!(inspected.thumbnail.is_none(), "{name}");
         }
-        let mut mvhd = vec![0u8; 4 + 8];
-        mvhd.extend_from_slice(&600u32.to_be_bytes());
-        mvhd.extend_from_slice(&(600u32 * 42 + 300).to_be_bytes());
-        mvhd.resize(100, 0);
-        let mut file = mp4_box(b"ftyp", b"isom\0\0\x02\0isomiso2mp41");
-        file.extend(mp4_box(b"moov", &mp4_box(b"mvhd", &mvhd)));
-        let inspected = inspect(file, "thumbs/x");
-        assert_eq!(inspected.arrived.sniffed_type.as_deref(), Some("video/mp4"));
-        assert_eq!(inspected.arrived.metadata.duration_ms, Some(42_500));
+    }
+
+    /// A deterministic stream of bytes (xorshift), so a failure repeats.
+    fn noise(seed: u64) -> impl Iterator<Item = u8> {
+        let mut state = seed | 1;
+        std::iter::repeat_with(move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+    }
+
+    /// Cut short anywhere, or with bytes overwritten, no recording makes a demuxer
+    /// panic (`read_recording` catches nothing), and nothing absurd is reported.
+    #[test]
+    fn truncated_and_corrupted_recordings_are_read_without_panicking() {
+        for (index, (name, bytes, _, _, _)) in RECORDINGS.iter().enumerate() {
+            let cuts = (0..bytes.len()).step_by((bytes.len() / 64).max(1));
+            for cut in cuts.chain([4, 8, 12, 16, 32, 64]) {
+                let found = read_recording(&bytes[..cut.min(bytes.len())]);
+                assert!(
+                    found.width.is_none_or(|w| w <= u32::from(u16::MAX)),
+                    "{name} cut at {cut}"
+                );
+            }
+            let mut random = noise(index as u64 + 1);
+            for round in 0..48u64 {
+                let mut corrupt = bytes.to_vec();
+                // A few bytes past the magic numbers, so the same demuxer still opens it.
+                for _ in 0..(1 + round % 8) {
+                    let hi = u64::from(random.next().unwrap_or(0)) << 8;
+                    let at = 12
+                        + (hi | u64::from(random.next().unwrap_or(0))) as usize
+                            % (corrupt.len() - 12);
+                    corrupt[at] = random.next().unwrap_or(0);
+                }
+                let _ = read_recording(&corrupt);
+            }
+        }
+    }
+
+    #[test]
+    fn lying_headers_are_not_believed() {
+        // A WAV whose RIFF and data chunks claim 4 GiB, with 16 bytes of sound.
+        let mut wav = b"RIFF\xff\xff\xff\xffWAVEfmt ".to_vec();
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&[1, 0, 1, 0]);
+        wav.extend_from_slice(&8_000u32.to_le_bytes());
+        wav.extend_from_slice(&8_000u32.to_le_bytes());
+        wav.extend_from_slice(&[1, 0, 8, 0]);
+        wav.extend_from_slice(b"LIST\xff\xff\xff\xf0");
+        wav.extend_from_slice(&[0; 16]);
+        let _ = read_recording(&wav);
+        // MP4 boxes that claim more than there is, nested, and a Matroska element whose
+        // size is the largest a vint can say.
+        let mut mp4 = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2".to_vec();
+        mp4.extend_from_slice(b"\xff\xff\xff\xffmoov\x7f\xff\xff\xfftrak\x7f\xff\xff\xffstsz");
+        mp4.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(read_recording(&mp4), Recording::default());
+        let mut mkv = vec![
+            0x1A, 0x45, 0xDF, 0xA3, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        mkv.extend_from_slice(&[0x42, 0x82, 0x84]);
+        mkv.extend_from_slice(b"webm");
+        mkv.extend_from_slice(&[
+            0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE,
+        ]);
+        mkv.extend_from_slice(&[
+            0x16, 0x54, 0xAE, 0x6B, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE,
+        ]);
+        assert_eq!(read_recording(&mkv).width, None);
+        // Random bytes behind each format's magic number.
+        for (seed, magic) in [
+            &b"ID3\x04\0\0\0\0\0\x10"[..],
+            b"OggS\0\x02",
+            b"fLaC\0\0\0\x22",
+            b"\0\0\0\x20ftypM4A ",
+            b"\x1aE\xdf\xa3",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut bytes = magic.to_vec();
+            bytes.extend(noise(seed as u64 + 100).take(4_096));
+            let _ = read_recording(&bytes);
+        }
+    }
+
+    #[test]
+    fn only_recordings_are_handed_to_a_demuxer() {
+        // A WAV declared nothing but found to be text is not read as one.
+        assert_eq!(
+            recording(RECORDINGS[0].1, "text/plain"),
+            Recording::default()
+        );
+        assert_eq!(
+            recording(RECORDINGS[0].1, "audio/x-wav").duration_ms,
+            Some(1_250)
+        );
+        assert_eq!(
+            inspect(b"hello".to_vec(), "thumbs/x")
+                .arrived
+                .metadata
+                .duration_ms,
+            None
+        );
     }
 
     fn crc32(data: &[u8]) -> u32 {

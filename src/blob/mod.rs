@@ -75,8 +75,11 @@ pub trait BlobStore: Send + Sync {
     /// Removes the object; nothing to do when it is not there.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 
-    /// The ids of every object of one kind (`erasures`: the erasure ledger).
-    async fn list(&self, kind: &str) -> Result<Vec<Uuid>, BlobError>;
+    /// Up to `limit` keys of one kind: `incoming` (where uploads land before they are
+    /// checked; the sweeper looks there for bytes no upload is waiting for) or
+    /// `erasures` (the erasure ledger). Only well-formed keys; half-written files and
+    /// strays are not objects.
+    async fn list(&self, kind: &str, limit: usize) -> Result<Vec<String>, BlobError>;
 
     /// A URL that serves the object until `expires_at`, inline only when
     /// [`served_inline`] says so.

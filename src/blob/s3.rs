@@ -1,7 +1,7 @@
 //! The S3 blob store (AWS S3 or any S3-compatible server): presigned PUTs that sign
 //! `Content-Length` and `Content-Type`, so the store itself refuses any other size or
 //! type, and presigned GETs of objects stored with their served type and
-//! `Content-Disposition`.
+//! `Content-Disposition` that also sign those two as response overrides.
 //!
 //! Credentials come from the standard AWS chain (environment, profiles, instance
 //! roles); the bucket must exist and be reachable at start.
@@ -13,7 +13,6 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::{
     content_disposition, parse_key, served_inline, served_type, BlobError, BlobStore, Served,
@@ -178,25 +177,27 @@ impl BlobStore for S3Blobs {
         Ok(())
     }
 
-    async fn list(&self, kind: &str) -> Result<Vec<Uuid>, BlobError> {
-        let prefix = format!("{kind}/");
+    async fn list(&self, kind: &str, limit: usize) -> Result<Vec<String>, BlobError> {
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(&prefix)
+            .prefix(format!("{kind}/"))
             .into_paginator()
             .send();
-        let mut ids = Vec::new();
+        let mut keys = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(s3_error)?;
-            for object in page.contents() {
-                if let Some(Ok((_, id))) = object.key().map(parse_key) {
-                    ids.push(id);
+            for key in page.contents().iter().filter_map(|object| object.key()) {
+                if keys.len() == limit {
+                    return Ok(keys);
+                }
+                if parse_key(key).is_ok() {
+                    keys.push(key.to_owned());
                 }
             }
         }
-        Ok(ids)
+        Ok(keys)
     }
 
     async fn download_url(
@@ -206,14 +207,20 @@ impl BlobStore for S3Blobs {
         expires_at: OffsetDateTime,
     ) -> Result<String, BlobError> {
         parse_key(key)?;
-        // Type and disposition were stored with the object (`write`), not asked for
-        // here: a URL that carried them would also carry the filename.
-        let _ = served;
+        // The type and disposition stored with the object (`write`) are asked for again
+        // in the signed URL (`response-content-type`, `response-content-disposition`),
+        // which S3 applies over whatever the object carries: S3 cannot send
+        // `X-Content-Type-Options: nosniff`, so a type off the inline list must reach the
+        // browser as an octet stream to be saved, whatever metadata an object ended up
+        // with. The parameters are signed, so a client cannot change them back.
+        let inline = served_inline(served.content_type);
         let presigned = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .response_content_type(served_type(served.content_type))
+            .response_content_disposition(content_disposition(served.filename, inline))
             .presigned(lifetime(expires_at)?)
             .await
             .map_err(s3_error)?;

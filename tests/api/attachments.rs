@@ -556,7 +556,15 @@ async fn filenames_lose_their_paths_and_never_reach_a_storage_key() {
         let attachment = &ok(&completed)["completeUpload"];
         assert_eq!(attachment["filename"], "passwd");
         let url = attachment["url"].as_str().expect("url");
-        assert!(!url.contains("passwd") && !url.contains(".."), "{url}");
+        // The name appears in no key and no path; on S3 only in the signed
+        // `response-content-disposition`, cleaned as it is served.
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        assert!(!path.contains("passwd") && !url.contains(".."), "{url}");
+        for part in query.split('&') {
+            if !part.starts_with("response-content-disposition=") {
+                assert!(!part.contains("passwd"), "{url}");
+            }
+        }
         let id = attachment["id"].as_str().expect("id");
         assert_eq!(objects(&app).await, vec![format!("files/{id}")]);
         let response = download(&app, url).await;
@@ -746,4 +754,247 @@ async fn an_unreachable_bucket_stops_the_server_at_start_with_one_line() {
     let line = format!("{error:#}");
     assert!(line.starts_with("PARLEY_S3_BUCKET"), "{line}");
     assert!(!line.contains('\n'), "{line}");
+}
+
+#[tokio::test]
+async fn recordings_complete_with_their_duration_and_picture_size() {
+    /// Name, declared type, bytes, duration in ms and picture size (see
+    /// tests/fixtures/media/README.md).
+    type Recording = (
+        &'static str,
+        &'static str,
+        &'static [u8],
+        u64,
+        Option<(u32, u32)>,
+    );
+    const RECORDINGS: [Recording; 5] = [
+        (
+            "note.webm",
+            "audio/webm",
+            include_bytes!("../fixtures/media/voice.webm"),
+            1_008,
+            None,
+        ),
+        (
+            "tone.opus",
+            "audio/ogg",
+            include_bytes!("../fixtures/media/tone.opus"),
+            2_000,
+            None,
+        ),
+        (
+            "tone.mp3",
+            "audio/mpeg",
+            include_bytes!("../fixtures/media/tone.mp3"),
+            2_250,
+            None,
+        ),
+        (
+            "clip.mp4",
+            "video/mp4",
+            include_bytes!("../fixtures/media/clip.mp4"),
+            1_500,
+            Some((160, 120)),
+        ),
+        (
+            "clip.mkv",
+            "video/x-matroska",
+            include_bytes!("../fixtures/media/clip.mkv"),
+            500,
+            Some((96, 64)),
+        ),
+    ];
+    for (backend, store) in setups() {
+        eprintln!("backend: {backend:?}, store: {store:?}");
+        let app = spawn(backend, store, Arc::new(parley::clock::SystemClock)).await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+        for (name, content_type, bytes, duration_ms, picture) in RECORDINGS {
+            let completed = upload(&app, &alice, &group, name, content_type, bytes.to_vec()).await;
+            let attachment = &ok(&completed)["completeUpload"];
+            assert_eq!(
+                attachment["durationMs"], duration_ms,
+                "{name}: {attachment}"
+            );
+            let (width, height) =
+                picture.map_or((Value::Null, Value::Null), |(w, h)| (w.into(), h.into()));
+            assert_eq!(
+                (&attachment["width"], &attachment["height"]),
+                (&width, &height),
+                "{name}"
+            );
+            assert!(attachment["thumbnailUrl"].is_null(), "{name}");
+            // Audio and video play in the page, exactly as sent.
+            let response = download(&app, attachment["url"].as_str().expect("url")).await;
+            assert_eq!(response.status(), 200, "{name}");
+            assert_eq!(header(&response, "content-type"), content_type, "{name}");
+            assert!(
+                header(&response, "content-disposition").starts_with("inline"),
+                "{name}"
+            );
+            assert_eq!(
+                response.bytes().await.expect("body").as_ref(),
+                bytes,
+                "{name}"
+            );
+        }
+        app.stop().await;
+    }
+}
+
+/// S3 cannot send `X-Content-Type-Options: nosniff`, so a presigned download of a type
+/// off the inline list names its type and disposition itself, signed, and the bucket
+/// serves those whatever metadata the object carries.
+#[tokio::test]
+async fn s3_download_urls_force_a_download_whatever_the_object_says() {
+    if std::env::var_os("PARLEY_TEST_S3_ENDPOINT").is_none() {
+        eprintln!("skipped: PARLEY_TEST_S3_ENDPOINT names no S3 server");
+        return;
+    }
+    let app = spawn(
+        Backend::Sqlite,
+        Store::S3,
+        Arc::new(parley::clock::SystemClock),
+    )
+    .await;
+    let alice = user(&app, "alice").await;
+    let group = own_group(&app, &alice).await;
+    let page = b"<html><script>alert(1)</script></html>".to_vec();
+    let completed = upload(&app, &alice, &group, "page.html", "text/html", page.clone()).await;
+    let attachment = &ok(&completed)["completeUpload"];
+    let url = attachment["url"].as_str().expect("url");
+    assert!(
+        url.contains("response-content-type=application%2Foctet-stream"),
+        "{url}"
+    );
+    assert!(
+        url.contains("response-content-disposition=attachment"),
+        "{url}"
+    );
+
+    // The object is replaced by one that asks to be rendered as HTML.
+    let id = attachment["id"].as_str().expect("id");
+    s3_client()
+        .await
+        .put_object()
+        .bucket(app.state.config.s3_bucket.as_deref().expect("bucket"))
+        .key(format!("files/{id}"))
+        .content_type("text/html")
+        .content_disposition("inline")
+        .body(page.clone().into())
+        .send()
+        .await
+        .expect("object replaced");
+    let response = download(&app, url).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/octet-stream"
+    );
+    assert!(
+        header(&response, "content-disposition").starts_with("attachment; filename=\"page.html\"")
+    );
+    assert_eq!(response.bytes().await.expect("body").to_vec(), page);
+
+    // The signature covers the overrides: without them the URL is refused.
+    let stripped: String = url
+        .split('&')
+        .filter(|part| !part.starts_with("response-content-"))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert_eq!(download(&app, &stripped).await.status(), 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refused_and_abandoned_uploads_leave_no_object_behind_and_each_removal_is_recorded() {
+    for (backend, store) in setups() {
+        eprintln!("backend: {backend:?}, store: {store:?}");
+        let clock = TestClock::new();
+        let app = spawn(backend, store, clock.clone()).await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+
+        // Refused: its bytes go at once.
+        let refused = create_upload(&app, &alice, &group, "cat.png", "image/png", 128).await;
+        assert_eq!(put(&app, &refused, elf()).await, 200);
+        let answer = complete(&app, &alice, &refused).await;
+        assert_eq!(error_code(&answer), Some("BAD_USER_INPUT"), "{answer}");
+        assert_eq!(objects(&app).await, Vec::<String>::new());
+
+        // Completed with a thumbnail and sent.
+        let picture = png(400, 300);
+        let sent = create_upload(&app, &alice, &group, "cat.png", "image/png", picture.len()).await;
+        assert_eq!(put(&app, &sent, picture.clone()).await, 200);
+        ok(&complete(&app, &alice, &sent).await);
+        let sent_id = upload_id(&sent);
+        gql_ok(
+            &app,
+            &alice,
+            SEND_WITH,
+            json!({ "i": { "conversationId": group, "body": "cat", "attachmentIds": [sent_id] } }),
+        )
+        .await;
+
+        // Both upload URLs are still valid. The embedded store takes no bytes for an
+        // upload no longer open; a presigned S3 PUT cannot be revoked, so they land.
+        let refused_again = put(&app, &refused, elf()).await;
+        let sent_again = put(&app, &sent, picture.clone()).await;
+        let mut strays = Vec::new();
+        match store {
+            Store::Embedded => assert_eq!((refused_again, sent_again), (409, 409)),
+            Store::S3 => {
+                assert_eq!((refused_again, sent_again), (200, 200));
+                strays = vec![
+                    format!("incoming/{}", upload_id(&refused)),
+                    format!("incoming/{sent_id}"),
+                ];
+            }
+        }
+
+        // Abandoned: bytes sent and never completed; completed (with a thumbnail) and
+        // never sent; created and nothing sent.
+        let never_completed = create_upload(&app, &alice, &group, "a.txt", "text/plain", 1).await;
+        assert_eq!(put(&app, &never_completed, b"a".to_vec()).await, 200);
+        let never_sent = upload(&app, &alice, &group, "dog.png", "image/png", png(64, 48)).await;
+        let never_sent = text(&never_sent, "/data/completeUpload/id").to_owned();
+        ok(&create_upload(&app, &alice, &group, "b.txt", "text/plain", 1).await);
+
+        let kept = |mut keys: Vec<String>| {
+            keys.extend([format!("files/{sent_id}"), format!("thumbs/{sent_id}")]);
+            keys.sort();
+            keys
+        };
+        let open = vec![
+            format!("incoming/{}", upload_id(&never_completed)),
+            format!("files/{never_sent}"),
+            format!("thumbs/{never_sent}"),
+        ];
+        let everything = kept([open.clone(), strays.clone()].concat());
+        assert_eq!(objects(&app).await, everything);
+        // While the upload URLs are valid, bytes may still arrive: nothing is touched.
+        let sweep = || app.state.uploads.sweep(clock.now());
+        assert_eq!(sweep().await.expect("sweep"), 0);
+        assert_eq!(objects(&app).await, everything);
+
+        // Once they expire, the stray bytes go; the uploads still open stay theirs.
+        clock.advance(time::Duration::minutes(11));
+        assert_eq!(sweep().await.expect("sweep"), 0);
+        assert_eq!(objects(&app).await, kept(open));
+
+        // A day on, the refused and the abandoned uploads are removed, each recorded.
+        clock.advance(time::Duration::hours(24));
+        assert_eq!(sweep().await.expect("sweep"), 4);
+        assert_eq!(sweep().await.expect("sweep"), 0);
+        assert_eq!(objects(&app).await, kept(Vec::new()));
+        let removals: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE event_type = 'AttachmentRemoved'",
+        )
+        .fetch_one(&app.state.db.read)
+        .await
+        .expect("count");
+        assert_eq!(removals, 4);
+        assert_replay_changes_nothing(&app).await;
+        app.stop().await;
+    }
 }

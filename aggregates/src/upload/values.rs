@@ -136,6 +136,9 @@ pub(super) fn same_type(declared: &str, sniffed: &str) -> bool {
                 "audio/ogg" | "video/ogg" | "audio/opus"
             )
             | ("audio/webm", "video/webm")
+            // WebM is Matroska with fewer codecs, and the sniffer takes any Matroska file
+            // whose header is not laid out exactly as it expects for WebM.
+            | ("video/x-matroska" | "audio/x-matroska", "video/webm" | "video/x-matroska")
     )
 }
 
@@ -244,6 +247,8 @@ mod tests {
     fn spellings_of_one_format_match() {
         assert!(same_type("image/jpg", "image/jpeg"));
         assert!(same_type("audio/mp4", "video/mp4"));
+        assert!(same_type("video/x-matroska", "video/webm"));
+        assert!(!same_type("video/x-matroska", "video/mp4"));
         assert!(!same_type("image/png", "application/x-executable"));
         assert!(is_binary_type("image/png"));
         assert!(!is_binary_type("image/svg+xml"));
