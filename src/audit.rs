@@ -18,7 +18,11 @@ use uuid::Uuid;
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct AuditMember {
     pub user_id: String,
+    /// Empty for an erased account.
     pub username: String,
+    /// The account was erased: it keeps its id here, and nothing else of it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
     pub role: String,
     /// RFC 3339, `"indefinite"`, or absent when not muted.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,12 +128,18 @@ pub async fn replay(
     });
 
     let in_force = |until: &Option<OffsetDateTime>| until.is_none_or(|until| until > as_of);
+    let erased = log::erased_users(db).await?;
     let members = conversation
         .members
         .iter()
         .map(|(user_id, member)| AuditMember {
             user_id: user_id.to_string(),
-            username: member.username.as_str().to_owned(),
+            erased: erased.contains(&user_id.to_string()),
+            username: if erased.contains(&user_id.to_string()) {
+                String::new()
+            } else {
+                member.username.as_str().to_owned()
+            },
             role: member.role.as_str().to_owned(),
             muted_until: conversation
                 .mutes
@@ -167,10 +177,12 @@ pub fn render_text(report: &AuditReport) -> String {
         out.push_str("(no such conversation at that time)\n");
     }
     for member in &report.members {
-        out.push_str(&format!(
-            "member {} {} {}",
-            member.user_id, member.username, member.role
-        ));
+        let name = if member.erased {
+            "(erased)"
+        } else {
+            member.username.as_str()
+        };
+        out.push_str(&format!("member {} {name} {}", member.user_id, member.role));
         if let Some(until) = &member.muted_until {
             out.push_str(&format!(" muted-until={until}"));
         }

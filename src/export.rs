@@ -7,11 +7,14 @@
 //! The columns are a documented contract (README, "For analysts"): their names, order
 //! and types change only with a new major release.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use cqrs_es::Aggregate as _;
+use parley_aggregates::claim::NameClaim;
 use parley_store::log::{self, LogPosition, StoredEvent};
 use parley_store::{Db, StoreError};
 use parquet::arrow::ArrowWriter;
@@ -167,8 +170,45 @@ fn holds_credentials(payload: &serde_json::Value) -> bool {
         .is_some_and(|fields| CREDENTIALS.iter().any(|key| fields.contains_key(*key)))
 }
 
+/// Blanks the name beside any erased account's id, wherever a payload records one (its
+/// registration and name claim, a join, a conversation's first members): an export shows
+/// nothing of an erased user but the id. True if anything was blanked.
+fn scrub_erased(value: &mut serde_json::Value, erased: &HashSet<String>) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            let theirs = ["user_id", "owner_id"].iter().any(|key| {
+                map.get(*key)
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|id| erased.contains(id))
+            });
+            let mut changed = false;
+            if theirs {
+                for key in ["username", "name"] {
+                    if let Some(name) = map.get_mut(key).filter(|name| name.is_string()) {
+                        *name = serde_json::Value::String(String::new());
+                        changed = true;
+                    }
+                }
+            }
+            for nested in map.values_mut() {
+                changed |= scrub_erased(nested, erased);
+            }
+            changed
+        }
+        serde_json::Value::Array(items) => {
+            let mut changed = false;
+            for item in items {
+                changed |= scrub_erased(item, erased);
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
 impl Row {
-    fn of(event: &StoredEvent) -> Result<Self, ExportError> {
+    /// `erased`: ids of erased accounts, whose names the row must not carry.
+    fn of(event: &StoredEvent, erased: &HashSet<String>) -> Result<Self, ExportError> {
         let (event_type, event_version, mut payload) = match event.upcast() {
             Some(today) => (today.event_type, today.event_version, Some(today.payload)),
             None => (event.event_type.clone(), event.event_version.clone(), None),
@@ -176,6 +216,17 @@ impl Row {
         // A sealed event's stored text is ciphertext: export what it opened to.
         if payload.is_none() && (event.is_sealed() || holds_credentials(&event.payload)) {
             payload = Some(event.payload.clone());
+        }
+        let mut aggregate_id = event.aggregate_id.clone();
+        if !erased.is_empty() {
+            let mut scrubbed = payload.clone().unwrap_or_else(|| event.payload.clone());
+            if scrub_erased(&mut scrubbed, erased) {
+                payload = Some(scrubbed);
+                // A name claim's stream is named after the name itself.
+                if event.aggregate_type == NameClaim::TYPE {
+                    aggregate_id = String::new();
+                }
+            }
         }
         let payload = match payload {
             Some(mut payload) => {
@@ -195,7 +246,7 @@ impl Row {
             cursor: event.position.to_cursor(),
             event_id: event.event_id.clone(),
             aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
+            aggregate_id,
             sequence: event.sequence,
             event_type,
             event_version,
@@ -373,6 +424,7 @@ pub async fn export<W: Write + Send + 'static>(
         ..Progress::default()
     };
     let mut unmatched: Vec<String> = filter.types.clone();
+    let erased = log::erased_users(db).await?;
     loop {
         let events = log::read_after(db, tally.position, PAGE).await?;
         let Some(last) = events.last() else { break };
@@ -380,7 +432,7 @@ pub async fn export<W: Write + Send + 'static>(
         tally.read += events.len() as u64;
         let mut rows = Vec::with_capacity(events.len());
         for event in &events {
-            let row = Row::of(event)?;
+            let row = Row::of(event, &erased)?;
             if filter.admits(event, &row)? {
                 unmatched.retain(|wanted| *wanted != row.event_type);
                 rows.push(row);

@@ -277,6 +277,18 @@ pub async fn of_type(
     decode_rows(db, &rows).await
 }
 
+/// The ids of every erased account (their `AccountErased` events), for readers of the
+/// log that must show nothing of them, such as exports and audit replays.
+pub async fn erased_users(db: &Db) -> Result<std::collections::HashSet<String>, StoreError> {
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT aggregate_id FROM {} WHERE event_type = 'AccountErased' AND aggregate_type = 'User'",
+        log_table(db.backend)
+    ))
+    .fetch_all(&db.read)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 fn log_table(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "events",

@@ -20,6 +20,9 @@ const SECRETS: [&str; 5] = [
     "kumquatnarwhal",         // the body after the edit
     "alicesecretholiday.png", // an attachment's filename
 ];
+/// The erased user's username: the log keeps it (an account handle, see the README),
+/// but no export, audit replay or API answer shows it.
+const HANDLE: &str = "quixoticzebra";
 /// What another user wrote; all of it stays.
 const KEPT: &str = "bobkeepsthisbanana";
 
@@ -44,7 +47,7 @@ async fn register_as(app: &TestApp, username: &str, display_name: &str) -> Clien
 /// attachment, and a moderation action against Alice. Returns (alice, bob, group,
 /// alice's upload id).
 async fn history(app: &TestApp) -> (Client, Client, String, String) {
-    let alice = register_as(app, "alice", SECRETS[0]).await;
+    let alice = register_as(app, HANDLE, SECRETS[0]).await;
     let bob = user(app, "bob").await;
     let group = create_group(app, &bob, "team", &[&alice]).await;
     let first = send_ok(app, &alice, &group, &format!("{} to @bob", SECRETS[1])).await;
@@ -197,8 +200,8 @@ async fn assert_erased_in_place(app: &TestApp, bob: &Client, group: &str, alice:
     let users = gql_ok(
         app,
         bob,
-        "query { searchUsers(query: \"alice\") { nodes { id } } }",
-        json!({}),
+        "query($q: String!) { searchUsers(query: $q) { nodes { id } } }",
+        json!({ "q": HANDLE }),
     )
     .await;
     assert_eq!(users["data"]["searchUsers"]["nodes"], json!([]));
@@ -258,6 +261,17 @@ async fn assert_nothing_left(app: &TestApp, group: &str, upload_id: &str) {
     let replay = parley_cli(&app.database, &["audit", "replay", "--conversation", group]);
     assert!(replay.status.success());
     assert_no_secret("the audit replay", &replay.stdout);
+    let replay = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.contains("(erased) MEMBER"), "{replay}");
+    for (what, bytes) in [
+        ("the export", exported.as_slice()),
+        ("the audit replay", replay.as_bytes()),
+    ] {
+        assert!(
+            !bytes.windows(HANDLE.len()).any(|w| w == HANDLE.as_bytes()),
+            "{what} names the erased user"
+        );
+    }
 }
 
 #[tokio::test]
@@ -289,7 +303,7 @@ async fn an_erased_account_leaves_no_plaintext_anywhere_and_the_log_still_verifi
         // Her sessions ended with it, and she cannot sign in again.
         let me = gql(&app, &alice, "query { me { id } }", json!({})).await;
         assert_eq!(error_code(&me), Some("UNAUTHENTICATED"), "{me}");
-        let login = app.login("alice", "correct horse battery").await;
+        let login = app.login(HANDLE, "correct horse battery").await;
         assert_eq!(error_code(&login), Some("UNAUTHENTICATED"), "{login}");
 
         assert_erased_in_place(&app, &bob, &group, &alice).await;
