@@ -20,7 +20,8 @@
 //! of `nonce ‖ AES-GCM(JSON text of the value)`, with the key id and field name as
 //! associated data. Events without `key_id` (written before sealing existed, or by a
 //! store without a master key) are plaintext and read as they are. When a key is gone a
-//! sealed field reads as empty (`""`, `{}`), never as an error: that is erasure working.
+//! sealed field reads as empty (`""`, `{}`), never as an error: that is erasure working
+//! (so does a field sealed by an earlier key of the same id, destroyed and made again).
 //! A key that exists but cannot be unwrapped is an error (a wrong `PARLEY_MASTER_KEY`),
 //! so a misconfigured node stops rather than taking content for erased.
 
@@ -485,14 +486,20 @@ fn open(
         let Some(value) = fields.get_mut(name) else {
             continue;
         };
-        *value = match (cipher, value.as_str()) {
-            (Some(cipher), Some(text)) => {
-                let plain = decrypt(cipher, key_id, name, text)?;
-                serde_json::from_slice(&plain).map_err(StoreError::crypto)?
-            }
-            // The key was destroyed: the field is erased.
-            _ if kind == "o" => Value::Object(serde_json::Map::new()),
-            _ => Value::String(String::new()),
+        let opened = match (cipher, value.as_str()) {
+            (Some(cipher), Some(text)) => decrypt(cipher, key_id, name, text)
+                .ok()
+                .and_then(|plain| serde_json::from_slice(&plain).ok()),
+            _ => None,
+        };
+        *value = match opened {
+            Some(plain) => plain,
+            // The key was destroyed, or destroyed and made again under the same id
+            // (a later message of a day that had expired): either way what it sealed
+            // is erased. A wrong master key fails earlier, when the key is unwrapped;
+            // an altered event fails `parley audit verify`.
+            None if kind == "o" => Value::Object(serde_json::Map::new()),
+            None => Value::String(String::new()),
         };
     }
     Ok(())
@@ -598,8 +605,16 @@ mod tests {
         assert_eq!(erased["MessagePosted"]["body"], "");
         assert_eq!(erased["MessagePosted"]["seq"], 1);
 
-        // The associated data binds a field to its key: moved to another key it fails.
-        assert!(open(&mut payload.clone(), "other", "body:s", Some(&cipher)).is_err());
+        // The associated data binds a field to its key: under another key id, or with
+        // another key of the same id (one made again after the first was destroyed),
+        // it reads as erased.
+        let mut moved = payload.clone();
+        open(&mut moved, "other", "body:s", Some(&cipher)).expect("erased");
+        assert_eq!(moved["MessagePosted"]["body"], "");
+        let again = Arc::new(Aes256Gcm::new(&[9u8; 32].into()));
+        let mut remade = payload.clone();
+        open(&mut remade, "k", "body:s", Some(&again)).expect("erased");
+        assert_eq!(remade["MessagePosted"]["body"], "");
     }
 
     #[test]

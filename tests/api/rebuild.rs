@@ -541,6 +541,48 @@ async fn one_batch_or_one_event_at_a_time_build_the_same_read_models() {
         )
         .await;
         send_ok(&app, &alice, &group, "welcome back @carol").await;
+
+        // An expiry and an erasure, each between events that touch the same rows.
+        let erin = user(&app, "erin").await;
+        let kept = create_group(&app, &alice, "Kept short", &[&bob, &erin]).await;
+        gql_ok(
+            &app,
+            &alice,
+            "mutation($c: ID!) { setRetention(conversationId: $c, days: 1) { id } }",
+            json!({ "c": kept }),
+        )
+        .await;
+        let old = send_ok(&app, &bob, &kept, "old news @erin").await;
+        gql_ok(&app, &erin, REACT, json!({ "m": old, "e": "👍" })).await;
+        gql_ok(
+            &app,
+            &bob,
+            EDIT,
+            json!({ "m": old, "b": "old news, edited" }),
+        )
+        .await;
+        let said = send_ok(&app, &erin, &kept, "erin was here").await;
+        gql_ok(
+            &app,
+            &erin,
+            EDIT,
+            json!({ "m": said, "b": "erin was here, twice" }),
+        )
+        .await;
+        let later = time::OffsetDateTime::now_utc() + time::Duration::days(3);
+        let (expired, _) = app.state.privacy.expire(later, None).await.expect("expire");
+        assert_eq!(expired, 1);
+        send_ok(&app, &bob, &kept, "after the expiry @erin").await;
+        let reply = send_ok(&app, &erin, &kept, "erin again").await;
+        gql_ok(&app, &bob, REACT, json!({ "m": reply, "e": "🎉" })).await;
+        gql_ok(
+            &app,
+            &erin,
+            "mutation { deleteAccount(password: \"correct horse battery\") }",
+            json!({}),
+        )
+        .await;
+        send_ok(&app, &bob, &kept, "after the erasure").await;
         settled(&app).await;
         let live = everything(&app.state.db).await;
 
