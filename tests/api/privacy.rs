@@ -354,6 +354,31 @@ async fn an_operator_erases_from_the_cli_and_a_restored_backup_is_erased_again()
             &["users", "erase", &alice.id, "--reason", "twice"],
         );
         assert!(!again.status.success());
+        // The record says who (an operator: no actor), when and why.
+        let db = database.connect().await;
+        let recorded =
+            parley_store::log::of_type(&db, "User", parley_aggregates::user::UserEvent::ERASED)
+                .await
+                .expect("erasures");
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].meta("actor_id"), None);
+        assert!(recorded[0].occurred_at().is_some());
+        match recorded[0].event().expect("decoded") {
+            Some(parley_aggregates::event::Event::User(
+                parley_aggregates::user::UserEvent::AccountErased {
+                    user_id,
+                    erased_by,
+                    reason,
+                    ..
+                },
+            )) => {
+                assert_eq!(user_id.to_string(), alice.id);
+                assert_eq!(*erased_by, None);
+                assert_eq!(reason.as_deref(), Some("legal request #42"));
+            }
+            other => panic!("not an erasure: {other:?}"),
+        }
+        db.close().await;
 
         let app = spawn_app_on(database, |_| {}).await;
         assert_erased_in_place(&app, &bob, &group, &alice).await;
@@ -471,6 +496,9 @@ async fn messages_past_the_window_vanish_everywhere_and_newer_ones_stay() {
         let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
         let group = create_group(&app, &alice, "team", &[&bob]).await;
         gql_ok(&app, &alice, SET_RETENTION, json!({ "c": group, "d": 2 })).await;
+        // Another keeps the server's window, which the sweeper is given below.
+        let other = create_group(&app, &bob, "other", &[&alice]).await;
+        send_ok(&app, &bob, &other, "defaultwindowquince").await;
 
         let old = send_ok(&app, &alice, &group, OLD[2]).await;
         gql_ok(
@@ -508,17 +536,18 @@ async fn messages_past_the_window_vanish_everywhere_and_newer_ones_stay() {
             .expect("nodes")
             .is_empty());
 
-        // Nothing has passed the window yet.
+        // Nothing has passed a window yet.
         let (expired, _) = app
             .state
             .privacy
-            .expire(clock.now(), None)
+            .expire(clock.now(), Some(2))
             .await
             .expect("sweep");
         assert_eq!(expired, 0);
 
         clock.advance(time::Duration::days(3));
         let kept = send_ok(&app, &bob, &group, NEW).await;
+        // Without a server window only the conversation with its own expires.
         let (expired, position) = app
             .state
             .privacy
@@ -527,6 +556,21 @@ async fn messages_past_the_window_vanish_everywhere_and_newer_ones_stay() {
             .expect("sweep");
         assert_eq!(expired, 1);
         app.state.settle(position).await;
+        let others = gql_ok(&app, &bob, HISTORY, json!({ "c": other })).await;
+        assert_eq!(
+            others["data"]["messages"]["nodes"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let (expired, position) = app
+            .state
+            .privacy
+            .expire(clock.now(), Some(2))
+            .await
+            .expect("sweep");
+        assert_eq!(expired, 1, "the server's window applies where none is set");
+        app.state.settle(position).await;
+        let others = gql_ok(&app, &bob, HISTORY, json!({ "c": other })).await;
+        assert_eq!(others["data"]["messages"]["nodes"], json!([]));
 
         let seen = gql_ok(&app, &bob, HISTORY, json!({ "c": group })).await;
         let nodes = seen["data"]["messages"]["nodes"].as_array().expect("nodes");
@@ -563,7 +607,7 @@ async fn messages_past_the_window_vanish_everywhere_and_newer_ones_stay() {
         let (again, _) = app
             .state
             .privacy
-            .expire(clock.now(), None)
+            .expire(clock.now(), Some(2))
             .await
             .expect("sweep");
         assert_eq!(again, 0);
@@ -698,5 +742,79 @@ async fn events_written_before_sealing_load_as_they_are_and_erasure_empties_the_
         .expect("events");
         assert!(logged.concat().contains(LEGACY));
         app.stop().await;
+    }
+}
+
+/// Runs the CLI on `database` with `master_key` (or none) and a data directory of its own.
+fn cli_with_key(
+    database: &TestDatabase,
+    data_dir: &std::path::Path,
+    master_key: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
+        command.env_remove(key);
+    }
+    command
+        .env("PARLEY_DATABASE_URL", &database.url)
+        .env("PARLEY_DATA_DIR", data_dir)
+        .env("PARLEY_LOG", "warn")
+        .args(args);
+    if let Some(key) = master_key {
+        command.env("PARLEY_MASTER_KEY", key);
+    }
+    command.output().expect("parley runs")
+}
+
+#[tokio::test]
+async fn a_master_key_is_generated_once_and_a_different_one_is_refused_at_start() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let first = cli_with_key(&database, data_dir.path(), None, &["migrate"]);
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&first.stdout),
+            String::from_utf8_lossy(&first.stderr)
+        );
+        assert!(said.contains("PARLEY_MASTER_KEY is not set"), "{said}");
+        let generated = data_dir.path().join("master-key");
+        let key = std::fs::read_to_string(&generated).expect("generated into the data dir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&generated)
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Generated once: the next start uses it again.
+        let again = cli_with_key(&database, data_dir.path(), None, &["migrate"]);
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&generated).expect("kept"), key);
+
+        let other = tempfile::tempdir().expect("temp dir");
+        let refused = cli_with_key(&database, other.path(), Some(MASTER_KEY), &["migrate"]);
+        assert!(
+            !refused.status.success(),
+            "a different master key is refused"
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("PARLEY_MASTER_KEY"), "{stderr}");
+        let bad = cli_with_key(&database, other.path(), Some("not base64"), &["migrate"]);
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("PARLEY_MASTER_KEY"));
     }
 }
