@@ -390,24 +390,14 @@ async fn a_projector_stuck_on_one_event_is_marked_failed_and_holds_nothing_up() 
         .expect("a mutation does not wait for a failed projector");
         ok(&registered);
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
-            command.env_remove(key);
-        }
-        let output = command
-            .env("PARLEY_DATABASE_URL", &app.database.url)
-            .env("PARLEY_MASTER_KEY", MASTER_KEY)
-            .env("PARLEY_LOG", "error")
-            .args(["projections", "status"])
-            .output()
-            .expect("parley runs");
+        let output = parley_cli(&app.database, &["projections", "status"]);
         let status = String::from_utf8_lossy(&output.stdout);
         assert!(status.contains("FAILED"), "{status}");
 
-        let output = command
-            .args(["--format", "json"])
-            .output()
-            .expect("parley runs");
+        let output = parley_cli(
+            &app.database,
+            &["projections", "status", "--format", "json"],
+        );
         let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
         let entry = |name: &str| {
             report

@@ -174,6 +174,15 @@ impl TestApp {
 
 /// Runs the `parley` binary against `database`, with no other `PARLEY_` setting.
 pub fn parley_cli(database: &TestDatabase, args: &[&str]) -> std::process::Output {
+    parley_command(database)
+        .args(args)
+        .output()
+        .expect("parley runs")
+}
+
+/// The `parley` binary set up as the test's servers are (database, data directory,
+/// secrets), with no other `PARLEY_` setting, for a test to adjust before running it.
+pub fn parley_command(database: &TestDatabase) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
     for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
         command.env_remove(key);
@@ -183,10 +192,8 @@ pub fn parley_cli(database: &TestDatabase, args: &[&str]) -> std::process::Outpu
         .env("PARLEY_DATA_DIR", database.dir.path())
         .env("PARLEY_JWT_SECRET", JWT_SECRET)
         .env("PARLEY_MASTER_KEY", MASTER_KEY)
-        .env("PARLEY_LOG", "error")
-        .args(args)
-        .output()
-        .expect("parley runs")
+        .env("PARLEY_LOG", "error");
+    command
 }
 
 /// A signed-in test user.

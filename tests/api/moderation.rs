@@ -556,22 +556,15 @@ async fn no_post_sent_after_a_ban_returns_is_accepted() {
 }
 
 fn audit_replay(app: &TestApp, conversation: &str, until: Option<&str>) -> Value {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_parley"));
-    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")) {
-        command.env_remove(key);
-    }
-    command
-        .env("PARLEY_DATABASE_URL", &app.database.url)
-        .env("PARLEY_MASTER_KEY", MASTER_KEY)
-        .env("PARLEY_LOG", "error")
-        .args([
-            "audit",
-            "replay",
-            "--conversation",
-            conversation,
-            "--format",
-            "json",
-        ]);
+    let mut command = parley_command(&app.database);
+    command.args([
+        "audit",
+        "replay",
+        "--conversation",
+        conversation,
+        "--format",
+        "json",
+    ]);
     if let Some(until) = until {
         command.args(["--until", until]);
     }
