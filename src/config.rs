@@ -430,9 +430,7 @@ impl Config {
         write_private(&path, &secret)?;
         Ok(SecretString::from(secret))
     }
-}
 
-impl Config {
     /// The configured master key, or one generated once into the data directory.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
         if let Some(key) = &self.master_key {
