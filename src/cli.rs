@@ -302,7 +302,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed,
             })?;
             let db = open_database(&cli.config).await?;
-            let services = crate::startup::conversation_services(&cli.config);
+            let services = crate::startup::conversation_services(&cli.config, &db);
             let summary = crate::seed::seed(&db, services, plan).await;
             db.close().await;
             let summary = summary?;

@@ -98,6 +98,7 @@ impl Privacy {
                     max_body_chars: 0,
                     max_members: 0,
                     max_group_invites: 0,
+                    posted: std::sync::Arc::new(parley_aggregates::conversation::NoPosts),
                 },
             ),
             users: CommandBus::new(db, users),

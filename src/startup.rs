@@ -42,11 +42,12 @@ pub fn projectors() -> Vec<Arc<dyn Projector>> {
 }
 
 /// The conversation rules' settings, as configured.
-pub fn conversation_services(config: &Config) -> ConversationServices {
+pub fn conversation_services(config: &Config, db: &Db) -> ConversationServices {
     ConversationServices {
         max_body_chars: config.max_message_length as usize,
         max_members: config.max_members as usize,
         max_group_invites: config.max_group_invites as usize,
+        posted: Arc::new(parley_store::log::PostsInLog(db.clone())),
     }
 }
 
@@ -107,7 +108,7 @@ pub async fn privacy_service(config: &Config, db: &Db) -> anyhow::Result<crate::
     let (blobs, _) = blob_store(config, &config.jwt_secret()?, base_url).await?;
     let uploads = Arc::new(crate::uploads::Uploads::new(
         db,
-        conversation_services(config),
+        conversation_services(config, db),
         blobs,
         upload_limits(config),
     ));
@@ -201,7 +202,7 @@ impl Server {
         let (blobs, embedded) = blob_store(&config, &jwt_secret, base_url).await?;
         let uploads = Arc::new(crate::uploads::Uploads::new(
             &db,
-            conversation_services(&config),
+            conversation_services(&config, &db),
             blobs,
             upload_limits(&config),
         ));
@@ -223,7 +224,7 @@ impl Server {
             presence,
             accounts: Accounts::new(&db, hasher, keys, revocations),
             rate: crate::rate::RateLimits::start(config.rate_limits == crate::config::Switch::On),
-            chat: Chat::new(&db, conversation_services(&config)),
+            chat: Chat::new(&db, conversation_services(&config, &db)),
             uploads,
             privacy: privacy.clone(),
             embedded_blobs: embedded,

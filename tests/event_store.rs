@@ -30,6 +30,8 @@ struct Counter {
 enum CounterCommand {
     /// Appends `times` events of `amount` each.
     Add { amount: i64, times: usize },
+    /// Appends one event of `amount`, refused while the total is below `at_least`.
+    AddIfAtLeast { amount: i64, at_least: i64 },
 }
 
 /// Version 2. Version 1 was `Incremented {}`, meaning +1 (see `IncrementedUpcaster`).
@@ -73,7 +75,13 @@ impl Aggregate for Counter {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), CounterError> {
-        let CounterCommand::Add { amount, times } = command;
+        let (amount, times) = match command {
+            CounterCommand::Add { amount, times } => (amount, times),
+            CounterCommand::AddIfAtLeast { amount, at_least } if self.total >= at_least => {
+                (amount, 1)
+            }
+            CounterCommand::AddIfAtLeast { .. } => return Err(CounterError),
+        };
         for _ in 0..times {
             sink.write(CounterEvent::Added { amount }, self).await;
         }
@@ -253,6 +261,56 @@ async fn two_writers_at_the_same_sequence_one_wins_and_the_other_gets_a_conflict
             let api: ApiError = AggregateError::<CounterError>::from(loser).into();
             assert_eq!(api.code(), "CONFLICT");
         }
+        db.close().await;
+    }
+}
+
+/// Two nodes (two buses, each keeping the aggregates it handled) over one log: a node
+/// whose kept aggregate another node moved on must notice, whether it would append
+/// (the sequence check fails and it reloads) or refuse (it decides again on a fresh
+/// load before refusing).
+#[tokio::test]
+async fn a_kept_aggregate_another_node_moved_on_is_reloaded_before_it_decides() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let (a, b) = (
+            CommandBus::<Counter>::new(&db, ()),
+            CommandBus::<Counter>::new(&db, ()),
+        );
+        a.execute("c", add(1, 1), &meta()).await.expect("a appends");
+        b.execute("c", add(1, 1), &meta()).await.expect("b appends");
+        // A still keeps the counter at one event; its append must land after B's.
+        let committed = a.execute("c", add(1, 1), &meta()).await.expect("a again");
+        assert_eq!(committed.events[0].sequence, 3);
+        // B moves the total to 13; A, keeping 3, would refuse, but decides on 13.
+        b.execute("c", add(10, 1), &meta()).await.expect("b adds ten");
+        let accepted = a
+            .execute(
+                "c",
+                CounterCommand::AddIfAtLeast {
+                    amount: 1,
+                    at_least: 13,
+                },
+                &meta(),
+            )
+            .await
+            .expect("decided on the fresh total");
+        assert_eq!(accepted.events[0].sequence, 5);
+        let refused = b
+            .execute(
+                "c",
+                CounterCommand::AddIfAtLeast {
+                    amount: 1,
+                    at_least: 100,
+                },
+                &meta(),
+            )
+            .await;
+        assert!(matches!(refused, Err(AggregateError::UserError(_))));
+        let loaded = a.load("c").await.expect("load");
+        assert_eq!((loaded.events, loaded.total), (5, 14));
         db.close().await;
     }
 }

@@ -135,6 +135,7 @@ impl From<ConversationError> for ApiError {
             | ConversationError::InvitationNotPending
             | ConversationError::ClientMessageIdReused => Self::Conflict(error.to_string()),
             ConversationError::AlreadyPosted { .. } => Self::Conflict(error.to_string()),
+            ConversationError::Lookup(_) => Self::internal(error),
         }
     }
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::postgres::PgAppender;
 use crate::sqlite::SqliteEventRepository;
 
 /// Events between snapshots; keeps every aggregate load to one snapshot plus a few events.
@@ -31,14 +32,18 @@ pub const EVENTS_APPENDED: &str = "parley_events_appended_total";
 
 /// The event repository of the configured backend.
 pub enum Repository {
-    Postgres(PostgresEventRepository),
+    /// Loads through postgres-es, appends through Parley's group commit.
+    Postgres(PostgresEventRepository, PgAppender),
     Sqlite(SqliteEventRepository),
 }
 
 impl Repository {
     pub fn new(db: &Db) -> Self {
         match &db.pg {
-            Some(pg) => Self::Postgres(PostgresEventRepository::new(pg.clone())),
+            Some(pg) => Self::Postgres(
+                PostgresEventRepository::new(pg.clone()),
+                PgAppender::new(pg.clone()),
+            ),
             None => Self::Sqlite(SqliteEventRepository::new(
                 db.write.clone(),
                 db.read.clone(),
@@ -48,18 +53,14 @@ impl Repository {
 }
 
 impl Repository {
-    /// Persists, and says where the last event landed in the log when the store knows
-    /// without a query (SQLite's writer does; postgres-es does not).
+    /// Persists, and says where the last event landed in the log.
     async fn append<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<Option<LogPosition>, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo
-                .persist::<A>(events, snapshot_update)
-                .await
-                .map(|()| None),
+            Self::Postgres(_, appender) => appender.append::<A>(events, snapshot_update).await,
             Self::Sqlite(repo) => repo.append::<A>(events, snapshot_update).await,
         }
     }
@@ -71,7 +72,7 @@ impl PersistedEventRepository for Repository {
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
+            Self::Postgres(repo, _) => repo.get_events::<A>(aggregate_id).await,
             Self::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
         }
     }
@@ -82,7 +83,7 @@ impl PersistedEventRepository for Repository {
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
+            Self::Postgres(repo, _) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
             Self::Sqlite(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
         }
     }
@@ -92,7 +93,7 @@ impl PersistedEventRepository for Repository {
         aggregate_id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.get_snapshot::<A>(aggregate_id).await,
+            Self::Postgres(repo, _) => repo.get_snapshot::<A>(aggregate_id).await,
             Self::Sqlite(repo) => repo.get_snapshot::<A>(aggregate_id).await,
         }
     }
@@ -103,8 +104,9 @@ impl PersistedEventRepository for Repository {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.persist::<A>(events, snapshot_update).await,
-            Self::Sqlite(repo) => repo.persist::<A>(events, snapshot_update).await,
+            Self::Postgres(..) | Self::Sqlite(_) => {
+                self.append::<A>(events, snapshot_update).await.map(|_| ())
+            }
         }
     }
 
@@ -113,14 +115,14 @@ impl PersistedEventRepository for Repository {
         aggregate_id: &str,
     ) -> Result<ReplayStream, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.stream_events::<A>(aggregate_id).await,
+            Self::Postgres(repo, _) => repo.stream_events::<A>(aggregate_id).await,
             Self::Sqlite(repo) => repo.stream_events::<A>(aggregate_id).await,
         }
     }
 
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.stream_all_events::<A>().await,
+            Self::Postgres(repo, _) => repo.stream_all_events::<A>().await,
             Self::Sqlite(repo) => repo.stream_all_events::<A>().await,
         }
     }
@@ -273,21 +275,23 @@ where
         }
     }
 
-    /// Loads the aggregate, starting from `cached` when given and otherwise from its
-    /// snapshot, then applying whatever was appended after that.
+    /// Loads the aggregate: `cached` as it is when given (the append's sequence check
+    /// catches a stream another process moved on), otherwise from its snapshot and the
+    /// events appended after it.
     async fn load_state(
         &self,
         aggregate_id: &str,
         cached: Option<Loaded<A>>,
     ) -> Result<Loaded<A>, AggregateError<A::Error>> {
+        if let Some(cached) = cached {
+            return Ok(cached);
+        }
         let mut loaded = Loaded {
             aggregate: A::default(),
             sequence: 0,
             snapshot_version: None,
         };
-        if let Some(cached) = cached {
-            loaded = cached;
-        } else if self.snapshot_every.is_some() {
+        if self.snapshot_every.is_some() {
             if let Some(snapshot) = self.repo.get_snapshot::<A>(aggregate_id).await? {
                 loaded.snapshot_version = Some(snapshot.current_snapshot);
                 match serde_json::from_value::<A>(snapshot.aggregate) {
@@ -373,20 +377,30 @@ where
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<Committed<A>, AggregateError<A::Error>> {
-        let cached = self.take_cached(aggregate_id);
-        let Loaded {
-            mut aggregate,
-            sequence,
-            snapshot_version,
-        } = self.load_state(aggregate_id, cached).await?;
-        let sink = EventSink::default();
-        // `handle` applies each event it writes, so afterwards `aggregate` is the state
-        // as of the command's last event.
-        aggregate
-            .handle(command, &self.services, &sink)
-            .await
-            .map_err(AggregateError::UserError)?;
-        let events = sink.collect().await;
+        let mut cached = self.take_cached(aggregate_id);
+        let (aggregate, sequence, snapshot_version, events) = loop {
+            let from_cache = cached.is_some();
+            let Loaded {
+                mut aggregate,
+                sequence,
+                snapshot_version,
+            } = self.load_state(aggregate_id, cached.take()).await?;
+            let sink = EventSink::default();
+            // `handle` applies each event it writes, so afterwards `aggregate` is the
+            // state as of the command's last event.
+            let handled = aggregate
+                .handle(command.clone(), &self.services, &sink)
+                .await;
+            let events = sink.collect().await;
+            // A cached aggregate is only checked for staleness when its events are
+            // appended; a refusal or a no-op decided on it is decided again on a fresh
+            // load, so another node's or process's appends are never overlooked.
+            if from_cache && (handled.is_err() || events.is_empty()) {
+                continue;
+            }
+            handled.map_err(AggregateError::UserError)?;
+            break (aggregate, sequence, snapshot_version, events);
+        };
         if events.is_empty() {
             self.put_cached(
                 aggregate_id,

@@ -11,8 +11,12 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use parley_aggregates::conversation::{
+    fingerprint, ClientRecord, ConversationEvent, LookupFailed, PostedLookup,
+};
 use parley_aggregates::event::{Event, EventKind};
 use sqlx::{AnyPool, Row};
+use uuid::Uuid;
 
 use crate::{Backend, Db, StoreError};
 
@@ -287,6 +291,82 @@ pub async fn erased_users(db: &Db) -> Result<std::collections::HashSet<String>, 
     .fetch_all(&db.read)
     .await?;
     Ok(ids.into_iter().collect())
+}
+
+/// An author's latest post in a conversation under `client_message_id`, opened; found
+/// through the partial index `events_client_message_ids`, so the cost does not grow
+/// with the conversation.
+pub async fn post_by_client_id(
+    db: &Db,
+    conversation_id: &str,
+    author_id: &str,
+    client_message_id: &str,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let (client, author) = match db.backend {
+        Backend::Sqlite => (
+            "json_extract(payload, '$.MessagePosted.client_message_id')",
+            "json_extract(payload, '$.MessagePosted.author_id')",
+        ),
+        Backend::Postgres => (
+            "(payload->'MessagePosted'->>'client_message_id')",
+            "(payload->'MessagePosted'->>'author_id')",
+        ),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE aggregate_type = 'Conversation' AND aggregate_id = $1 \
+           AND sequence = (SELECT MAX(sequence) FROM events \
+                            WHERE aggregate_type = 'Conversation' AND aggregate_id = $1 \
+                              AND event_type = 'MessagePosted' AND {client} IS NOT NULL \
+                              AND {client} = $2 AND {author} = $3)",
+        log_table(db.backend)
+    ))
+    .bind(conversation_id)
+    .bind(client_message_id)
+    .bind(author_id)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(decode_rows(db, &rows).await?.pop())
+}
+
+/// Earlier posts by `clientMessageId`, for the conversation rules: read from the log.
+pub struct PostsInLog(pub Db);
+
+#[async_trait::async_trait]
+impl PostedLookup for PostsInLog {
+    async fn find(
+        &self,
+        conversation_id: Uuid,
+        author_id: Uuid,
+        client_message_id: &str,
+    ) -> Result<Option<ClientRecord>, LookupFailed> {
+        let failed = |error: StoreError| LookupFailed(error.to_string());
+        let Some(stored) = post_by_client_id(
+            &self.0,
+            &conversation_id.to_string(),
+            &author_id.to_string(),
+            client_message_id,
+        )
+        .await
+        .map_err(failed)?
+        else {
+            return Ok(None);
+        };
+        match stored.event().map_err(failed)? {
+            Some(Event::Conversation(ConversationEvent::MessagePosted {
+                message_id,
+                body,
+                reply_to_id,
+                attachment_ids,
+                posted_at,
+                ..
+            })) => Ok(Some(ClientRecord {
+                message_id: *message_id,
+                fingerprint: fingerprint(body, *reply_to_id, attachment_ids),
+                posted_at: *posted_at,
+            })),
+            _ => Ok(None),
+        }
+    }
 }
 
 fn log_table(backend: Backend) -> &'static str {

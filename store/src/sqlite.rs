@@ -5,13 +5,11 @@
 //! call), check the snapshot's optimistic lock before committing rather than after, and
 //! share the single writer connection the read models use.
 //!
-//! Appends are group-committed: `persist` hands its events to one writer task per
-//! repository, which takes every append waiting at that moment into one transaction,
-//! each under a savepoint of its own (a conflict rolls back only its own append), and
-//! answers them all once that transaction is durable. Under load many appends share one
-//! fsync, where a transaction each would make the disk the limit; alone, an append
-//! commits as soon as it arrives.
+//! Appends are group-committed ([`crate::group`]) by one writer task per repository, on
+//! SQLite's one write connection; each append of a group runs under a savepoint of its
+//! own, so a conflict rolls back only its own append.
 
+use crate::group::{sequence_i64, Append, Committer, Outcome, Writer};
 use crate::hash as chain;
 use crate::LogPosition;
 use cqrs_es::persist::{
@@ -21,78 +19,46 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Connection as _, Executor as _, Row as _};
-use std::sync::OnceLock;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// Most appends one transaction takes; bounds how long the first of them waits.
-const MAX_GROUP: usize = 256;
-/// Appends queued for the writer before `persist` waits for room.
-const QUEUE: usize = 1024;
-
 pub struct SqliteEventRepository {
-    write: AnyPool,
     read: AnyPool,
+    writer: Writer<SqliteCommitter>,
+}
+
+/// Writes groups on the one write connection.
+struct SqliteCommitter {
+    write: AnyPool,
     hashing: bool,
-    /// The group-commit writer, started by the first append (inside the runtime).
-    writer: OnceLock<mpsc::Sender<Append>>,
 }
-
-/// One `persist` call, serialized, waiting for its group to commit.
-struct Append {
-    aggregate_type: String,
-    events: Vec<EventRow>,
-    snapshot: Option<Snapshot>,
-    hashing: bool,
-    /// Answered with the position of the append's last event.
-    done: oneshot::Sender<Result<Option<i64>, PersistenceError>>,
-}
-
-/// An event as stored, with its JSON already rendered by the caller's task.
-struct EventRow {
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: String,
-    metadata: String,
-}
-
-struct Snapshot {
-    aggregate_id: String,
-    last_sequence: i64,
-    current: i64,
-    payload: String,
-}
-
-/// The writer's transaction failed as a whole; every append in it is told so.
-#[derive(Debug, thiserror::Error)]
-#[error("the group commit failed: {0}")]
-struct GroupFailed(String);
 
 impl SqliteEventRepository {
     pub fn new(write: AnyPool, read: AnyPool) -> Self {
         Self {
-            write,
             read,
-            hashing: true,
-            writer: OnceLock::new(),
+            writer: Writer::new(
+                SqliteCommitter {
+                    write,
+                    hashing: true,
+                },
+                1,
+            ),
         }
-    }
-
-    fn writer(&self) -> &mpsc::Sender<Append> {
-        self.writer.get_or_init(|| {
-            let (sender, queue) = mpsc::channel(QUEUE);
-            tokio::spawn(write_groups(self.write.clone(), queue));
-            sender
-        })
     }
 
     /// Appends without stream hashes, only to measure what hashing costs (benchmarks);
     /// `parley audit verify` reports such events as altered.
-    pub fn without_hashing(mut self) -> Self {
-        self.hashing = false;
-        self
+    pub fn without_hashing(self) -> Self {
+        Self {
+            read: self.read,
+            writer: Writer::new(
+                SqliteCommitter {
+                    write: self.writer.committer().write.clone(),
+                    hashing: false,
+                },
+                1,
+            ),
+        }
     }
 
     async fn select(
@@ -148,10 +114,6 @@ fn decode_event(row: &AnyRow) -> Result<SerializedEvent, PersistenceError> {
     ))
 }
 
-fn sequence_i64(sequence: usize) -> Result<i64, PersistenceError> {
-    i64::try_from(sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))
-}
-
 impl SqliteEventRepository {
     /// Appends like `persist`, and answers with the log position of the last event
     /// written: the writer knows it, so the caller need not ask the database again.
@@ -160,42 +122,8 @@ impl SqliteEventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<Option<LogPosition>, PersistenceError> {
-        let rows = events
-            .iter()
-            .map(|event| {
-                Ok(EventRow {
-                    aggregate_id: event.aggregate_id.clone(),
-                    sequence: sequence_i64(event.sequence)?,
-                    event_type: event.event_type.clone(),
-                    event_version: event.event_version.clone(),
-                    payload: serde_json::to_string(&event.payload)?,
-                    metadata: serde_json::to_string(&event.metadata)?,
-                })
-            })
-            .collect::<Result<Vec<EventRow>, PersistenceError>>()?;
-        let snapshot = match snapshot_update {
-            Some((aggregate_id, aggregate, current)) => Some(Snapshot {
-                aggregate_id,
-                last_sequence: rows.last().map_or(0, |row| row.sequence),
-                current: sequence_i64(current)?,
-                payload: serde_json::to_string(&aggregate)?,
-            }),
-            None => None,
-        };
-        let (done, answer) = oneshot::channel();
-        let append = Append {
-            aggregate_type: A::TYPE.to_owned(),
-            events: rows,
-            snapshot,
-            hashing: self.hashing,
-            done,
-        };
-        let gone = || {
-            PersistenceError::ConnectionError(Box::new(GroupFailed("the writer stopped".into())))
-        };
-        self.writer().send(append).await.map_err(|_| gone())?;
-        let position = answer.await.map_err(|_| gone())??;
-        Ok(position.map(|pos| LogPosition { tx: 0, pos }))
+        let (append, answer) = Append::new(A::TYPE, events, snapshot_update)?;
+        self.writer.submit(append, answer).await
     }
 }
 
@@ -291,36 +219,19 @@ async fn replay(events: Vec<SerializedEvent>) -> ReplayStream {
     stream
 }
 
-/// The group-commit writer: one transaction per group of waiting appends.
-async fn write_groups(pool: AnyPool, mut queue: mpsc::Receiver<Append>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match commit_group(&pool, &group).await {
-            Ok(outcomes) => {
-                for (append, outcome) in group.drain(..).zip(outcomes) {
-                    // The caller may have gone (a dropped request); its events stand.
-                    let _ = append.done.send(outcome);
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                for append in group.drain(..) {
-                    let failed = GroupFailed(message.clone());
-                    let _ = append
-                        .done
-                        .send(Err(PersistenceError::ConnectionError(Box::new(failed))));
-                }
-            }
-        }
+/// Writes every append of `group` in one durable transaction; the outer error means
+/// nothing was committed, an inner one that only that append was rolled back.
+impl Committer for SqliteCommitter {
+    async fn commit(&self, group: &[Append]) -> Result<Vec<Outcome>, sqlx::Error> {
+        commit_group(&self.write, self.hashing, group).await
     }
 }
 
-/// Writes every append of `group` in one durable transaction; the outer error means
-/// nothing was committed, an inner one that only that append was rolled back.
 async fn commit_group(
     pool: &AnyPool,
+    hashing: bool,
     group: &[Append],
-) -> Result<Vec<Result<Option<i64>, PersistenceError>>, sqlx::Error> {
+) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // Read models may relax the connection's durability for their own (rebuildable)
     // writes; events are always committed with a full sync.
@@ -329,7 +240,7 @@ async fn commit_group(
     let mut outcomes = Vec::with_capacity(group.len());
     if let [append] = group {
         // Alone in its group: no savepoint needed, a failure rolls back everything.
-        match write_append(&mut tx, append).await {
+        match write_append(&mut tx, hashing, append).await {
             Ok(position) => outcomes.push(Ok(position)),
             Err(error) => {
                 tx.rollback().await?;
@@ -339,7 +250,7 @@ async fn commit_group(
     } else {
         for append in group {
             let mut savepoint = tx.begin().await?;
-            match write_append(&mut savepoint, append).await {
+            match write_append(&mut savepoint, hashing, append).await {
                 Ok(position) => {
                     savepoint.commit().await?;
                     outcomes.push(Ok(position));
@@ -358,11 +269,12 @@ async fn commit_group(
 /// Writes one append; returns the position of its last event.
 async fn write_append(
     conn: &mut AnyConnection,
+    hashing: bool,
     append: &Append,
-) -> Result<Option<i64>, PersistenceError> {
+) -> Result<Option<LogPosition>, PersistenceError> {
     // The stream's previous hash: each writer reads only its own stream's tail.
     let mut prev = match append.events.first() {
-        Some(first) if first.sequence > 1 && append.hashing => {
+        Some(first) if first.sequence > 1 && hashing => {
             let hash: Option<Option<String>> = sqlx::query_scalar(
                 "SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
             )
@@ -383,7 +295,7 @@ async fn write_append(
     };
     let mut last = None;
     for event in &append.events {
-        let hash = append.hashing.then(|| {
+        let hash = hashing.then(|| {
             prev = chain::stream_hash(
                 &prev,
                 &append.aggregate_type,
@@ -414,7 +326,9 @@ async fn write_append(
         .await
         .map_err(map_error)?;
         // `position` is the rowid: the last one inserted is this event's place.
-        last = inserted.last_insert_id();
+        last = inserted
+            .last_insert_id()
+            .map(|pos| LogPosition { tx: 0, pos });
     }
     if let Some(snapshot) = &append.snapshot {
         let updated = sqlx::query(

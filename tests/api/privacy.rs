@@ -656,7 +656,7 @@ async fn events_written_before_sealing_load_as_they_are_and_erasure_empties_the_
         let conversations =
             parley_store::CommandBus::<parley_aggregates::conversation::Conversation>::new(
                 &legacy,
-                parley::startup::conversation_services(&app.state.config),
+                parley::startup::conversation_services(&app.state.config, &legacy),
             );
         let group_id = uuid::Uuid::parse_str(&group).expect("id");
         let alice_id = uuid::Uuid::parse_str(&alice.id).expect("id");

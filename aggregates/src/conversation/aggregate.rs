@@ -46,8 +46,6 @@ pub struct Conversation {
     pub members: BTreeMap<Uuid, MemberInfo>,
     pub last_seq: u64,
     pub(super) pending: BTreeMap<Uuid, PendingInvitation>,
-    /// Keyed by `author_id/clientMessageId`.
-    pub(super) client_ids: BTreeMap<String, ClientRecord>,
     /// Banned users and until when (`None`: indefinitely).
     #[serde(default)]
     pub bans: BTreeMap<Uuid, Option<OffsetDateTime>>,
@@ -78,11 +76,7 @@ pub(super) fn in_force(until: Option<OffsetDateTime>, at: OffsetDateTime) -> boo
     until.is_none_or(|until| until > at)
 }
 
-pub(super) fn client_key(author_id: Uuid, client_id: &str) -> String {
-    format!("{author_id}/{client_id}")
-}
-
-pub(super) fn fingerprint(body: &str, reply_to: Option<Uuid>, attachments: &[Uuid]) -> String {
+pub fn fingerprint(body: &str, reply_to: Option<Uuid>, attachments: &[Uuid]) -> String {
     let mut hasher = Sha256::new();
     hasher.update((body.len() as u64).to_be_bytes());
     hasher.update(body.as_bytes());
@@ -199,11 +193,6 @@ impl Conversation {
 
     pub(super) fn is_direct(&self) -> bool {
         self.kind == Some(ConversationKind::Direct)
-    }
-
-    /// The message a `clientMessageId` of `author_id` was used for, if remembered.
-    pub fn client_record(&self, author_id: Uuid, client_id: &str) -> Option<&ClientRecord> {
-        self.client_ids.get(&client_key(author_id, client_id))
     }
 }
 
@@ -353,16 +342,27 @@ impl Aggregate for Conversation {
                 client_message_id,
                 attachment_ids,
                 at,
-            } => self.post_message(
-                services,
-                message_id,
-                author_id,
-                body,
-                reply_to,
-                client_message_id,
-                attachment_ids,
-                at,
-            ),
+            } => {
+                let earlier = match &client_message_id {
+                    Some(client_id) => services
+                        .posted
+                        .find(conversation_id, author_id, client_id)
+                        .await
+                        .map_err(ConversationError::Lookup)?,
+                    None => None,
+                };
+                self.post_message(
+                    services,
+                    message_id,
+                    author_id,
+                    body,
+                    reply_to,
+                    client_message_id,
+                    earlier,
+                    attachment_ids,
+                    at,
+                )
+            }
         }?;
         for event in events {
             sink.write(event, self).await;
@@ -461,31 +461,8 @@ impl Aggregate for Conversation {
             ConversationEvent::MemberUnmuted { user_id, .. } => {
                 self.mutes.remove(&user_id);
             }
-            ConversationEvent::MessagePosted {
-                message_id,
-                seq,
-                author_id,
-                body,
-                reply_to_id,
-                client_message_id,
-                attachment_ids,
-                posted_at,
-                ..
-            } => {
+            ConversationEvent::MessagePosted { seq, .. } => {
                 self.last_seq = seq;
-                let horizon = posted_at - CLIENT_ID_RETENTION;
-                self.client_ids
-                    .retain(|_, record| record.posted_at > horizon);
-                if let Some(client_id) = client_message_id {
-                    self.client_ids.insert(
-                        client_key(author_id, &client_id),
-                        ClientRecord {
-                            message_id,
-                            fingerprint: fingerprint(&body, reply_to_id, &attachment_ids),
-                            posted_at,
-                        },
-                    );
-                }
             }
         }
     }

@@ -1,5 +1,9 @@
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use super::aggregate::ClientRecord;
 
 use super::events::Visibility;
 use crate::policy::Role;
@@ -154,8 +158,8 @@ pub enum ConversationCommand {
     },
 }
 
-/// Settings the conversation rules depend on.
-#[derive(Debug, Clone)]
+/// Settings the conversation rules depend on, and where earlier posts are found.
+#[derive(Clone)]
 pub struct ConversationServices {
     pub max_body_chars: usize,
     /// Members plus pending invitations a conversation may hold: the aggregate (and
@@ -163,6 +167,51 @@ pub struct ConversationServices {
     pub max_members: usize,
     /// Users one `createGroup` may name.
     pub max_group_invites: usize,
+    /// Earlier posts by `clientMessageId`.
+    pub posted: Arc<dyn PostedLookup>,
+}
+
+impl std::fmt::Debug for ConversationServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationServices")
+            .field("max_body_chars", &self.max_body_chars)
+            .field("max_members", &self.max_members)
+            .field("max_group_invites", &self.max_group_invites)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds an author's latest post in a conversation under a `clientMessageId`.
+///
+/// The log keeps every post's `clientMessageId`, so the aggregate need not: were it
+/// state, every post would load and snapshot a week of ids, and a post would cost more
+/// the busier its conversation. The lookup runs while the command holds its
+/// conversation, and an append by anyone else meanwhile fails the sequence check and
+/// runs the command again, so a retry racing its original still finds it.
+#[async_trait::async_trait]
+pub trait PostedLookup: Send + Sync {
+    async fn find(
+        &self,
+        conversation_id: Uuid,
+        author_id: Uuid,
+        client_message_id: &str,
+    ) -> Result<Option<ClientRecord>, LookupFailed>;
+}
+
+/// The earlier posts could not be read; the post is refused rather than risk a
+/// duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("earlier posts could not be read: {0}")]
+pub struct LookupFailed(pub String);
+
+/// A lookup for commands that never post (expiry, tests of other rules).
+pub struct NoPosts;
+
+#[async_trait::async_trait]
+impl PostedLookup for NoPosts {
+    async fn find(&self, _: Uuid, _: Uuid, _: &str) -> Result<Option<ClientRecord>, LookupFailed> {
+        Ok(None)
+    }
 }
 
 impl ConversationServices {
@@ -176,6 +225,7 @@ impl Default for ConversationServices {
             max_body_chars: crate::values::MessageBody::DEFAULT_MAX,
             max_members: Self::DEFAULT_MAX_MEMBERS,
             max_group_invites: Self::DEFAULT_MAX_GROUP_INVITES,
+            posted: Arc::new(NoPosts),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (moderation is in `moderation.rs`). Each method checks the rules and returns the
 //! events to record; `apply` alone changes the state.
 
-use super::aggregate::fingerprint;
+use super::aggregate::{fingerprint, ClientRecord, CLIENT_ID_RETENTION};
 use super::commands::{ConversationServices, MemberRef, ReplyTarget};
 use super::events::{ConversationKind, InitialMember, Visibility};
 use super::mentions::mentioned_names;
@@ -419,6 +419,7 @@ impl Conversation {
         body: String,
         reply_to: Option<ReplyTarget>,
         client_message_id: Option<String>,
+        earlier: Option<ClientRecord>,
         attachment_ids: Vec<Uuid>,
         at: OffsetDateTime,
     ) -> Decision {
@@ -444,8 +445,9 @@ impl Conversation {
             }
         }
         let reply_to_id = reply_to.as_ref().map(|r| r.message_id);
-        if let Some(client_id) = &client_message_id {
-            if let Some(record) = self.client_record(author_id, client_id) {
+        // Remembered for a week: a retry is recognised, and an old id may be used again.
+        if client_message_id.is_some() {
+            if let Some(record) = earlier.filter(|r| r.posted_at > at - CLIENT_ID_RETENTION) {
                 let same =
                     record.fingerprint == fingerprint(body.as_str(), reply_to_id, &attachment_ids);
                 return Err(if same {

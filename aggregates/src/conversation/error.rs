@@ -41,6 +41,8 @@ pub enum ConversationError {
     Full { max: usize },
     #[error("clientMessageId was already used for a different message")]
     ClientMessageIdReused,
+    #[error(transparent)]
+    Lookup(#[from] super::commands::LookupFailed),
     /// A retry of an already posted message: the caller answers with that message.
     #[error("already posted as {message_id}")]
     AlreadyPosted { message_id: Uuid },

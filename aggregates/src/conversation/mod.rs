@@ -15,8 +15,11 @@ mod events;
 pub mod mentions;
 mod moderation;
 
-pub use aggregate::{ClientRecord, Conversation, MemberInfo, CLIENT_ID_RETENTION};
-pub use commands::{ConversationCommand, ConversationServices, MemberRef, ReplyTarget};
+pub use aggregate::{fingerprint, ClientRecord, Conversation, MemberInfo, CLIENT_ID_RETENTION};
+pub use commands::{
+    ConversationCommand, ConversationServices, LookupFailed, MemberRef, NoPosts, PostedLookup,
+    ReplyTarget,
+};
 pub use decide::MAX_RETENTION_DAYS;
 pub use error::ConversationError;
 pub use events::{ConversationEvent, ConversationKind, InitialMember, Visibility};

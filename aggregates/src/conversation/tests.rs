@@ -28,7 +28,58 @@ fn services() -> ConversationServices {
         max_body_chars: 20,
         max_members: 4,
         max_group_invites: 2,
+        posted: std::sync::Arc::new(NoPosts),
     }
+}
+
+/// The log as the post lookup sees it: the posts given, searched newest first.
+struct Posts(Vec<ConversationEvent>);
+
+#[async_trait::async_trait]
+impl PostedLookup for Posts {
+    async fn find(
+        &self,
+        conversation: Uuid,
+        author: Uuid,
+        client_id: &str,
+    ) -> Result<Option<ClientRecord>, LookupFailed> {
+        Ok(self.0.iter().rev().find_map(|event| match event {
+            ConversationEvent::MessagePosted {
+                conversation_id,
+                message_id,
+                author_id,
+                body,
+                reply_to_id,
+                client_message_id: Some(used),
+                attachment_ids,
+                posted_at,
+                ..
+            } if *conversation_id == conversation && *author_id == author && used == client_id => {
+                Some(ClientRecord {
+                    message_id: *message_id,
+                    fingerprint: aggregate::fingerprint(body, *reply_to_id, attachment_ids),
+                    posted_at: *posted_at,
+                })
+            }
+            _ => None,
+        }))
+    }
+}
+
+/// A framework whose lookup finds the posts among `given`, as the log would.
+async fn refused_with_log(
+    given: Vec<ConversationEvent>,
+    command: ConversationCommand,
+) -> ConversationError {
+    TestFramework::<Conversation>::with(ConversationServices {
+        posted: std::sync::Arc::new(Posts(given.clone())),
+        ..services()
+    })
+    .given(given)
+    .when_async((CONV, command))
+    .await
+    .inspect_result()
+    .expect_err("command must be refused")
 }
 
 fn framework() -> TestFramework<Conversation> {
@@ -555,17 +606,17 @@ async fn a_client_message_id_dedupes_retries_and_refuses_different_input_for_sev
     let mut given = vec![group_created()];
     given.extend(first);
     assert_eq!(
-        error_of(given.clone(), post_with_client_id(2, " hello ", "c-1", NOW)).await,
+        refused_with_log(given.clone(), post_with_client_id(2, " hello ", "c-1", NOW)).await,
         ConversationError::AlreadyPosted {
             message_id: Uuid::from_u128(1)
         }
     );
     assert_eq!(
-        error_of(given.clone(), post_with_client_id(2, "other", "c-1", NOW)).await,
+        refused_with_log(given.clone(), post_with_client_id(2, "other", "c-1", NOW)).await,
         ConversationError::ClientMessageIdReused
     );
     assert!(matches!(
-        error_of(
+        refused_with_log(
             given.clone(),
             post_with_client_id(2, "x", &"c".repeat(65), NOW)
         )
@@ -577,16 +628,48 @@ async fn a_client_message_id_dedupes_retries_and_refuses_different_input_for_sev
     ));
     // Another author may use the same id; and after the retention window it is free again.
     let later = NOW + CLIENT_ID_RETENTION + Duration::minutes(1);
-    given.push(posted(5, 2, ALICE, "tick", vec![]));
-    if let Some(ConversationEvent::MessagePosted { posted_at, .. }) = given.last_mut() {
-        *posted_at = later;
+    TestFramework::<Conversation>::with(ConversationServices {
+        posted: std::sync::Arc::new(Posts(given.clone())),
+        ..services()
+    })
+    .given(given)
+    .when_async((CONV, post_with_client_id(3, "other", "c-1", later)))
+    .await
+    .inspect_result()
+    .expect("the id is forgotten after seven days");
+}
+
+#[tokio::test]
+async fn a_failed_lookup_of_earlier_posts_refuses_the_post_rather_than_risk_a_duplicate() {
+    struct Down;
+    #[async_trait::async_trait]
+    impl PostedLookup for Down {
+        async fn find(
+            &self,
+            _: Uuid,
+            _: Uuid,
+            _: &str,
+        ) -> Result<Option<ClientRecord>, LookupFailed> {
+            Err(LookupFailed("database unreachable".to_owned()))
+        }
     }
+    let refused = TestFramework::<Conversation>::with(ConversationServices {
+        posted: std::sync::Arc::new(Down),
+        ..services()
+    })
+    .given(vec![group_created()])
+    .when_async((CONV, post_with_client_id(1, "hello", "c-1", NOW)))
+    .await
+    .inspect_result()
+    .expect_err("refused");
+    assert!(matches!(refused, ConversationError::Lookup(_)));
+    // Without a clientMessageId there is nothing to look up.
     framework()
-        .given(given)
-        .when_async((CONV, post_with_client_id(3, "other", "c-1", later)))
+        .given(vec![group_created()])
+        .when_async((CONV, post(1, BOB, "hello")))
         .await
         .inspect_result()
-        .expect("the id is forgotten after seven days");
+        .expect("posted");
 }
 
 mod moderation {
