@@ -265,6 +265,56 @@ async fn two_writers_at_the_same_sequence_one_wins_and_the_other_gets_a_conflict
     }
 }
 
+/// A retry's `clientMessageId` is found through its index, not by reading through the
+/// conversation: what keeps a post's cost flat however long the history.
+#[tokio::test]
+async fn the_client_message_id_lookup_reads_its_index() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let sql = log::post_by_client_id_sql(db.backend);
+        let plan: Vec<String> = match db.backend {
+            parley_store::Backend::Sqlite => {
+                let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind("c")
+                    .bind("id")
+                    .bind("a")
+                    .fetch_all(&db.read)
+                    .await
+                    .expect("explain");
+                rows.iter()
+                    .map(|row| sqlx::Row::try_get::<String, _>(row, 3).expect("detail"))
+                    .collect()
+            }
+            parley_store::Backend::Postgres => {
+                // Without statistics the planner could take any index: tell it the log
+                // is large, as it would be where this matters.
+                let pg = db.pg.clone().expect("pool");
+                let mut conn = pg.acquire().await.expect("connection");
+                sqlx::query("SET enable_seqscan = off")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("set");
+                let literal = sql
+                    .replace("$1", "'c'")
+                    .replace("$2", "'id'")
+                    .replace("$3", "'a'");
+                sqlx::query_scalar(&format!("EXPLAIN {literal}"))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .expect("explain")
+            }
+        };
+        assert!(
+            plan.iter()
+                .any(|line| line.contains("events_client_message_ids")),
+            "{plan:?}"
+        );
+        db.close().await;
+    }
+}
+
 /// Two nodes (two buses, each keeping the aggregates it handled) over one log: a node
 /// whose kept aggregate another node moved on must notice, whether it would append
 /// (the sequence check fails and it reloads) or refuse (it decides again on a fresh
@@ -285,7 +335,9 @@ async fn a_kept_aggregate_another_node_moved_on_is_reloaded_before_it_decides() 
         let committed = a.execute("c", add(1, 1), &meta()).await.expect("a again");
         assert_eq!(committed.events[0].sequence, 3);
         // B moves the total to 13; A, keeping 3, would refuse, but decides on 13.
-        b.execute("c", add(10, 1), &meta()).await.expect("b adds ten");
+        b.execute("c", add(10, 1), &meta())
+            .await
+            .expect("b adds ten");
         let accepted = a
             .execute(
                 "c",

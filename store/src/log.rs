@@ -293,6 +293,33 @@ pub async fn erased_users(db: &Db) -> Result<std::collections::HashSet<String>, 
     Ok(ids.into_iter().collect())
 }
 
+/// The query of [`post_by_client_id`] (`$1` conversation, `$2` client message id, `$3`
+/// author): the posts under this id, usually none or one, straight from the partial
+/// index. No `MAX` or `ORDER BY sequence`, which planners answer by walking the whole
+/// conversation backwards.
+pub fn post_by_client_id_sql(backend: Backend) -> String {
+    let (columns, client, author) = match backend {
+        Backend::Sqlite => (
+            COLUMNS,
+            "json_extract(payload, '$.MessagePosted.client_message_id')",
+            "json_extract(payload, '$.MessagePosted.author_id')",
+        ),
+        Backend::Postgres => (
+            "txid, position, event_id::text AS event_id, aggregate_type, aggregate_id, \
+             sequence, event_type, event_version, payload::text AS payload, \
+             metadata::text AS metadata, hash",
+            "(payload->'MessagePosted'->>'client_message_id')",
+            "(payload->'MessagePosted'->>'author_id')",
+        ),
+    };
+    format!(
+        "SELECT {columns} FROM events \
+          WHERE aggregate_type = 'Conversation' AND aggregate_id = $1 \
+            AND event_type = 'MessagePosted' AND {client} IS NOT NULL \
+            AND {client} = $2 AND {author} = $3"
+    )
+}
+
 /// An author's latest post in a conversation under `client_message_id`, opened; found
 /// through the partial index `events_client_message_ids`, so the cost does not grow
 /// with the conversation.
@@ -302,30 +329,15 @@ pub async fn post_by_client_id(
     author_id: &str,
     client_message_id: &str,
 ) -> Result<Option<StoredEvent>, StoreError> {
-    let (client, author) = match db.backend {
-        Backend::Sqlite => (
-            "json_extract(payload, '$.MessagePosted.client_message_id')",
-            "json_extract(payload, '$.MessagePosted.author_id')",
-        ),
-        Backend::Postgres => (
-            "(payload->'MessagePosted'->>'client_message_id')",
-            "(payload->'MessagePosted'->>'author_id')",
-        ),
-    };
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {} WHERE aggregate_type = 'Conversation' AND aggregate_id = $1 \
-           AND sequence = (SELECT MAX(sequence) FROM events \
-                            WHERE aggregate_type = 'Conversation' AND aggregate_id = $1 \
-                              AND event_type = 'MessagePosted' AND {client} IS NOT NULL \
-                              AND {client} = $2 AND {author} = $3)",
-        log_table(db.backend)
-    ))
-    .bind(conversation_id)
-    .bind(client_message_id)
-    .bind(author_id)
-    .fetch_all(&db.read)
-    .await?;
-    Ok(decode_rows(db, &rows).await?.pop())
+    let rows = sqlx::query(&post_by_client_id_sql(db.backend))
+        .bind(conversation_id)
+        .bind(client_message_id)
+        .bind(author_id)
+        .fetch_all(&db.read)
+        .await?;
+    let mut posts = decode_rows(db, &rows).await?;
+    posts.sort_by_key(|post| post.sequence);
+    Ok(posts.pop())
 }
 
 /// Earlier posts by `clientMessageId`, for the conversation rules: read from the log.
