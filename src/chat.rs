@@ -39,6 +39,13 @@ impl<T> Written<T> {
     }
 }
 
+/// What `send` posted: the message's id, and its row as posted (none for a retry,
+/// whose message may have changed since; the caller reads it).
+pub struct Sent {
+    pub id: Uuid,
+    pub posted: Option<MessageRow>,
+}
+
 pub struct Chat {
     db: Db,
     conversations: CommandBus<Conversation>,
@@ -534,7 +541,7 @@ impl Chat {
         client_message_id: Option<String>,
         attachment_ids: Vec<Uuid>,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Sent>, ChatError> {
         let reply_to = match reply_to {
             Some(id) => {
                 let row = match self.message_row(id).await {
@@ -593,11 +600,25 @@ impl Chat {
             )
             .await
         {
-            Ok(committed) => Ok(Written::new(message_id, committed.position)),
+            Ok(committed) => {
+                let posted = committed
+                    .events
+                    .iter()
+                    .find_map(|envelope| MessageRow::posted(&envelope.payload));
+                let sent = Sent {
+                    id: message_id,
+                    posted,
+                };
+                Ok(Written::new(sent, committed.position))
+            }
             Err(AggregateError::UserError(ConversationError::AlreadyPosted { message_id })) => {
                 // The first attempt may still be settling: wait for everything committed so far.
                 let head = log::head(&self.db).await?;
-                Ok(Written::new(message_id, Some(head)))
+                let sent = Sent {
+                    id: message_id,
+                    posted: None,
+                };
+                Ok(Written::new(sent, Some(head)))
             }
             Err(error) => {
                 self.release(&claimed, message_id, meta).await;

@@ -161,19 +161,6 @@ async fn erase_author(conn: &mut AnyConnection, author_id: &str) -> Result<(), P
     optimize_search(conn).await
 }
 
-struct Post {
-    id: String,
-    conversation: String,
-    seq: i64,
-    author: String,
-    body: String,
-    format: String,
-    at: String,
-    reply_to: Option<String>,
-    mentions: String,
-    attachments: String,
-}
-
 /// An edit's outcome for its message: the latest edit of a batch wins.
 struct Edit {
     body: String,
@@ -197,7 +184,7 @@ enum Reaction {
 #[derive(Default)]
 struct Batch {
     created: Vec<(String, String)>,
-    posts: Vec<Post>,
+    posts: Vec<MessageRow>,
     /// Earlier bodies: (message, version, body, edited at).
     history: Vec<(String, i64, String, String)>,
     edits: HashMap<uuid::Uuid, Edit>,
@@ -218,32 +205,13 @@ impl Batch {
             })) => self
                 .created
                 .push((conversation_id.to_string(), format_time(*created_at))),
-            Some(Event::Conversation(ConversationEvent::MessagePosted {
-                conversation_id,
-                message_id,
-                seq,
-                author_id,
-                body,
-                format,
-                reply_to_id,
-                mentions,
-                attachment_ids,
-                posted_at,
-                ..
-            })) => {
+            Some(Event::Conversation(
+                posted @ ConversationEvent::MessagePosted {
+                    message_id, body, ..
+                },
+            )) => {
                 self.search.push((*message_id, Some(body.clone())));
-                self.posts.push(Post {
-                    id: message_id.to_string(),
-                    conversation: conversation_id.to_string(),
-                    seq: i64::try_from(*seq).unwrap_or(i64::MAX),
-                    author: author_id.to_string(),
-                    body: body.clone(),
-                    format: format.clone(),
-                    at: format_time(*posted_at),
-                    reply_to: reply_to_id.map(|id| id.to_string()),
-                    mentions: json_ids(mentions),
-                    attachments: json_ids(attachment_ids),
-                });
+                self.posts.extend(MessageRow::posted(posted));
             }
             Some(Event::Message(MessageEvent::MessageEdited {
                 message_id,
@@ -421,7 +389,10 @@ impl Batch {
 
 /// Writes the posts of a batch: the messages, their search entries, reply counts of
 /// the messages they answer, and their conversations' latest activity.
-async fn insert_posts(conn: &mut AnyConnection, posts: &[Post]) -> Result<(), ProjectionError> {
+async fn insert_posts(
+    conn: &mut AnyConnection,
+    posts: &[MessageRow],
+) -> Result<(), ProjectionError> {
     const ROWS: usize = 200;
     for chunk in posts.chunks(ROWS) {
         let sql = format!(
@@ -433,19 +404,22 @@ async fn insert_posts(conn: &mut AnyConnection, posts: &[Post]) -> Result<(), Pr
         for post in chunk {
             query = query
                 .bind(&post.id)
-                .bind(&post.conversation)
+                .bind(&post.conversation_id)
                 .bind(post.seq)
-                .bind(&post.author)
+                .bind(&post.author_id)
                 .bind(&post.body)
                 .bind(&post.format)
-                .bind(&post.at)
-                .bind(&post.reply_to)
+                .bind(&post.created_at)
+                .bind(&post.reply_to_id)
                 .bind(&post.mentions)
-                .bind(&post.attachments);
+                .bind(&post.attachment_ids);
         }
         query.execute(&mut *conn).await?;
     }
-    let mut parents: Vec<&str> = posts.iter().filter_map(|p| p.reply_to.as_deref()).collect();
+    let mut parents: Vec<&str> = posts
+        .iter()
+        .filter_map(|p| p.reply_to_id.as_deref())
+        .collect();
     parents.sort_unstable();
     parents.dedup();
     for chunk in parents.chunks(ROWS) {
@@ -463,14 +437,14 @@ async fn insert_posts(conn: &mut AnyConnection, posts: &[Post]) -> Result<(), Pr
         query.execute(&mut *conn).await?;
     }
     // One row per conversation (a statement may not update a row twice): its last post.
-    let mut latest: HashMap<&str, &Post> = HashMap::new();
+    let mut latest: HashMap<&str, &MessageRow> = HashMap::new();
     for post in posts {
-        let entry = latest.entry(post.conversation.as_str()).or_insert(post);
+        let entry = latest.entry(post.conversation_id.as_str()).or_insert(post);
         if post.seq > entry.seq {
             *entry = post;
         }
     }
-    let latest: Vec<&Post> = latest.into_values().collect();
+    let latest: Vec<&MessageRow> = latest.into_values().collect();
     for chunk in latest.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO conversation_activity (conversation_id, last_seq, last_message_id, last_activity_at) VALUES {} \
@@ -482,10 +456,10 @@ async fn insert_posts(conn: &mut AnyConnection, posts: &[Post]) -> Result<(), Pr
         let mut query = sqlx::query(&sql);
         for post in chunk {
             query = query
-                .bind(&post.conversation)
+                .bind(&post.conversation_id)
                 .bind(post.seq)
                 .bind(&post.id)
-                .bind(&post.at);
+                .bind(&post.created_at);
         }
         query.execute(&mut *conn).await?;
     }
@@ -567,6 +541,43 @@ pub struct MessageRow {
 }
 
 impl MessageRow {
+    /// The row a post makes, exactly as this projector first writes it: `sendMessage`
+    /// answers with it instead of reading the row back.
+    pub fn posted(event: &ConversationEvent) -> Option<Self> {
+        let ConversationEvent::MessagePosted {
+            conversation_id,
+            message_id,
+            seq,
+            author_id,
+            body,
+            format,
+            reply_to_id,
+            mentions,
+            attachment_ids,
+            posted_at,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        Some(Self {
+            id: message_id.to_string(),
+            conversation_id: conversation_id.to_string(),
+            seq: i64::try_from(*seq).unwrap_or(i64::MAX),
+            author_id: author_id.to_string(),
+            body: Some(body.clone()),
+            format: format.clone(),
+            created_at: format_time(*posted_at),
+            edited_at: None,
+            deleted: 0,
+            reply_to_id: reply_to_id.map(|id| id.to_string()),
+            reply_count: 0,
+            mentions: json_ids(mentions),
+            attachment_ids: json_ids(attachment_ids),
+            erased: 0,
+        })
+    }
+
     pub fn mention_ids(&self) -> Vec<String> {
         serde_json::from_str(&self.mentions).unwrap_or_default()
     }

@@ -428,7 +428,7 @@ impl Mutation {
         )
         .map_err(ApiError::from)?;
         let (body, client_message_id) = (input.body, input.client_message_id);
-        let id = write(ctx, |s, me, meta| async move {
+        let sent = write(ctx, |s, me, meta| async move {
             s.chat
                 .send(
                     me,
@@ -442,7 +442,12 @@ impl Mutation {
                 .await
         })
         .await?;
-        Ok(message(ctx, id).await?)
+        // A new post is answered with its row as posted (the read models hold the same
+        // by now: `write` waited for them), saving a read per message.
+        match sent.posted {
+            Some(row) => Ok(Message(row)),
+            None => Ok(message(ctx, sent.id).await?),
+        }
     }
 
     /// `createUpload`: a signed URL for one upload of exactly the declared size and
