@@ -3,7 +3,7 @@
 # release, starts a fresh server per scenario on the embedded SQLite default and on
 # PostgreSQL, drives it with parley-load, and prints the table with each figure's ratio.
 #
-#   scripts/bench.sh            # all rows, about 6 minutes after the build
+#   scripts/bench.sh            # all rows, about 15 minutes after the build
 #   BENCH_SECS=10 scripts/bench.sh
 #
 # PostgreSQL: PARLEY_BENCH_POSTGRES_URL (a server URL whose role may CREATE DATABASE)
@@ -110,6 +110,11 @@ start_server postgres
     --users 10 --duration "$secs" --idle-secs 1 --json "$out/deliveries.json"
 stop_server
 
+# A cold post into 10 vs BENCH_HISTORY (default 1,000,000) messages of history, on
+# both backends; most of its time is writing the long history.
+PARLEY_BENCH_POSTGRES_URL=$PARLEY_BENCH_POSTGRES_URL cargo bench -j2 --bench history \
+    | tee "$out/history.txt"
+
 start_server sqlite
 "$load" registrations --url "$url" --server-pid "$server" --count 40 --idle-secs 10 \
     --json "$out/registrations.json"
@@ -149,6 +154,12 @@ g = r("registrations")
 rows.append(("RSS, 40 concurrent registrations",
              f"idle {v(g,'rss_idle_before'):.0f} MiB, peak {v(g,'rss_peak'):.0f} MiB, "
              f"after idling {v(g,'rss_after_idle'):.0f} MiB", "—"))
+for line in open(os.path.join(out, "history.txt")):
+    parts = line.split()
+    if len(parts) >= 13 and parts[1:3] == ["cold", "post,"]:
+        label = "PostgreSQL" if parts[0] == "postgres" else "SQLite"
+        rows.append((f"cold post, 10 vs {int(parts[7]):,} messages of history, {label}",
+                     f"{parts[5]} ms vs {parts[9]} ms", parts[12]))
 print("\n| figure | measured | ratio |\n|---|---|---|")
 for row in rows:
     print("| " + " | ".join(row) + " |")
