@@ -14,7 +14,6 @@ use cqrs_es::{Aggregate, DomainEvent};
 use parley_store::Db;
 use parley_store::{sqlite::SqliteEventRepository, Repository};
 use serde::{Deserialize, Serialize};
-use sqlx::Connection as _;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Bench;
@@ -46,6 +45,8 @@ impl Aggregate for Bench {
     }
     fn apply(&mut self, _: Tick) {}
 }
+
+mod common;
 
 const STREAMS: usize = 50;
 const PER_ROUND: usize = 1_000;
@@ -95,17 +96,8 @@ async fn sqlite() {
 }
 
 async fn postgres(server: &str) {
-    let name = format!("parley_bench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(server).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create");
-    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
-    let db = Db::connect(&format!("{base}/{name}"), 4)
-        .await
-        .expect("connect");
-    db.migrate().await.expect("migrate");
+    let mut databases = common::Throwaway::on(server).await;
+    let db = databases.database("append").await;
     let repo = Repository::new(&db);
     let pg = db.pg.clone().expect("postgres pool");
     // Only in this throwaway database: the unhashed baseline stores no hash.
@@ -129,9 +121,7 @@ async fn postgres(server: &str) {
     }
     report("postgres", &without, &with);
     db.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
+    databases.drop_all().await;
 }
 
 #[tokio::main]

@@ -20,9 +20,10 @@ use parley_aggregates::conversation::{
 use parley_aggregates::values::Username;
 use parley_store::log::PostsInLog;
 use parley_store::{CommandBus, CommandMeta, Db, Repository};
-use sqlx::Connection as _;
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+mod common;
 
 const POSTS_PER_ROUND: usize = 100;
 const ROUNDS: usize = 5;
@@ -183,22 +184,11 @@ async fn sqlite(history: usize) {
 }
 
 async fn postgres(server: &str, history: usize) {
-    let name = format!("parley_bench_{}", Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(server).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create");
-    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
-    let db = Db::connect(&format!("{base}/{name}"), 4)
-        .await
-        .expect("connect");
-    db.migrate().await.expect("migrate");
+    let mut databases = common::Throwaway::on(server).await;
+    let db = databases.database("history").await;
     measure("postgres", &db, history).await;
     db.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
+    databases.drop_all().await;
 }
 
 #[tokio::main]

@@ -13,7 +13,8 @@ use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
 use parley_aggregates::conversation::Conversation;
 use parley_projections::messages::MessagesProjector;
 use parley_store::{Db, MasterKey, Repository};
-use sqlx::Connection as _;
+
+mod common;
 
 const CONVERSATIONS: usize = 50;
 const AUTHORS: usize = 200;
@@ -160,31 +161,12 @@ async fn sqlite() {
 }
 
 async fn postgres(server: &str) {
-    let mut admin = sqlx::PgConnection::connect(server).await.expect("connect");
-    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
-    let mut names = Vec::new();
-    let mut dbs = Vec::new();
-    for mode in ["clear", "sealed"] {
-        let name = format!("parley_bench_{mode}_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create");
-        let db = Db::connect(&format!("{base}/{name}"), 4)
-            .await
-            .expect("connect");
-        db.migrate().await.expect("migrate");
-        dbs.push(db);
-        names.push(name);
-    }
-    let sealed = dbs.pop().expect("sealed");
-    let clear = dbs.pop().expect("clear");
+    let mut databases = common::Throwaway::on(server).await;
+    let clear = databases.database("clear").await;
+    let sealed = databases.database("sealed").await;
     compare("postgres", clear, sealed).await;
-    for name in names {
-        let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
+    // `WITH (FORCE)` ends whatever connections the comparison left open.
+    databases.drop_all().await;
 }
 
 #[tokio::main]

@@ -30,11 +30,16 @@ if [[ -z ${PARLEY_BENCH_POSTGRES_URL:-} ]]; then
 fi
 work=$(mktemp -d)
 server=""
+pg_name="" # the PostgreSQL database of the running scenario, dropped with it
 stop_server() {
     if [[ -n $server ]]; then
         kill "$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
         server=""
+    fi
+    if [[ -n $pg_name ]]; then
+        psql "$PARLEY_BENCH_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $pg_name WITH (FORCE)" >/dev/null || true
+        pg_name=""
     fi
 }
 cleanup() {
@@ -59,10 +64,9 @@ start_server() {
     if [[ $1 == sqlite ]]; then
         db="sqlite://$data/parley.db?mode=rwc"
     else
-        local name
-        name=parley_bench_$$_$run
-        psql "$PARLEY_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $name" >/dev/null
-        db=${PARLEY_BENCH_POSTGRES_URL%/*}/$name
+        pg_name=parley_bench_$$_$run
+        psql "$PARLEY_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $pg_name" >/dev/null
+        db=${PARLEY_BENCH_POSTGRES_URL%/*}/$pg_name
     fi
     "$parley" serve --listen "127.0.0.1:$port" --data-dir "$data" --database-url "$db" \
         --jwt-secret bench-secret-0123456789abcdef-0123456789abcdef \
