@@ -50,6 +50,26 @@ pub(crate) struct Snapshot {
     pub payload: String,
 }
 
+/// A database error as the event store reports it: a unique violation is a lost race
+/// for a stream's next sequence.
+pub(crate) fn map_error(error: sqlx::Error) -> PersistenceError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            PersistenceError::OptimisticLockError
+        }
+        _ if is_connection(&error) => PersistenceError::ConnectionError(Box::new(error)),
+        _ => PersistenceError::UnknownError(Box::new(error)),
+    }
+}
+
+/// The database could not be reached: nothing was written, whatever was asked.
+pub(crate) fn is_connection(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
+}
+
 pub(crate) fn sequence_i64(sequence: usize) -> Result<i64, PersistenceError> {
     i64::try_from(sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))
 }

@@ -23,8 +23,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::group::{Append, Committer, Outcome, Writer};
-use crate::sqlite::map_error;
+use crate::group::{is_connection, map_error, Append, Committer, Outcome, Writer};
 use crate::LogPosition;
 
 /// Writer tasks: enough to keep one group in its fsync while the next is written.
@@ -103,13 +102,6 @@ impl Committer for PgCommitter {
             })
             .collect())
     }
-}
-
-fn is_connection(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-    )
 }
 
 /// Writes `group` in one transaction; answers each append with its last event's place.

@@ -9,7 +9,7 @@
 //! SQLite's one write connection; each append of a group runs under a savepoint of its
 //! own, so a conflict rolls back only its own append.
 
-use crate::group::{sequence_i64, Append, Committer, Outcome, Writer};
+use crate::group::{map_error, sequence_i64, Append, Committer, Outcome, Writer};
 use crate::hash as chain;
 use crate::LogPosition;
 use cqrs_es::persist::{
@@ -79,18 +79,6 @@ impl SqliteEventRepository {
         .await
         .map_err(map_error)?;
         rows.iter().map(decode_event).collect()
-    }
-}
-
-pub(crate) fn map_error(error: sqlx::Error) -> PersistenceError {
-    match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            PersistenceError::OptimisticLockError
-        }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            PersistenceError::ConnectionError(Box::new(error))
-        }
-        _ => PersistenceError::UnknownError(Box::new(error)),
     }
 }
 
