@@ -17,7 +17,6 @@ use cqrs_es::EventEnvelope;
 use parley_aggregates::conversation::{
     Conversation, ConversationCommand, ConversationEvent, ConversationServices, MemberRef,
 };
-use parley_aggregates::values::Username;
 use parley_store::log::PostsInLog;
 use parley_store::{CommandBus, CommandMeta, Db, Repository};
 use time::OffsetDateTime;
@@ -37,10 +36,9 @@ fn services(db: &Db) -> ConversationServices {
     }
 }
 
-fn member(name: &str) -> MemberRef {
+fn member() -> MemberRef {
     MemberRef {
         user_id: Uuid::now_v7(),
-        username: Username::parse(name, "username").expect("valid"),
     }
 }
 
@@ -52,6 +50,7 @@ fn post(author: Uuid, client_id: String, at: OffsetDateTime) -> ConversationComm
         reply_to: None,
         client_message_id: Some(client_id),
         attachment_ids: vec![],
+        named: Default::default(),
         at,
     }
 }
@@ -61,7 +60,7 @@ fn post(author: Uuid, client_id: String, at: OffsetDateTime) -> ConversationComm
 /// through the bus, which leaves the snapshot a real conversation would have.
 async fn conversation(db: &Db, messages: usize) -> (Uuid, Uuid) {
     let bus = CommandBus::<Conversation>::new(db, services(db));
-    let (alice, bob) = (member("alice"), member("bob"));
+    let (alice, bob) = (member(), member());
     let author = alice.user_id;
     let id = Uuid::now_v7();
     let at = OffsetDateTime::now_utc();

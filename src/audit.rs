@@ -9,6 +9,7 @@ use parley_aggregates::conversation::Conversation;
 use parley_aggregates::event::Event;
 use parley_aggregates::message::{Message, MessageEvent};
 use parley_aggregates::moderation::ModerationAction;
+use parley_aggregates::user::{User, UserEvent};
 use parley_projections::ProjectionError;
 use parley_store::{format_time, log, Db, StoredEvent};
 use serde::Serialize;
@@ -129,17 +130,19 @@ pub async fn replay(
 
     let in_force = |until: &Option<OffsetDateTime>| until.is_none_or(|until| until > as_of);
     let erased = log::erased_users(db).await?;
+    let mut names = BTreeMap::new();
+    for user_id in conversation.members.keys() {
+        if !erased.contains(&user_id.to_string()) {
+            names.insert(*user_id, username_in_log(db, *user_id).await?);
+        }
+    }
     let members = conversation
         .members
         .iter()
         .map(|(user_id, member)| AuditMember {
             user_id: user_id.to_string(),
             erased: erased.contains(&user_id.to_string()),
-            username: if erased.contains(&user_id.to_string()) {
-                String::new()
-            } else {
-                member.username.as_str().to_owned()
-            },
+            username: names.remove(user_id).unwrap_or_default(),
             role: member.role.as_str().to_owned(),
             muted_until: conversation
                 .mutes
@@ -165,6 +168,19 @@ pub async fn replay(
         bans,
         actions,
     })
+}
+
+/// The username `user_id` registered with, from their own stream (conversations record
+/// members by id alone); empty when the log has none.
+async fn username_in_log(db: &Db, user_id: Uuid) -> Result<String, ProjectionError> {
+    let registered =
+        log::stream_of_types(db, User::TYPE, &user_id.to_string(), &["UserRegistered"]).await?;
+    for event in registered {
+        if let Some(Event::User(UserEvent::UserRegistered { username, .. })) = event.event()? {
+            return Ok(username.as_str().to_owned());
+        }
+    }
+    Ok(String::new())
 }
 
 /// The report as stable, diffable text: one line per fact, sorted within each section.

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use cqrs_es::AggregateError;
 use parley_aggregates::claim::{slug_claim, NameClaim, NameCommand};
+use parley_aggregates::conversation::mentions::{mentioned_names, Named};
 use parley_aggregates::conversation::{
     direct_conversation_id, Conversation, ConversationCommand, ConversationError,
     ConversationServices, MemberRef, ReplyTarget, Visibility,
@@ -17,7 +18,7 @@ use parley_aggregates::inbox::{Inbox, InboxCommand};
 use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, NotificationLevel};
 use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, PostedMessage};
 use parley_aggregates::upload::{Upload, UploadCommand, UploadError};
-use parley_aggregates::values::{parse_id_list, Slug, Username};
+use parley_aggregates::values::{parse_id_list, Slug};
 use parley_aggregates::InputError;
 use parley_projections::messages::MessageRow;
 use parley_projections::page::MAX_PAGE;
@@ -171,14 +172,21 @@ impl Chat {
 
     /// A user as a conversation records them; `NOT_FOUND` for unknown users.
     async fn member_ref(&self, user_id: Uuid) -> Result<MemberRef, ChatError> {
-        let row = users::by_ids(&self.db, &[user_id.to_string()])
+        users::by_ids(&self.db, &[user_id.to_string()])
             .await?
             .into_iter()
             .next()
             .ok_or(ChatError::NotFound("user"))?;
-        let username = Username::parse(&row.username, "userId")
-            .map_err(|error| ChatError::Corrupt(error.to_string()))?;
-        Ok(MemberRef { user_id, username })
+        Ok(MemberRef { user_id })
+    }
+
+    /// The accounts `body`'s `@names` belong to. A body too long to post names nobody
+    /// (the aggregate refuses it), so no request makes a lookup of unbounded size.
+    async fn named(&self, body: &str) -> Result<Named, ChatError> {
+        if body.chars().count() > self.services.max_body_chars {
+            return Ok(Named::new());
+        }
+        Ok(users::named(&self.db, &mentioned_names(body)).await?)
     }
 
     async fn run(
@@ -582,6 +590,7 @@ impl Chat {
                 }
             }
         }
+        let named = self.named(&body).await?;
         let command = ConversationCommand::PostMessage {
             message_id,
             author_id: viewer,
@@ -589,6 +598,7 @@ impl Chat {
             reply_to,
             client_message_id,
             attachment_ids,
+            named,
             at: meta.at,
         };
         match self
@@ -696,11 +706,13 @@ impl Chat {
         meta: &CommandMeta,
     ) -> Result<Written<Uuid>, ChatError> {
         let (posted, actor) = self.posted_and_actor(viewer, message_id, meta.at).await?;
+        let named = self.named(&body).await?;
         let command = MessageCommand::Edit {
             posted,
             actor,
             body,
             max_body_chars: self.services.max_body_chars,
+            named,
             at: meta.at,
         };
         self.on_message(message_id, command, meta).await

@@ -222,7 +222,7 @@ impl Row {
             let mut scrubbed = payload.clone().unwrap_or_else(|| event.payload.clone());
             if scrub_erased(&mut scrubbed, erased) {
                 payload = Some(scrubbed);
-                // A name claim's stream is named after the name itself.
+                // A name claim made before digests is named after the name itself.
                 if event.aggregate_type == NameClaim::TYPE {
                     aggregate_id = String::new();
                 }

@@ -178,6 +178,10 @@ impl Privacy {
              (SELECT id FROM messages WHERE author_id = $1)",
             "DELETE FROM snapshots WHERE aggregate_type = 'Upload' AND aggregate_id IN \
              (SELECT id FROM attachments WHERE owner_id = $1)",
+            // Conversations record members by id alone now; a snapshot written before
+            // that carries the member's username.
+            "DELETE FROM snapshots WHERE aggregate_type = 'Conversation' AND aggregate_id IN \
+             (SELECT conversation_id FROM members WHERE user_id = $1)",
         ] {
             sqlx::query(sql).bind(&user).execute(&self.db.write).await?;
         }

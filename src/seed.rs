@@ -13,7 +13,7 @@
 //! (each conversation by one task, so its commands never race each other), and every
 //! seeded user shares one argon2 hash of [`PASSWORD`], computed once.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cqrs_es::{Aggregate as _, AggregateError};
-use parley_aggregates::claim::{slug_claim, username_claim, NameClaim, NameCommand, NameError};
+use parley_aggregates::claim::{slug_claim, NameClaim, NameCommand, NameError, UsernameClaims};
+use parley_aggregates::conversation::mentions::{mentioned_names, Named};
 use parley_aggregates::conversation::{
     direct_conversation_id, Conversation, ConversationCommand, ConversationEvent,
     ConversationServices, MemberRef, ReplyTarget, Visibility,
@@ -358,12 +359,20 @@ struct Seeder {
     plan: Plan,
     /// The plan's users as conversations record them, ids chosen up front.
     people: Vec<MemberRef>,
+    /// Their usernames, in the same order.
+    usernames: Vec<Username>,
+    /// The same by name and by id: the directory `@mentions` are resolved with (the
+    /// read model it stands in for is built after seeding).
+    directory: Named,
+    username_of: HashMap<Uuid, Username>,
     users: CommandBus<User>,
     names: CommandBus<NameClaim>,
     conversations: CommandBus<Conversation>,
     messages: CommandBus<Message>,
     members: CommandBus<MemberState>,
     services: ConversationServices,
+    /// Digests usernames for their claims.
+    keys: Arc<parley_store::Keyring>,
     clock: SystemClock,
     tally: Tally,
 }
@@ -371,22 +380,34 @@ struct Seeder {
 /// Seeds `db` as `plan` says, then brings the read models up to date.
 pub async fn seed(db: &Db, services: ConversationServices, plan: Plan) -> anyhow::Result<Summary> {
     let seed = plan.options.seed;
-    let people = plan
+    let usernames = plan
         .users
         .iter()
-        .map(|user| {
-            Ok(MemberRef {
-                user_id: Uuid::now_v7(),
-                username: Username::parse(&user.username, "username")?,
-            })
-        })
+        .map(|user| Username::parse(&user.username, "username"))
         .collect::<Result<Vec<_>, parley_aggregates::InputError>>()
         .context("a planned username is not valid")?;
+    let people: Vec<MemberRef> = usernames
+        .iter()
+        .map(|_| MemberRef {
+            user_id: Uuid::now_v7(),
+        })
+        .collect();
+    let username_of: HashMap<Uuid, Username> = people
+        .iter()
+        .map(|person| person.user_id)
+        .zip(usernames.iter().cloned())
+        .collect();
+    let directory: Named = username_of
+        .iter()
+        .map(|(id, name)| (name.as_str().to_owned(), *id))
+        .collect();
     let names: CommandBus<NameClaim> = CommandBus::new(db, ());
-    if let Some(first) = people.first() {
-        let claim = names.load(&username_claim(first.username.as_str())).await?;
-        if claim.owner.is_some() {
-            anyhow::bail!("{}", taken(seed));
+    if let Some(first) = usernames.first() {
+        let claims = UsernameClaims::new(first.as_str(), db.keys.name_digest(first.as_str()));
+        for claim in std::iter::once(&claims.current).chain(&claims.legacy) {
+            if names.load(claim).await?.owner.is_some() {
+                anyhow::bail!("{}", taken(seed));
+            }
         }
     }
     let hasher = Argon2Hasher::new()?;
@@ -397,12 +418,16 @@ pub async fn seed(db: &Db, services: ConversationServices, plan: Plan) -> anyhow
     let shared = SharedHash { hash, hasher };
     let seeder = Arc::new(Seeder {
         people,
+        usernames,
+        directory,
+        username_of,
         users: CommandBus::new(db, UserServices::new(Arc::new(shared))),
         names,
         conversations: CommandBus::new(db, services.clone()),
         messages: CommandBus::new(db, ()),
         members: CommandBus::new(db, ()),
         services,
+        keys: db.keys.clone(),
         clock: SystemClock,
         tally: Tally::default(),
         plan,
@@ -557,6 +582,14 @@ impl Seeder {
         CommandMeta::new(Some(actor), self.clock.now())
     }
 
+    /// The accounts `body`'s `@names` belong to, as the directory would answer.
+    fn named(&self, body: &str) -> Named {
+        mentioned_names(body)
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), *self.directory.get(&name)?)))
+            .collect()
+    }
+
     fn counted(&self, events: usize) {
         self.tally
             .events
@@ -567,14 +600,17 @@ impl Seeder {
     /// without opening a session.
     async fn register(&self, index: usize) -> anyhow::Result<()> {
         let person = &self.people[index];
+        let username = &self.usernames[index];
         let plan = &self.plan.users[index];
         let meta = CommandMeta::new(None, self.clock.now());
+        let claims =
+            UsernameClaims::new(username.as_str(), self.keys.name_digest(username.as_str()));
         let claimed = self
             .names
             .execute(
-                &username_claim(person.username.as_str()),
+                &claims.current,
                 NameCommand::Claim {
-                    name: person.username.as_str().to_owned(),
+                    name: claims.key,
                     owner_id: person.user_id,
                     abandoned_by: None,
                     at: meta.at,
@@ -587,9 +623,7 @@ impl Seeder {
             Err(AggregateError::UserError(NameError::Taken)) => {
                 anyhow::bail!("{}", taken(self.plan.options.seed))
             }
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot claim {}", person.username))
-            }
+            Err(error) => return Err(error).with_context(|| format!("cannot claim {username}")),
         }
         let meta = CommandMeta {
             actor_id: Some(person.user_id),
@@ -601,7 +635,7 @@ impl Seeder {
                 &person.user_id.to_string(),
                 UserCommand::Register {
                     user_id: person.user_id,
-                    username: person.username.as_str().to_owned(),
+                    username: username.as_str().to_owned(),
                     password: PASSWORD.to_owned(),
                     display_name: plan.display_name.clone(),
                     session: None,
@@ -610,7 +644,7 @@ impl Seeder {
                 &meta,
             )
             .await
-            .with_context(|| format!("cannot register {}", person.username))?;
+            .with_context(|| format!("cannot register {username}"))?;
         self.counted(registered.events.len());
         self.tally.users.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -918,16 +952,17 @@ impl Writer<'_> {
             let others: Vec<Uuid> = members.iter().copied().filter(|&m| m != author).collect();
             let mention = match others.choose(&mut self.rng) {
                 Some(other) if self.rng.random_bool(0.12) => self
-                    .state
-                    .members
+                    .seeder
+                    .username_of
                     .get(other)
-                    .map(|member| member.username.as_str().to_owned()),
+                    .map(|name| name.as_str().to_owned()),
                 _ => None,
             };
             let body = text::message(&mut self.rng, mention.as_deref(), reply_to.is_some());
             let body: String = body.chars().take(max_chars).collect();
             let meta = self.seeder.meta(author);
             let message_id = Uuid::now_v7();
+            let named = self.seeder.named(&body);
             let command = ConversationCommand::PostMessage {
                 message_id,
                 author_id: author,
@@ -935,6 +970,7 @@ impl Writer<'_> {
                 reply_to: reply_to.clone(),
                 client_message_id: None,
                 attachment_ids: Vec::new(),
+                named,
                 at: meta.at,
             };
             let events = self.conversation(&meta, command).await?;
@@ -1078,9 +1114,10 @@ impl Writer<'_> {
             let others: Vec<String> = self
                 .state
                 .members
-                .iter()
-                .filter(|(id, _)| **id != posted.author_id)
-                .map(|(_, member)| member.username.as_str().to_owned())
+                .keys()
+                .filter(|id| **id != posted.author_id)
+                .filter_map(|id| self.seeder.username_of.get(id))
+                .map(|name| name.as_str().to_owned())
                 .collect();
             others.choose(&mut self.rng).cloned()
         } else {
@@ -1097,6 +1134,7 @@ impl Writer<'_> {
             posted,
             body: body.clone(),
             max_body_chars: self.seeder.services.max_body_chars,
+            named: self.seeder.named(&body),
             at: meta.at,
         };
         self.message(&meta, command).await?;

@@ -1,4 +1,5 @@
-//! The `NameClaim` aggregate: unique names, keyed `username:<name>` or `slug:<slug>`.
+//! The `NameClaim` aggregate: unique names, keyed `username:<digest of the name>` (see
+//! [`UsernameClaims`]) or `slug:<slug>`.
 //!
 //! Registration claims a username (and channel creation a slug) here before the thing
 //! named exists. Two concurrent claims of one name both try to append sequence 1 to the
@@ -76,9 +77,37 @@ pub struct NameClaim {
     pub claimed_at: Option<OffsetDateTime>,
 }
 
-/// The claim id of a username.
-pub fn username_claim(username: &str) -> String {
-    format!("username:{username}")
+/// Where a username's claim is kept. A claim's stream id and its `NameClaimed.name`
+/// are the name's keyed digest (the store's `Keyring::name_digest`), so the log never
+/// holds a username: usernames are personal data an erasure must be able to remove.
+/// Names claimed before claims were digested are held under the name itself, which
+/// registration and login still consult.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsernameClaims {
+    /// What a new claim is recorded as: the digest (the name itself without one).
+    pub key: String,
+    /// The stream a new claim goes to.
+    pub current: String,
+    /// The stream of a claim made before digests, if digests are in use.
+    pub legacy: Option<String>,
+}
+
+impl UsernameClaims {
+    pub fn new(username: &str, digest: Option<String>) -> Self {
+        let legacy = format!("username:{username}");
+        match digest {
+            Some(digest) => Self {
+                current: format!("username:{digest}"),
+                key: digest,
+                legacy: Some(legacy),
+            },
+            None => Self {
+                key: username.to_owned(),
+                current: legacy,
+                legacy: None,
+            },
+        }
+    }
 }
 
 /// The claim id of a channel slug.

@@ -1,6 +1,9 @@
 //! The `users` read model: every registered account, by id and by username; an erased
 //! account keeps its row without a name.
 
+use std::collections::BTreeSet;
+
+use parley_aggregates::conversation::mentions::Named;
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::user::UserEvent;
 use sqlx::{AnyConnection, FromRow};
@@ -32,12 +35,19 @@ impl Projector for UsersProjector {
                 registered_at,
                 ..
             })) => {
+                // The username is sealed with the account's key: an erased account's
+                // reads as empty, and gives way to the id as on erasure below.
+                let id = user_id.to_string();
+                let username = match username.as_str() {
+                    "" => id.as_str(),
+                    name => name,
+                };
                 sqlx::query(
                     "INSERT INTO users (id, username, display_name, registered_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
                 )
-                .bind(user_id.to_string())
-                .bind(username.as_str())
+                .bind(&id)
+                .bind(username)
                 .bind(display_name.as_str())
                 .bind(crate::format_time(*registered_at))
                 .execute(&mut *conn)
@@ -89,6 +99,31 @@ pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<UserRow>, ProjectionE
         query = query.bind(id);
     }
     Ok(query.fetch_all(&db.read).await?)
+}
+
+/// The accounts holding `names` (lowercase usernames), by name: the directory `@mentions`
+/// are resolved with. Erased accounts hold no name.
+pub async fn named(db: &Db, names: &BTreeSet<String>) -> Result<Named, ProjectionError> {
+    if names.is_empty() {
+        return Ok(Named::new());
+    }
+    let placeholders = (1..=names.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT username, id FROM users WHERE username IN ({placeholders}) AND erased_at IS NULL"
+    );
+    let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+    for name in names {
+        query = query.bind(name);
+    }
+    Ok(query
+        .fetch_all(&db.read)
+        .await?
+        .into_iter()
+        .filter_map(|(name, id)| Some((name, uuid::Uuid::parse_str(&id).ok()?)))
+        .collect())
 }
 
 /// Users whose username or display name starts with `query` (case-insensitive), by username.

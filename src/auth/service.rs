@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use parley_aggregates::claim::{username_claim, NameClaim, NameCommand};
+use parley_aggregates::claim::{
+    NameClaim, NameCommand, NameError, UsernameClaims, ABANDONED_AFTER,
+};
 use parley_aggregates::user::{
     NewSession, PasswordHasher as _, User, UserCommand, UserError, UserEvent, UserServices,
 };
@@ -12,7 +14,7 @@ use parley_store::LogPosition;
 use uuid::Uuid;
 
 use super::{Argon2Hasher, Grant, RefreshToken, Revocations, TokenKeys};
-use parley_store::{CommandBus, CommandMeta};
+use parley_store::{CommandBus, CommandMeta, Keyring};
 
 /// Why an account operation was refused or failed. The GraphQL layer maps each to a
 /// code (`graphql/error.rs`); deliberately not `Display`, like `ChatError`.
@@ -72,6 +74,8 @@ pub struct AuthTokens {
 pub struct Accounts {
     users: CommandBus<User>,
     names: CommandBus<NameClaim>,
+    /// Digests usernames for their claims.
+    keyring: Arc<Keyring>,
     hasher: Argon2Hasher,
     keys: TokenKeys,
     revocations: Arc<Revocations>,
@@ -87,6 +91,7 @@ impl Accounts {
         Self {
             users: CommandBus::new(db, UserServices::new(Arc::new(hasher.clone()))),
             names: CommandBus::new(db, ()),
+            keyring: db.keys.clone(),
             hasher,
             keys,
             revocations,
@@ -162,7 +167,13 @@ impl Accounts {
         Password::parse(password, "password")?;
 
         let user_id = Uuid::now_v7();
-        let claim = username_claim(name.as_str());
+        let claims = self.claims_of(&name);
+        if let Some(legacy) = &claims.legacy {
+            if self.holds_legacy(legacy, meta.at).await? {
+                return Err(NameError::Taken.into());
+            }
+        }
+        let claim = claims.current;
         // A claim whose account was never created (the process died in between) is
         // taken over once old enough; the holder's own stream says whether it exists.
         let abandoned_by = match self.names.load(&claim).await?.owner {
@@ -175,7 +186,7 @@ impl Accounts {
             .execute(
                 &claim,
                 NameCommand::Claim {
-                    name: name.as_str().to_owned(),
+                    name: claims.key,
                     owner_id: user_id,
                     abandoned_by,
                     at: meta.at,
@@ -216,17 +227,48 @@ impl Accounts {
                     owner_id: user_id,
                     at: meta.at,
                 };
-                if let Err(release_error) = self
-                    .names
-                    .execute(&username_claim(name.as_str()), release, &meta)
-                    .await
-                {
-                    tracing::error!(username = %name, error = %release_error,
+                if let Err(release_error) = self.names.execute(&claim, release, &meta).await {
+                    tracing::error!(%user_id, error = %release_error,
                         "could not release the username of a failed registration");
                 }
                 Err(error.into())
             }
         }
+    }
+
+    /// Where `name`'s claim is kept.
+    fn claims_of(&self, name: &Username) -> UsernameClaims {
+        UsernameClaims::new(name.as_str(), self.keyring.name_digest(name.as_str()))
+    }
+
+    /// Who holds `name`, under its digest or, claimed before digests, under the name.
+    async fn holder(&self, name: &Username) -> Result<Option<Uuid>, AuthError> {
+        let claims = self.claims_of(name);
+        if let Some(owner) = self.names.load(&claims.current).await?.owner {
+            return Ok(Some(owner));
+        }
+        match &claims.legacy {
+            Some(legacy) => Ok(self.names.load(legacy).await?.owner),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a claim made before digests still holds its name: its account exists, or
+    /// it is too young to count as abandoned. (No new claim is made there, so checking
+    /// before claiming the digest leaves no race.)
+    async fn holds_legacy(
+        &self,
+        legacy: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<bool, AuthError> {
+        let claim = self.names.load(legacy).await?;
+        let Some(holder) = claim.owner else {
+            return Ok(false);
+        };
+        let young = claim
+            .claimed_at
+            .is_some_and(|claimed| claimed + ABANDONED_AFTER > at);
+        Ok(young || self.users.load(&holder.to_string()).await?.id.is_some())
     }
 
     /// `login`: wrong password and unknown user fail alike, after the same work.
@@ -237,7 +279,7 @@ impl Accounts {
         meta: &CommandMeta,
     ) -> Result<AuthTokens, AuthError> {
         let owner = match Username::parse(username, "username") {
-            Ok(name) => self.names.load(&username_claim(name.as_str())).await?.owner,
+            Ok(name) => self.holder(&name).await?,
             Err(_) => None,
         };
         let Some(user_id) = owner else {

@@ -34,7 +34,9 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use cqrs_es::persist::SerializedEvent;
+use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row as _};
 
 use crate::StoreError;
@@ -45,6 +47,8 @@ const CACHED_KEYS: usize = 4096;
 /// The row that proves the master key is the one this database was sealed with.
 const CHECK_KEY: &str = "check";
 const CHECK_PLAINTEXT: &[u8] = b"parley master key check";
+/// What the key of name digests is derived from, with the master key.
+const NAMES_KEY_CONTEXT: &[u8] = b"parley name digests v1";
 
 /// The master key (`PARLEY_MASTER_KEY`): 32 bytes.
 #[derive(Clone)]
@@ -121,7 +125,7 @@ fn scope_of(
     match (aggregate_type, event_type) {
         ("User", "UserRegistered") => Some((
             KeyScope::user(aggregate_id),
-            &["display_name", "password_hash"],
+            &["username", "display_name", "password_hash"],
         )),
         ("User", "PasswordChanged") => Some((KeyScope::user(aggregate_id), &["password_hash"])),
         ("Conversation", "MessagePosted") => Some((
@@ -166,6 +170,9 @@ fn scope_of(
 pub struct Keyring {
     /// The master key's cipher; `None` stores plaintext (tests of the bare store).
     master: Option<Aes256Gcm>,
+    /// The key names are digested with (see [`Keyring::name_digest`]), derived from the
+    /// master key.
+    names: Option<[u8; 32]>,
     /// Unwrapped keys and when they were read: a key another node destroyed is
     /// forgotten here when this node reads the event that destroyed it, and at the
     /// latest after [`CACHE_FOR`].
@@ -186,6 +193,7 @@ impl Keyring {
     pub fn disabled() -> Self {
         Self {
             master: None,
+            names: None,
             cache: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CACHED_KEYS).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
@@ -193,10 +201,27 @@ impl Keyring {
     }
 
     pub fn new(master: &MasterKey) -> Self {
+        let names = Sha256::new()
+            .chain_update(NAMES_KEY_CONTEXT)
+            .chain_update(master.0)
+            .finalize()
+            .into();
         Self {
             master: Some(Aes256Gcm::new(&master.0.into())),
+            names: Some(names),
             ..Self::disabled()
         }
+    }
+
+    /// The keyed digest (HMAC-SHA256, hex) of a unique name such as a username: what
+    /// its claim in the log is keyed by, so the log never holds the name itself, and
+    /// without the master key a digest cannot be tested against guessed names. `None`
+    /// without a master key, where claims keep the name as it is.
+    pub fn name_digest(&self, name: &str) -> Option<String> {
+        let key = self.names.as_ref()?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+        mac.update(name.as_bytes());
+        Some(crate::hash::to_hex(&mac.finalize().into_bytes().into()))
     }
 
     pub fn enabled(&self) -> bool {
@@ -651,5 +676,21 @@ mod tests {
         assert_eq!(scope, KeyScope::content("c", "a", "2026-12-03"));
         assert_eq!(names, ["body"]);
         assert!(scope_of("Conversation", "c", "MemberJoined", fields, None).is_none());
+        let (scope, names) = scope_of("User", "u", "UserRegistered", fields, None).expect("sealed");
+        assert_eq!(scope, KeyScope::user("u"));
+        assert!(names.contains(&"username"), "{names:?}");
+    }
+
+    #[test]
+    fn name_digests_are_keyed_by_the_master_key_and_absent_without_one() {
+        let ring = Keyring::new(&MasterKey::new([3u8; 32]));
+        let digest = ring.name_digest("alice").expect("a digest");
+        assert_eq!(digest.len(), 64);
+        assert!(!digest.contains("alice"));
+        assert_eq!(ring.name_digest("alice"), Some(digest.clone()));
+        assert_ne!(ring.name_digest("alicf"), Some(digest.clone()));
+        let other = Keyring::new(&MasterKey::new([4u8; 32]));
+        assert_ne!(other.name_digest("alice"), Some(digest));
+        assert_eq!(Keyring::disabled().name_digest("alice"), None);
     }
 }

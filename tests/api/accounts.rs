@@ -281,3 +281,44 @@ async fn missing_expired_and_forged_access_tokens_are_unauthenticated() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn claims_hold_a_digest_of_the_name_and_names_claimed_before_digests_stay_held() {
+    use parley_aggregates::claim::{NameClaim, NameCommand, UsernameClaims};
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let registered = app.register("rosalind", "correct horse battery").await;
+        let rosalind = text(&registered, "/data/register/user/id").to_owned();
+        let claims = UsernameClaims::new("rosalind", app.state.db.keys.name_digest("rosalind"));
+        assert!(!claims.current.contains("rosalind"), "{claims:?}");
+        let names = parley_store::CommandBus::<NameClaim>::new(&app.state.db, ());
+        let held = names.load(&claims.current).await.expect("claim");
+        assert_eq!(held.owner.map(|id| id.to_string()), Some(rosalind.clone()));
+        let legacy = claims.legacy.expect("a legacy stream");
+        assert_eq!(names.load(&legacy).await.expect("claim").owner, None);
+
+        // An account whose name was claimed, as before digests, under the name itself.
+        let owner = uuid::Uuid::parse_str(&rosalind).expect("id");
+        names
+            .execute(
+                "username:veteran",
+                NameCommand::Claim {
+                    name: "veteran".to_owned(),
+                    owner_id: owner,
+                    abandoned_by: None,
+                    at: app.state.clock.now(),
+                },
+                &app.state.meta(None),
+            )
+            .await
+            .expect("claimed");
+        assert_eq!(
+            error_code(&app.register("Veteran", "correct horse battery").await),
+            Some("CONFLICT")
+        );
+        let login = app.login("veteran", "correct horse battery").await;
+        assert_eq!(text(&login, "/data/login/user/id"), rosalind, "{login}");
+        app.stop().await;
+    }
+}

@@ -269,22 +269,23 @@ async fn a_server_killed_under_load_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn a_name_claimed_by_a_process_that_died_is_not_lost() {
-    use parley_aggregates::claim::{slug_claim, username_claim, NameClaim, NameCommand};
+    use parley_aggregates::claim::{slug_claim, NameClaim, NameCommand, UsernameClaims};
     for backend in backends() {
         eprintln!("backend: {backend:?}");
         let clock = TestClock::new();
         let app = spawn_app_with(TestDatabase::new(backend).await, |_| {}, clock.clone()).await;
         // What a process leaves behind when it dies right after claiming.
         let names = parley_store::CommandBus::<NameClaim>::new(&app.state.db, ());
+        let ghost = UsernameClaims::new("ghost", app.state.db.keys.name_digest("ghost"));
         for (claim, name) in [
-            (username_claim("ghost"), "ghost"),
-            (slug_claim("ghost-town"), "ghost-town"),
+            (ghost.current, ghost.key),
+            (slug_claim("ghost-town"), "ghost-town".to_owned()),
         ] {
             names
                 .execute(
                     &claim,
                     NameCommand::Claim {
-                        name: name.to_owned(),
+                        name,
                         owner_id: uuid::Uuid::now_v7(),
                         abandoned_by: None,
                         at: app.state.clock.now(),

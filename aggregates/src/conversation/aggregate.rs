@@ -11,14 +11,15 @@ use super::commands::{ConversationCommand, ConversationServices};
 use super::error::ConversationError;
 use super::events::{ConversationEvent, ConversationKind, Visibility};
 use crate::policy::{allows, Action, Role};
-use crate::values::{InputError, Username};
+use crate::values::InputError;
 
 /// How long a `clientMessageId` is remembered for deduplication.
 pub const CLIENT_ID_RETENTION: Duration = Duration::days(7);
 
+/// A member as the conversation keeps them: by id and role, never by name (snapshots
+/// written before names left the aggregate carry a `username`, which is ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberInfo {
-    pub username: Username,
     pub role: Role,
 }
 
@@ -341,6 +342,7 @@ impl Aggregate for Conversation {
                 reply_to,
                 client_message_id,
                 attachment_ids,
+                named,
                 at,
             } => {
                 let earlier = match &client_message_id {
@@ -360,6 +362,7 @@ impl Aggregate for Conversation {
                     client_message_id,
                     earlier,
                     attachment_ids,
+                    &named,
                     at,
                 )
             }
@@ -384,24 +387,11 @@ impl Aggregate for Conversation {
                 self.visibility = Some(visibility);
                 self.members = members
                     .into_iter()
-                    .map(|m| {
-                        (
-                            m.user_id,
-                            MemberInfo {
-                                username: m.username,
-                                role: m.role,
-                            },
-                        )
-                    })
+                    .map(|m| (m.user_id, MemberInfo { role: m.role }))
                     .collect();
             }
-            ConversationEvent::MemberJoined {
-                user_id,
-                username,
-                role,
-                ..
-            } => {
-                self.members.insert(user_id, MemberInfo { username, role });
+            ConversationEvent::MemberJoined { user_id, role, .. } => {
+                self.members.insert(user_id, MemberInfo { role });
             }
             ConversationEvent::MemberLeft { user_id, .. } => {
                 self.members.remove(&user_id);

@@ -6,14 +6,15 @@ use uuid::Uuid;
 use super::aggregate::ClientRecord;
 
 use super::events::Visibility;
+use super::mentions::Named;
 use crate::policy::Role;
-use crate::values::{Slug, Username};
+use crate::values::Slug;
 
-/// A user as the conversation records them.
+/// A user as the conversation records them: by id alone. Names live with the account,
+/// where an erasure can remove them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRef {
     pub user_id: Uuid,
-    pub username: Username,
 }
 
 /// The message a new message replies to, as looked up by the command service.
@@ -154,6 +155,8 @@ pub enum ConversationCommand {
         reply_to: Option<ReplyTarget>,
         client_message_id: Option<String>,
         attachment_ids: Vec<Uuid>,
+        /// The accounts the body's `@names` belong to, from the service's directory.
+        named: Named,
         at: OffsetDateTime,
     },
 }

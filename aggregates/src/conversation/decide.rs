@@ -5,7 +5,7 @@
 use super::aggregate::{fingerprint, ClientRecord, CLIENT_ID_RETENTION};
 use super::commands::{ConversationServices, MemberRef, ReplyTarget};
 use super::events::{ConversationKind, InitialMember, Visibility};
-use super::mentions::mentioned_names;
+use super::mentions::{mentions_in, Named};
 use crate::policy::{Action, Role};
 use crate::values::{
     parse_client_message_id, parse_description, InputError, MessageBody, Slug, Title,
@@ -38,7 +38,6 @@ impl Conversation {
             .into_iter()
             .map(|member| InitialMember {
                 user_id: member.user_id,
-                username: member.username.clone(),
                 role: Role::Member,
             })
             .collect();
@@ -68,14 +67,12 @@ impl Conversation {
         let title = Title::parse(&title, "title")?;
         let mut initial = vec![InitialMember {
             user_id: creator.user_id,
-            username: creator.username.clone(),
             role: Role::Owner,
         }];
         for member in members {
             if initial.iter().all(|m| m.user_id != member.user_id) {
                 initial.push(InitialMember {
                     user_id: member.user_id,
-                    username: member.username,
                     role: Role::Member,
                 });
             }
@@ -119,7 +116,6 @@ impl Conversation {
             .transpose()?;
         let members = vec![InitialMember {
             user_id: creator.user_id,
-            username: creator.username.clone(),
             role: Role::Owner,
         }];
         Ok(vec![ConversationEvent::ConversationCreated {
@@ -158,7 +154,6 @@ impl Conversation {
         Ok(vec![ConversationEvent::MemberJoined {
             conversation_id: id,
             user_id: user.user_id,
-            username: user.username,
             role: Role::Member,
             invitation_id: None,
             last_seq: self.last_seq,
@@ -350,7 +345,6 @@ impl Conversation {
         events.push(ConversationEvent::MemberJoined {
             conversation_id: id,
             user_id: user.user_id,
-            username: user.username,
             role: Role::Member,
             invitation_id: Some(invitation_id),
             last_seq: self.last_seq,
@@ -421,6 +415,7 @@ impl Conversation {
         client_message_id: Option<String>,
         earlier: Option<ClientRecord>,
         attachment_ids: Vec<Uuid>,
+        named: &Named,
         at: OffsetDateTime,
     ) -> Decision {
         let id = self.id()?;
@@ -459,15 +454,12 @@ impl Conversation {
                 });
             }
         }
-        let names = mentioned_names(body.as_str());
-        let mentions = self
-            .members
-            .iter()
-            .filter(|(user_id, member)| {
-                **user_id != author_id && names.contains(member.username.as_str())
-            })
-            .map(|(user_id, _)| *user_id)
-            .collect();
+        let mentions = mentions_in(
+            body.as_str(),
+            named,
+            |user_id| self.members.contains_key(user_id),
+            author_id,
+        );
         Ok(vec![ConversationEvent::MessagePosted {
             conversation_id: id,
             message_id,
@@ -477,7 +469,7 @@ impl Conversation {
             format: "PLAIN".to_owned(),
             reply_to_id,
             reply_to_author_id: reply_to.map(|r| r.author_id),
-            mentions,
+            mentions: mentions.into_iter().collect(),
             client_message_id,
             attachment_ids,
             posted_at: at,

@@ -4,7 +4,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::policy::Role;
-use crate::values::Username;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConversationKind {
@@ -38,10 +37,11 @@ impl Visibility {
     }
 }
 
+/// A member a conversation starts with. Version 1 also carried the `username`; it is
+/// dropped on reading (see [`ConversationEvent::NAMELESS`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitialMember {
     pub user_id: Uuid,
-    pub username: Username,
     pub role: Role,
 }
 
@@ -63,7 +63,6 @@ pub enum ConversationEvent {
     MemberJoined {
         conversation_id: Uuid,
         user_id: Uuid,
-        username: Username,
         role: Role,
         invitation_id: Option<Uuid>,
         /// The conversation's last `seq` at joining: earlier messages are not unread.
@@ -237,6 +236,11 @@ impl ConversationEvent {
         "MemberKicked",
         "MemberBanned",
     ];
+
+    /// The events whose version 1 named members by `username` (in `members` of
+    /// `ConversationCreated`, at the top of `MemberJoined`); version 2 names them by id
+    /// alone, and an upcaster drops the names from version 1 when it is read.
+    pub const NAMELESS: [&'static str; 2] = ["ConversationCreated", "MemberJoined"];
 }
 
 impl DomainEvent for ConversationEvent {
@@ -265,6 +269,10 @@ impl DomainEvent for ConversationEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        match self {
+            Self::ConversationCreated { .. } | Self::MemberJoined { .. } => "2",
+            _ => "1",
+        }
+        .to_owned()
     }
 }

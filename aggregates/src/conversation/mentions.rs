@@ -1,7 +1,36 @@
 //! `@mention` parsing: `@` then `[A-Za-z0-9_.]+`, at the start or after a non-word
 //! character, case-insensitive; a trailing `.` ends the sentence, not the name.
+//!
+//! Names are resolved to accounts outside the aggregates: the command service looks the
+//! mentioned names up in its directory and hands the answer in with the command
+//! ([`Named`]). So no aggregate, event or snapshot keeps usernames, which are personal
+//! data an erasure must be able to remove.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+/// Accounts by (lowercase) username: what the command service's directory found for the
+/// names a body mentions. Names nobody holds are absent.
+pub type Named = BTreeMap<String, Uuid>;
+
+/// Who `body` mentions: the accounts `named` under a name it mentions that are members,
+/// never its author.
+pub fn mentions_in(
+    body: &str,
+    named: &Named,
+    is_member: impl Fn(&Uuid) -> bool,
+    author_id: Uuid,
+) -> BTreeSet<Uuid> {
+    let names = mentioned_names(body);
+    named
+        .iter()
+        .filter(|(name, user_id)| {
+            **user_id != author_id && is_member(user_id) && names.contains(name.as_str())
+        })
+        .map(|(_, user_id)| *user_id)
+        .collect()
+}
 
 /// The lowercased names mentioned in `body`, each once.
 pub fn mentioned_names(body: &str) -> BTreeSet<String> {

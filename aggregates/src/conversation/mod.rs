@@ -4,8 +4,8 @@
 //! Posting lives here because a message's `seq` and the poster's membership must be
 //! decided together; everything that happens to a message afterwards (edits, deletion,
 //! reactions) lives in the `Message` aggregate, so a busy conversation's stream carries
-//! only posts and membership changes. The state stays bounded: members, pending
-//! invitations and the last seven days of `clientMessageId`s.
+//! only posts and membership changes. The state stays bounded: members (by id and role,
+//! never by name), pending invitations, bans and mutes.
 
 mod aggregate;
 mod commands;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::policy::Role;
-use crate::values::{InputError, Slug, Username};
+use crate::values::{InputError, Slug};
 
 const NOW: OffsetDateTime = datetime!(2026-03-01 9:00 UTC);
 const CONV: Uuid = Uuid::from_u128(0xC0);
@@ -16,11 +16,8 @@ const CAROL: Uuid = Uuid::from_u128(3);
 const DAVE: Uuid = Uuid::from_u128(4);
 const INVITE: Uuid = Uuid::from_u128(0x1A);
 
-fn user(id: Uuid, name: &str) -> MemberRef {
-    MemberRef {
-        user_id: id,
-        username: Username::parse(name, "username").expect("valid"),
-    }
+fn user(id: Uuid) -> MemberRef {
+    MemberRef { user_id: id }
 }
 
 fn services() -> ConversationServices {
@@ -86,12 +83,8 @@ fn framework() -> TestFramework<Conversation> {
     TestFramework::with(services())
 }
 
-fn member(id: Uuid, name: &str, role: Role) -> InitialMember {
-    InitialMember {
-        user_id: id,
-        username: Username::parse(name, "username").expect("valid"),
-        role,
-    }
+fn member(id: Uuid, role: Role) -> InitialMember {
+    InitialMember { user_id: id, role }
 }
 
 fn group_created() -> ConversationEvent {
@@ -104,9 +97,9 @@ fn group_created() -> ConversationEvent {
         visibility: Visibility::Private,
         creator_id: ALICE,
         members: vec![
-            member(ALICE, "alice", Role::Owner),
-            member(BOB, "bob", Role::Member),
-            member(CAROL, "carol", Role::Member),
+            member(ALICE, Role::Owner),
+            member(BOB, Role::Member),
+            member(CAROL, Role::Member),
         ],
         created_at: NOW,
     }
@@ -121,7 +114,7 @@ fn channel_created(visibility: Visibility) -> ConversationEvent {
         description: Some("all of us".to_owned()),
         visibility,
         creator_id: ALICE,
-        members: vec![member(ALICE, "alice", Role::Owner)],
+        members: vec![member(ALICE, Role::Owner)],
         created_at: NOW,
     }
 }
@@ -134,8 +127,22 @@ fn post(message: u128, author: Uuid, body: &str) -> ConversationCommand {
         reply_to: None,
         client_message_id: None,
         attachment_ids: vec![],
+        named: directory(),
         at: NOW,
     }
+}
+
+/// Every account of these tests by name, as the command service's directory finds them.
+fn directory() -> mentions::Named {
+    [
+        ("alice", ALICE),
+        ("bob", BOB),
+        ("carol", CAROL),
+        ("dave", DAVE),
+    ]
+    .into_iter()
+    .map(|(name, id)| (name.to_owned(), id))
+    .collect()
 }
 
 fn posted(
@@ -180,14 +187,9 @@ async fn a_group_starts_with_its_creator_as_owner_and_members_once_each() {
         .when_async((
             CONV,
             ConversationCommand::CreateGroup {
-                creator: user(ALICE, "alice"),
+                creator: user(ALICE),
                 title: " Trip ".to_owned(),
-                members: vec![
-                    user(BOB, "bob"),
-                    user(CAROL, "carol"),
-                    user(BOB, "bob"),
-                    user(ALICE, "alice"),
-                ],
+                members: vec![user(BOB), user(CAROL), user(BOB), user(ALICE)],
                 at: NOW,
             },
         ))
@@ -198,7 +200,7 @@ async fn a_group_starts_with_its_creator_as_owner_and_members_once_each() {
 #[tokio::test]
 async fn a_group_needs_a_title_and_cannot_be_created_twice() {
     let command = || ConversationCommand::CreateGroup {
-        creator: user(ALICE, "alice"),
+        creator: user(ALICE),
         title: "  ".to_owned(),
         members: vec![],
         at: NOW,
@@ -222,8 +224,8 @@ async fn a_direct_conversation_has_two_plain_members_and_not_oneself() {
         .when_async((
             id,
             ConversationCommand::CreateDirect {
-                creator: user(ALICE, "alice"),
-                other: user(BOB, "bob"),
+                creator: user(ALICE),
+                other: user(BOB),
                 at: NOW,
             },
         ))
@@ -237,8 +239,8 @@ async fn a_direct_conversation_has_two_plain_members_and_not_oneself() {
     let err = error_of(
         vec![],
         ConversationCommand::CreateDirect {
-            creator: user(ALICE, "alice"),
-            other: user(ALICE, "alice"),
+            creator: user(ALICE),
+            other: user(ALICE),
             at: NOW,
         },
     )
@@ -259,7 +261,7 @@ async fn a_channel_records_name_slug_description_and_visibility() {
         .when_async((
             CONV,
             ConversationCommand::CreateChannel {
-                creator: user(ALICE, "alice"),
+                creator: user(ALICE),
                 name: "General".to_owned(),
                 slug: Slug::parse("general", "slug").expect("valid"),
                 description: Some(" all of us ".to_owned()),
@@ -274,7 +276,7 @@ async fn a_channel_records_name_slug_description_and_visibility() {
 #[tokio::test]
 async fn anyone_can_join_a_public_channel_once_but_not_a_private_one() {
     let join = || ConversationCommand::Join {
-        user: user(BOB, "bob"),
+        user: user(BOB),
         at: NOW,
     };
     framework()
@@ -284,7 +286,6 @@ async fn anyone_can_join_a_public_channel_once_but_not_a_private_one() {
         .then_expect_events(vec![ConversationEvent::MemberJoined {
             conversation_id: CONV,
             user_id: BOB,
-            username: Username::parse("bob", "username").expect("valid"),
             role: Role::Member,
             invitation_id: None,
             last_seq: 0,
@@ -298,7 +299,7 @@ async fn anyone_can_join_a_public_channel_once_but_not_a_private_one() {
         error_of(
             vec![group_created()],
             ConversationCommand::Join {
-                user: user(DAVE, "dave"),
+                user: user(DAVE),
                 at: NOW
             }
         )
@@ -413,21 +414,21 @@ async fn invitations_go_to_non_members_once() {
     };
     framework()
         .given(vec![group_created()])
-        .when_async((CONV, invite(user(DAVE, "dave"))))
+        .when_async((CONV, invite(user(DAVE))))
         .await
         .then_expect_events(vec![invited()]);
     assert_eq!(
-        error_of(vec![group_created()], invite(user(CAROL, "carol"))).await,
+        error_of(vec![group_created()], invite(user(CAROL))).await,
         ConversationError::AlreadyMember
     );
     assert_eq!(
-        error_of(vec![group_created(), invited()], invite(user(DAVE, "dave"))).await,
+        error_of(vec![group_created(), invited()], invite(user(DAVE))).await,
         ConversationError::AlreadyInvited
     );
     let outsider = ConversationCommand::Invite {
         invitation_id: INVITE,
         inviter_id: DAVE,
-        invitee: user(Uuid::from_u128(9), "erin"),
+        invitee: user(Uuid::from_u128(9)),
         at: NOW,
     };
     assert_eq!(
@@ -438,14 +439,14 @@ async fn invitations_go_to_non_members_once() {
 
 #[tokio::test]
 async fn only_the_invitee_answers_and_only_a_pending_invitation() {
-    let accept = |id: Uuid, name: &str| ConversationCommand::AcceptInvitation {
+    let accept = |id: Uuid| ConversationCommand::AcceptInvitation {
         invitation_id: INVITE,
-        user: user(id, name),
+        user: user(id),
         at: NOW,
     };
     let events = framework()
         .given(vec![group_created(), invited()])
-        .when_async((CONV, accept(DAVE, "dave")))
+        .when_async((CONV, accept(DAVE)))
         .await
         .inspect_result()
         .expect("accepted");
@@ -461,7 +462,7 @@ async fn only_the_invitee_answers_and_only_a_pending_invitation() {
         ]
     ));
     assert_eq!(
-        error_of(vec![group_created(), invited()], accept(CAROL, "carol")).await,
+        error_of(vec![group_created(), invited()], accept(CAROL)).await,
         ConversationError::NotInvitee
     );
     let declined = ConversationEvent::InvitationDeclined {
@@ -471,11 +472,7 @@ async fn only_the_invitee_answers_and_only_a_pending_invitation() {
         declined_at: NOW,
     };
     assert_eq!(
-        error_of(
-            vec![group_created(), invited(), declined],
-            accept(DAVE, "dave")
-        )
-        .await,
+        error_of(vec![group_created(), invited(), declined], accept(DAVE)).await,
         ConversationError::InvitationNotPending
     );
     framework()
@@ -563,6 +560,7 @@ async fn bad_posts_are_refused_with_the_field_named() {
         }),
         client_message_id: None,
         attachment_ids: vec![],
+        named: directory(),
         at: NOW,
     };
     assert!(matches!(
@@ -591,6 +589,7 @@ fn post_with_client_id(
         reply_to: None,
         client_message_id: Some(client_id.to_owned()),
         attachment_ids: vec![],
+        named: directory(),
         at,
     }
 }
@@ -924,7 +923,7 @@ mod moderation {
             error_of(
                 channel_ban.clone(),
                 ConversationCommand::Join {
-                    user: user(BOB, "bob"),
+                    user: user(BOB),
                     at: NOW
                 }
             )
@@ -934,7 +933,7 @@ mod moderation {
         let invite = ConversationCommand::Invite {
             invitation_id: INVITE,
             inviter_id: ALICE,
-            invitee: user(BOB, "bob"),
+            invitee: user(BOB),
             at: NOW,
         };
         assert_eq!(
@@ -957,7 +956,7 @@ mod moderation {
         let until = NOW + Duration::hours(1);
         let later = until + Duration::seconds(1);
         let join_later = ConversationCommand::Join {
-            user: user(BOB, "bob"),
+            user: user(BOB),
             at: later,
         };
         framework()
@@ -1049,10 +1048,7 @@ mod moderation {
             description: None,
             visibility: Visibility::Private,
             creator_id: ALICE,
-            members: vec![
-                member(ALICE, "alice", Role::Member),
-                member(BOB, "bob", Role::Member),
-            ],
+            members: vec![member(ALICE, Role::Member), member(BOB, Role::Member)],
             created_at: NOW,
         };
         assert!(matches!(
@@ -1065,7 +1061,6 @@ mod moderation {
         ConversationEvent::MemberJoined {
             conversation_id: CONV,
             user_id: CAROL,
-            username: Username::parse("carol", "username").expect("valid"),
             role: Role::Member,
             invitation_id: None,
             last_seq: 0,
@@ -1107,7 +1102,7 @@ mod moderation {
             banned(CAROL, Some(until)),
         ];
         let join = ConversationCommand::Join {
-            user: user(CAROL, "carol"),
+            user: user(CAROL),
             at: NOW + Duration::hours(1),
         };
         assert_eq!(
@@ -1119,7 +1114,7 @@ mod moderation {
             .when_async((
                 CONV,
                 ConversationCommand::Join {
-                    user: user(CAROL, "carol"),
+                    user: user(CAROL),
                     at: until + Duration::seconds(1),
                 },
             ))
@@ -1127,7 +1122,6 @@ mod moderation {
             .then_expect_events(vec![ConversationEvent::MemberJoined {
                 conversation_id: CONV,
                 user_id: CAROL,
-                username: Username::parse("carol", "username").expect("valid"),
                 role: Role::Member,
                 invitation_id: None,
                 last_seq: 0,
@@ -1138,9 +1132,9 @@ mod moderation {
     #[tokio::test]
     async fn groups_name_a_bounded_number_of_members() {
         let create = ConversationCommand::CreateGroup {
-            creator: user(ALICE, "alice"),
+            creator: user(ALICE),
             title: "Big".to_owned(),
-            members: vec![user(BOB, "bob"), user(CAROL, "carol"), user(DAVE, "dave")],
+            members: vec![user(BOB), user(CAROL), user(DAVE)],
             at: NOW,
         };
         assert!(matches!(
@@ -1168,7 +1162,7 @@ mod moderation {
         let another = ConversationCommand::Invite {
             invitation_id: Uuid::from_u128(0x1B),
             inviter_id: ALICE,
-            invitee: user(Uuid::from_u128(5), "erin"),
+            invitee: user(Uuid::from_u128(5)),
             at: NOW,
         };
         assert_eq!(
@@ -1176,11 +1170,10 @@ mod moderation {
             ConversationError::Full { max: 4 }
         );
         let mut public = vec![channel_created(Visibility::Public)];
-        for (n, name) in [(2, "bob"), (3, "carol"), (4, "dave")] {
+        for n in [2, 3, 4] {
             public.push(ConversationEvent::MemberJoined {
                 conversation_id: CONV,
                 user_id: Uuid::from_u128(n),
-                username: Username::parse(name, "username").expect("valid"),
                 role: Role::Member,
                 invitation_id: None,
                 last_seq: 0,
@@ -1188,7 +1181,7 @@ mod moderation {
             });
         }
         let join = ConversationCommand::Join {
-            user: user(Uuid::from_u128(5), "erin"),
+            user: user(Uuid::from_u128(5)),
             at: NOW,
         };
         assert_eq!(

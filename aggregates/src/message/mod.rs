@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::conversation::mentions::mentioned_names;
+use crate::conversation::mentions::{mentions_in, Named};
 use crate::conversation::Conversation;
 use crate::policy::{allows, Action, Role};
 use crate::values::{parse_reason, Emoji, InputError, MessageBody};
@@ -37,8 +37,8 @@ pub struct Actor {
     pub user_id: Uuid,
     /// `None` when not a member.
     pub role: Option<Role>,
-    /// Members by lowercase username, for resolving mentions in edits.
-    pub members: BTreeMap<String, Uuid>,
+    /// The conversation's members, whom an edit may mention.
+    pub members: BTreeSet<Uuid>,
     /// Whether the actor is muted in the conversation now: a muted member cannot edit,
     /// react or (in the conversation) post.
     pub muted: bool,
@@ -57,11 +57,7 @@ impl Actor {
         Self {
             user_id,
             role: conversation.role_of(user_id).ok(),
-            members: conversation
-                .members
-                .iter()
-                .map(|(id, member)| (member.username.as_str().to_owned(), *id))
-                .collect(),
+            members: conversation.members.keys().copied().collect(),
             muted: conversation.is_muted(user_id, at),
             author_role: conversation.role_of(author_id).ok(),
         }
@@ -75,6 +71,8 @@ pub enum MessageCommand {
         actor: Actor,
         body: String,
         max_body_chars: usize,
+        /// The accounts the new body's `@names` belong to, from the service's directory.
+        named: Named,
         at: OffsetDateTime,
     },
     Delete {
@@ -234,6 +232,7 @@ impl Aggregate for Message {
                 actor,
                 body,
                 max_body_chars,
+                named,
                 at,
             } => {
                 member_role(&actor)?;
@@ -256,13 +255,12 @@ impl Aggregate for Message {
                 if body.as_str() == self.body {
                     return Ok(());
                 }
-                let names = mentioned_names(body.as_str());
-                let mentions: BTreeSet<Uuid> = actor
-                    .members
-                    .iter()
-                    .filter(|(name, id)| **id != posted.author_id && names.contains(name.as_str()))
-                    .map(|(_, id)| *id)
-                    .collect();
+                let mentions = mentions_in(
+                    body.as_str(),
+                    &named,
+                    |user_id| actor.members.contains(user_id),
+                    posted.author_id,
+                );
                 let new_mentions = mentions.difference(&self.mentions).copied().collect();
                 MessageEvent::MessageEdited {
                     message_id: posted.message_id,

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use cqrs_es::test::TestFramework;
 use time::macros::datetime;
@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::*;
+use crate::conversation::mentions::Named;
 use crate::policy::Role;
 use crate::values::InputError;
 
@@ -15,6 +16,7 @@ const MSG: Uuid = Uuid::from_u128(0x10);
 const ALICE: Uuid = Uuid::from_u128(1);
 const BOB: Uuid = Uuid::from_u128(2);
 const CAROL: Uuid = Uuid::from_u128(3);
+const DAVE: Uuid = Uuid::from_u128(4);
 
 fn posted() -> PostedMessage {
     PostedMessage {
@@ -32,14 +34,23 @@ fn actor(user_id: Uuid, role: Option<Role>) -> Actor {
     Actor {
         user_id,
         role,
-        members: BTreeMap::from([
-            ("alice".to_owned(), ALICE),
-            ("bob".to_owned(), BOB),
-            ("carol".to_owned(), CAROL),
-        ]),
+        members: BTreeSet::from([ALICE, BOB, CAROL]),
         muted: false,
         author_role: Some(Role::Member),
     }
+}
+
+/// Every account of these tests by name; Dave is not a member of the conversation.
+fn directory() -> Named {
+    [
+        ("alice", ALICE),
+        ("bob", BOB),
+        ("carol", CAROL),
+        ("dave", DAVE),
+    ]
+    .into_iter()
+    .map(|(name, id)| (name.to_owned(), id))
+    .collect()
 }
 
 fn framework() -> TestFramework<Message> {
@@ -52,6 +63,7 @@ fn edit(user: Uuid, body: &str) -> MessageCommand {
         actor: actor(user, Some(Role::Member)),
         body: body.to_owned(),
         max_body_chars: 50,
+        named: directory(),
         at: NOW,
     }
 }
@@ -127,6 +139,20 @@ async fn the_author_edits_keeping_the_previous_body_and_notifying_only_new_menti
 }
 
 #[tokio::test]
+async fn an_edit_mentions_only_members_other_than_the_author_that_the_directory_knows() {
+    framework()
+        .given_no_previous_events()
+        .when_async(edit(BOB, "@bob @dave @nobody @carol"))
+        .await
+        .then_expect_events(vec![edited(
+            "@bob @dave @nobody @carol",
+            "hello @carol",
+            vec![CAROL],
+            vec![],
+        )]);
+}
+
+#[tokio::test]
 async fn edits_by_others_of_deleted_messages_or_with_bad_bodies_are_refused() {
     assert!(matches!(
         error_of(vec![], edit(ALICE, "mine now")).await,
@@ -145,6 +171,7 @@ async fn edits_by_others_of_deleted_messages_or_with_bad_bodies_are_refused() {
         actor: actor(BOB, None),
         body: "x".to_owned(),
         max_body_chars: 50,
+        named: directory(),
         at: NOW,
     };
     assert_eq!(error_of(vec![], outsider).await, MessageError::NotMember);
@@ -319,6 +346,7 @@ async fn a_muted_author_cannot_edit() {
         actor: muted,
         body: "now mentioning @alice".to_owned(),
         max_body_chars: 50,
+        named: directory(),
         at: NOW,
     };
     assert!(matches!(
