@@ -8,11 +8,10 @@ use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
 use parley_store::{log, Db, LogPosition};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::follow::{send, Flow, Follower};
+use super::follow::{Flow, Follower};
 use super::types::{user_by_id as user, Message, ModerationKind, User};
 use crate::live::{LiveEvent, Signal};
 
@@ -263,7 +262,7 @@ async fn interpret(
     )
 }
 
-type Out = mpsc::Sender<Result<ConversationEvent, async_graphql::Error>>;
+type Out = super::follow::Out<ConversationEvent>;
 
 /// One subscriber's view of a conversation.
 pub(super) struct ConversationFeed {
@@ -285,13 +284,13 @@ impl Follower for ConversationFeed {
         let delivery = interpret(&self.db, self.conversation, self.viewer, self.public, event);
         Ok(match delivery.await? {
             Delivery::Skip => Flow::Continue,
-            Delivery::Send(item) => send(out, item).await,
+            Delivery::Send(item) => out.send(item).await,
             Delivery::SendAndEnd(item) => {
-                if let Flow::Continue = send(out, item).await {
+                if let Flow::Continue = out.send(item).await {
                     let denied = ApiError::Forbidden(
                         "you no longer have access to this conversation".to_owned(),
                     );
-                    let _ = out.send(Err(denied.into())).await;
+                    out.fail(denied).await;
                 }
                 Flow::Stop
             }
@@ -312,11 +311,12 @@ impl Follower for ConversationFeed {
             return Ok(Flow::Continue);
         }
         let user = user(&self.db, user_id).await?;
-        Ok(send(
-            out,
-            ConversationEvent::TypingChanged(TypingChanged { user, typing }),
-        )
-        .await)
+        Ok(out
+            .send(ConversationEvent::TypingChanged(TypingChanged {
+                user,
+                typing,
+            }))
+            .await)
     }
 }
 

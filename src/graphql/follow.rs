@@ -22,8 +22,8 @@ const REPLAY_WAIT: Duration = Duration::from_secs(5);
 /// far back its cursor lies.
 const REPLAY_BATCH: i64 = 100;
 /// Items between a follower and the socket that writes them. The slack for a slow
-/// subscriber is the live tail's buffer (`PARLEY_SUBSCRIBER_BUFFER`), shared by all.
-pub(super) const HAND_OFF: usize = 16;
+/// subscriber is its live tail queue (`PARLEY_SUBSCRIBER_BUFFER`).
+const HAND_OFF: usize = 16;
 
 /// Whether the subscription goes on after an event.
 pub(super) enum Flow {
@@ -32,12 +32,51 @@ pub(super) enum Flow {
     Stop,
 }
 
-/// Sends one item; `Stop` when the subscriber is gone.
-pub(super) async fn send<T>(out: &mpsc::Sender<Result<T, async_graphql::Error>>, item: T) -> Flow {
-    match out.send(Ok(item)).await {
-        Ok(()) => Flow::Continue,
-        Err(_) => Flow::Stop,
+/// An item on its way to the subscriber. Boxed, because a channel allocates its first
+/// block of slots when it is made, and an event is a few hundred bytes: unboxed, every
+/// subscription would hold kilobytes of empty slots.
+type Handed<T> = Result<Box<T>, Box<async_graphql::Error>>;
+
+/// A follower's way to its subscriber.
+pub(super) struct Out<T>(mpsc::Sender<Handed<T>>);
+
+impl<T> Out<T> {
+    /// Sends one item; `Stop` when the subscriber is gone.
+    pub(super) async fn send(&self, item: T) -> Flow {
+        match self.0.send(Ok(Box::new(item))).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        }
     }
+
+    /// Ends the subscription with `error`.
+    pub(super) async fn fail(&self, error: impl Into<async_graphql::Error>) {
+        let _ = self.0.send(Err(Box::new(error.into()))).await;
+    }
+
+    async fn closed(&self) {
+        self.0.closed().await;
+    }
+}
+
+/// The subscriber's stream of `follower`'s items. The follower runs inside it, when
+/// the socket's task polls it, rather than as a task of its own: a delivery wakes one
+/// task instead of two, and a subscription costs no task.
+pub(super) fn following<F: Follower + 'static>(
+    follower: F,
+    source: Source,
+) -> impl futures::Stream<Item = Result<F::Item, async_graphql::Error>> + Send {
+    use futures::{FutureExt as _, StreamExt as _};
+    let (sender, receiver) = mpsc::channel(HAND_OFF);
+    let items = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+    .map(|item: Handed<F::Item>| item.map(|item| *item).map_err(|error| *error));
+    // Ends with the follower; the items it handed over are still read to the end.
+    let follower = follow(follower, source, Out(sender))
+        .into_stream()
+        .filter_map(|()| std::future::ready(None));
+    futures::stream::select(items, follower)
 }
 
 /// What one subscription does with the log and with ephemeral signals. Its items go to
@@ -47,27 +86,19 @@ pub(super) trait Follower: Send {
     type Item: Send + 'static;
 
     /// Handles one event, each exactly once and in log order.
-    async fn event(
-        &mut self,
-        event: &LiveEvent,
-        out: &mpsc::Sender<Result<Self::Item, async_graphql::Error>>,
-    ) -> Result<Flow, ApiError>;
+    async fn event(&mut self, event: &LiveEvent, out: &Out<Self::Item>) -> Result<Flow, ApiError>;
 
     /// The replay is over; `at` is the last event it handled.
     async fn caught_up(
         &mut self,
         _at: LogPosition,
-        _out: &mpsc::Sender<Result<Self::Item, async_graphql::Error>>,
+        _out: &Out<Self::Item>,
     ) -> Result<Flow, ApiError> {
         Ok(Flow::Continue)
     }
 
     /// Handles an ephemeral signal (live only, never replayed).
-    async fn signal(
-        &mut self,
-        _signal: Signal,
-        _out: &mpsc::Sender<Result<Self::Item, async_graphql::Error>>,
-    ) -> Result<Flow, ApiError> {
+    async fn signal(&mut self, _signal: Signal, _out: &Out<Self::Item>) -> Result<Flow, ApiError> {
         Ok(Flow::Continue)
     }
 }
@@ -93,21 +124,13 @@ pub(super) struct Source {
 
 /// Runs `follower` until the subscriber leaves or the subscription ends; an error
 /// ends it with that error.
-pub(super) async fn follow<F: Follower>(
-    mut follower: F,
-    source: Source,
-    out: mpsc::Sender<Result<F::Item, async_graphql::Error>>,
-) {
+async fn follow<F: Follower>(mut follower: F, source: Source, out: Out<F::Item>) {
     let mut last = source.after;
     let result = run(&mut follower, source, &mut last, &out).await;
     match result {
         Ok(()) => {}
-        Err(Ended::Lagged) => {
-            let _ = out.send(Err(resume_required(last))).await;
-        }
-        Err(Ended::Failed(error)) => {
-            let _ = out.send(Err(error.into())).await;
-        }
+        Err(Ended::Lagged) => out.fail(resume_required(last)).await,
+        Err(Ended::Failed(error)) => out.fail(error).await,
     }
 }
 
@@ -126,7 +149,7 @@ async fn run<F: Follower>(
     follower: &mut F,
     source: Source,
     last: &mut LogPosition,
-    out: &mpsc::Sender<Result<F::Item, async_graphql::Error>>,
+    out: &Out<F::Item>,
 ) -> Result<(), Ended> {
     let Source {
         db,

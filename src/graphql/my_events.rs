@@ -11,11 +11,10 @@ use parley_aggregates::message::MessageEvent;
 use parley_projections::unread::Counts;
 use parley_projections::{conversations, notifications, unread};
 use parley_store::{Db, LogPosition, StoredEvent};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::follow::{send, Flow, Follower};
+use super::follow::{Flow, Follower};
 use super::types::{Conversation, Invitation, Notification};
 use crate::live::LiveEvent;
 
@@ -230,7 +229,7 @@ impl UserFeed {
             unread_count: count(counts.unread),
             mention_count: count(counts.mentions),
         });
-        Ok(send(out, changed).await)
+        Ok(out.send(changed).await)
     }
 
     /// What one step sends.
@@ -252,7 +251,7 @@ impl UserFeed {
                             cursor,
                             conversation,
                         };
-                        send(out, UserEvent::ConversationAdded(added)).await
+                        out.send(UserEvent::ConversationAdded(added)).await
                     }
                     None => Flow::Continue,
                 }
@@ -265,14 +264,14 @@ impl UserFeed {
                     cursor,
                     conversation_id: ID(id.to_string()),
                 };
-                send(out, UserEvent::ConversationRemoved(removed)).await
+                out.send(UserEvent::ConversationRemoved(removed)).await
             }
             Step::Invited(id) => {
                 match conversations::invitation(&self.db, &id.to_string()).await? {
                     Some(row) => {
                         let invitation = Invitation(row);
                         let received = InvitationReceived { cursor, invitation };
-                        send(out, UserEvent::InvitationReceived(received)).await
+                        out.send(UserEvent::InvitationReceived(received)).await
                     }
                     None => Flow::Continue,
                 }
@@ -284,7 +283,7 @@ impl UserFeed {
                         cursor: cursor.clone(),
                         notification: Notification(row),
                     };
-                    if let Flow::Stop = send(out, UserEvent::NotificationCreated(created)).await {
+                    if let Flow::Stop = out.send(UserEvent::NotificationCreated(created)).await {
                         return Ok(Flow::Stop);
                     }
                 }
@@ -299,7 +298,7 @@ impl UserFeed {
     }
 }
 
-type Out = mpsc::Sender<Result<UserEvent, async_graphql::Error>>;
+type Out = super::follow::Out<UserEvent>;
 
 #[async_trait::async_trait]
 impl Follower for UserFeed {

@@ -10,13 +10,13 @@ use uuid::Uuid;
 
 use super::conversation_events::{removed_after, ConversationEvent, ConversationFeed};
 use super::error::ApiError;
-use super::follow::{follow, Follower, Source};
+use super::follow::{following, Follower, Source};
 use super::my_events::{self, UserEvent};
 use super::parse_id;
 use super::presence_feed::{watch_presence, PresenceUpdate};
 use super::types::readable_conversation;
 use super::{state, viewer};
-use crate::live::Signal;
+use crate::live::{LiveReceiver, Signal};
 
 /// Longest a new subscription waits for read models to reach its start.
 const READ_MODEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -47,7 +47,8 @@ impl Subscription {
         let after = after
             .map(|cursor| LogPosition::from_cursor(&cursor).map_err(|_| invalid_cursor()))
             .transpose()?;
-        let source = open_source(state, after, Some(state.signals.subscribe())).await?;
+        let live = state.live.subscribe_to(&id.to_string());
+        let source = open_source(state, live, after, Some(state.signals.subscribe())).await?;
         let row = match (readable_conversation(ctx, &id.to_string()).await, after) {
             (Ok(row), _) => row,
             // A removed member may still collect what happened before the removal.
@@ -83,7 +84,8 @@ impl Subscription {
         let after = after
             .map(|cursor| LogPosition::from_cursor(&cursor).map_err(|_| invalid_cursor()))
             .transpose()?;
-        let source = open_source(state, after, None).await?;
+        let live = LiveReceiver::All(state.live.subscribe());
+        let source = open_source(state, live, after, None).await?;
         // Memberships as of the start at least; later changes arrive as events.
         let feed = my_events::UserFeed::new(state.db.clone(), me, after.is_some()).await?;
         Ok(spawn(source, feed))
@@ -122,17 +124,17 @@ impl Subscription {
     }
 }
 
-/// Where a subscription starts: the live tail is subscribed first, then the start
-/// is fixed (the cursor, or the head of the log), then the read models are awaited up
+/// Where a subscription starts: the live tail is subscribed first (`live`), then the
+/// start is fixed (the cursor, or the head of the log), then the read models are awaited up
 /// to it. Access checks and state loaded after this see at least everything before the
 /// start, and everything after it reaches the follower: a member removed while
 /// subscribing is either refused or sees the removal.
 async fn open_source(
     state: &crate::app::AppState,
+    live: LiveReceiver,
     after: Option<LogPosition>,
     signals: Option<broadcast::Receiver<Signal>>,
 ) -> Result<Source, ApiError> {
-    let live = state.live.subscribe();
     let after = match after {
         Some(cursor) => cursor,
         None => log::head(&state.db).await?,
@@ -148,14 +150,12 @@ async fn open_source(
     })
 }
 
-/// Follows the log for `follower` and returns the subscriber's end of its channel.
+/// Follows the log for `follower`, as the subscriber reads.
 fn spawn<F: Follower + 'static>(
     source: Source,
     follower: F,
 ) -> impl Stream<Item = Result<F::Item, async_graphql::Error>> {
-    let (sender, receiver) = mpsc::channel(super::follow::HAND_OFF);
-    tokio::spawn(follow(follower, source, sender));
-    stream(receiver)
+    following(follower, source)
 }
 
 fn invalid_cursor() -> ApiError {

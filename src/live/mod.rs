@@ -1,19 +1,25 @@
 //! Live delivery: one tail over the global log per node, typing and presence signals,
 //! and presence leases. The WebSocket sessions that carry it live in `http::ws`.
 //!
-//! The tail reads committed events in global order and broadcasts each once every
-//! projector has applied it, so a subscriber that looks a message up finds it. Each
-//! subscription filters that one stream; a subscriber too slow to keep up falls off the
-//! bounded channel and is told to resume from its last cursor.
+//! The tail reads committed events in global order and hands each on once every
+//! projector has applied it, so a subscriber that looks a message up finds it.
+//! Subscribers of one conversation get that conversation's events only, through a queue
+//! of their own filled by the tail: an event wakes its conversation's subscribers and no
+//! one else's. Feeds that span conversations (`myEvents`) filter the broadcast of every
+//! event. Either way a subscriber too slow to keep up falls off its bounded queue and is
+//! told to resume from its last cursor.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use parley_projections::messages::{self, MessageRow};
 use parley_projections::{ProjectionError, Projections};
 use parley_store::{log, Db, LogPosition, StoredEvent};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{broadcast, mpsc, Notify};
 
 mod presence;
 mod signals;
@@ -21,10 +27,44 @@ mod signals;
 pub use presence::{Presence, HEARTBEAT_TTL};
 pub use signals::{Signal, Signals, TYPING_TTL};
 
-/// Delivery of one event to many subscribers.
-pub type LiveReceiver = broadcast::Receiver<Arc<LiveEvent>>;
+/// A subscriber's end of the live tail: every event, or one conversation's.
+pub enum LiveReceiver {
+    All(broadcast::Receiver<Arc<LiveEvent>>),
+    Conversation(ConversationReceiver),
+}
+
+impl LiveReceiver {
+    /// The next event; `Lagged` once the subscriber fell further behind than its
+    /// buffer allows (after the events it still holds), `Closed` when the tail stops.
+    pub async fn recv(&mut self) -> Result<Arc<LiveEvent>, RecvError> {
+        match self {
+            Self::All(receiver) => receiver.recv().await,
+            Self::Conversation(receiver) => match receiver.events.recv().await {
+                Some(event) => Ok(event),
+                None if receiver.lagged.load(Ordering::Acquire) => Err(RecvError::Lagged(1)),
+                None => Err(RecvError::Closed),
+            },
+        }
+    }
+}
+
+/// One conversation's events for one subscriber. The queue is bounded by the
+/// subscriber buffer but allocates as it fills, so an idle subscriber costs a few
+/// hundred bytes whatever the bound.
+pub struct ConversationReceiver {
+    events: mpsc::Receiver<Arc<LiveEvent>>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// The tail's end of a [`ConversationReceiver`].
+struct Route {
+    events: mpsc::Sender<Arc<LiveEvent>>,
+    lagged: Arc<AtomicBool>,
+}
 
 const POLL: Duration = Duration::from_millis(100);
+/// How often routes of subscribers gone from quiet conversations are swept.
+const SWEEP: Duration = Duration::from_secs(30);
 /// One committed event as this node's subscribers get it, with the lookup they share:
 /// a thousand subscribers of a conversation read a new message's row once, not a
 /// thousand times.
@@ -60,6 +100,10 @@ impl std::ops::Deref for LiveEvent {
 
 pub struct LiveTail {
     sender: broadcast::Sender<Arc<LiveEvent>>,
+    /// Subscribers by conversation id.
+    routes: Mutex<HashMap<String, Vec<Route>>>,
+    /// Events a subscriber may fall behind by.
+    buffer: usize,
     pub wake: Arc<Notify>,
     /// Log events held by subscription replays on this node.
     pub replaying: Arc<ReplayGauge>,
@@ -110,19 +154,88 @@ impl LiveTail {
         projections: Arc<Projections>,
         buffer: usize,
     ) -> Result<Arc<Self>, parley_projections::ProjectionError> {
-        let (sender, _) = broadcast::channel(buffer.max(1));
-        let tail = Arc::new(Self {
-            sender,
-            wake: Arc::new(Notify::new()),
-            replaying: Arc::default(),
-        });
+        let tail = Arc::new(Self::new(buffer));
         let head = log::head(&db).await?;
         tokio::spawn(run(db, projections, tail.clone(), head));
         Ok(tail)
     }
 
+    fn new(buffer: usize) -> Self {
+        let buffer = buffer.max(1);
+        let (sender, _) = broadcast::channel(buffer);
+        Self {
+            sender,
+            routes: Mutex::default(),
+            buffer,
+            wake: Arc::new(Notify::new()),
+            replaying: Arc::default(),
+        }
+    }
+
+    /// Every event.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
         self.sender.subscribe()
+    }
+
+    /// The events of one conversation (those whose payload names it).
+    pub fn subscribe_to(&self, conversation_id: &str) -> LiveReceiver {
+        let (events, receiver) = mpsc::channel(self.buffer);
+        let lagged = Arc::new(AtomicBool::new(false));
+        self.routes()
+            .entry(conversation_id.to_owned())
+            .or_default()
+            .push(Route {
+                events,
+                lagged: lagged.clone(),
+            });
+        LiveReceiver::Conversation(ConversationReceiver {
+            events: receiver,
+            lagged,
+        })
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Route>>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands `event` to every subscriber, queueing it for its conversation's.
+    fn deliver(&self, event: LiveEvent) {
+        let event = Arc::new(event);
+        if let Some(conversation_id) = event.conversation_id() {
+            let mut routes = self.routes();
+            if let Some(subscribers) = routes.get_mut(conversation_id) {
+                subscribers.retain(|route| match route.events.try_send(event.clone()) {
+                    Ok(()) => true,
+                    // Dropping the route ends the subscriber's queue after what it holds.
+                    Err(TrySendError::Full(_)) => {
+                        route.lagged.store(true, Ordering::Release);
+                        false
+                    }
+                    Err(TrySendError::Closed(_)) => false,
+                });
+                if subscribers.is_empty() {
+                    routes.remove(conversation_id);
+                }
+            }
+        }
+        // Fails only when nobody follows every event, which is fine.
+        let _ = self.sender.send(event);
+    }
+
+    /// Forgets the routes of subscribers that left conversations with no event since.
+    fn sweep(&self) {
+        self.routes().retain(|_, subscribers| {
+            subscribers.retain(|route| !route.events.is_closed());
+            !subscribers.is_empty()
+        });
+    }
+
+    /// How many conversation subscribers the tail routes to.
+    #[cfg(test)]
+    fn routed(&self) -> usize {
+        self.routes().values().map(Vec::len).sum()
     }
 }
 
@@ -133,7 +246,12 @@ async fn run(
     mut position: LogPosition,
 ) {
     let commits = projections.commits();
+    let mut swept = Instant::now();
     loop {
+        if swept.elapsed() >= SWEEP {
+            tail.sweep();
+            swept = Instant::now();
+        }
         match log::read_after(&db, position, 500).await {
             Ok(events) if !events.is_empty() => {
                 for event in events {
@@ -142,7 +260,7 @@ async fn run(
                         .wait_for(event.position, Duration::from_secs(5))
                         .await;
                     position = event.position;
-                    let _ = tail.sender.send(Arc::new(LiveEvent::new(event)));
+                    tail.deliver(LiveEvent::new(event));
                 }
                 continue;
             }
@@ -156,5 +274,81 @@ async fn run(
             _ = commits.notified() => {}
             () = tokio::time::sleep(POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(pos: i64, conversation_id: &str) -> LiveEvent {
+        LiveEvent::new(StoredEvent {
+            position: LogPosition { tx: 1, pos },
+            event_id: String::new(),
+            aggregate_type: "Message".to_owned(),
+            aggregate_id: String::new(),
+            sequence: pos,
+            event_type: "MessageEdited".to_owned(),
+            event_version: "1".to_owned(),
+            payload: serde_json::json!({ "MessageEdited": { "conversation_id": conversation_id } }),
+            metadata: std::collections::HashMap::new(),
+            payload_text: String::new(),
+            metadata_text: String::new(),
+            hash: None,
+            decoded: std::sync::OnceLock::new(),
+        })
+    }
+
+    async fn positions(receiver: &mut LiveReceiver, count: usize) -> Vec<i64> {
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            seen.push(receiver.recv().await.expect("an event").position.pos);
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_conversations_subscriber_gets_only_its_events_and_everything_feeds_get_all() {
+        let tail = LiveTail::new(8);
+        let mut ours = tail.subscribe_to("c1");
+        let mut theirs = tail.subscribe_to("c2");
+        let mut everything = LiveReceiver::All(tail.subscribe());
+        for (pos, conversation) in [(1, "c2"), (2, "c1"), (3, "c2"), (4, "c1")] {
+            tail.deliver(event(pos, conversation));
+        }
+        assert_eq!(positions(&mut ours, 2).await, [2, 4]);
+        assert_eq!(positions(&mut theirs, 2).await, [1, 3]);
+        assert_eq!(positions(&mut everything, 4).await, [1, 2, 3, 4]);
+        assert_eq!(tail.routed(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_past_its_buffer_gets_what_it_holds_then_lagged() {
+        let tail = LiveTail::new(2);
+        let mut slow = tail.subscribe_to("c1");
+        let mut keeping_up = tail.subscribe_to("c1");
+        for pos in 1..=2 {
+            tail.deliver(event(pos, "c1"));
+        }
+        assert_eq!(positions(&mut keeping_up, 2).await, [1, 2]);
+        tail.deliver(event(3, "c1"));
+        assert_eq!(positions(&mut keeping_up, 1).await, [3]);
+        assert_eq!(positions(&mut slow, 2).await, [1, 2]);
+        assert!(matches!(slow.recv().await, Err(RecvError::Lagged(_))));
+        assert_eq!(tail.routed(), 1, "the lagged route is gone");
+    }
+
+    #[tokio::test]
+    async fn routes_of_subscribers_that_left_are_swept() {
+        let tail = LiveTail::new(4);
+        let staying = tail.subscribe_to("c1");
+        drop(tail.subscribe_to("c1"));
+        drop(tail.subscribe_to("quiet"));
+        assert_eq!(tail.routed(), 3);
+        tail.sweep();
+        assert_eq!(tail.routed(), 1);
+        drop(staying);
+        tail.deliver(event(1, "c1"));
+        assert_eq!(tail.routed(), 0);
     }
 }
