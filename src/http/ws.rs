@@ -27,8 +27,10 @@ pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
 pub const CLOSE_DUPLICATE: u16 = 4409;
 /// The user holds as many sockets on this node as allowed.
 pub const CLOSE_TOO_MANY: u16 = 4429;
-/// A socket's initial read buffer: room for a typical client frame.
-const READ_BUFFER: usize = 4 * 1024;
+/// A socket's initial read buffer: room for a typical client frame (a `subscribe` is a
+/// few hundred bytes, a `connection_init` with its token under a kilobyte); a larger
+/// frame is read in more than one go. Every socket holds one for its whole life.
+const READ_BUFFER: usize = 1024;
 const AUTH_FAILED: &str = "Forbidden: a valid access token is required in connection_init";
 const TOO_MANY_CONNECTIONS: &str =
     "Too many connections: this user holds as many sockets as one node allows";
@@ -104,7 +106,8 @@ struct Admission {
     live: std::sync::Mutex<HashSet<String>>,
     max: usize,
     protocol: WebSocketProtocols,
-    inject: mpsc::Sender<Injected>,
+    /// Boxed: a channel allocates its first block of slots when it is made.
+    inject: mpsc::Sender<Box<Injected>>,
 }
 
 impl Admission {
@@ -120,10 +123,10 @@ impl Admission {
         match kind.as_str() {
             "subscribe" | "start" => {
                 if live.contains(&id) {
-                    let _ = self.inject.try_send(Injected::Close(
+                    let _ = self.inject.try_send(Box::new(Injected::Close(
                         CLOSE_DUPLICATE,
                         format!("Subscriber for {id} already exists"),
-                    ));
+                    )));
                     return false;
                 }
                 if live.len() >= self.max {
@@ -138,7 +141,9 @@ impl Admission {
                     };
                     let frame =
                         serde_json::json!({ "id": id, "type": "error", "payload": payload });
-                    let _ = self.inject.try_send(Injected::Text(frame.to_string()));
+                    let _ = self
+                        .inject
+                        .try_send(Box::new(Injected::Text(frame.to_string())));
                     return false;
                 }
                 live.insert(id);
@@ -294,7 +299,7 @@ async fn session(
                 Some(message) => Some(message),
                 None => break,
             },
-            Some(injected) = injected.recv() => Some(match injected {
+            Some(injected) = injected.recv() => Some(match *injected {
                 Injected::Text(text) => WsMessage::Text(text),
                 Injected::Close(code, reason) => WsMessage::Close(code, reason),
             }),
