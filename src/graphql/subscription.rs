@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::conversation_events::{removed_after, ConversationEvent, ConversationFeed};
 use super::error::ApiError;
-use super::follow::{following, Follower, Source};
+use super::follow::{following, Source};
 use super::my_events::{self, UserEvent};
 use super::parse_id;
 use super::presence_feed::{watch_presence, PresenceUpdate};
@@ -68,7 +68,7 @@ impl Subscription {
             viewer: me,
             public: row.kind == "CHANNEL" && row.visibility == "PUBLIC",
         };
-        Ok(spawn(source, feed))
+        Ok(following(feed, source))
     }
 
     /// `myEvents`: notifications, unread counts, and conversations added or removed.
@@ -88,7 +88,7 @@ impl Subscription {
         let source = open_source(state, live, after, None).await?;
         // Memberships as of the start at least; later changes arrive as events.
         let feed = my_events::UserFeed::new(state.db.clone(), me, after.is_some()).await?;
-        Ok(spawn(source, feed))
+        Ok(following(feed, source))
     }
 
     /// `presenceChanged`: first each watched user's presence as it is, then every change.
@@ -148,14 +148,6 @@ async fn open_source(
         signals,
         replaying: state.live.replaying.clone(),
     })
-}
-
-/// Follows the log for `follower`, as the subscriber reads.
-fn spawn<F: Follower + 'static>(
-    source: Source,
-    follower: F,
-) -> impl Stream<Item = Result<F::Item, async_graphql::Error>> {
-    following(follower, source)
 }
 
 fn invalid_cursor() -> ApiError {
