@@ -165,8 +165,18 @@ async fn sweep(signals: std::sync::Weak<Signals>) {
     }
 }
 
-/// Receives other nodes' signals.
+/// Receives other nodes' signals until the node's pool closes. The LISTEN session has a
+/// connection of its own, which reconnects by itself when it is lost, so nothing but
+/// the pool closing would end it when the node stops.
 async fn listen(pool: sqlx::PgPool, signals: std::sync::Weak<Signals>) {
+    let closed = pool.close_event();
+    tokio::select! {
+        () = receive(pool, signals) => {}
+        () = closed => {}
+    }
+}
+
+async fn receive(pool: sqlx::PgPool, signals: std::sync::Weak<Signals>) {
     loop {
         let listener = parley_store::db::listener(&pool).await;
         let listener = match listener {

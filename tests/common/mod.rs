@@ -115,15 +115,23 @@ impl TestDatabase {
             }
             Some((server, name)) => {
                 let mut conn = sqlx::PgConnection::connect(server).await.expect("connect");
-                // A stopped server's pools may not have closed every connection yet.
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(name)
-                .execute(&mut conn)
-                .await
-                .expect("end other sessions");
+                // A stopped server's pools may not have closed every connection yet, and
+                // a terminated session takes a moment to go: copying a database needs
+                // it to have none.
+                for _ in 0..200 {
+                    let others: i64 = sqlx::query_scalar(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("end other sessions");
+                    if others == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
                 sqlx::query(&format!("CREATE DATABASE {name}_backup TEMPLATE {name}"))
                     .execute(&mut conn)
                     .await
