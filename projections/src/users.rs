@@ -87,12 +87,9 @@ pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<UserRow>, ProjectionE
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders = (1..=ids.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
-        "SELECT id, username, display_name, registered_at, erased_at FROM users WHERE id IN ({placeholders})"
+        "SELECT id, username, display_name, registered_at, erased_at FROM users WHERE id IN ({})",
+        crate::placeholders(1, ids.len())
     );
     let mut query = sqlx::query_as::<_, UserRow>(&sql);
     for id in ids {
@@ -107,12 +104,9 @@ pub async fn named(db: &Db, names: &BTreeSet<String>) -> Result<Named, Projectio
     if names.is_empty() {
         return Ok(Named::new());
     }
-    let placeholders = (1..=names.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
-        "SELECT username, id FROM users WHERE username IN ({placeholders}) AND erased_at IS NULL"
+        "SELECT username, id FROM users WHERE username IN ({}) AND erased_at IS NULL",
+        crate::placeholders(1, names.len())
     );
     let mut query = sqlx::query_as::<_, (String, String)>(&sql);
     for name in names {

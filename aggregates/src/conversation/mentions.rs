@@ -14,6 +14,15 @@ use uuid::Uuid;
 /// names a body mentions. Names nobody holds are absent.
 pub type Named = BTreeMap<String, Uuid>;
 
+/// A directory answering for `people`, as tests hand one to commands.
+#[cfg(test)]
+pub(crate) fn directory_of(people: &[(&str, Uuid)]) -> Named {
+    people
+        .iter()
+        .map(|(name, id)| ((*name).to_owned(), *id))
+        .collect()
+}
+
 /// Who `body` mentions: the accounts `named` under a name it mentions that are members,
 /// never its author.
 pub fn mentions_in(

@@ -134,15 +134,12 @@ fn post(message: u128, author: Uuid, body: &str) -> ConversationCommand {
 
 /// Every account of these tests by name, as the command service's directory finds them.
 fn directory() -> mentions::Named {
-    [
+    mentions::directory_of(&[
         ("alice", ALICE),
         ("bob", BOB),
         ("carol", CAROL),
         ("dave", DAVE),
-    ]
-    .into_iter()
-    .map(|(name, id)| (name.to_owned(), id))
-    .collect()
+    ])
 }
 
 fn posted(

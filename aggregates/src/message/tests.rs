@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::*;
-use crate::conversation::mentions::Named;
+use crate::conversation::mentions::{directory_of, Named};
 use crate::policy::Role;
 use crate::values::InputError;
 
@@ -42,15 +42,12 @@ fn actor(user_id: Uuid, role: Option<Role>) -> Actor {
 
 /// Every account of these tests by name; Dave is not a member of the conversation.
 fn directory() -> Named {
-    [
+    directory_of(&[
         ("alice", ALICE),
         ("bob", BOB),
         ("carol", CAROL),
         ("dave", DAVE),
-    ]
-    .into_iter()
-    .map(|(name, id)| (name.to_owned(), id))
-    .collect()
+    ])
 }
 
 fn framework() -> TestFramework<Message> {
