@@ -10,7 +10,7 @@ use parley_store::log::{self, LogPosition, StoredEvent};
 use parley_store::Db;
 use sqlx::{AnyConnection, FromRow};
 
-use crate::{ProjectionError, Projector};
+use crate::{rows_per_statement, ProjectionError, Projector};
 
 fn recompute(prev: &[u8; 32], event: &StoredEvent) -> [u8; 32] {
     stream_hash(
@@ -82,7 +82,6 @@ impl Projector for AuditChainProjector {
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        const ROWS: usize = 200;
         let head = chain_head(conn).await?;
         let mut prev = head.map_or(ZERO, |(_, link)| link);
         // The chain grows in log order, so an event at or before its head is in it.
@@ -95,7 +94,7 @@ impl Projector for AuditChainProjector {
             prev = chain_link(&prev, &stream);
             rows.push((event, to_hex(&stream), to_hex(&prev)));
         }
-        for chunk in rows.chunks(ROWS) {
+        for chunk in rows.chunks(rows_per_statement(conn, 5)) {
             let sql = format!(
                 "INSERT INTO audit_chain (txid, position, event_id, stream_hash, chain_hash) VALUES {}",
                 parley_store::values(chunk.len(), 5)

@@ -9,7 +9,7 @@ use parley_aggregates::member::MemberEvent;
 use sqlx::{AnyConnection, FromRow};
 
 use crate::page::{pair, split_pair, Page};
-use crate::{format_time, Db, ProjectionError, Projector, StoredEvent};
+use crate::{format_time, rows_per_statement, Db, ProjectionError, Projector, StoredEvent};
 
 pub struct ConversationsProjector;
 
@@ -218,8 +218,7 @@ impl Joins {
     }
 
     async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        const ROWS: usize = 200;
-        for chunk in self.conversations.chunks(ROWS) {
+        for chunk in self.conversations.chunks(rows_per_statement(conn, 8)) {
             let sql = format!(
                 "INSERT INTO conversations (id, kind, title, slug, description, visibility, creator_id, created_at) \
                  VALUES {} ON CONFLICT (id) DO NOTHING",
@@ -235,7 +234,7 @@ impl Joins {
         }
         self.conversations.clear();
         let members: Vec<_> = self.members.drain().collect();
-        for chunk in members.chunks(ROWS) {
+        for chunk in members.chunks(rows_per_statement(conn, 4)) {
             let sql = format!(
                 "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES {} \
                  ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_at = excluded.joined_at",
@@ -248,7 +247,7 @@ impl Joins {
             query.execute(&mut *conn).await?;
         }
         let levels: Vec<_> = self.levels.drain().collect();
-        for chunk in levels.chunks(ROWS) {
+        for chunk in levels.chunks(rows_per_statement(conn, 3)) {
             let sql = format!(
                 "WITH v (conversation_id, user_id, level) AS (VALUES {}) \
                  UPDATE members SET notification_level = v.level FROM v \
@@ -261,7 +260,7 @@ impl Joins {
             }
             query.execute(&mut *conn).await?;
         }
-        for chunk in self.invitations.chunks(ROWS) {
+        for chunk in self.invitations.chunks(rows_per_statement(conn, 6)) {
             let sql = format!(
                 "INSERT INTO invitations (id, conversation_id, inviter_id, invitee_id, created_at, status) \
                  VALUES {} ON CONFLICT (id) DO NOTHING",
@@ -278,7 +277,7 @@ impl Joins {
         }
         self.invitations.clear();
         let answers: Vec<_> = self.answers.drain().collect();
-        for chunk in answers.chunks(ROWS) {
+        for chunk in answers.chunks(rows_per_statement(conn, 3)) {
             let sql = format!(
                 "WITH v (id, status, answered_at) AS (VALUES {}) \
                  UPDATE invitations SET status = v.status, answered_at = v.answered_at FROM v \
@@ -292,7 +291,7 @@ impl Joins {
             query.execute(&mut *conn).await?;
         }
         let updates: Vec<_> = self.updates.drain().collect();
-        for chunk in updates.chunks(ROWS) {
+        for chunk in updates.chunks(rows_per_statement(conn, 3)) {
             let sql = format!(
                 "WITH v (id, title, description) AS (VALUES {}) \
                  UPDATE conversations SET title = COALESCE(v.title, conversations.title), \

@@ -1,7 +1,7 @@
 //! The `messages` read model: message history, earlier bodies of edited messages,
 //! reactions, threads, and each conversation's latest activity.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::event::{Event, EventKind};
@@ -10,7 +10,9 @@ use parley_aggregates::user::UserEvent;
 use sqlx::{AnyConnection, FromRow};
 
 use crate::page::Page;
-use crate::{format_time, placeholders, Db, ProjectionError, Projector, StoredEvent};
+use crate::{
+    format_time, placeholders, rows_per_statement, Db, ProjectionError, Projector, StoredEvent,
+};
 
 pub struct MessagesProjector;
 
@@ -279,8 +281,7 @@ impl Batch {
     }
 
     async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        const ROWS: usize = 200;
-        for chunk in self.created.chunks(ROWS) {
+        for chunk in self.created.chunks(rows_per_statement(conn, 3)) {
             let sql = format!(
                 "INSERT INTO conversation_activity (conversation_id, last_seq, last_activity_at) VALUES {} \
                  ON CONFLICT (conversation_id) DO NOTHING",
@@ -294,7 +295,7 @@ impl Batch {
         }
         insert_posts(conn, &self.posts).await?;
 
-        for chunk in self.history.chunks(ROWS) {
+        for chunk in self.history.chunks(rows_per_statement(conn, 4)) {
             let sql = format!(
                 "INSERT INTO message_edits (message_id, version, body, edited_at) VALUES {} \
                  ON CONFLICT (message_id, version) DO NOTHING",
@@ -307,7 +308,7 @@ impl Batch {
             query.execute(&mut *conn).await?;
         }
         let edits: Vec<(&uuid::Uuid, &Edit)> = self.edits.iter().collect();
-        for chunk in edits.chunks(ROWS) {
+        for chunk in edits.chunks(rows_per_statement(conn, 4)) {
             let sql = format!(
                 "WITH v (id, body, edited_at, mentions) AS (VALUES {}) \
                  UPDATE messages SET body = v.body, edited_at = v.edited_at, mentions = v.mentions \
@@ -337,7 +338,7 @@ impl Batch {
                 }))
                 .map(|(key, _)| *key)
                 .collect();
-        for chunk in replaced.chunks(ROWS) {
+        for chunk in replaced.chunks(rows_per_statement(conn, 3)) {
             let sql = format!(
                 "DELETE FROM reactions WHERE (message_id, emoji, user_id) IN (VALUES {})",
                 parley_store::values(chunk.len(), 3)
@@ -348,7 +349,7 @@ impl Batch {
             }
             query.execute(&mut *conn).await?;
         }
-        for chunk in present.chunks(ROWS) {
+        for chunk in present.chunks(rows_per_statement(conn, 4)) {
             let sql = format!(
                 "INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES {} \
                  ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
@@ -365,7 +366,7 @@ impl Batch {
         }
 
         let deleted: Vec<String> = self.deleted.iter().map(ToString::to_string).collect();
-        for chunk in deleted.chunks(ROWS) {
+        for chunk in deleted.chunks(rows_per_statement(conn, 1)) {
             let list = placeholders(1, chunk.len());
             // A tombstone keeps the message's place; its text goes, history included.
             for sql in [
@@ -380,10 +381,7 @@ impl Batch {
                 query.execute(&mut *conn).await?;
             }
         }
-        for (message, body) in &self.search {
-            index(conn, *message, body.as_deref()).await?;
-        }
-        Ok(())
+        index_all(conn, &self.search).await
     }
 }
 
@@ -393,8 +391,7 @@ async fn insert_posts(
     conn: &mut AnyConnection,
     posts: &[MessageRow],
 ) -> Result<(), ProjectionError> {
-    const ROWS: usize = 200;
-    for chunk in posts.chunks(ROWS) {
+    for chunk in posts.chunks(rows_per_statement(conn, 10)) {
         let sql = format!(
             "INSERT INTO messages (id, conversation_id, seq, author_id, body, format, created_at, reply_to_id, mentions, attachment_ids) \
              VALUES {} ON CONFLICT (id) DO NOTHING",
@@ -422,7 +419,7 @@ async fn insert_posts(
         .collect();
     parents.sort_unstable();
     parents.dedup();
-    for chunk in parents.chunks(ROWS) {
+    for chunk in parents.chunks(rows_per_statement(conn, 1)) {
         // Recounted rather than incremented, so a replay cannot double it.
         let sql = format!(
             "UPDATE messages SET reply_count = \
@@ -445,7 +442,7 @@ async fn insert_posts(
         }
     }
     let latest: Vec<&MessageRow> = latest.into_values().collect();
-    for chunk in latest.chunks(ROWS) {
+    for chunk in latest.chunks(rows_per_statement(conn, 4)) {
         let sql = format!(
             "INSERT INTO conversation_activity (conversation_id, last_seq, last_message_id, last_activity_at) VALUES {} \
              ON CONFLICT (conversation_id) DO UPDATE SET last_seq = excluded.last_seq, \
@@ -466,58 +463,133 @@ async fn insert_posts(
     Ok(())
 }
 
-/// On SQLite, keeps the FTS5 table in step (PostgreSQL derives its index from `body`).
-async fn index(
+/// On SQLite, brings the FTS5 table in step with a batch's search changes (PostgreSQL
+/// derives its index from `body`) in a few statements. Every FTS5 write statement
+/// flushes the index's pending terms into a segment of their own, so a statement per
+/// message left a rebuild merging one-row segments most of the time. Entries are
+/// numbered as applying the changes one by one would number them (a new entry takes
+/// the highest number in use plus one, as a rowid does), so the live index and a
+/// rebuilt one agree however the log was cut into batches.
+async fn index_all(
     conn: &mut AnyConnection,
-    message_id: uuid::Uuid,
-    body: Option<&str>,
+    changes: &[(uuid::Uuid, Option<String>)],
 ) -> Result<(), ProjectionError> {
-    if conn.backend_name() != "SQLite" {
+    if changes.is_empty() || conn.backend_name() != "SQLite" {
         return Ok(());
     }
-    let id = message_id.to_string();
-    let Some(body) = body else {
-        sqlx::query(
-            "DELETE FROM messages_fts WHERE rowid = \
-             (SELECT docid FROM message_search_keys WHERE message_id = $1)",
-        )
-        .bind(&id)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("DELETE FROM message_search_keys WHERE message_id = $1")
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(());
-    };
-    let fresh: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO message_search_keys (message_id) VALUES ($1) \
-         ON CONFLICT (message_id) DO NOTHING RETURNING docid",
-    )
-    .bind(&id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let docid = match fresh {
-        Some(docid) => docid,
-        None => {
-            // Indexed before (an edit, or this event applied again): replace the entry.
-            let docid: i64 =
-                sqlx::query_scalar("SELECT docid FROM message_search_keys WHERE message_id = $1")
-                    .bind(&id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-            sqlx::query("DELETE FROM messages_fts WHERE rowid = $1")
-                .bind(docid)
-                .execute(&mut *conn)
-                .await?;
-            docid
+    let mut ids: Vec<String> = changes.iter().map(|(id, _)| id.to_string()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut before: HashMap<String, i64> = HashMap::new();
+    for chunk in ids.chunks(rows_per_statement(conn, 1)) {
+        let sql = format!(
+            "SELECT message_id, docid FROM message_search_keys WHERE message_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for id in chunk {
+            query = query.bind(id);
         }
-    };
-    sqlx::query("INSERT INTO messages_fts (rowid, body) VALUES ($1, $2)")
-        .bind(docid)
-        .bind(body)
-        .execute(&mut *conn)
-        .await?;
+        before.extend(query.fetch_all(&mut *conn).await?);
+    }
+    // The highest numbers in use, enough of them to know the highest after every
+    // removal of the batch.
+    let removals = changes.iter().filter(|(_, body)| body.is_none()).count();
+    let mut highest: BTreeSet<i64> =
+        sqlx::query_scalar("SELECT docid FROM message_search_keys ORDER BY docid DESC LIMIT $1")
+            .bind(i64::try_from(removals + 1).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+
+    let mut keys = before.clone();
+    let mut entries: BTreeMap<i64, Option<&str>> = BTreeMap::new();
+    for (message, body) in changes {
+        let id = message.to_string();
+        match body {
+            Some(body) => {
+                let docid = match keys.get(&id) {
+                    Some(docid) => *docid,
+                    None => {
+                        let docid = highest.last().map_or(1, |top| top + 1);
+                        highest.insert(docid);
+                        keys.insert(id, docid);
+                        docid
+                    }
+                };
+                entries.insert(docid, Some(body));
+            }
+            None => {
+                if let Some(docid) = keys.remove(&id) {
+                    highest.remove(&docid);
+                    entries.insert(docid, None);
+                }
+            }
+        }
+    }
+
+    let held: BTreeSet<i64> = before.values().copied().collect();
+    let stale: Vec<i64> = entries
+        .keys()
+        .copied()
+        .filter(|d| held.contains(d))
+        .collect();
+    for chunk in stale.chunks(rows_per_statement(conn, 1)) {
+        let sql = format!(
+            "DELETE FROM messages_fts WHERE rowid IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for docid in chunk {
+            query = query.bind(*docid);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    let gone: Vec<&String> = before.keys().filter(|id| !keys.contains_key(*id)).collect();
+    for chunk in gone.chunks(rows_per_statement(conn, 1)) {
+        let sql = format!(
+            "DELETE FROM message_search_keys WHERE message_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    let mut added: Vec<(i64, &String)> = keys
+        .iter()
+        .filter(|(id, _)| !before.contains_key(*id))
+        .map(|(id, docid)| (*docid, id))
+        .collect();
+    added.sort_unstable();
+    for chunk in added.chunks(rows_per_statement(conn, 2)) {
+        let sql = format!(
+            "INSERT INTO message_search_keys (docid, message_id) VALUES {}",
+            parley_store::values(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (docid, id) in chunk {
+            query = query.bind(*docid).bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    let bodies: Vec<(i64, &str)> = entries
+        .iter()
+        .filter_map(|(docid, body)| Some((*docid, (*body)?)))
+        .collect();
+    for chunk in bodies.chunks(rows_per_statement(conn, 2)) {
+        let sql = format!(
+            "INSERT INTO messages_fts (rowid, body) VALUES {}",
+            parley_store::values(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (docid, body) in chunk {
+            query = query.bind(*docid).bind(*body);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

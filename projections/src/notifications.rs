@@ -12,7 +12,9 @@ use sqlx::{AnyConnection, FromRow};
 use uuid::Uuid;
 
 use crate::page::{pair, Page};
-use crate::{format_time, placeholders, Db, ProjectionError, Projector, StoredEvent};
+use crate::{
+    format_time, placeholders, rows_per_statement, Db, ProjectionError, Projector, StoredEvent,
+};
 
 pub struct NotificationsProjector;
 
@@ -157,14 +159,13 @@ impl<'a> Batch<'a> {
         conn: &mut AnyConnection,
         asked: &[Vec<Notice<'a>>],
     ) -> Result<(), ProjectionError> {
-        const ROWS: usize = 200;
         let pairs: HashSet<Pair> = asked
             .iter()
             .flatten()
             .map(|notice| (notice.conversation_id, notice.recipient))
             .collect();
         let pairs: Vec<Pair> = pairs.into_iter().collect();
-        for chunk in pairs.chunks(ROWS) {
+        for chunk in pairs.chunks(rows_per_statement(conn, 2)) {
             let sql = format!(
                 "SELECT conversation_id, user_id, level FROM notification_levels \
                  WHERE (conversation_id, user_id) IN (VALUES {})",
@@ -240,10 +241,9 @@ impl<'a> Batch<'a> {
     }
 
     async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        const ROWS: usize = 200;
         let (set, dropped): (Vec<_>, Vec<_>) =
             self.changed.drain().partition(|(_, level)| level.is_some());
-        for chunk in dropped.chunks(ROWS) {
+        for chunk in dropped.chunks(rows_per_statement(conn, 2)) {
             let sql = format!(
                 "DELETE FROM notification_levels WHERE (conversation_id, user_id) IN (VALUES {})",
                 parley_store::values(chunk.len(), 2)
@@ -254,7 +254,7 @@ impl<'a> Batch<'a> {
             }
             query.execute(&mut *conn).await?;
         }
-        for chunk in set.chunks(ROWS) {
+        for chunk in set.chunks(rows_per_statement(conn, 3)) {
             let sql = format!(
                 "INSERT INTO notification_levels (conversation_id, user_id, level) VALUES {} \
                  ON CONFLICT (conversation_id, user_id) DO UPDATE SET level = excluded.level",
@@ -276,7 +276,7 @@ impl<'a> Batch<'a> {
             .map(|notice| (notice.id(), notice))
             .filter(|(id, _)| seen.insert(*id))
             .collect();
-        for chunk in rows.chunks(ROWS) {
+        for chunk in rows.chunks(rows_per_statement(conn, 8)) {
             let sql = format!(
                 "INSERT INTO notifications (id, user_id, kind, conversation_id, message_id, invitation_id, actor_id, created_at) \
                  VALUES {} ON CONFLICT (id) DO NOTHING",

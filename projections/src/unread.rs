@@ -15,7 +15,7 @@ use parley_aggregates::message::MessageEvent;
 use sqlx::{AnyConnection, FromRow};
 use uuid::Uuid;
 
-use crate::{placeholders, Db, ProjectionError, Projector, StoredEvent};
+use crate::{placeholders, rows_per_statement, Db, ProjectionError, Projector, StoredEvent};
 
 pub struct UnreadProjector;
 
@@ -179,14 +179,13 @@ impl Batch {
     }
 
     async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        const ROWS: usize = 200;
         let (set, forward): (Vec<_>, Vec<_>) =
             self.markers.into_iter().partition(|(_, marker)| marker.set);
         for (markers, condition) in [
             (set, ""),
             (forward, "WHERE read_markers.read_seq < excluded.read_seq"),
         ] {
-            for chunk in markers.chunks(ROWS) {
+            for chunk in markers.chunks(rows_per_statement(conn, 4)) {
                 let sql = format!(
                     "INSERT INTO read_markers (conversation_id, user_id, read_seq, message_id) VALUES {} \
                      ON CONFLICT (conversation_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, \
@@ -205,7 +204,7 @@ impl Batch {
             }
         }
         let attention: Vec<_> = self.attention.into_iter().collect();
-        for chunk in attention.chunks(ROWS) {
+        for chunk in attention.chunks(rows_per_statement(conn, 4)) {
             let sql = format!(
                 "INSERT INTO attention (user_id, conversation_id, seq, message_id) VALUES {} \
                  ON CONFLICT (user_id, message_id) DO NOTHING",
