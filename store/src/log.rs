@@ -172,34 +172,52 @@ pub async fn read_after(
     after: LogPosition,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = match db.backend {
+    let events = match db.backend {
+        Backend::Postgres => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events_log \
+                 WHERE (txid, position) > ($1, $2) \
+                   AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 ORDER BY txid, position LIMIT $3"
+            );
+            // Read through the typed pool: `Any` copies every value of every row once
+            // more on the way, the largest cost of reading the log (which is what
+            // rebuilds and exports do) after parsing the payloads.
+            match &db.pg {
+                Some(pg) => {
+                    let rows = sqlx::query(&sql)
+                        .bind(after.tx)
+                        .bind(after.pos)
+                        .bind(limit)
+                        .fetch_all(pg)
+                        .await?;
+                    rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
+                }
+                None => {
+                    let rows = sqlx::query(&sql)
+                        .bind(after.tx)
+                        .bind(after.pos)
+                        .bind(limit)
+                        .fetch_all(&db.read)
+                        .await?;
+                    rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
+                }
+            }
+        }
         Backend::Sqlite => {
-            sqlx::query(&format!(
+            let rows = sqlx::query(&format!(
                 "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
             ))
             .bind(after.pos)
             .bind(limit)
             .fetch_all(&db.read)
-            .await?
-        }
-        Backend::Postgres => {
-            sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM events_log \
-                 WHERE (txid, position) > ($1, $2) \
-                   AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                 ORDER BY txid, position LIMIT $3"
-            ))
-            .bind(after.tx)
-            .bind(after.pos)
-            .bind(limit)
-            .fetch_all(&db.read)
-            .await?
+            .await?;
+            rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
         }
     };
-    decode_rows(db, &rows).await
+    open_events(db, events).await
 }
 
-/// How many committed events follow `after`; for progress reports.
 pub async fn count_after(db: &Db, after: LogPosition) -> Result<u64, StoreError> {
     let count: i64 = match db.backend {
         Backend::Sqlite => {
@@ -438,7 +456,15 @@ pub async fn head(db: &Db) -> Result<LogPosition, StoreError> {
 
 /// Decodes rows and opens their sealed content ([`crate::keys`]).
 async fn decode_rows(db: &Db, rows: &[sqlx::any::AnyRow]) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    open_events(db, events).await
+}
+
+/// Opens the sealed content of decoded events ([`crate::keys`]).
+async fn open_events(
+    db: &Db,
+    mut events: Vec<StoredEvent>,
+) -> Result<Vec<StoredEvent>, StoreError> {
     if events
         .iter()
         .any(|event| crate::keys::SHREDDING_EVENTS.contains(&event.event_type.as_str()))
@@ -457,17 +483,26 @@ async fn decode_rows(db: &Db, rows: &[sqlx::any::AnyRow]) -> Result<Vec<StoredEv
         })
         .collect();
     db.keys.open(&db.read, &mut sealed).await?;
+    drop(sealed);
     Ok(events)
 }
 
-fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
+/// One row of [`COLUMNS`], in that order, from either kind of row.
+fn decode_row<'r, R>(row: &'r R) -> Result<StoredEvent, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let position = LogPosition {
-        tx: row.try_get("txid")?,
-        pos: row.try_get("position")?,
+        tx: row.try_get(0)?,
+        pos: row.try_get(1)?,
     };
-    let event_type: String = row.try_get("event_type")?;
-    let payload_text: String = row.try_get("payload")?;
-    let metadata_text: String = row.try_get("metadata")?;
+    let event_type: String = row.try_get(6)?;
+    let payload_text: String = row.try_get(8)?;
+    let metadata_text: String = row.try_get(9)?;
     let decode_error = |source| StoreError::Decode {
         position: position.to_cursor(),
         event_type: event_type.clone(),
@@ -477,17 +512,17 @@ fn decode_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
     let metadata = serde_json::from_str(&metadata_text).map_err(decode_error)?;
     Ok(StoredEvent {
         position,
-        event_id: row.try_get("event_id")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
+        event_id: row.try_get(2)?,
+        aggregate_type: row.try_get(3)?,
+        aggregate_id: row.try_get(4)?,
+        sequence: row.try_get(5)?,
         event_type,
-        event_version: row.try_get("event_version")?,
+        event_version: row.try_get(7)?,
         payload,
         metadata,
         payload_text,
         metadata_text,
-        hash: row.try_get("hash")?,
+        hash: row.try_get(10)?,
         decoded: std::sync::OnceLock::new(),
     })
 }
