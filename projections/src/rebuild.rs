@@ -31,6 +31,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::any::AnyConnectOptions;
@@ -44,6 +45,10 @@ use parley_store::log::{self, LogPosition, StoredEvent};
 pub const BATCH: i64 = 2_000;
 /// How often the live report row (`projection_rebuilds`) is refreshed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How often the caller hears of the progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Batches the reader may run ahead of the slowest shadow.
+const READ_AHEAD: usize = 2;
 /// How long the switch waits for the live tables before giving up (and trying again
 /// on the next run): queries queue behind it meanwhile, so it must not wait long.
 const SWITCH_LOCK_TIMEOUT: &str = "10s";
@@ -138,50 +143,91 @@ async fn run_together(
         return Ok(Vec::new());
     };
     let total = log::count_after(db, LogPosition::START).await?;
-    let mut applied = total.saturating_sub(log::count_after(db, from).await?);
-    let mut read = from;
-    let mut reported: Option<Instant> = None;
-    let mut events = log::read_after(db, read, batch).await?;
-    loop {
-        let near_head = (events.len() as i64) < batch;
-        if let Some(last) = events.last() {
-            read = last.position;
-            applied += events.len() as u64;
-            let applying = shadows
-                .iter_mut()
-                .zip(projectors)
-                .map(|(shadow, projector)| shadow.apply_batch(db, *projector, &events));
-            // The next batch is read (on a connection of its own) while this one is
-            // written, so neither the database nor the decoder waits for the other.
-            let next = async {
-                if near_head {
-                    Ok(Vec::new())
-                } else {
-                    log::read_after(db, read, batch).await
-                }
-            };
-            let (done, next) = futures::join!(futures::future::try_join_all(applying), next);
-            done?;
-            events = next?;
-        }
-        let now = Progress {
-            applied,
-            total: total.max(applied),
-            position: read,
-        };
-        progress(now);
-        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
-            // Shadows are not shareable across threads (their connection is not Sync).
-            let started: Vec<String> = shadows.iter().map(|s| s.started_at.clone()).collect();
-            for (started_at, projector) in started.iter().zip(projectors) {
-                Shadow::report(db, *projector, started_at, now).await?;
-            }
-            reported = Some(Instant::now());
-        }
-        if near_head {
-            break;
-        }
+    let before = total.saturating_sub(log::count_after(db, from).await?);
+
+    // One reader, on a task (and so a core) of its own, reads and decodes the log
+    // ahead; every shadow applies the batches at its own pace. In lock step, each
+    // batch waited for the slowest read model and the reader waited for all of them.
+    let mut feeds = Vec::with_capacity(shadows.len());
+    let mut receivers = Vec::with_capacity(shadows.len());
+    for _ in shadows.iter() {
+        let (feed, receiver) = tokio::sync::mpsc::channel::<Arc<Vec<StoredEvent>>>(READ_AHEAD);
+        feeds.push(feed);
+        receivers.push(receiver);
     }
+    let reader = AbortOnDrop(tokio::spawn(read_ahead(db.clone(), from, batch, feeds)));
+
+    let reached: Vec<Mutex<(u64, LogPosition)>> = shadows
+        .iter()
+        .map(|shadow| Mutex::new((before, shadow.position.max(from))))
+        .collect();
+    let started: Vec<String> = shadows.iter().map(|s| s.started_at.clone()).collect();
+    let appliers = shadows
+        .iter_mut()
+        .zip(projectors)
+        .zip(receivers)
+        .zip(&reached)
+        .map(
+            |(((shadow, projector), mut receiver), reached)| async move {
+                while let Some(events) = receiver.recv().await {
+                    shadow.apply_batch(db, *projector, &events).await?;
+                    if let (Some(last), Ok(mut reached)) = (events.last(), reached.lock()) {
+                        *reached = (reached.0 + events.len() as u64, last.position);
+                    }
+                }
+                Ok::<_, ProjectionError>(())
+            },
+        );
+    let slowest = || {
+        reached
+            .iter()
+            .filter_map(|reached| reached.lock().ok().map(|reached| *reached))
+            .min()
+            .unwrap_or((before, from))
+    };
+    let report = |(applied, position): (u64, LogPosition)| Progress {
+        applied,
+        total: total.max(applied),
+        position,
+    };
+    // Status and metrics read each shadow's own progress from its report row.
+    let record = || async {
+        for ((started_at, projector), reached) in started.iter().zip(projectors).zip(&reached) {
+            let reached = reached
+                .lock()
+                .map(|reached| *reached)
+                .unwrap_or((before, from));
+            Shadow::report(db, *projector, started_at, report(reached)).await?;
+        }
+        Ok::<_, ProjectionError>(())
+    };
+    let reports = async {
+        let mut ticks = tokio::time::interval(PROGRESS_EVERY);
+        let mut recorded: Option<Instant> = None;
+        loop {
+            ticks.tick().await;
+            progress(report(slowest()));
+            if recorded.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+                record().await?;
+                recorded = Some(Instant::now());
+            }
+        }
+    };
+    let applied = tokio::select! {
+        applied = futures::future::try_join_all(appliers) => applied,
+        failed = reports => return failed,
+    };
+    // Where each shadow got, also when one failed: a resumed rebuild starts there.
+    let recorded = record().await;
+    applied?;
+    recorded?;
+    // The appliers end when the reader does, whether it reached the head or failed.
+    let read = (&mut { reader }.0)
+        .await
+        .map_err(|error| ProjectionError::Rebuild(format!("reading the log: {error}")))??;
+    let applied = before + read;
+    progress(report((applied, slowest().1)));
+
     let mut done = Vec::with_capacity(shadows.len());
     for (shadow, projector) in shadows.iter_mut().zip(projectors) {
         shadow.build_indexes().await?;
@@ -193,6 +239,47 @@ async fn run_together(
         });
     }
     Ok(done)
+}
+
+/// Reads the log from `from` in batches of `batch` events until a batch comes back
+/// short (the rest is applied under the switch's lock), handing each to every feed.
+/// Returns how many events it read.
+async fn read_ahead(
+    db: Db,
+    from: LogPosition,
+    batch: i64,
+    feeds: Vec<tokio::sync::mpsc::Sender<Arc<Vec<StoredEvent>>>>,
+) -> Result<u64, ProjectionError> {
+    let (mut read, mut count) = (from, 0);
+    loop {
+        let events = log::read_after(&db, read, batch).await?;
+        let near_head = (events.len() as i64) < batch;
+        let Some(last) = events.last() else {
+            return Ok(count);
+        };
+        read = last.position;
+        count += events.len() as u64;
+        let events = Arc::new(events);
+        for feed in &feeds {
+            if feed.send(Arc::clone(&events)).await.is_err() {
+                // That shadow failed; its error is the one reported.
+                return Ok(count);
+            }
+        }
+        if near_head {
+            return Ok(count);
+        }
+    }
+}
+
+/// A task that stops when its handle is dropped: a failed batch leaves no read of the
+/// log running behind it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Drops an interrupted rebuild of `projector`: its shadow tables and its report row.
