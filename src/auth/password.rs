@@ -1,10 +1,16 @@
 //! argon2id password hashing with OWASP's recommended parameters (19 MiB, t=2, p=1).
 //!
-//! Each hash fills 19 MiB of working memory. Allocated per hash, on whichever blocking
-//! thread runs it, glibc keeps that memory in the thread's own arena after it is freed,
-//! so a burst of registrations left hundreds of MB resident for good. Instead a fixed
-//! set of buffers, one per hash allowed at once, is allocated up front and reused
-//! (argon2's `hash_password_into_with_memory`), and the PHC string is assembled here.
+//! Each hash fills 19 MiB of working memory (argon2's `hash_password_into_with_memory`,
+//! so the PHC string is assembled here), at most one hash per core at a time. Allocated
+//! plainly, on whichever blocking thread runs it, glibc keeps that memory in the
+//! thread's own arena after it is freed, so a burst of registrations left hundreds of
+//! MB resident for good; a fixed pool of buffers kept 38 MiB resident while idle. Each
+//! hash's memory is instead reserved past glibc's largest mmap threshold (32 MiB on
+//! 64-bit), which glibc always serves with a mapping of its own and unmaps when freed:
+//! only the blocks the hash writes become resident, and they go back to the system when
+//! freed. During a burst, hashes hand their memory on to the ones waiting (mapping
+//! fresh pages costs a few milliseconds a hash); the last hash of a burst frees it all,
+//! so an idle server holds none.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,8 +27,8 @@ const SALT_LEN: usize = 16;
 #[derive(Clone)]
 pub struct Argon2Hasher {
     permits: Arc<Semaphore>,
-    /// Working memory, one buffer per permit; a hash takes one out and puts it back.
-    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// Working memory handed on within a burst; empty between bursts.
+    memory: Arc<Mutex<Memory>>,
     params: Params,
     /// A real hash of a random password, verified against when a login names an
     /// unknown user so that an unknown user costs the same as a wrong password.
@@ -37,12 +43,9 @@ impl Argon2Hasher {
     /// Cheaper parameters, for tests only.
     pub fn with_params(params: Params) -> anyhow::Result<Self> {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let memory = (0..parallelism)
-            .map(|_| vec![Block::default(); params.block_count()])
-            .collect();
         let mut hasher = Self {
             permits: Arc::new(Semaphore::new(parallelism)),
-            memory: Arc::new(Mutex::new(memory)),
+            memory: Arc::new(Mutex::new(Memory::default())),
             params,
             dummy_hash: Arc::from(""),
         };
@@ -60,8 +63,8 @@ impl Argon2Hasher {
         let _ = self.verify(password, &hash).await;
     }
 
-    /// Runs argon2 in one of the pooled buffers, growing it if `params` need more
-    /// (a hash stored with other parameters).
+    /// Runs argon2 in working memory handed on by an earlier hash of the burst, or of
+    /// its own, and hands it on.
     fn compute(
         &self,
         algorithm: Algorithm,
@@ -71,21 +74,20 @@ impl Argon2Hasher {
         salt: &[u8],
         out: &mut [u8],
     ) -> Result<(), String> {
-        let mut buffer = self
-            .memory
-            .lock()
-            .map_err(|_| "password memory pool poisoned".to_owned())?
-            .pop()
-            .unwrap_or_default();
-        if buffer.len() < params.block_count() {
-            buffer.resize(params.block_count(), Block::default());
-        }
+        /// Blocks past glibc's largest mmap threshold (see the module docs).
+        const RESERVED: usize = (32 << 20) / std::mem::size_of::<Block>() + 1;
         let blocks = params.block_count();
+        let handed_on = self.memory.lock().ok().and_then(|mut pool| pool.free.pop());
+        let mut memory = handed_on.unwrap_or_else(|| Vec::with_capacity(blocks.max(RESERVED)));
+        memory.resize(blocks, Block::default());
         let result = Argon2::new(algorithm, version, params)
-            .hash_password_into_with_memory(password, salt, out, &mut buffer[..blocks])
+            .hash_password_into_with_memory(password, salt, out, &mut memory[..])
             .map_err(|e| e.to_string());
         if let Ok(mut pool) = self.memory.lock() {
-            pool.push(buffer);
+            // The burst's last hash frees it (see `Busy`); outside any, free it now.
+            if pool.busy > 0 {
+                pool.free.push(memory);
+            }
         }
         result
     }
@@ -144,6 +146,7 @@ impl Argon2Hasher {
 #[async_trait::async_trait]
 impl PasswordHasher for Argon2Hasher {
     async fn hash(&self, password: &str) -> Result<String, String> {
+        let _busy = Busy::new(&self.memory);
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         let password = password.to_owned();
         let hasher = self.clone();
@@ -153,6 +156,7 @@ impl PasswordHasher for Argon2Hasher {
     }
 
     async fn verify(&self, password: &str, hash: &str) -> bool {
+        let _busy = Busy::new(&self.memory);
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
@@ -162,6 +166,39 @@ impl PasswordHasher for Argon2Hasher {
         tokio::task::spawn_blocking(move || hasher.verify_blocking(password.as_bytes(), &hash))
             .await
             .unwrap_or(false)
+    }
+}
+
+/// Working memory and the hashes that may use it.
+#[derive(Default)]
+struct Memory {
+    /// Hashes asked for and not finished, running or waiting for a permit.
+    busy: usize,
+    free: Vec<Vec<Block>>,
+}
+
+/// Counts a hash as asked for until it is dropped (finished, failed or cancelled); the
+/// last of a burst frees the working memory. Counted under the same lock as the
+/// memory, so no buffer can be handed on to a burst already over.
+struct Busy(Arc<Mutex<Memory>>);
+
+impl Busy {
+    fn new(memory: &Arc<Mutex<Memory>>) -> Self {
+        if let Ok(mut memory) = memory.lock() {
+            memory.busy += 1;
+        }
+        Self(Arc::clone(memory))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut memory) = self.0.lock() {
+            memory.busy = memory.busy.saturating_sub(1);
+            if memory.busy == 0 {
+                memory.free.clear();
+            }
+        }
     }
 }
 
@@ -189,6 +226,23 @@ mod tests {
             .is_err());
     }
 
+    /// Nothing is held once a burst is over, however its hashes interleaved.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn working_memory_is_freed_once_a_burst_is_over() {
+        let hasher = cheap();
+        let hashes = (0..16).map(|i| {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.hash(&format!("password {i}")).await })
+        });
+        for hash in futures::future::join_all(hashes).await {
+            let hash = hash.expect("task").expect("hash");
+            assert!(hash.starts_with("$argon2id$"), "{hash}");
+        }
+        let memory = hasher.memory.lock().expect("memory");
+        assert_eq!(memory.busy, 0);
+        assert_eq!(memory.free.len(), 0, "buffers held after the burst");
+    }
+
     #[tokio::test]
     async fn verifies_hashes_made_by_argon2_itself_with_other_parameters() {
         use argon2::password_hash::PasswordHasher as _;
@@ -202,18 +256,5 @@ mod tests {
         assert!(!hasher.verify("battery stapler", &other).await);
         assert!(!hasher.verify("battery staple", "not a hash").await);
         assert!(!hasher.verify("battery staple", "").await);
-    }
-
-    #[tokio::test]
-    async fn the_memory_pool_neither_grows_nor_shrinks_across_hashes() {
-        let hasher = cheap();
-        let before = hasher.memory.lock().expect("pool").len();
-        let hashes = futures::future::join_all((0..8).map(|i| {
-            let hasher = hasher.clone();
-            async move { hasher.hash(&format!("password {i}")).await }
-        }))
-        .await;
-        assert!(hashes.iter().all(Result::is_ok));
-        assert_eq!(hasher.memory.lock().expect("pool").len(), before);
     }
 }
