@@ -155,7 +155,7 @@ async fn run_together(
         feeds.push(feed);
         receivers.push(receiver);
     }
-    let reader = AbortOnDrop(tokio::spawn(read_ahead(db.clone(), from, batch, feeds)));
+    let mut reader = AbortOnDrop(tokio::spawn(read_ahead(db.clone(), from, batch, feeds)));
 
     let reached: Vec<Mutex<(u64, LogPosition)>> = shadows
         .iter()
@@ -222,7 +222,7 @@ async fn run_together(
     applied?;
     recorded?;
     // The appliers end when the reader does, whether it reached the head or failed.
-    let read = (&mut { reader }.0)
+    let read = (&mut reader.0)
         .await
         .map_err(|error| ProjectionError::Rebuild(format!("reading the log: {error}")))??;
     let applied = before + read;
