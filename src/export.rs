@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use cqrs_es::Aggregate as _;
+use futures::TryStreamExt as _;
 use parley_aggregates::claim::NameClaim;
 use parley_store::log::{self, LogPosition, StoredEvent};
 use parley_store::{Db, StoreError};
@@ -425,8 +426,8 @@ pub async fn export<W: Write + Send + 'static>(
     };
     let mut unmatched: Vec<String> = filter.types.clone();
     let erased = log::erased_users(db).await?;
-    loop {
-        let events = log::read_after(db, tally.position, PAGE).await?;
+    let mut batches = std::pin::pin!(log::batches(db, tally.position, PAGE));
+    while let Some(events) = batches.try_next().await? {
         let Some(last) = events.last() else { break };
         tally.position = last.position;
         tally.read += events.len() as u64;

@@ -39,7 +39,8 @@ use sqlx::{AnyConnection, ConnectOptions as _, Connection as _, Executor as _, R
 
 use crate::projector::{self, Projector};
 use crate::{Backend, Db, ProjectionError};
-use parley_store::log::{self, LogPosition, StoredEvent};
+use futures::TryStreamExt as _;
+use parley_store::log::{self, AbortOnDrop, LogPosition, StoredEvent};
 
 /// Events read and applied per shadow transaction.
 pub const BATCH: i64 = 2_000;
@@ -250,14 +251,9 @@ async fn read_ahead(
     batch: i64,
     feeds: Vec<tokio::sync::mpsc::Sender<Arc<Vec<StoredEvent>>>>,
 ) -> Result<u64, ProjectionError> {
-    let (mut read, mut count) = (from, 0);
-    loop {
-        let events = log::read_after(&db, read, batch).await?;
-        let near_head = (events.len() as i64) < batch;
-        let Some(last) = events.last() else {
-            return Ok(count);
-        };
-        read = last.position;
+    let mut count = 0;
+    let mut batches = std::pin::pin!(log::batches(&db, from, batch));
+    while let Some(events) = batches.try_next().await? {
         count += events.len() as u64;
         let events = Arc::new(events);
         for feed in &feeds {
@@ -266,20 +262,8 @@ async fn read_ahead(
                 return Ok(count);
             }
         }
-        if near_head {
-            return Ok(count);
-        }
     }
-}
-
-/// A task that stops when its handle is dropped: a failed batch leaves no read of the
-/// log running behind it.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    Ok(count)
 }
 
 /// Drops an interrupted rebuild of `projector`: its shadow tables and its report row.

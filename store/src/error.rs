@@ -12,6 +12,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("reading the log stopped: {0}")]
+    Reader(String),
     #[error("invalid cursor")]
     InvalidCursor,
     #[error("PARLEY_MASTER_KEY does not open this database's data keys (it is not the key they were sealed with)")]

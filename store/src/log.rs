@@ -218,6 +218,47 @@ pub async fn read_after(
     open_events(db, events).await
 }
 
+/// The log after `after`, `limit` events at a time, until a batch comes back short
+/// (the head, as of that read). Each batch is read and decoded on a task of its own
+/// while the caller works on the one before, so reading, decoding and whatever the
+/// caller does with the events (a rebuild's writes, an export's encoding) overlap.
+pub fn batches(
+    db: &Db,
+    after: LogPosition,
+    limit: i64,
+) -> impl futures::Stream<Item = Result<Vec<StoredEvent>, StoreError>> + Send + 'static {
+    let read = move |db: Db, after: LogPosition| {
+        AbortOnDrop(tokio::spawn(
+            async move { read_after(&db, after, limit).await },
+        ))
+    };
+    let first = read(db.clone(), after);
+    futures::stream::try_unfold((db.clone(), Some(first)), move |(db, pending)| async move {
+        let Some(mut pending) = pending else {
+            return Ok(None);
+        };
+        let events = (&mut pending.0)
+            .await
+            .map_err(|error| StoreError::Reader(error.to_string()))??;
+        let next = match events.last() {
+            Some(last) if events.len() as i64 >= limit => Some(read(db.clone(), last.position)),
+            Some(_) => None,
+            None => return Ok(None),
+        };
+        Ok(Some((events, (db, next))))
+    })
+}
+
+/// A task that stops when its handle is dropped: a reader whose consumer went away
+/// (or failed) does not go on reading.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub async fn count_after(db: &Db, after: LogPosition) -> Result<u64, StoreError> {
     let count: i64 = match db.backend {
         Backend::Sqlite => {
