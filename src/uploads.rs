@@ -35,12 +35,19 @@ pub struct UploadLimits {
     pub deleted_grace: Duration,
 }
 
+/// How old a claim on an attachment must be before the sweeper may give it back for
+/// want of its message: far beyond any request's lifetime, so that no `sendMessage`
+/// is still between claiming and posting.
+const STRANDED_AFTER: Duration = Duration::hours(1);
+
 pub struct Uploads {
     db: Db,
     uploads: CommandBus<Upload>,
     conversations: CommandBus<Conversation>,
     blobs: Arc<dyn BlobStore>,
     limits: UploadLimits,
+    /// See [`Uploads::admit`].
+    admission: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// A created upload: where to send its bytes.
@@ -63,7 +70,18 @@ impl Uploads {
             conversations: CommandBus::new(db, services),
             blobs,
             limits,
+            admission: (0..16).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
+    }
+
+    /// Held by `createUpload` from counting the user's open uploads until the new one
+    /// is in the read model, so that concurrent calls on this node cannot pass the
+    /// limit together. Users share a few locks; holding one costs one append.
+    pub async fn admit(&self, user: Uuid) -> tokio::sync::MutexGuard<'_, ()> {
+        let slot = user.as_u128() % self.admission.len() as u128;
+        self.admission[usize::try_from(slot).unwrap_or_default()]
+            .lock()
+            .await
     }
 
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
@@ -159,12 +177,14 @@ impl Uploads {
         match upload.status {
             Status::Pending => {}
             // A retry: the first completion may still be settling.
-            Status::Completed | Status::Attached => {
+            Status::Completed => {
                 return Ok(Written {
                     value: upload_id,
                     position: Some(log::head(&self.db).await?),
                 })
             }
+            // Its files are the message's now, served (or not) as the message is.
+            Status::Attached => return Err(UploadError::AlreadyAttached.into()),
             Status::New => return Err(UploadError::NotFound.into()),
             Status::Rejected | Status::Removed => return Err(UploadError::Gone.into()),
         }
@@ -252,6 +272,33 @@ impl Uploads {
         }
     }
 
+    /// Gives back attachments claimed by a `sendMessage` that never posted its message
+    /// (it stopped in between: a crash, or a failed release), so that they can be sent
+    /// again or, unsent, are swept as abandoned. Claims younger than [`STRANDED_AFTER`]
+    /// are left alone, as is everything while the messages read model is behind the log.
+    async fn release_stranded(&self, now: OffsetDateTime) -> Result<(), ChatError> {
+        let head = log::head(&self.db).await?;
+        let messages = parley_projections::runner::load_checkpoint(&self.db, "messages").await?;
+        if messages.is_none_or(|checkpoint| checkpoint.position < head) {
+            return Ok(());
+        }
+        let stranded =
+            attachments::claimed_for_missing_messages(&self.db, now - STRANDED_AFTER, 500).await?;
+        for row in stranded {
+            let Some(Ok(message_id)) = row.message_id.as_deref().map(Uuid::parse_str) else {
+                continue;
+            };
+            let meta = CommandMeta::new(None, now);
+            let detach = UploadCommand::Detach {
+                message_id,
+                at: now,
+            };
+            self.uploads.execute(&row.id, detach, &meta).await?;
+            tracing::warn!(upload = %row.id, %message_id, "released an attachment claimed by a message never posted");
+        }
+        Ok(())
+    }
+
     async fn delete_quietly(&self, key: &str) {
         if let Err(error) = self.blobs.delete(key).await {
             tracing::warn!(%error, key, "cannot delete an object; the sweeper will retry");
@@ -261,11 +308,12 @@ impl Uploads {
     /// Deletes every object an upload may have; `false` if one could not be.
     async fn delete_objects(&self, upload_id: Uuid) -> bool {
         let mut all = true;
-        for key in [
-            incoming_key(upload_id),
-            file_key(upload_id),
-            thumbnail_key(upload_id),
-        ] {
+        let (file, thumbnail) = (file_key(upload_id), thumbnail_key(upload_id));
+        let withheld = [&file, &thumbnail].map(|key| crate::blob::withheld_key(key));
+        for key in [incoming_key(upload_id), file, thumbnail]
+            .into_iter()
+            .chain(withheld.into_iter().flatten())
+        {
             if let Err(error) = self.blobs.delete(&key).await {
                 tracing::warn!(%error, key, "cannot delete an object");
                 all = false;
@@ -274,12 +322,38 @@ impl Uploads {
         all
     }
 
+    /// Stops the download URLs already issued for a deleted message's attachments from
+    /// serving them (no new ones are issued). Called once the deletion is settled;
+    /// every sweep does it again for all deleted messages in their grace period, for
+    /// what a crash or a failed call left out.
+    pub async fn withhold_message(&self, message_id: Uuid) -> Result<(), ChatError> {
+        let ids = attachments::not_removed_on(&self.db, &[message_id.to_string()]).await?;
+        self.withhold(&ids).await;
+        Ok(())
+    }
+
+    async fn withhold(&self, ids: &[String]) {
+        for id in ids {
+            let Ok(upload_id) = Uuid::parse_str(id) else {
+                continue;
+            };
+            for key in [file_key(upload_id), thumbnail_key(upload_id)] {
+                if let Err(error) = self.blobs.withhold(&key).await {
+                    tracing::warn!(%error, key, "cannot withhold an object; the sweeper will retry");
+                }
+            }
+        }
+    }
+
     /// Removes the objects of uploads left open for [`ABANDONED_AFTER`] and of
     /// attachments whose message was deleted more than the grace period ago, recording
     /// each removal. Returns how many were removed.
     ///
     /// [`ABANDONED_AFTER`]: parley_aggregates::upload::ABANDONED_AFTER
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<usize, ChatError> {
+        self.withhold(&attachments::of_deleted_messages(&self.db, 500).await?)
+            .await;
+        self.release_stranded(now).await?;
         let rows = attachments::to_sweep(
             &self.db,
             now - parley_aggregates::upload::ABANDONED_AFTER,

@@ -270,6 +270,16 @@ pub struct AttachmentRow {
     pub changed_at: String,
 }
 
+impl AttachmentRow {
+    /// Whether its objects may be downloaded: while completed (by its uploader, the
+    /// only one who sees it then) or attached to a message that is not deleted. A
+    /// deleted message's files stay stored for the grace period, but not served.
+    pub fn served(&self) -> bool {
+        self.status == status::COMPLETED
+            || (self.status == status::ATTACHED && self.message_deleted_at.is_none())
+    }
+}
+
 const SELECT: &str =
     "SELECT id, conversation_id, owner_id, filename, content_type, size, object_key, \
      thumbnail_key, width, height, duration_ms, sha256, status, message_id, message_deleted_at, \
@@ -293,7 +303,6 @@ pub async fn of_message(db: &Db, message_id: &str) -> Result<Vec<AttachmentRow>,
     .await?)
 }
 
-/// Uploads of `owner_id` still open: neither attached, refused nor removed.
 /// Ids of uploads attached to `message_ids` whose objects were not removed yet.
 pub async fn not_removed_on(
     db: &Db,
@@ -325,6 +334,20 @@ pub async fn not_removed_of(db: &Db, owner_id: &str) -> Result<Vec<String>, Proj
     )
 }
 
+/// Ids of attachments of deleted messages whose objects are kept for the grace
+/// period: the ones whose download URLs must stop working.
+pub async fn of_deleted_messages(db: &Db, limit: i64) -> Result<Vec<String>, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM attachments WHERE status = $1 AND message_deleted_at IS NOT NULL \
+         ORDER BY message_deleted_at DESC LIMIT $2",
+    )
+    .bind(status::ATTACHED)
+    .bind(limit)
+    .fetch_all(&db.read)
+    .await?)
+}
+
+/// Uploads of `owner_id` still open: neither attached, refused nor removed.
 pub async fn open_count(db: &Db, owner_id: &str) -> Result<i64, ProjectionError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM attachments WHERE owner_id = $1 AND status IN ($2, $3)",
@@ -335,6 +358,27 @@ pub async fn open_count(db: &Db, owner_id: &str) -> Result<i64, ProjectionError>
     .fetch_one(&db.read)
     .await?;
     Ok(count)
+}
+
+/// Attachments claimed before `before` for a message the messages read model does not
+/// hold: a `sendMessage` that stopped between claiming its attachments and posting
+/// (the node crashed, or giving them back failed). Only meaningful once the messages
+/// read model has reached a position after those claims.
+pub async fn claimed_for_missing_messages(
+    db: &Db,
+    before: time::OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<AttachmentRow>, ProjectionError> {
+    Ok(sqlx::query_as(&format!(
+        "{SELECT} WHERE status = $1 AND message_deleted_at IS NULL AND changed_at < $2 \
+         AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.id = attachments.message_id) \
+         ORDER BY changed_at LIMIT $3"
+    ))
+    .bind(status::ATTACHED)
+    .bind(format_time(before))
+    .bind(limit)
+    .fetch_all(&db.read)
+    .await?)
 }
 
 /// Uploads left open (never completed, or never attached) since before `before`, and

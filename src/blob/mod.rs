@@ -4,7 +4,9 @@
 //! served inline and what only as a download; and the inspection of uploaded content.
 //!
 //! Keys are always one of `incoming/<uuid>`, `files/<uuid>` or `thumbs/<uuid>`, made
-//! from an upload's id (`parley_aggregates::upload`), never from user input.
+//! from an upload's id (`parley_aggregates::upload`), never from user input, or
+//! `withheld-files/<uuid>` and `withheld-thumbs/<uuid>` for a deleted message's files
+//! kept through the grace period where no download URL reaches them.
 
 pub mod embedded;
 pub mod inspect;
@@ -89,9 +91,27 @@ pub trait BlobStore: Send + Sync {
         served: Served<'_>,
         expires_at: OffsetDateTime,
     ) -> Result<String, BlobError>;
+
+    /// Makes the URLs already issued for `key` stop serving it, keeping its bytes (at
+    /// [`withheld_key`]) until it is deleted: a deleted message's files during the
+    /// grace period. Nothing to do where every download is checked as it is asked
+    /// for, as the embedded store does; nothing to do when the object is gone.
+    async fn withhold(&self, _key: &str) -> Result<(), BlobError> {
+        Ok(())
+    }
 }
 
-/// What a key names: its kind (`incoming`, `files`, `thumbs`) and the upload's id, or
+/// Where [`BlobStore::withhold`] keeps a `files/` or `thumbs/` object.
+pub fn withheld_key(key: &str) -> Result<String, BlobError> {
+    match parse_key(key)? {
+        ("files", id) => Ok(format!("withheld-files/{id}")),
+        ("thumbs", id) => Ok(format!("withheld-thumbs/{id}")),
+        _ => Err(BlobError::BadKey(key.to_owned())),
+    }
+}
+
+/// What a key names: its kind (`incoming`, `files`, `thumbs`, and the two `withheld-`
+/// kinds) and the upload's id, or
 /// (`erasures`) an erased user's id in the erasure ledger (kept by the privacy module).
 /// Anything else is refused, so no request can reach another path.
 pub fn parse_key(key: &str) -> Result<(&'static str, Uuid), BlobError> {
@@ -102,6 +122,8 @@ pub fn parse_key(key: &str) -> Result<(&'static str, Uuid), BlobError> {
         "files" => "files",
         "thumbs" => "thumbs",
         "erasures" => "erasures",
+        "withheld-files" => "withheld-files",
+        "withheld-thumbs" => "withheld-thumbs",
         _ => return Err(bad()),
     };
     let id = Uuid::try_parse(id).map_err(|_| bad())?;

@@ -15,8 +15,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use time::OffsetDateTime;
 
 use super::{
-    content_disposition, parse_key, served_inline, served_type, BlobError, BlobStore, Served,
-    UploadTarget,
+    content_disposition, parse_key, served_inline, served_type, withheld_key, BlobError, BlobStore,
+    Served, UploadTarget,
 };
 
 /// Where the bucket is.
@@ -38,6 +38,37 @@ pub struct S3Blobs {
 
 fn s3_error<E: std::error::Error + 'static>(error: E) -> BlobError {
     BlobError::S3(DisplayErrorContext(error).to_string())
+}
+
+/// Why the bucket cannot be used, in words an operator can act on: the SDK's own
+/// rendering of these errors appends a debug dump of the whole response.
+fn unreachable<E>(error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> BlobError
+where
+    E: std::error::Error + 'static,
+{
+    let deepest = |error: &(dyn std::error::Error + 'static)| {
+        let mut at = error;
+        while let Some(source) = at.source() {
+            at = source;
+        }
+        at.to_string()
+    };
+    let reason = match &error {
+        SdkError::ServiceError(service) => match service.raw().status().as_u16() {
+            404 => "no such bucket".to_owned(),
+            403 => "access denied: check the AWS credentials (AWS_ACCESS_KEY_ID and \
+                    AWS_SECRET_ACCESS_KEY, a profile or an instance role) and the bucket's policy"
+                .to_owned(),
+            301 | 400 => "the bucket is in another region than PARLEY_S3_REGION".to_owned(),
+            status => format!("the server answered HTTP {status}"),
+        },
+        SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
+            format!("cannot connect to the endpoint: {}", deepest(&error))
+        }
+        SdkError::TimeoutError(_) => "the endpoint did not answer in time".to_owned(),
+        _ => deepest(&error),
+    };
+    BlobError::S3(reason)
 }
 
 /// A presigned URL's lifetime: until `expires_at`, at least a second.
@@ -66,7 +97,7 @@ impl S3Blobs {
             .bucket(&settings.bucket)
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(unreachable)?;
         Ok(Self {
             client,
             bucket: settings.bucket.clone(),
@@ -225,5 +256,25 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(s3_error)?;
         Ok(presigned.uri().to_owned())
+    }
+
+    /// A presigned GET cannot be revoked; the object it names can be moved away. Done
+    /// with a read and a write (not `CopyObject`, which not every S3-compatible server
+    /// offers), the copy first, so an interruption leaves the bytes somewhere.
+    async fn withhold(&self, key: &str) -> Result<(), BlobError> {
+        let held = withheld_key(key)?;
+        let Some(bytes) = self.read(key, u64::MAX).await? else {
+            return Ok(());
+        };
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&held)
+            .content_type("application/octet-stream")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        self.delete(key).await
     }
 }

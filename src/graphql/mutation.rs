@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::parse_id;
 use super::types::{
-    my_role, readable_conversation, user, Attachment, AuthPayload, Conversation, Invitation,
-    Message, ModerationAction, NotificationLevel, PresenceStatus, Role, Upload, UploadHeader, User,
+    my_role, readable_conversation, user, Attachment, AuthPayload, Conversation, HttpHeader,
+    Invitation, Message, ModerationAction, NotificationLevel, PresenceStatus, Role, Upload, User,
     Visibility,
 };
 use super::{client_ip, state, viewer};
@@ -454,6 +454,8 @@ impl Mutation {
     /// type to a conversation the viewer may post in.
     async fn create_upload(&self, ctx: &Context<'_>, input: CreateUploadInput) -> Result<Upload> {
         let conversation_id = parse_id(&input.conversation_id, "conversation")?;
+        let uploads = state(ctx).uploads.clone();
+        let _admitted = uploads.admit(viewer(ctx)?).await;
         let created = write(ctx, |s, me, meta| async move {
             s.uploads
                 .create(
@@ -475,7 +477,7 @@ impl Mutation {
                 .target
                 .headers
                 .into_iter()
-                .map(|(name, value)| UploadHeader { name, value })
+                .map(|(name, value)| HttpHeader { name, value })
                 .collect(),
             expires_at: created.expires_at,
         })
@@ -536,6 +538,10 @@ impl Mutation {
             s.chat.delete(me, id, reason, &meta).await
         })
         .await?;
+        // The deletion stands either way; the sweeper withholds what this leaves out.
+        if let Err(error) = state(ctx).uploads.withhold_message(id).await {
+            tracing::warn!(?error, "cannot withhold a deleted message's attachments");
+        }
         Ok(message(ctx, id).await?)
     }
 

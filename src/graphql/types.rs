@@ -475,11 +475,15 @@ pub struct Attachment {
 
 impl Attachment {
     /// The attachment as its reader sees it, with download URLs signed for a short
-    /// while. Only called for readers of the conversation (or the uploader).
+    /// while. Only called for readers of the conversation (or the uploader); an
+    /// attachment no longer served gets no URL at all.
     pub async fn from_row(
         ctx: &Context<'_>,
         row: parley_projections::attachments::AttachmentRow,
     ) -> Result<Self, ApiError> {
+        if !row.served() {
+            return Err(ApiError::NotFound("attachment not found".to_owned()));
+        }
         let state = state(ctx);
         let now = state.clock.now();
         let url = state
@@ -512,7 +516,7 @@ impl Attachment {
 
 /// A request header an upload must carry exactly as given.
 #[derive(SimpleObject)]
-pub struct UploadHeader {
+pub struct HttpHeader {
     pub name: String,
     pub value: String,
 }
@@ -524,7 +528,7 @@ pub struct Upload {
     pub id: ID,
     pub upload_url: String,
     pub method: String,
-    pub headers: Vec<UploadHeader>,
+    pub headers: Vec<HttpHeader>,
     pub expires_at: OffsetDateTime,
 }
 

@@ -104,11 +104,7 @@ pub(super) async fn get(
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         }
     };
-    // Served while completed (to its uploader, the only one given a URL) or attached
-    // to a message not deleted.
-    let served = row.status == status::COMPLETED
-        || (row.status == status::ATTACHED && row.message_deleted_at.is_none());
-    if !served {
+    if !row.served() {
         return refuse(StatusCode::NOT_FOUND, "not found");
     }
     let content_type = if kind == "thumbs" {

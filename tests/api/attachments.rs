@@ -15,6 +15,15 @@ const CREATE: &str = "mutation($i: CreateUploadInput!) { createUpload(input: $i)
 const COMPLETE: &str = "mutation($id: ID!) { completeUpload(uploadId: $id) { id filename contentType size url thumbnailUrl width height durationMs } }";
 const SEND_WITH: &str = "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id attachments { id filename url } } }";
 
+/// How many events of `event_type` the log holds.
+async fn count_events(app: &TestApp, event_type: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = $1")
+        .bind(event_type)
+        .fetch_one(&app.state.db.read)
+        .await
+        .expect("count")
+}
+
 pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, 99])
@@ -339,6 +348,39 @@ async fn a_png_goes_up_completes_with_its_dimensions_and_a_member_downloads_exac
             objects(&app).await,
             vec![format!("files/{id}"), format!("thumbs/{id}")]
         );
+        let row = parley_projections::attachments::by_id(&app.state.db, &id)
+            .await
+            .expect("read")
+            .expect("row");
+        let digest: String =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+        assert_eq!(row.sha256.as_deref(), Some(digest.as_str()));
+
+        // Someone who cannot read the conversation gets no URL of it.
+        let carol = user(&app, "carol").await;
+        for query in [
+            "query($c: ID!) { messages(conversationId: $c, last: 5) { nodes { attachments { url } } } }",
+        ] {
+            let refused = gql(&app, &carol, query, json!({ "c": group })).await;
+            assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+            assert!(!refused.to_string().contains("/files/"), "{refused}");
+        }
+        let message_id = ok(&sent)["sendMessage"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let by_id = gql(
+            &app,
+            &carol,
+            "query($m: ID!) { message(id: $m) { attachments { url thumbnailUrl } } }",
+            json!({ "m": message_id }),
+        )
+        .await;
+        assert!(!by_id.to_string().contains("/files/"), "{by_id}");
+        assert!(!by_id.to_string().contains("/thumbs/"), "{by_id}");
         app.stop().await;
     }
 }
@@ -479,11 +521,19 @@ async fn only_members_upload_and_only_the_uploader_completes_or_attaches_once() 
 
         let outsider = create_upload(&app, &carol, &group, "a.txt", "text/plain", 5).await;
         assert_eq!(error_code(&outsider), Some("FORBIDDEN"), "{outsider}");
+        assert_eq!(count_events(&app, "UploadCreated").await, 0);
 
         let created = create_upload(&app, &alice, &group, "a.txt", "text/plain", 5).await;
         assert_eq!(put(&app, &created, b"hello".to_vec()).await, 200);
         let by_bob = complete(&app, &bob, &created).await;
         assert_eq!(error_code(&by_bob), Some("NOT_FOUND"), "{by_bob}");
+        // Bob's attempt changed nothing: the bytes still wait for Alice.
+        assert_eq!(count_events(&app, "UploadCompleted").await, 0);
+        assert_eq!(count_events(&app, "UploadRejected").await, 0);
+        assert_eq!(
+            objects(&app).await,
+            vec![format!("incoming/{}", upload_id(&created))]
+        );
         ok(&complete(&app, &alice, &created).await);
         let id = upload_id(&created);
 
@@ -507,6 +557,10 @@ async fn only_members_upload_and_only_the_uploader_completes_or_attaches_once() 
         ok(&send(&app, &alice, &group, &id).await);
         let reused = send(&app, &alice, &group, &id).await;
         assert_eq!(error_code(&reused), Some("CONFLICT"), "{reused}");
+        // Its files are the message's now: completing again issues no URL.
+        let again = complete(&app, &alice, &created).await;
+        assert_eq!(error_code(&again), Some("CONFLICT"), "{again}");
+        assert!(!again.to_string().contains("/files/"), "{again}");
 
         // Refused posts gave back nothing they claimed: one message, one attachment.
         let history = gql_ok(
@@ -533,6 +587,48 @@ async fn only_members_upload_and_only_the_uploader_completes_or_attaches_once() 
         )
         .await;
         assert_eq!(error_code(&early), Some("CONFLICT"), "{early}");
+        assert_eq!(count_events(&app, "UploadAttached").await, 1);
+        assert_eq!(objects(&app).await, vec![format!("files/{id}")]);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_has_at_most_twenty_uploads_open_even_when_asking_at_once() {
+    for (backend, store) in setups() {
+        eprintln!("backend: {backend:?}, store: {store:?}");
+        let app = spawn(backend, store, Arc::new(parley::clock::SystemClock)).await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+        let asked = futures::future::join_all(
+            (0..24).map(|i| create_upload(&app, &alice, &group, "a.txt", "text/plain", 1 + i)),
+        )
+        .await;
+        let refused: Vec<&Value> = asked.iter().filter(|r| error_code(r).is_some()).collect();
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        for response in refused {
+            assert_eq!(error_code(response), Some("CONFLICT"), "{response}");
+        }
+        assert_eq!(count_events(&app, "UploadCreated").await, 20);
+
+        // Sending one frees its place.
+        let (index, open) = asked
+            .iter()
+            .enumerate()
+            .find(|(_, r)| error_code(r).is_none())
+            .expect("one was created");
+        assert_eq!(put(&app, open, vec![b'x'; 1 + index]).await, 200);
+        ok(&complete(&app, &alice, open).await);
+        let full = create_upload(&app, &alice, &group, "b.txt", "text/plain", 1).await;
+        assert_eq!(error_code(&full), Some("CONFLICT"), "{full}");
+        gql_ok(
+            &app,
+            &alice,
+            SEND_WITH,
+            json!({ "i": { "conversationId": group, "body": "f", "attachmentIds": [upload_id(open)] } }),
+        )
+        .await;
+        ok(&create_upload(&app, &alice, &group, "b.txt", "text/plain", 1).await);
         app.stop().await;
     }
 }
@@ -694,11 +790,24 @@ async fn the_sweeper_removes_abandoned_uploads_and_files_of_deleted_messages_rec
             json!({ "id": deleted }),
         )
         .await;
-        // Deleting stops serving at once, before any removal (from S3, once the short
-        // lived URL expires).
-        if store == Store::Embedded {
-            assert_eq!(download(&app, deleted_url).await.status(), 404);
-        }
+        // Deleting stops serving at once, before any removal, even through a URL issued
+        // before (S3 checks only its signature, so the object is moved away), and the
+        // message lists no attachment any more.
+        assert_eq!(download(&app, deleted_url).await.status(), 404);
+        let shown = gql_ok(
+            &app,
+            &alice,
+            "query($m: ID!) { message(id: $m) { deleted attachments { id url } } }",
+            json!({ "m": deleted }),
+        )
+        .await;
+        assert_eq!(
+            shown["data"]["message"]["attachments"],
+            json!([]),
+            "{shown}"
+        );
+        let kept_url = &sent[1].1;
+        assert_eq!(download(&app, kept_url).await.status(), 200);
         assert_eq!(objects(&app).await.len(), 4);
         assert_eq!(
             app.state.uploads.sweep(clock.now()).await.expect("sweep"),
@@ -737,23 +846,85 @@ async fn the_sweeper_removes_abandoned_uploads_and_files_of_deleted_messages_rec
 }
 
 #[tokio::test]
+async fn attachments_claimed_by_a_message_never_posted_are_given_back() {
+    for (backend, store) in setups() {
+        eprintln!("backend: {backend:?}, store: {store:?}");
+        let clock = TestClock::new();
+        let app = spawn(backend, store, clock.clone()).await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+        let done = upload(&app, &alice, &group, "a.txt", "text/plain", b"a".to_vec()).await;
+        let id = text(&done, "/data/completeUpload/id").to_owned();
+
+        // A sendMessage that stopped between claiming the upload and posting.
+        let uploads =
+            parley_store::CommandBus::<parley_aggregates::upload::Upload>::new(&app.state.db, ());
+        let alice_id = uuid::Uuid::parse_str(&alice.id).expect("id");
+        let meta = parley_store::CommandMeta::new(Some(alice_id), clock.now());
+        let claim = parley_aggregates::upload::UploadCommand::Attach {
+            actor_id: alice_id,
+            conversation_id: uuid::Uuid::parse_str(&group).expect("id"),
+            message_id: uuid::Uuid::now_v7(),
+            client_message_id: None,
+            at: clock.now(),
+        };
+        let committed = uploads.execute(&id, claim, &meta).await.expect("claimed");
+        app.state.settle(committed.position).await;
+        let send = || {
+            gql(
+                &app,
+                &alice,
+                SEND_WITH,
+                json!({ "i": { "conversationId": group, "body": "f", "attachmentIds": [id] } }),
+            )
+        };
+        assert_eq!(error_code(&send().await), Some("CONFLICT"));
+
+        // A fresh claim is left alone; a stranded one is given back, once.
+        app.state.uploads.sweep(clock.now()).await.expect("sweep");
+        assert_eq!(count_events(&app, "UploadDetached").await, 0);
+        clock.advance(time::Duration::hours(2));
+        app.state.uploads.sweep(clock.now()).await.expect("sweep");
+        app.state.uploads.sweep(clock.now()).await.expect("sweep");
+        assert_eq!(count_events(&app, "UploadDetached").await, 1);
+        let head = parley_store::log::head(&app.state.db).await.expect("head");
+        app.state.settle(Some(head)).await;
+        ok(&send().await);
+        assert_eq!(objects(&app).await, vec![format!("files/{id}")]);
+        assert_replay_changes_nothing(&app).await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_bucket_stops_the_server_at_start_with_one_line() {
     if std::env::var_os("PARLEY_TEST_S3_ENDPOINT").is_none() {
         eprintln!("skipped: PARLEY_TEST_S3_ENDPOINT names no S3 server");
         return;
     }
-    let database = TestDatabase::new(Backend::Sqlite).await;
-    let mut config = test_config(&database);
-    config.s3_bucket = Some("parley-no-such-bucket".to_owned());
-    config.s3_endpoint = Some(s3_endpoint());
-    config.s3_force_path_style = true;
-    let hasher = parley::auth::Argon2Hasher::new().expect("hasher");
-    let Err(error) = parley::startup::Server::build(config, hasher).await else {
-        panic!("a server started on a missing bucket");
-    };
-    let line = format!("{error:#}");
-    assert!(line.starts_with("PARLEY_S3_BUCKET"), "{line}");
-    assert!(!line.contains('\n'), "{line}");
+    // A free port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a port");
+    for (endpoint, says) in [
+        (s3_endpoint(), "no such bucket"),
+        (format!("http://{closed}"), "cannot connect to the endpoint"),
+    ] {
+        let database = TestDatabase::new(Backend::Sqlite).await;
+        let mut config = test_config(&database);
+        config.s3_bucket = Some("parley-no-such-bucket".to_owned());
+        config.s3_endpoint = Some(endpoint);
+        config.s3_force_path_style = true;
+        let hasher = parley::auth::Argon2Hasher::new().expect("hasher");
+        let Err(error) = parley::startup::Server::build(config, hasher).await else {
+            panic!("a server started on a missing bucket");
+        };
+        let line = format!("{error:#}");
+        assert!(line.starts_with("PARLEY_S3_BUCKET"), "{line}");
+        assert!(line.contains(says), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.len() < 300, "{line}");
+    }
 }
 
 #[tokio::test]
