@@ -10,6 +10,8 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
+use image::ImageDecoder as _;
 use parley_aggregates::upload::{Arrived, Metadata};
 use sha2::{Digest, Sha256};
 
@@ -21,6 +23,8 @@ const MAX_SIDE: u32 = 16_384;
 const MAX_PIXELS: u64 = 40_000_000;
 /// Most memory one decode may allocate.
 const MAX_ALLOC: u64 = 256 * 1024 * 1024;
+/// Quality of a JPEG re-encoded to turn it upright: visually lossless for photos.
+const JPEG_QUALITY: u8 = 90;
 
 /// The result of inspecting an upload.
 pub struct Inspected {
@@ -36,8 +40,7 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
     let size = bytes.len() as u64;
     let kind = infer::get(&bytes);
     let sniffed_type = kind.map(|kind| kind.mime_type().to_owned());
-    let executable = kind.is_some_and(|kind| kind.matcher_type() == infer::MatcherType::App)
-        || bytes.starts_with(b"#!");
+    let executable = kind.is_some_and(|kind| is_program(&kind)) || bytes.starts_with(b"#!");
     let format = sniffed_type.as_deref().and_then(raster_format);
     let mut metadata = Metadata::default();
     let mut undecodable = None;
@@ -45,7 +48,14 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
     let mut content = bytes;
     if let (Some(format), false) = (format, executable) {
         match decode(&content, format) {
-            Ok(image) => {
+            Ok(Decoded {
+                mut image,
+                orientation,
+                icc_profile,
+            }) => {
+                // Dimensions and thumbnail as the image is meant to be seen: the
+                // orientation goes with the metadata that carried it.
+                image.apply_orientation(orientation);
                 metadata.width = Some(image.width());
                 metadata.height = Some(image.height());
                 match make_thumbnail(&image) {
@@ -55,7 +65,10 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
                     }
                     Err(error) => tracing::warn!(%error, "cannot make a thumbnail"),
                 }
-                content = strip_metadata(content, format);
+                match served_image(&content, format, &image, orientation, icc_profile) {
+                    Ok(served) => content = served,
+                    Err(reason) => undecodable = Some(reason),
+                }
             }
             Err(reason) => undecodable = Some(reason),
         }
@@ -80,6 +93,13 @@ pub fn inspect(bytes: Vec<u8>, thumbnail_key: &str) -> Inspected {
         content,
         thumbnail,
     }
+}
+
+/// Whether `infer` found a program: its App group, less certificates, which it files
+/// there too (any DER structure's first two bytes, or a PEM header).
+fn is_program(kind: &infer::Type) -> bool {
+    kind.matcher_type() == infer::MatcherType::App
+        && kind.mime_type() != "application/x-x509-ca-cert"
 }
 
 /// Container formats whose headers say how long they play (and, for video, how large the
@@ -214,7 +234,8 @@ fn read_recording(bytes: &[u8]) -> Recording {
     }
 }
 
-/// Raster formats decoded for dimensions and thumbnails.
+/// Raster formats decoded for dimensions and thumbnails: those the `image` crate is
+/// built to decode here. Only they may be served inline (`served_inline`).
 fn raster_format(media_type: &str) -> Option<image::ImageFormat> {
     Some(match media_type {
         "image/png" => image::ImageFormat::Png,
@@ -225,7 +246,15 @@ fn raster_format(media_type: &str) -> Option<image::ImageFormat> {
     })
 }
 
-fn decode(bytes: &[u8], format: image::ImageFormat) -> Result<image::DynamicImage, String> {
+/// A decoded image, as stored (not yet turned upright), and what its metadata said
+/// about showing it.
+struct Decoded {
+    image: image::DynamicImage,
+    orientation: Orientation,
+    icc_profile: Option<Vec<u8>>,
+}
+
+fn decode(bytes: &[u8], format: image::ImageFormat) -> Result<Decoded, String> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -233,15 +262,25 @@ fn decode(bytes: &[u8], format: image::ImageFormat) -> Result<image::DynamicImag
     // The header alone says how large the image is: refuse a bomb before decoding it.
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits.clone());
-    let (width, height) = reader.into_dimensions().map_err(describe)?;
+    let mut header = reader.into_decoder().map_err(describe)?;
+    let (width, height) = header.dimensions();
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(format!(
             "{width}×{height} pixels is more than {MAX_PIXELS} pixels"
         ));
     }
+    // Unreadable EXIF says nothing about orientation: the pixels are shown as stored,
+    // as a browser would show them.
+    let orientation = header.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc_profile = header.icc_profile().ok().flatten();
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits);
-    reader.decode().map_err(describe)
+    let image = reader.decode().map_err(describe)?;
+    Ok(Decoded {
+        image,
+        orientation,
+        icc_profile,
+    })
 }
 
 fn describe(error: image::ImageError) -> String {
@@ -262,98 +301,320 @@ fn make_thumbnail(image: &image::DynamicImage) -> Result<Vec<u8>, image::ImageEr
     Ok(out.into_inner())
 }
 
-/// The image without its metadata (EXIF with GPS, XMP, IPTC, text chunks, comments),
-/// by dropping those chunks rather than re-encoding: the pixels stay exactly as sent,
-/// and a file that carries no metadata is served byte for byte. A file whose chunk
-/// structure cannot be followed is returned unchanged only if it had decoded, which it
-/// has by the time this runs.
-fn strip_metadata(bytes: Vec<u8>, format: image::ImageFormat) -> Vec<u8> {
-    let stripped = match format {
-        image::ImageFormat::Png => strip_png(&bytes),
-        image::ImageFormat::Jpeg => strip_jpeg(&bytes),
-        image::ImageFormat::WebP => strip_webp(&bytes),
-        _ => None,
+/// What to serve for an image: never anything that still carries its metadata; `Err`
+/// says why nothing can be served.
+///
+/// Usually the file less its metadata, so the pixels stay exactly as sent. It is
+/// re-encoded from `upright` instead, in its own format since it is served under the
+/// declared type, when it is not upright as stored (the orientation is lost with the
+/// EXIF that carries it) and when its structure cannot be followed. Re-encoding keeps
+/// only an animation's first frame, so an animation that cannot be followed is refused
+/// and one with an orientation is stripped and served unturned.
+fn served_image(
+    bytes: &[u8],
+    format: image::ImageFormat,
+    upright: &image::DynamicImage,
+    orientation: Orientation,
+    icc_profile: Option<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    let animated = is_animated(bytes, format);
+    let re_encode = || {
+        encode(upright, format, icc_profile.clone())
+            .map_err(|error| format!("it cannot be re-encoded without its metadata: {error}"))
     };
-    stripped.unwrap_or(bytes)
+    if orientation != Orientation::NoTransforms && !animated {
+        return re_encode();
+    }
+    match strip_metadata(bytes, format) {
+        Some(stripped) => Ok(stripped),
+        None if animated => {
+            Err("its structure cannot be followed to remove its metadata".to_owned())
+        }
+        None => re_encode(),
+    }
+}
+
+/// `image` encoded as `format` with nothing but its pixels and, when it describes
+/// the pixels as encoded, its colour profile.
+fn encode(
+    image: &image::DynamicImage,
+    format: image::ImageFormat,
+    icc_profile: Option<Vec<u8>>,
+) -> Result<Vec<u8>, image::ImageError> {
+    use image::ImageEncoder as _;
+
+    // A profile converts colours of one space (bytes 16–19 of its header). A CMYK
+    // JPEG is decoded to RGB, so its CMYK profile would now mislead.
+    let space: &[u8] = if image.color().has_color() {
+        b"RGB "
+    } else {
+        b"GRAY"
+    };
+    let icc_profile = icc_profile.filter(|profile| profile.get(16..20) == Some(space));
+    let mut out = Vec::new();
+    match format {
+        image::ImageFormat::Jpeg => {
+            let mut encoder =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
+            if let Some(profile) = icc_profile {
+                // Without it the colours are only slightly off; not worth refusing.
+                let _ = encoder.set_icc_profile(profile);
+            }
+            image.write_with_encoder(encoder)?;
+        }
+        image::ImageFormat::Png => {
+            let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+            if let Some(profile) = icc_profile {
+                let _ = encoder.set_icc_profile(profile);
+            }
+            image.write_with_encoder(encoder)?;
+        }
+        image::ImageFormat::WebP => {
+            // Lossless: the only WebP encoder `image` has.
+            let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            if let Some(profile) = icc_profile {
+                let _ = encoder.set_icc_profile(profile);
+            }
+            image.write_with_encoder(encoder)?;
+        }
+        other => {
+            return Err(image::ImageError::Unsupported(
+                image::error::UnsupportedError::from_format_and_kind(
+                    other.into(),
+                    image::error::UnsupportedErrorKind::Format(other.into()),
+                ),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the file is an animation: an animated WebP (the VP8X animation flag) or
+/// PNG (an `acTL` chunk before the image data).
+fn is_animated(bytes: &[u8], format: image::ImageFormat) -> bool {
+    match format {
+        image::ImageFormat::WebP => {
+            bytes.get(12..16) == Some(b"VP8X") && bytes.get(20).is_some_and(|f| f & 0x02 != 0)
+        }
+        image::ImageFormat::Png => png_chunks(bytes)
+            .map_while(|chunk| chunk)
+            .map(|chunk| chunk.get(4..8).unwrap_or_default())
+            .take_while(|kind| *kind != b"IDAT")
+            .any(|kind| kind == b"acTL"),
+        _ => false,
+    }
+}
+
+/// The image without its metadata (EXIF with GPS, XMP, IPTC, text chunks, comments,
+/// and anything after the image's end), by keeping only what decoding and colour need
+/// rather than re-encoding: the pixels stay exactly as sent, and a file that carries
+/// no metadata is served byte for byte. `None` when the structure cannot be followed:
+/// then nothing of the file is safe to serve as it is. GIF is served as sent.
+fn strip_metadata(bytes: &[u8], format: image::ImageFormat) -> Option<Vec<u8>> {
+    match format {
+        image::ImageFormat::Png => strip_png(bytes),
+        image::ImageFormat::Jpeg => strip_jpeg(bytes),
+        image::ImageFormat::WebP => strip_webp(bytes),
+        _ => Some(bytes.to_vec()),
+    }
 }
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-fn strip_png(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(bytes.get(..8).filter(|sig| *sig == PNG_SIGNATURE)?);
-    let mut at = 8;
-    while at < bytes.len() {
-        let length = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
-        let end = at.checked_add(12)?.checked_add(length)?;
-        let chunk = bytes.get(at..end)?;
-        let kind = &chunk[4..8];
-        if !matches!(kind, b"eXIf" | b"tEXt" | b"zTXt" | b"iTXt" | b"tIME") {
-            out.extend_from_slice(chunk);
-        }
-        at = end;
-        if kind == b"IEND" {
-            break;
-        }
-    }
-    Some(out)
+/// A PNG's chunks after the signature (length, type, data and CRC each) through
+/// `IEND`; `None` for one that runs past the end of the file, and nothing after it.
+fn png_chunks(bytes: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    let mut at = Some(PNG_SIGNATURE.len());
+    std::iter::from_fn(move || {
+        let start = at?;
+        let chunk = png_chunk_at(bytes, start);
+        at = chunk
+            .filter(|chunk| chunk.get(4..8) != Some(b"IEND"))
+            .map(|chunk| start + chunk.len());
+        Some(chunk)
+    })
 }
 
+fn png_chunk_at(bytes: &[u8], start: usize) -> Option<&[u8]> {
+    let length = u32::from_be_bytes(bytes.get(start..start.checked_add(4)?)?.try_into().ok()?);
+    let end = start
+        .checked_add(12)?
+        .checked_add(usize::try_from(length).ok()?)?;
+    bytes.get(start..end)
+}
+
+/// PNG chunks that decoding, colour, transparency, pixel size or animation need; all
+/// others (`eXIf`, `tEXt`, `zTXt`, `iTXt` with XMP, `tIME`, private chunks such as C2PA
+/// manifests) are dropped.
+fn is_png_image_chunk(kind: &[u8]) -> bool {
+    matches!(
+        kind,
+        b"IHDR"
+            | b"PLTE"
+            | b"IDAT"
+            | b"IEND"
+            | b"tRNS"
+            | b"cHRM"
+            | b"gAMA"
+            | b"iCCP"
+            | b"sBIT"
+            | b"sRGB"
+            | b"cICP"
+            | b"mDCV"
+            | b"cLLI"
+            | b"bKGD"
+            | b"hIST"
+            | b"pHYs"
+            | b"sPLT"
+            | b"acTL"
+            | b"fcTL"
+            | b"fdAT"
+    )
+}
+
+/// Through `IEND` and no further: whatever follows it is no part of the image.
+fn strip_png(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.starts_with(PNG_SIGNATURE) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(PNG_SIGNATURE);
+    for chunk in png_chunks(bytes) {
+        let chunk = chunk?;
+        let kind = chunk.get(4..8)?;
+        if is_png_image_chunk(kind) {
+            out.extend_from_slice(chunk);
+        }
+        if kind == b"IEND" {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// Through the first image's EOI and no further: phones append more after it (MPF
+/// pictures with their own EXIF, HDR gain maps, Motion Photo video with location).
+/// Of the segments before and between scans, only those that decoding or colour need
+/// are kept.
 fn strip_jpeg(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(bytes.get(..2).filter(|soi| *soi == [0xFF, 0xD8])?);
     let mut at = 2;
     loop {
-        let marker = *bytes.get(at + 1)?;
         if *bytes.get(at)? != 0xFF {
             return None;
         }
-        // Start of scan: the entropy-coded image data follows to the end, unchanged.
-        if marker == 0xDA {
-            out.extend_from_slice(&bytes[at..]);
-            return Some(out);
+        // Any number of 0xFF fill bytes may precede a marker (T.81, B.1.1.2).
+        while *bytes.get(at + 1)? == 0xFF {
+            at += 1;
+        }
+        let marker = *bytes.get(at + 1)?;
+        match marker {
+            0xD9 => {
+                out.extend_from_slice(&[0xFF, 0xD9]);
+                return Some(out);
+            }
+            // Markers without a length (another SOI, RSTn, TEM) or a stuffed zero have
+            // no place between segments.
+            0x00 | 0x01 | 0xD0..=0xD8 => return None,
+            _ => {}
         }
         let length = usize::from(u16::from_be_bytes([
             *bytes.get(at + 2)?,
             *bytes.get(at + 3)?,
         ]));
+        if length < 2 {
+            return None;
+        }
         let end = at.checked_add(2)?.checked_add(length)?;
         let segment = bytes.get(at..end)?;
-        // APP1 (EXIF, XMP), APP12–APP13 (IPTC, Photoshop), COM. APP0 (JFIF), APP2
-        // (ICC colour profiles) and APP14 (Adobe colour transform) affect rendering.
-        if !matches!(marker, 0xE1 | 0xEC | 0xED | 0xFE) {
-            out.extend_from_slice(segment);
+        let payload = segment.get(4..)?;
+        match marker {
+            // JFIF says how to read the colours; any thumbnail it carries is not kept.
+            0xE0 if payload.starts_with(b"JFIF\0") && payload.len() >= 14 => {
+                out.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x10]);
+                out.extend_from_slice(payload.get(..12)?);
+                out.extend_from_slice(&[0, 0]);
+            }
+            // The colour profile, and Adobe's colour transform (YCCK, CMYK).
+            0xE2 if payload.starts_with(b"ICC_PROFILE\0") => out.extend_from_slice(segment),
+            0xEE if payload.starts_with(b"Adobe") => out.extend_from_slice(segment),
+            // Frames, Huffman and arithmetic tables, quantisation tables, scans, restart
+            // intervals, line counts, hierarchical progression.
+            0xC0..=0xCF | 0xDA..=0xDF => out.extend_from_slice(segment),
+            // Every other APPn (EXIF, XMP, MPF, IPTC, Photoshop ...), COM and JPGn.
+            _ => {}
         }
         at = end;
+        if marker == 0xDA {
+            let data_end = entropy_coded_end(bytes, at)?;
+            out.extend_from_slice(bytes.get(at..data_end)?);
+            at = data_end;
+        }
     }
 }
 
+/// Where a scan's entropy-coded data, starting at `from`, ends: at the first marker
+/// that is neither a stuffed data byte (0xFF 0x00) nor a restart marker (RST0–RST7),
+/// counting any fill bytes before it as the marker's. `None` if the file ends first.
+fn entropy_coded_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let found = at + bytes.get(at..)?.iter().position(|byte| *byte == 0xFF)?;
+        let mut next = found + 1;
+        while *bytes.get(next)? == 0xFF {
+            next += 1;
+        }
+        match bytes.get(next)? {
+            0x00 | 0xD0..=0xD7 => at = next + 1,
+            _ => return Some(found),
+        }
+    }
+}
+
+/// WebP chunks that decoding, colour or animation need; `EXIF`, `XMP ` and unknown
+/// chunks are dropped.
+fn is_webp_image_chunk(kind: &[u8]) -> bool {
+    matches!(
+        kind,
+        b"VP8 " | b"VP8L" | b"VP8X" | b"ALPH" | b"ANIM" | b"ANMF" | b"ICCP"
+    )
+}
+
+/// Within the RIFF chunk and no further: what follows it is no part of the image.
 fn strip_webp(bytes: &[u8]) -> Option<Vec<u8>> {
     if bytes.get(..4)? != b"RIFF" || bytes.get(8..12)? != b"WEBP" {
         return None;
     }
-    let mut body = Vec::with_capacity(bytes.len());
+    let riff_length =
+        usize::try_from(u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?)).ok()?;
+    let riff = bytes.get(..riff_length.checked_add(8)?.min(bytes.len()))?;
+    let mut body = Vec::with_capacity(riff.len());
     body.extend_from_slice(b"WEBP");
     let mut at = 12;
-    while at < bytes.len() {
-        let kind = bytes.get(at..at + 4)?;
-        let length = u32::from_le_bytes(bytes.get(at + 4..at + 8)?.try_into().ok()?) as usize;
-        let padded = length + (length & 1);
-        let end = at.checked_add(8)?.checked_add(padded)?.min(bytes.len());
-        let chunk = bytes.get(at..end)?;
-        match kind {
-            b"EXIF" | b"XMP " => {}
-            b"VP8X" => {
-                let mut chunk = chunk.to_vec();
-                // Flags: the file no longer announces EXIF (bit 3) or XMP (bit 2).
-                if let Some(flags) = chunk.get_mut(8) {
+    while at < riff.len() {
+        let kind = riff.get(at..at + 4)?;
+        let length = usize::try_from(u32::from_le_bytes(
+            riff.get(at + 4..at + 8)?.try_into().ok()?,
+        ))
+        .ok()?;
+        let end = at.checked_add(8)?.checked_add(length)?;
+        let chunk = riff.get(at..end)?;
+        if is_webp_image_chunk(kind) {
+            let flags = body.len() + 8;
+            body.extend_from_slice(chunk);
+            if kind == b"VP8X" {
+                // The file no longer announces EXIF (bit 3) or XMP (bit 2).
+                if let Some(flags) = body.get_mut(flags) {
                     *flags &= !0b0000_1100;
                 }
-                body.extend_from_slice(&chunk);
             }
-            _ => body.extend_from_slice(chunk),
+            // Chunks are padded to an even length; a writer may leave the last pad out.
+            if length % 2 == 1 {
+                body.push(0);
+            }
         }
-        at = end;
+        at = end + length % 2;
     }
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(b"RIFF");
@@ -429,6 +690,399 @@ mod tests {
         let inspected = inspect(with_exif, "thumbs/x");
         assert_eq!(inspected.content, jpeg);
         assert!(image::load_from_memory(&inspected.content).is_ok());
+    }
+
+    /// What a phone's EXIF would give away; no served file may contain it.
+    const SECRET: &[u8] = b"GPSLatitude=48.8584N;GPSLongitude=2.2945E";
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+    }
+
+    /// A pattern with a distinct colour per pixel, so a turn shows.
+    fn pattern(width: u32, height: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 40 % 256) as u8, (y * 60 % 256) as u8, 7])
+        })
+    }
+
+    fn encoded(image: &image::RgbImage, format: image::ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, format).expect("encode");
+        out.into_inner()
+    }
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        encoded(&pattern(width, height), image::ImageFormat::Jpeg)
+    }
+
+    /// A big-endian TIFF structure as EXIF carries it: one IFD with the orientation,
+    /// and [`SECRET`] after it, where a GPS IFD would be.
+    fn tiff(orientation: u16) -> Vec<u8> {
+        let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+        tiff.extend_from_slice(&1u16.to_be_bytes());
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes());
+        tiff.extend_from_slice(&3u16.to_be_bytes());
+        tiff.extend_from_slice(&1u32.to_be_bytes());
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0]);
+        tiff.extend_from_slice(&0u32.to_be_bytes());
+        tiff.extend_from_slice(SECRET);
+        tiff
+    }
+
+    fn jpeg_segment(marker: u8, payload: &[u8]) -> Vec<u8> {
+        let mut segment = vec![0xFF, marker];
+        segment.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        segment.extend_from_slice(payload);
+        segment
+    }
+
+    fn exif_segment(orientation: u16) -> Vec<u8> {
+        let mut payload = b"Exif\0\0".to_vec();
+        payload.extend_from_slice(&tiff(orientation));
+        jpeg_segment(0xE1, &payload)
+    }
+
+    /// `jpeg` with `segments` right after its SOI.
+    fn jpeg_with(jpeg: &[u8], segments: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        for segment in segments {
+            out.extend_from_slice(segment);
+        }
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    /// `clean` with a chunk inserted after its header chunk.
+    fn png_with_chunk(clean: &[u8], kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let ihdr_end = 8 + 12 + 13;
+        let mut typed = kind.to_vec();
+        typed.extend_from_slice(data);
+        let mut out = clean[..ihdr_end].to_vec();
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&typed);
+        out.extend_from_slice(&crc32(&typed).to_be_bytes());
+        out.extend_from_slice(&clean[ihdr_end..]);
+        out
+    }
+
+    /// A WebP file of `chunks`, each padded to an even length.
+    fn riff(chunks: &[(&[u8; 4], &[u8])]) -> Vec<u8> {
+        let mut body = b"WEBP".to_vec();
+        for (kind, data) in chunks {
+            body.extend_from_slice(*kind);
+            body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            body.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// An extended WebP (VP8X with `flags`) of `image`'s lossless bitstream, followed by
+    /// `extra` chunks.
+    fn extended_webp(image: &image::RgbImage, flags: u8, extra: &[(&[u8; 4], &[u8])]) -> Vec<u8> {
+        let simple = encoded(image, image::ImageFormat::WebP);
+        assert_eq!(&simple[12..16], b"VP8L");
+        let vp8l = &simple[20..];
+        let mut vp8x = vec![flags, 0, 0, 0];
+        vp8x.extend_from_slice(&(image.width() - 1).to_le_bytes()[..3]);
+        vp8x.extend_from_slice(&(image.height() - 1).to_le_bytes()[..3]);
+        let mut chunks: Vec<(&[u8; 4], &[u8])> = vec![(b"VP8X", &vp8x), (b"VP8L", vp8l)];
+        chunks.extend_from_slice(extra);
+        riff(&chunks)
+    }
+
+    /// The served content decodes as `format` to `width` × `height`, is what the
+    /// metadata reports, and carries no [`SECRET`].
+    fn assert_served(
+        inspected: &Inspected,
+        format: image::ImageFormat,
+        (width, height): (u32, u32),
+    ) -> image::DynamicImage {
+        let arrived = &inspected.arrived;
+        assert_eq!(arrived.undecodable, None);
+        assert!(!contains(&inspected.content, SECRET), "metadata kept");
+        assert_eq!(image::guess_format(&inspected.content).ok(), Some(format));
+        let served = image::load_from_memory_with_format(&inspected.content, format)
+            .expect("the served content decodes");
+        assert_eq!((served.width(), served.height()), (width, height));
+        assert_eq!(
+            (arrived.metadata.width, arrived.metadata.height),
+            (Some(width), Some(height))
+        );
+        let thumbnail = image::load_from_memory(inspected.thumbnail.as_deref().expect("thumb"))
+            .expect("thumbnail decodes");
+        assert_eq!((thumbnail.width(), thumbnail.height()), (width, height));
+        served
+    }
+
+    #[test]
+    fn jpeg_data_after_the_end_of_the_image_is_cut() {
+        let clean = jpeg(16, 8);
+        // As phones append it: a second picture (MPF) with its own EXIF, then a video.
+        let mut appended = clean.clone();
+        appended.extend_from_slice(&jpeg_with(&jpeg(4, 4), &[exif_segment(1)]));
+        appended.extend_from_slice(b"\0\0\0\x18ftypmp42");
+        appended.extend_from_slice(SECRET);
+        let inspected = inspect(appended, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Jpeg, (16, 8));
+        assert_eq!(inspected.content, clean);
+    }
+
+    #[test]
+    fn jpeg_segments_other_than_jfif_icc_and_adobe_are_dropped() {
+        let clean = jpeg(16, 8);
+        let mut icc = b"ICC_PROFILE\0\x01\x01".to_vec();
+        let mut profile = vec![0; 128];
+        profile[16..20].copy_from_slice(b"RGB ");
+        icc.extend_from_slice(&profile);
+        let icc = jpeg_segment(0xE2, &icc);
+        let mut mpf = b"MPF\0".to_vec();
+        mpf.extend_from_slice(SECRET);
+        let mut xmp = b"http://ns.adobe.com/xap/1.0/\0".to_vec();
+        xmp.extend_from_slice(SECRET);
+        let mut dropped = vec![
+            exif_segment(1),
+            jpeg_segment(0xE1, &xmp),
+            jpeg_segment(0xE2, &mpf),
+            jpeg_segment(0xFE, SECRET),
+        ];
+        // APP0 other than JFIF (JFXX, AVI1), APP3 to APP13 (IPTC in APP13), APP15.
+        for marker in [0xE0, 0xE3, 0xE4, 0xE9, 0xEC, 0xED, 0xEF] {
+            dropped.push(jpeg_segment(marker, SECRET));
+        }
+        let mut segments = dropped.clone();
+        segments.push(icc.clone());
+        let inspected = inspect(jpeg_with(&clean, &segments), "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Jpeg, (16, 8));
+        // The colour profile stays.
+        assert_eq!(inspected.content, jpeg_with(&clean, &[icc]));
+    }
+
+    #[test]
+    fn a_jfif_thumbnail_is_not_kept() {
+        let clean = jpeg(8, 8);
+        assert_eq!(&clean[2..6], &[0xFF, 0xE0, 0x00, 0x10]);
+        // The same JFIF segment announcing a 1 × 1 thumbnail of 3 bytes.
+        let mut jfif = clean[6..18].to_vec();
+        jfif.extend_from_slice(&[1, 1, 0xAB, 0xCD, 0xEF]);
+        let mut with_thumbnail = clean[..2].to_vec();
+        with_thumbnail.extend_from_slice(&jpeg_segment(0xE0, &jfif));
+        with_thumbnail.extend_from_slice(&clean[20..]);
+        assert_eq!(strip_jpeg(&with_thumbnail), Some(clean));
+    }
+
+    #[test]
+    fn jpeg_fill_bytes_before_markers_are_accepted() {
+        let clean = jpeg(16, 8);
+        // Fill bytes before the first table, and before the EOI.
+        let mut filled = clean[..20].to_vec();
+        filled.extend_from_slice(&[0xFF, 0xFF, 0xFF]);
+        filled.extend_from_slice(&clean[20..clean.len() - 2]);
+        filled.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xD9]);
+        let with_exif = jpeg_with(&filled, &[exif_segment(1)]);
+        let inspected = inspect(with_exif, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Jpeg, (16, 8));
+        assert_eq!(inspected.content, clean);
+    }
+
+    /// A progressive file's layout: tables and other segments between its scans, and
+    /// scan data with stuffed bytes, restart markers and fill bytes.
+    #[test]
+    fn every_scan_of_a_jpeg_is_followed_to_its_end() {
+        let sof2 = jpeg_segment(0xC2, &[8, 0, 8, 0, 8, 1, 1, 0x11, 0]);
+        let dht = jpeg_segment(0xC4, &[0; 17]);
+        let sos = jpeg_segment(0xDA, &[1, 1, 0, 0, 63, 0]);
+        let scan1 = [
+            0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0x00, 0x78,
+        ];
+        let scan2 = [0x9A, 0xFF, 0x00, 0xFF, 0xD7, 0xBC];
+        let mut file = vec![0xFF, 0xD8];
+        let mut expected = file.clone();
+        file.extend_from_slice(&exif_segment(1));
+        for part in [&sof2, &dht, &sos, &scan1[..]] {
+            file.extend_from_slice(part);
+            expected.extend_from_slice(part);
+        }
+        file.extend_from_slice(&[0xFF, 0xFF]);
+        file.extend_from_slice(&jpeg_segment(0xE1, SECRET));
+        file.extend_from_slice(&jpeg_segment(0xFE, SECRET));
+        for part in [&dht, &sos, &scan2[..], &[0xFF, 0xD9][..]] {
+            file.extend_from_slice(part);
+            expected.extend_from_slice(part);
+        }
+        let end = file.len();
+        file.extend_from_slice(&jpeg_with(&jpeg(4, 4), &[exif_segment(1)]));
+        assert_eq!(strip_jpeg(&file), Some(expected));
+        // Cut short in its last scan, or with anything but a marker between segments,
+        // it cannot be followed.
+        assert_eq!(strip_jpeg(&file[..end - 2]), None);
+        assert_eq!(strip_jpeg(&file[..end - 4]), None);
+        let mut stray = file.clone();
+        stray.insert(2, 0x00);
+        assert_eq!(strip_jpeg(&stray), None);
+        for byte in 0..file.len() {
+            let _ = strip_jpeg(&file[..byte]);
+        }
+    }
+
+    #[test]
+    fn a_jpeg_that_decodes_but_cannot_be_followed_is_re_encoded_without_metadata() {
+        let clean = jpeg(16, 8);
+        // A stray byte between two segments, which decoders skip over.
+        let mut stray = jpeg_with(&clean, &[exif_segment(1)]);
+        let after_exif = 2 + exif_segment(1).len();
+        stray.insert(after_exif, 0x00);
+        assert!(image::load_from_memory(&stray).is_ok());
+        assert_eq!(strip_jpeg(&stray), None);
+        let inspected = inspect(stray, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Jpeg, (16, 8));
+        assert_ne!(inspected.content, clean);
+        // Cut off before its end: decoders show what there is.
+        let mut truncated = jpeg_with(&jpeg(16, 8), &[exif_segment(1)]);
+        truncated.truncate(truncated.len() - 2);
+        let inspected = inspect(truncated, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Jpeg, (16, 8));
+    }
+
+    #[test]
+    fn an_animation_that_cannot_be_followed_is_refused() {
+        let stored = pattern(4, 4);
+        let image = image::DynamicImage::ImageRgb8(stored.clone());
+        // Animated by its flags, with a chunk that runs past the end of the file.
+        let mut animated = extended_webp(&stored, 0x02, &[]);
+        animated.extend_from_slice(b"ANMF\xff\xff\0\0");
+        let declared = u32::try_from(animated.len() - 8).unwrap_or(0);
+        animated[4..8].copy_from_slice(&declared.to_le_bytes());
+        let served = served_image(
+            &animated,
+            image::ImageFormat::WebP,
+            &image,
+            Orientation::NoTransforms,
+            None,
+        );
+        assert!(served.is_err());
+    }
+
+    #[test]
+    fn png_exif_and_text_chunks_are_dropped() {
+        let clean = png(4, 4);
+        let mut xmp = b"XML:com.adobe.xmp\0\0\0\0\0".to_vec();
+        xmp.extend_from_slice(SECRET);
+        let mut ztxt = b"Comment\0\0".to_vec();
+        ztxt.extend_from_slice(SECRET);
+        let mut text = b"Location\0".to_vec();
+        text.extend_from_slice(SECRET);
+        let mut with_all = clean.clone();
+        for (kind, data) in [
+            (b"eXIf", tiff(1)),
+            (b"iTXt", xmp),
+            (b"zTXt", ztxt),
+            (b"tEXt", text),
+            (b"caBX", SECRET.to_vec()),
+            (b"tIME", vec![7, 234, 3, 1, 9, 0, 0]),
+        ] {
+            with_all = png_with_chunk(&with_all, kind, &data);
+        }
+        // After the end, too.
+        with_all.extend_from_slice(SECRET);
+        let inspected = inspect(with_all, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Png, (4, 4));
+        assert_eq!(inspected.content, clean);
+        // Rendering chunks stay.
+        let with_gamma = png_with_chunk(&clean, b"gAMA", &45_455u32.to_be_bytes());
+        assert_eq!(strip_png(&with_gamma).as_ref(), Some(&with_gamma));
+        // No IEND: not followed.
+        assert_eq!(strip_png(&clean[..clean.len() - 12]), None);
+    }
+
+    #[test]
+    fn webp_exif_and_xmp_chunks_are_dropped_and_no_longer_announced() {
+        let stored = pattern(6, 4);
+        let mut xmp = b"<x:xmpmeta>".to_vec();
+        xmp.extend_from_slice(SECRET);
+        let tiff = tiff(1);
+        let with_metadata = extended_webp(
+            &stored,
+            0x08 | 0x04,
+            &[(b"EXIF", &tiff), (b"XMP ", &xmp), (b"UNKN", SECRET)],
+        );
+        let mut with_trailer = with_metadata.clone();
+        with_trailer.extend_from_slice(SECRET);
+        let inspected = inspect(with_trailer, "thumbs/x");
+        let served = assert_served(&inspected, image::ImageFormat::WebP, (6, 4));
+        assert_eq!(served.to_rgb8(), stored);
+        assert_eq!(inspected.content, extended_webp(&stored, 0, &[]));
+        assert_eq!(inspected.content[20], 0, "VP8X flags");
+    }
+
+    #[test]
+    fn an_image_stored_sideways_is_served_upright_in_its_own_format() {
+        // Orientation 6: the stored image is turned 90° clockwise to be seen, so its
+        // stored top-left pixel shows at the top right.
+        let stored = pattern(64, 48);
+        let top_left = *stored.get_pixel(0, 0);
+        let exif = tiff(6);
+
+        let sideways_png =
+            png_with_chunk(&encoded(&stored, image::ImageFormat::Png), b"eXIf", &exif);
+        let inspected = inspect(sideways_png, "thumbs/x");
+        let served = assert_served(&inspected, image::ImageFormat::Png, (48, 64)).to_rgb8();
+        assert_eq!(*served.get_pixel(47, 0), top_left);
+        assert_eq!(served, image::imageops::rotate90(&stored));
+
+        let sideways_webp = extended_webp(&stored, 0x08, &[(b"EXIF", &exif)]);
+        let inspected = inspect(sideways_webp, "thumbs/x");
+        let served = assert_served(&inspected, image::ImageFormat::WebP, (48, 64)).to_rgb8();
+        assert_eq!(served, image::imageops::rotate90(&stored));
+
+        let sideways_jpeg = jpeg_with(&jpeg(64, 48), &[exif_segment(6)]);
+        let inspected = inspect(sideways_jpeg, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Jpeg, (48, 64));
+        assert_eq!(
+            inspected.arrived.sniffed_type.as_deref(),
+            Some("image/jpeg")
+        );
+
+        // Upright already: only stripped, byte for byte the rest.
+        let upright = jpeg_with(&jpeg(64, 48), &[exif_segment(1)]);
+        let inspected = inspect(upright, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Jpeg, (64, 48));
+        assert_eq!(inspected.content, jpeg(64, 48));
+    }
+
+    #[test]
+    fn certificates_are_not_programs() {
+        let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec();
+        let der = [0x30, 0x82, 0x01, 0x0A, 0x02, 0x82, 0x01, 0x01, 0x00].to_vec();
+        for certificate in [pem, der] {
+            let inspected = inspect(certificate, "thumbs/x");
+            assert_eq!(
+                inspected.arrived.sniffed_type.as_deref(),
+                Some("application/x-x509-ca-cert")
+            );
+            assert!(!inspected.arrived.executable);
+        }
+    }
+
+    #[test]
+    fn only_formats_decoded_here_are_served_inline() {
+        for served_as_download in ["image/avif", "image/bmp"] {
+            assert!(!crate::blob::served_inline(served_as_download));
+            assert_eq!(raster_format(served_as_download), None);
+        }
+        for decoded in ["image/png", "image/jpeg", "image/webp", "image/gif"] {
+            assert!(crate::blob::served_inline(decoded));
+            assert!(raster_format(decoded).is_some());
+        }
     }
 
     #[test]

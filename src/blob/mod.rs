@@ -134,19 +134,15 @@ pub fn parse_key(key: &str) -> Result<(&'static str, Uuid), BlobError> {
     Ok((kind, id))
 }
 
-/// Whether a type is safe to render in the browser on this origin: raster images,
-/// audio, video and PDF. Everything else (SVG and HTML above all: a same-origin inline
-/// SVG runs script as the viewer) is served as a download.
+/// Whether a type is safe to render in the browser on this origin: the raster images
+/// `inspect` decodes (so they were checked against decoding limits and lost their
+/// metadata), audio, video and PDF. Everything else (SVG and HTML above all: a
+/// same-origin inline SVG runs script as the viewer; AVIF and BMP, which nothing here
+/// decodes) is served as a download.
 pub fn served_inline(content_type: &str) -> bool {
     matches!(
         content_type,
-        "image/png"
-            | "image/jpeg"
-            | "image/gif"
-            | "image/webp"
-            | "image/avif"
-            | "image/bmp"
-            | "application/pdf"
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp" | "application/pdf"
     ) || ((content_type.starts_with("audio/") || content_type.starts_with("video/"))
         && content_type
             .chars()

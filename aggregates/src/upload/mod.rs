@@ -295,8 +295,10 @@ impl Upload {
     }
 }
 
+const PROGRAMS: &str = "programs and scripts cannot be attached";
+
 /// Whether `arrived` is what was declared, and allowed at all. `Err` names why not,
-/// in words safe to show the uploader.
+/// in words safe to show the uploader. The filename is judged apart, by the aggregate.
 pub fn judge(declared_type: &str, declared_size: u64, arrived: &Arrived) -> Result<(), String> {
     if arrived.size != declared_size {
         return Err(format!(
@@ -304,14 +306,25 @@ pub fn judge(declared_type: &str, declared_size: u64, arrived: &Arrived) -> Resu
             arrived.size
         ));
     }
-    if arrived.executable || values::is_program_type(declared_type) {
-        return Err("programs and scripts cannot be attached".to_owned());
+    let sniffed = arrived.sniffed_type.as_deref();
+    if arrived.executable
+        || values::is_program_type(declared_type)
+        || sniffed.is_some_and(values::is_program_sniffed)
+    {
+        return Err(PROGRAMS.to_owned());
     }
-    match arrived.sniffed_type.as_deref() {
+    match sniffed {
         // Text formats are recognised by a guess at their first characters (an `<html`
         // here, an `<?xml` there), which says nothing against a declared text type:
         // they are served as downloads whatever they are.
         Some(found) if values::is_text_type(found) && !values::is_binary_type(declared_type) => {}
+        // Likewise a certificate, found by a PEM header or two bytes that begin any DER
+        // structure.
+        Some(found)
+            if values::is_certificate_type(found) && !values::is_binary_type(declared_type) => {}
+        // Only a declared type that is rendered inline must be what the content is; an
+        // unspecified one is served as a download, and programs were refused above.
+        Some(_) if values::is_unspecified_type(declared_type) => {}
         Some(found) if !values::same_type(declared_type, found) => {
             return Err(format!(
                 "the content is {found}, not the declared {declared_type}"
@@ -364,6 +377,11 @@ impl Aggregate for Upload {
                     return Err(UploadError::Muted);
                 }
                 let filename = Filename::parse(&filename, "filename")?;
+                // A desktop runs such a file by its name whatever its bytes: refused
+                // before any bytes are sent.
+                if values::is_program_name(filename.as_str()) {
+                    return Err(InputError::new("filename", PROGRAMS).into());
+                }
                 let content_type = ContentType::parse(&content_type, "contentType")?;
                 let size = u64::try_from(size)
                     .ok()
@@ -400,6 +418,11 @@ impl Aggregate for Upload {
                     Status::Completed | Status::Attached => return Ok(()),
                     Status::New => return Err(UploadError::NotFound),
                     Status::Rejected | Status::Removed => return Err(UploadError::Gone),
+                }
+                // `Create` refuses such names now; an upload created before it did may
+                // still be pending.
+                if values::is_program_name(&self.filename) {
+                    return Err(UploadError::Refused(PROGRAMS.to_owned()));
                 }
                 judge(&self.content_type, self.size, &arrived).map_err(UploadError::Refused)?;
                 UploadEvent::UploadCompleted {

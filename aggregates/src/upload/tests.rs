@@ -374,3 +374,159 @@ fn text_recognised_as_markup_completes_under_a_declared_text_type() {
     assert_eq!(judge("text/plain", 100, &svg), Ok(()));
     assert!(judge("image/png", 100, &svg).is_err());
 }
+
+fn created_as(filename: &str, content_type: &str) -> UploadEvent {
+    UploadEvent::UploadCreated {
+        upload_id: UPLOAD,
+        conversation_id: CONV,
+        owner_id: ALICE,
+        filename: filename.to_owned(),
+        content_type: content_type.to_owned(),
+        size: 100,
+        object_key: incoming_key(UPLOAD),
+        expires_at: NOW + time::Duration::minutes(10),
+        created_at: NOW,
+    }
+}
+
+fn sniffed(media_type: &str) -> Arrived {
+    Arrived {
+        sniffed_type: Some(media_type.to_owned()),
+        metadata: Metadata::default(),
+        ..png(100)
+    }
+}
+
+fn refused_as_a_program() -> UploadError {
+    UploadError::Refused("programs and scripts cannot be attached".to_owned())
+}
+
+#[test]
+fn a_program_name_is_refused_before_any_bytes_are_sent() {
+    for name in [
+        "setup.exe",
+        "Install.MSI",
+        "run.sh",
+        "../x/tool.PS1",
+        "app.jar.",
+    ] {
+        framework()
+            .given_no_previous_events()
+            .when(create_with(member(), name, 100, 0))
+            .then_expect_error(
+                InputError::new("filename", "programs and scripts cannot be attached").into(),
+            );
+    }
+}
+
+#[test]
+fn html_and_svg_names_are_still_accepted_as_downloads() {
+    for name in ["page.html", "page.htm", "pic.svg"] {
+        let mut event = created();
+        if let UploadEvent::UploadCreated { filename, .. } = &mut event {
+            *filename = name.to_owned();
+        }
+        framework()
+            .given_no_previous_events()
+            .when(create_with(member(), name, 100, 0))
+            .then_expect_events(vec![event]);
+    }
+}
+
+#[test]
+fn a_pending_upload_with_a_program_name_is_refused_on_completion() {
+    // A ZIP is what a JAR or an APK reads as; the name is what makes it run.
+    framework()
+        .given(vec![created_as("game.apk", "application/zip")])
+        .when(complete(sniffed("application/zip")))
+        .then_expect_error(refused_as_a_program());
+}
+
+#[test]
+fn an_installer_found_in_the_content_is_refused_whatever_it_is_called() {
+    for found in ["application/x-ole-storage", "application/x-rpm"] {
+        framework()
+            .given(vec![created_as("notes.dat", "application/octet-stream")])
+            .when(complete(sniffed(found)))
+            .then_expect_error(refused_as_a_program());
+    }
+}
+
+#[test]
+fn a_program_declared_as_a_program_type_is_refused() {
+    framework()
+        .given(vec![created_as(
+            "pkg.dat",
+            "application/vnd.debian.binary-package",
+        )])
+        .when(complete(sniffed("application/vnd.debian.binary-package")))
+        .then_expect_error(refused_as_a_program());
+}
+
+#[test]
+fn a_known_format_declared_as_octet_stream_completes_under_the_declared_type() {
+    let completed = UploadEvent::UploadCompleted {
+        upload_id: UPLOAD,
+        conversation_id: CONV,
+        owner_id: ALICE,
+        filename: "report.pdf".to_owned(),
+        content_type: "application/octet-stream".to_owned(),
+        size: 100,
+        object_key: file_key(UPLOAD),
+        metadata: Metadata::default(),
+        completed_at: NOW,
+    };
+    framework()
+        .given(vec![created_as("report.pdf", "application/octet-stream")])
+        .when(complete(sniffed("application/pdf")))
+        .then_expect_events(vec![completed]);
+    for found in [
+        "application/zip",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ] {
+        assert_eq!(
+            judge("application/octet-stream", 100, &sniffed(found)),
+            Ok(())
+        );
+    }
+    // Not a program in disguise, though.
+    let elf = Arrived {
+        executable: true,
+        ..sniffed("application/x-executable")
+    };
+    assert_eq!(
+        judge("application/octet-stream", 100, &elf),
+        Err("programs and scripts cannot be attached".to_owned())
+    );
+    // And only the unspecified type: a ZIP declared as a PDF is still a lie.
+    assert!(judge("application/pdf", 100, &sniffed("application/zip")).is_err());
+}
+
+#[test]
+fn a_certificate_is_not_a_program() {
+    let certificate = sniffed("application/x-x509-ca-cert");
+    for declared in [
+        "application/x-x509-ca-cert",
+        "application/x-pem-file",
+        "application/pkix-cert",
+        "text/plain",
+        "application/octet-stream",
+    ] {
+        assert_eq!(judge(declared, 100, &certificate), Ok(()), "{declared}");
+    }
+    assert!(judge("image/png", 100, &certificate).is_err());
+}
+
+#[test]
+fn an_image_whose_metadata_cannot_be_removed_is_refused() {
+    let unsafe_to_serve = Arrived {
+        undecodable: Some("its metadata cannot be removed".to_owned()),
+        ..png(100)
+    };
+    framework()
+        .given(vec![created()])
+        .when(complete(unsafe_to_serve))
+        .then_expect_error(UploadError::Refused(
+            "the image cannot be read: its metadata cannot be removed".to_owned(),
+        ));
+}

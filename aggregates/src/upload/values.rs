@@ -157,37 +157,104 @@ pub(super) fn is_text_type(sniffed: &str) -> bool {
     sniffed.starts_with("text/") || sniffed == "application/xml"
 }
 
+/// A declared type that says nothing about the content. What is declared so is served
+/// as a download whatever it turns out to be, so finding a known format in it is no lie.
+pub(super) fn is_unspecified_type(declared: &str) -> bool {
+    declared == "application/octet-stream"
+}
+
+/// What `infer` calls a certificate: a PEM header, or the first two bytes of any DER
+/// structure. It files them with programs; they are not, and they are served as
+/// downloads under any type that is not itself a binary format.
+pub(super) fn is_certificate_type(sniffed: &str) -> bool {
+    sniffed == "application/x-x509-ca-cert"
+}
+
+/// Extensions under which a desktop runs, installs or interprets a file when it is
+/// opened, whatever the file's content. HTML and SVG are absent on purpose: they are
+/// served only as downloads, and run nothing outside a browser on this origin.
+/// `bin` is absent too: it is the generic name for data, not a program format.
+const PROGRAM_EXTENSIONS: &[&str] = &[
+    "exe", "dll", "com", "scr", "pif", "msi", "msp", "msc", "bat", "cmd", "ps1", "psm1", "vbs",
+    "vbe", "js", "jse", "mjs", "wsf", "wsh", "hta", "cpl", "jar", "jnlp", "apk", "app", "appx",
+    "msix", "appimage", "dmg", "pkg", "deb", "rpm", "sh", "bash", "zsh", "csh", "ksh", "command",
+    "desktop", "lnk", "reg", "elf", "run", "py", "pl", "rb", "php",
+];
+
+/// Whether a filename's last extension names a program or a script.
+pub(super) fn is_program_name(filename: &str) -> bool {
+    // Windows drops trailing dots and spaces when it saves a file: `setup.exe. ` is
+    // `setup.exe` once downloaded.
+    let name = filename.trim_end_matches(['.', ' ']);
+    name.rsplit_once('.').is_some_and(|(_, extension)| {
+        PROGRAM_EXTENSIONS
+            .iter()
+            .any(|program| extension.eq_ignore_ascii_case(program))
+    })
+}
+
+/// Types read from the content that are installers or packages of code: `infer` names
+/// an OLE compound file that is no Office document after MSI, its commonest kind.
+/// A JAR or an APK reads as a ZIP, and runs only under its own extension, which
+/// [`is_program_name`] refuses.
+pub(super) fn is_program_sniffed(sniffed: &str) -> bool {
+    matches!(
+        sniffed,
+        "application/x-ole-storage"
+            | "application/vnd.debian.binary-package"
+            | "application/x-rpm"
+            | "application/x-google-chrome-extension"
+    )
+}
+
 /// Declared types that are programs or scripts a desktop would run when opened.
 pub(super) fn is_program_type(declared: &str) -> bool {
-    matches!(
-        declared,
-        "application/x-msdownload"
-            | "application/x-msdos-program"
-            | "application/x-executable"
-            | "application/x-elf"
-            | "application/x-mach-binary"
-            | "application/x-sharedlib"
-            | "application/vnd.microsoft.portable-executable"
-            | "application/x-dosexec"
-            | "application/x-sh"
-            | "application/x-shellscript"
-            | "application/x-csh"
-            | "application/x-bat"
-            | "application/x-msi"
-            | "application/x-ms-installer"
-            | "application/vnd.apple.installer+xml"
-            | "application/java-archive"
-            | "application/x-java-archive"
-            | "application/javascript"
-            | "application/x-javascript"
-            | "text/javascript"
-            | "application/x-powershell"
-            | "text/x-shellscript"
-            | "text/x-python"
-            | "application/x-python-code"
-            | "application/hta"
-            | "application/x-ms-shortcut"
-    )
+    is_program_sniffed(declared)
+        || matches!(
+            declared,
+            "application/x-msdownload"
+                | "application/x-msdos-program"
+                | "application/x-executable"
+                | "application/x-elf"
+                | "application/x-mach-binary"
+                | "application/x-sharedlib"
+                | "application/vnd.microsoft.portable-executable"
+                | "application/x-dosexec"
+                | "application/x-sh"
+                | "application/x-shellscript"
+                | "application/x-csh"
+                | "application/x-bat"
+                | "application/x-msi"
+                | "application/x-ms-installer"
+                | "application/vnd.apple.installer+xml"
+                | "application/java-archive"
+                | "application/x-java-archive"
+                | "application/javascript"
+                | "application/x-javascript"
+                | "text/javascript"
+                | "application/x-powershell"
+                | "text/x-shellscript"
+                | "text/x-python"
+                | "application/x-python-code"
+                | "application/hta"
+                | "application/x-ms-shortcut"
+                | "application/x-ms-application"
+                | "application/vnd.android.package-archive"
+                | "application/x-apple-diskimage"
+                | "application/x-debian-package"
+                | "application/x-redhat-package-manager"
+                | "application/x-perl"
+                | "text/x-perl"
+                | "application/x-ruby"
+                | "text/x-ruby"
+                | "application/x-php"
+                | "application/x-httpd-php"
+                | "text/x-php"
+                | "application/x-python"
+                | "text/vbscript"
+                | "application/x-vbscript"
+                | "application/x-java-jnlp-file"
+        )
 }
 
 #[cfg(test)]
@@ -252,5 +319,53 @@ mod tests {
         assert!(!same_type("image/png", "application/x-executable"));
         assert!(is_binary_type("image/png"));
         assert!(!is_binary_type("image/svg+xml"));
+    }
+
+    #[test]
+    fn program_names_are_known_by_their_last_extension_in_any_case() {
+        for name in [
+            "setup.exe",
+            "SETUP.EXE",
+            "invoice.pdf.exe",
+            "run.Sh",
+            "tool.ps1",
+            "app.jar",
+            "game.apk",
+            "x.msi",
+            "x.lnk",
+            "x.py",
+            "x.mjs",
+            "setup.exe.",
+            "setup.exe . ",
+        ] {
+            assert!(is_program_name(name), "{name}");
+        }
+        for name in [
+            "page.html",
+            "page.htm",
+            "page.xhtml",
+            "pic.svg",
+            "pic.svgz",
+            "big.bin",
+            "cat.png",
+            "exe",
+            "notes.txt",
+            "setup.exe.txt",
+            "archive.tar.gz",
+            "README",
+        ] {
+            assert!(!is_program_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn installers_found_in_the_content_are_programs() {
+        assert!(is_program_sniffed("application/x-ole-storage"));
+        assert!(is_program_sniffed("application/x-rpm"));
+        assert!(!is_program_sniffed("application/zip"));
+        assert!(!is_program_sniffed("application/msword"));
+        assert!(is_program_type("application/vnd.debian.binary-package"));
+        assert!(is_program_type("application/x-sh"));
+        assert!(!is_program_type("application/zip"));
     }
 }
