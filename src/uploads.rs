@@ -48,6 +48,9 @@ pub struct Uploads {
     limits: UploadLimits,
     /// See [`Uploads::admit`].
     admission: Vec<tokio::sync::Mutex<()>>,
+    /// Removed uploads whose objects could not all be deleted, retried by each sweep.
+    /// Lost with the process: only bytes nothing refers to are then left behind.
+    unpurged: tokio::sync::Mutex<Vec<Uuid>>,
 }
 
 /// A created upload: where to send its bytes.
@@ -71,6 +74,7 @@ impl Uploads {
             blobs,
             limits,
             admission: (0..16).map(|_| tokio::sync::Mutex::new(())).collect(),
+            unpurged: tokio::sync::Mutex::default(),
         }
     }
 
@@ -322,6 +326,17 @@ impl Uploads {
         all
     }
 
+    /// Deletes again the objects of removed uploads whose deletion failed. What is
+    /// still left stays for the next sweep.
+    async fn purge_again(&self) {
+        let ids = std::mem::take(&mut *self.unpurged.lock().await);
+        for id in ids {
+            if !self.delete_objects(id).await {
+                self.unpurged.lock().await.push(id);
+            }
+        }
+    }
+
     /// Stops the download URLs already issued for a deleted message's attachments from
     /// serving them (no new ones are issued). Called once the deletion is settled;
     /// every sweep does it again for all deleted messages in their grace period, for
@@ -351,6 +366,7 @@ impl Uploads {
     ///
     /// [`ABANDONED_AFTER`]: parley_aggregates::upload::ABANDONED_AFTER
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<usize, ChatError> {
+        self.purge_again().await;
         self.withhold(&attachments::of_deleted_messages(&self.db, 500).await?)
             .await;
         self.release_stranded(now).await?;
@@ -367,23 +383,33 @@ impl Uploads {
             let Ok(id) = Uuid::parse_str(&row.id) else {
                 continue;
             };
-            if !self.delete_objects(id).await {
+            let abandoned = row.status != status::ATTACHED;
+            // A deleted message's files are deleted before the removal is recorded, so
+            // that a failed deletion is found again by the next sweep. An abandoned
+            // upload can still be sent until its removal is recorded (the aggregate
+            // then refuses it), so its bytes go only after; a failed deletion is
+            // retried from `unpurged`.
+            if !abandoned && !self.delete_objects(id).await {
                 continue;
             }
-            let reason = if row.status == status::ATTACHED {
-                RemovalReason::MessageDeleted
-            } else {
+            let reason = if abandoned {
                 RemovalReason::Abandoned
+            } else {
+                RemovalReason::MessageDeleted
             };
             let meta = CommandMeta::new(None, now);
             let committed = self
                 .uploads
                 .execute(&row.id, UploadCommand::Remove { reason, at: now }, &meta)
                 .await?;
-            // A row the read model has not yet seen removed is removed already.
-            if !committed.events.is_empty() {
-                last = committed.position.or(last);
-                removed += 1;
+            // No event: removed already, or sent since the row was read.
+            if committed.events.is_empty() {
+                continue;
+            }
+            last = committed.position.or(last);
+            removed += 1;
+            if abandoned && !self.delete_objects(id).await {
+                self.unpurged.lock().await.push(id);
             }
         }
         if removed > 0 {

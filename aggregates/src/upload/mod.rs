@@ -503,7 +503,11 @@ impl Aggregate for Upload {
             }
             UploadCommand::Remove { reason, at } => {
                 let (upload_id, owner_id, conversation_id) = self.ids()?;
-                if self.status == Status::Removed {
+                // An upload sent just now is no longer abandoned: the sweep's verdict
+                // was read before the message claimed it, and its bytes must stay.
+                let sent_meanwhile =
+                    reason == RemovalReason::Abandoned && self.status == Status::Attached;
+                if self.status == Status::Removed || sent_meanwhile {
                     return Ok(());
                 }
                 UploadEvent::AttachmentRemoved {

@@ -365,6 +365,31 @@ fn a_removal_is_recorded_once() {
 }
 
 #[test]
+fn an_upload_sent_meanwhile_is_not_removed_as_abandoned() {
+    let attached = attached(None);
+    framework()
+        .given(vec![created(), completed(), attached.clone()])
+        .when(UploadCommand::Remove {
+            reason: RemovalReason::Abandoned,
+            at: NOW,
+        })
+        .then_expect_events(vec![]);
+    framework()
+        .given(vec![created(), completed(), attached])
+        .when(UploadCommand::Remove {
+            reason: RemovalReason::MessageDeleted,
+            at: NOW,
+        })
+        .then_expect_events(vec![UploadEvent::AttachmentRemoved {
+            upload_id: UPLOAD,
+            conversation_id: CONV,
+            owner_id: ALICE,
+            reason: RemovalReason::MessageDeleted,
+            removed_at: NOW,
+        }]);
+}
+
+#[test]
 fn text_recognised_as_markup_completes_under_a_declared_text_type() {
     let svg = Arrived {
         sniffed_type: Some("text/xml".to_owned()),
