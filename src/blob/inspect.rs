@@ -308,8 +308,8 @@ fn make_thumbnail(image: &image::DynamicImage) -> Result<Vec<u8>, image::ImageEr
 /// re-encoded from `upright` instead, in its own format since it is served under the
 /// declared type, when it is not upright as stored (the orientation is lost with the
 /// EXIF that carries it) and when its structure cannot be followed. Re-encoding keeps
-/// only an animation's first frame, so an animation that cannot be followed is refused
-/// and one with an orientation is stripped and served unturned.
+/// only an animation's first frame, so an animation (or a GIF) that cannot be followed
+/// is refused and one with an orientation is stripped and served unturned.
 fn served_image(
     bytes: &[u8],
     format: image::ImageFormat,
@@ -327,7 +327,8 @@ fn served_image(
     }
     match strip_metadata(bytes, format) {
         Some(stripped) => Ok(stripped),
-        None if animated => {
+        // `image` cannot write GIF frames back as they came.
+        None if animated || format == image::ImageFormat::Gif => {
             Err("its structure cannot be followed to remove its metadata".to_owned())
         }
         None => re_encode(),
@@ -409,13 +410,103 @@ fn is_animated(bytes: &[u8], format: image::ImageFormat) -> bool {
 /// and anything after the image's end), by keeping only what decoding and colour need
 /// rather than re-encoding: the pixels stay exactly as sent, and a file that carries
 /// no metadata is served byte for byte. `None` when the structure cannot be followed:
-/// then nothing of the file is safe to serve as it is. GIF is served as sent.
+/// then nothing of the file is safe to serve as it is.
 fn strip_metadata(bytes: &[u8], format: image::ImageFormat) -> Option<Vec<u8>> {
     match format {
         image::ImageFormat::Png => strip_png(bytes),
         image::ImageFormat::Jpeg => strip_jpeg(bytes),
         image::ImageFormat::WebP => strip_webp(bytes),
-        _ => Some(bytes.to_vec()),
+        image::ImageFormat::Gif => strip_gif(bytes),
+        _ => None,
+    }
+}
+
+/// GIF application extensions that playback or colour need: the loop count
+/// (Netscape's, and the older AnimExts) and the colour profile.
+const GIF_IMAGE_APPLICATIONS: [&[u8; 11]; 3] = [b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ICCRGBG1012"];
+
+/// A GIF block's data sub-blocks from `at` through their zero-length terminator: where
+/// they end, or `None` if the file ends first.
+fn gif_sub_blocks_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let size = usize::from(*bytes.get(at)?);
+        at = at.checked_add(1 + size)?;
+        if size == 0 {
+            return Some(at);
+        }
+    }
+}
+
+/// A GIF colour table's length, from a descriptor's packed flags.
+fn gif_colour_table(flags: u8) -> usize {
+    if flags & 0x80 == 0 {
+        0
+    } else {
+        3 << ((flags & 0x07) + 1)
+    }
+}
+
+/// Through the trailer and no further, keeping the frames, their graphic controls,
+/// the loop count and the colour profile; comments, XMP and every other application
+/// extension go. Plain-text extensions go too (browsers never draw them, so they
+/// would be text no one sees), with the graphic control that was meant for them.
+/// A file that simply stops after a whole block gets its trailer back.
+fn strip_gif(bytes: &[u8]) -> Option<Vec<u8>> {
+    let header = bytes.get(..13)?;
+    if !(header.starts_with(b"GIF87a") || header.starts_with(b"GIF89a")) {
+        return None;
+    }
+    let mut at = 13usize.checked_add(gif_colour_table(header[10]))?;
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(bytes.get(..at)?);
+    // Where the graphic control that applies to the next frame starts in `out`.
+    let mut control: Option<usize> = None;
+    loop {
+        let Some(&introducer) = bytes.get(at) else {
+            out.push(0x3B);
+            return Some(out);
+        };
+        match introducer {
+            0x3B => {
+                out.push(0x3B);
+                return Some(out);
+            }
+            0x2C => {
+                let flags = *bytes.get(at + 9)?;
+                // Descriptor, local colour table, LZW code size, then the data.
+                let data = at.checked_add(10 + gif_colour_table(flags) + 1)?;
+                let end = gif_sub_blocks_end(bytes, data)?;
+                out.extend_from_slice(bytes.get(at..end)?);
+                control = None;
+                at = end;
+            }
+            0x21 => {
+                let label = *bytes.get(at + 1)?;
+                let end = gif_sub_blocks_end(bytes, at + 2)?;
+                let block = bytes.get(at..end)?;
+                match label {
+                    0xF9 => {
+                        control = Some(out.len());
+                        out.extend_from_slice(block);
+                    }
+                    0xFF if block.get(2) == Some(&11)
+                        && block.get(3..14).is_some_and(|id| {
+                            GIF_IMAGE_APPLICATIONS.iter().any(|k| &k[..] == id)
+                        }) =>
+                    {
+                        out.extend_from_slice(block);
+                    }
+                    0x01 => {
+                        if let Some(start) = control.take() {
+                            out.truncate(start);
+                        }
+                    }
+                    _ => {}
+                }
+                at = end;
+            }
+            _ => return None,
+        }
     }
 }
 
@@ -951,6 +1042,120 @@ mod tests {
         truncated.truncate(truncated.len() - 2);
         let inspected = inspect(truncated, "thumbs/x");
         assert_served(&inspected, image::ImageFormat::Jpeg, (16, 8));
+    }
+
+    /// A GIF of `frames` 6 × 4 frames, looping forever when there is more than one.
+    fn gif(frames: u8) -> Vec<u8> {
+        use image::codecs::gif::{GifEncoder, Repeat};
+        let mut out = Vec::new();
+        {
+            let mut encoder = GifEncoder::new(&mut out);
+            if frames > 1 {
+                encoder.set_repeat(Repeat::Infinite).expect("repeat");
+            }
+            let frames = (0..frames).map(|i| {
+                image::Frame::new(image::RgbaImage::from_fn(6, 4, |x, y| {
+                    image::Rgba([(x * 40) as u8, (y * 60) as u8, i * 100, 255])
+                }))
+            });
+            encoder.encode_frames(frames).expect("encode");
+        }
+        out
+    }
+
+    /// An extension block: `head` as its first sub-block when given, then `data`.
+    fn gif_extension(label: u8, head: Option<&[u8]>, data: &[u8]) -> Vec<u8> {
+        let mut block = vec![0x21, label];
+        for sub in head.into_iter().chain(data.chunks(255)) {
+            block.push(sub.len() as u8);
+            block.extend_from_slice(sub);
+        }
+        block.push(0);
+        block
+    }
+
+    /// `clean` with `blocks` inserted before its first block and `after` past its end.
+    fn gif_with(clean: &[u8], blocks: &[Vec<u8>], after: &[u8]) -> Vec<u8> {
+        let first = 13 + gif_colour_table(clean[10]);
+        let mut out = clean[..first].to_vec();
+        for block in blocks {
+            out.extend_from_slice(block);
+        }
+        out.extend_from_slice(&clean[first..]);
+        out.extend_from_slice(after);
+        out
+    }
+
+    #[test]
+    fn gif_comments_and_xmp_are_dropped_with_frames_and_loop_kept() {
+        let clean = gif(2);
+        assert_eq!(strip_gif(&clean).as_ref(), Some(&clean), "clean kept as is");
+        let long_secret = SECRET.repeat(10);
+        let file = gif_with(
+            &clean,
+            &[
+                gif_extension(0xFE, None, SECRET),
+                gif_extension(0xFF, Some(b"XMP DataXMP"), &long_secret),
+                gif_extension(0xFF, Some(b"ICCRGBG1012"), b"a colour profile"),
+            ],
+            SECRET,
+        );
+        let inspected = inspect(file, "thumbs/x");
+        assert_served(&inspected, image::ImageFormat::Gif, (6, 4));
+        let decoder =
+            image::codecs::gif::GifDecoder::new(Cursor::new(&inspected.content)).expect("decoder");
+        use image::AnimationDecoder as _;
+        assert_eq!(decoder.into_frames().count(), 2);
+        assert!(
+            contains(&inspected.content, b"NETSCAPE2.0"),
+            "loop count lost"
+        );
+        assert!(
+            contains(&inspected.content, b"a colour profile"),
+            "profile lost"
+        );
+        let expected = gif_with(
+            &clean,
+            &[gif_extension(
+                0xFF,
+                Some(b"ICCRGBG1012"),
+                b"a colour profile",
+            )],
+            b"",
+        );
+        assert_eq!(inspected.content, expected);
+    }
+
+    #[test]
+    fn gif_plain_text_goes_with_its_graphic_control() {
+        let clean = gif(1);
+        let control = vec![0x21, 0xF9, 4, 0, 10, 0, 0, 0];
+        let text = gif_extension(0x01, Some(&[0; 12]), SECRET);
+        let file = gif_with(&clean, &[control, text], b"");
+        assert_eq!(strip_gif(&file), Some(clean));
+    }
+
+    #[test]
+    fn a_gif_that_cannot_be_followed_is_refused() {
+        let clean = gif(2);
+        // Cut inside the second frame's data: it still decodes, but not as sent.
+        let cut = &clean[..clean.len() - 6];
+        assert_eq!(strip_gif(cut), None);
+        let stored = pattern(6, 4);
+        let image = image::DynamicImage::ImageRgb8(stored);
+        let served = served_image(
+            cut,
+            image::ImageFormat::Gif,
+            &image,
+            Orientation::NoTransforms,
+            None,
+        );
+        assert!(served.is_err());
+        // Stopping after a whole block is not cut short: the trailer is put back.
+        assert_eq!(strip_gif(&clean[..clean.len() - 1]), Some(clean.clone()));
+        for byte in 0..clean.len() {
+            let _ = strip_gif(&clean[..byte]);
+        }
     }
 
     #[test]
