@@ -1,6 +1,8 @@
 //! `conversationEvents`: what one subscriber sees of one conversation — its events as
 //! they are logged, typing as it happens — and where a removed member's resume ends.
 
+use std::sync::Arc;
+
 use async_graphql::{SimpleObject, Union, ID};
 use cqrs_es::Aggregate as _;
 use parley_aggregates::conversation::{Conversation, ConversationEvent as Domain};
@@ -105,12 +107,21 @@ enum Delivery {
     SendAndEnd(ConversationEvent),
 }
 
-async fn message(db: &Db, event: &LiveEvent, id: Uuid) -> Result<Message, ApiError> {
+async fn message(db: &Db, event: &Arc<LiveEvent>, id: Uuid) -> Result<Message, ApiError> {
     event
         .message(db, &id.to_string())
         .await?
-        .map(Message)
+        .map(|row| Message::delivered(row, event.clone()))
         .ok_or_else(|| ApiError::internal("message missing from the read model"))
+}
+
+/// A user the event names, looked up once for all its subscribers.
+async fn named(db: &Db, event: &LiveEvent, id: Uuid) -> Result<User, ApiError> {
+    event
+        .user(db, &id.to_string())
+        .await?
+        .map(User::from)
+        .ok_or_else(|| ApiError::internal("user missing from the read model"))
 }
 
 async fn interpret(
@@ -118,7 +129,7 @@ async fn interpret(
     conversation: Uuid,
     viewer: Uuid,
     public: bool,
-    event: &LiveEvent,
+    event: &Arc<LiveEvent>,
 ) -> Result<Delivery, ApiError> {
     let cursor = event.position.to_cursor();
     let ours = conversation.to_string();
@@ -157,13 +168,13 @@ async fn interpret(
                     Domain::MemberJoined { user_id, .. } => {
                         Delivery::Send(ConversationEvent::MemberJoined(MemberJoined {
                             cursor,
-                            user: user(db, user_id).await?,
+                            user: named(db, event, user_id).await?,
                         }))
                     }
                     Domain::MemberLeft { user_id, .. } => {
                         let left = ConversationEvent::MemberLeft(MemberLeft {
                             cursor,
-                            user: user(db, user_id).await?,
+                            user: named(db, event, user_id).await?,
                         });
                         if user_id == viewer && !public {
                             Delivery::SendAndEnd(left)
@@ -179,7 +190,7 @@ async fn interpret(
                         };
                         let removed = ConversationEvent::MemberRemoved(MemberRemoved {
                             cursor,
-                            user: user(db, user_id).await?,
+                            user: named(db, event, user_id).await?,
                             action,
                         });
                         if user_id == viewer {
@@ -223,7 +234,7 @@ async fn interpret(
                         cursor,
                         message_id: ID(message_id.to_string()),
                         emoji,
-                        user: user(db, user_id).await?,
+                        user: named(db, event, user_id).await?,
                     }))
                 }
                 MessageEvent::ReactionRemoved {
@@ -237,7 +248,7 @@ async fn interpret(
                         cursor,
                         message_id: ID(message_id.to_string()),
                         emoji,
-                        user: user(db, user_id).await?,
+                        user: named(db, event, user_id).await?,
                     }))
                 }
                 _ => Delivery::Skip,
@@ -251,7 +262,7 @@ async fn interpret(
                 } if conversation_id == conversation => {
                     Delivery::Send(ConversationEvent::ReadReceiptUpdated(ReadReceiptUpdated {
                         cursor,
-                        user: user(db, user_id).await?,
+                        user: named(db, event, user_id).await?,
                         message_id: ID(message_id.to_string()),
                     }))
                 }
@@ -276,7 +287,7 @@ pub(super) struct ConversationFeed {
 impl Follower for ConversationFeed {
     type Item = ConversationEvent;
 
-    async fn event(&mut self, event: &LiveEvent, out: &Out) -> Result<Flow, ApiError> {
+    async fn event(&mut self, event: &Arc<LiveEvent>, out: &Out) -> Result<Flow, ApiError> {
         // Most events on a busy node are other conversations': skip them undecoded.
         if event.conversation_id() != Some(self.conversation.to_string().as_str()) {
             return Ok(Flow::Continue);

@@ -86,7 +86,11 @@ pub(super) trait Follower: Send {
     type Item: Send + 'static;
 
     /// Handles one event, each exactly once and in log order.
-    async fn event(&mut self, event: &LiveEvent, out: &Out<Self::Item>) -> Result<Flow, ApiError>;
+    async fn event(
+        &mut self,
+        event: &Arc<LiveEvent>,
+        out: &Out<Self::Item>,
+    ) -> Result<Flow, ApiError>;
 
     /// The replay is over; `at` is the last event it handled.
     async fn caught_up(
@@ -169,7 +173,10 @@ async fn run<F: Follower>(
         projections.wait_for(newest.position, REPLAY_WAIT).await;
         for event in batch {
             *last = event.position;
-            if let Flow::Stop = follower.event(&LiveEvent::new(event), out).await? {
+            if let Flow::Stop = follower
+                .event(&Arc::new(LiveEvent::new(event)), out)
+                .await?
+            {
                 return Ok(());
             }
         }

@@ -111,7 +111,7 @@ async fn conversation(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Conversation,
 async fn message(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Message, ApiError> {
     parley_projections::messages::by_id(&state(ctx).db, &id.to_string())
         .await?
-        .map(Message)
+        .map(Message::from)
         .ok_or_else(|| ApiError::internal("message missing from the read model"))
 }
 
@@ -445,7 +445,7 @@ impl Mutation {
         // A new post is answered with its row as posted (the read models hold the same
         // by now: `write` waited for them), saving a read per message.
         match sent.posted {
-            Some(row) => Ok(Message(row)),
+            Some(row) => Ok(Message::from(row)),
             None => Ok(message(ctx, sent.id).await?),
         }
     }

@@ -2,6 +2,7 @@
 //! counts, conversations added and removed, invitations), resumable by cursor.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use async_graphql::{SimpleObject, Union, ID};
 use parley_aggregates::conversation::ConversationEvent as Domain;
@@ -304,7 +305,7 @@ type Out = super::follow::Out<UserEvent>;
 impl Follower for UserFeed {
     type Item = UserEvent;
 
-    async fn event(&mut self, event: &LiveEvent, out: &Out) -> Result<Flow, ApiError> {
+    async fn event(&mut self, event: &Arc<LiveEvent>, out: &Out) -> Result<Flow, ApiError> {
         let cursor = event.position.to_cursor();
         for step in steps(self.viewer, &self.member_of, event)? {
             if let Flow::Stop = self.step(step, event, &cursor, out).await? {

@@ -41,7 +41,7 @@ pub(crate) async fn readable_message(ctx: &Context<'_>, id: &str) -> Result<Mess
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;
     readable_conversation(ctx, &row.conversation_id).await?;
-    Ok(Message(row))
+    Ok(Message::from(row))
 }
 
 #[Object]
@@ -209,7 +209,7 @@ impl Query {
         )
         .await
         .map_err(ApiError::from)?;
-        Ok(connection(page, Message))
+        Ok(connection(page, Message::from))
     }
 
     /// `message`: one the viewer may read.
@@ -236,7 +236,7 @@ impl Query {
         )
         .await
         .map_err(ApiError::from)?;
-        Ok(connection(page, Message))
+        Ok(connection(page, Message::from))
     }
 
     /// `searchMessages`: full text, only in conversations the viewer may read.
@@ -267,7 +267,7 @@ impl Query {
         )
         .await
         .map_err(ApiError::from)?;
-        Ok(connection(page, Message))
+        Ok(connection(page, Message::from))
     }
 
     /// `moderationLog`: owners and admins only, newest first.

@@ -8,6 +8,8 @@ use parley_projections::moderation::ModerationRow;
 use parley_projections::notifications::NotificationRow;
 use parley_projections::page::{self, Page};
 use parley_projections::users::UserRow;
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 
 use parley_aggregates::policy::ReadAccess;
@@ -15,6 +17,7 @@ use parley_aggregates::policy::ReadAccess;
 use super::error::ApiError;
 use super::loaders::Loaders;
 use super::{state, viewer};
+use crate::live::LiveEvent;
 
 pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()
@@ -386,7 +389,7 @@ impl Conversation {
             .load_one(id.clone())
             .await
             .map_err(load_error)?;
-        Ok(row.map(Message))
+        Ok(row.map(Message::from))
     }
 
     async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<OffsetDateTime> {
@@ -534,7 +537,28 @@ pub struct Upload {
 
 /// A message. A deleted message keeps its id and place, with `deleted: true` and no body;
 /// so does an erased author's message, with `erased: true`.
-pub struct Message(pub MessageRow);
+pub struct Message(pub MessageRow, Option<Arc<LiveEvent>>);
+
+impl From<MessageRow> for Message {
+    fn from(row: MessageRow) -> Self {
+        Self(row, None)
+    }
+}
+
+impl Message {
+    /// The message as delivered with `event`: its subscribers share the lookups of the
+    /// users it names, one query for all of them instead of one each.
+    pub(crate) fn delivered(row: MessageRow, event: Arc<LiveEvent>) -> Self {
+        Self(row, Some(event))
+    }
+
+    async fn user(&self, ctx: &Context<'_>, id: &str) -> Result<Option<User>, ApiError> {
+        match &self.1 {
+            Some(event) => Ok(event.user(&state(ctx).db, id).await?.map(User::from)),
+            None => user(ctx, id).await,
+        }
+    }
+}
 
 #[Object]
 impl Message {
@@ -552,7 +576,11 @@ impl Message {
     }
 
     async fn author(&self, ctx: &Context<'_>) -> Result<User> {
-        Ok(required_user(ctx, &self.0.author_id).await?)
+        let id = &self.0.author_id;
+        Ok(self
+            .user(ctx, id)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("user {id} missing from the read model")))?)
     }
 
     async fn body(&self) -> Option<&str> {
@@ -590,7 +618,7 @@ impl Message {
             .load_one(id.clone())
             .await
             .map_err(load_error)?
-            .map(Message))
+            .map(Message::from))
     }
 
     async fn reply_count(&self) -> i32 {
@@ -616,6 +644,13 @@ impl Message {
 
     async fn mentions(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
         let ids = self.0.mention_ids();
+        if self.1.is_some() {
+            let mut mentioned = Vec::with_capacity(ids.len());
+            for id in &ids {
+                mentioned.extend(self.user(ctx, id).await?);
+            }
+            return Ok(mentioned);
+        }
         let found = loaders(ctx)
             .users
             .load_many(ids.clone())
@@ -768,7 +803,7 @@ impl Notification {
             .load_one(id.clone())
             .await
             .map_err(load_error)?
-            .map(Message))
+            .map(Message::from))
     }
 
     async fn actor(&self, ctx: &Context<'_>) -> Result<User> {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parley_projections::messages::{self, MessageRow};
+use parley_projections::users::{self, UserRow};
 use parley_projections::{ProjectionError, Projections};
 use parley_store::{log, Db, LogPosition, StoredEvent};
 use tokio::sync::broadcast::error::RecvError;
@@ -65,12 +66,15 @@ struct Route {
 const POLL: Duration = Duration::from_millis(100);
 /// How often routes of subscribers gone from quiet conversations are swept.
 const SWEEP: Duration = Duration::from_secs(30);
-/// One committed event as this node's subscribers get it, with the lookup they share:
-/// a thousand subscribers of a conversation read a new message's row once, not a
-/// thousand times.
+/// One committed event as this node's subscribers get it, with the lookups they share:
+/// a thousand subscribers of a conversation read a new message's row, and its author's,
+/// once, not a thousand times.
 pub struct LiveEvent {
     pub event: StoredEvent,
     message: tokio::sync::OnceCell<Option<MessageRow>>,
+    /// The users the event's deliveries name (its author or subject, mentions), each
+    /// looked up by the first subscriber that needs it.
+    users: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<UserRow>>>>>,
 }
 
 impl LiveEvent {
@@ -78,6 +82,7 @@ impl LiveEvent {
         Self {
             event,
             message: tokio::sync::OnceCell::new(),
+            users: Mutex::default(),
         }
     }
 
@@ -87,6 +92,27 @@ impl LiveEvent {
             .get_or_try_init(|| messages::by_id(db, id))
             .await
             .cloned()
+    }
+
+    /// A user as this event's subscribers see it. Looked up when the first of them
+    /// asks, as each of them would have, so all see the same row; the lookup ends with
+    /// the event, so nothing here can outlive a change to the user.
+    pub async fn user(&self, db: &Db, id: &str) -> Result<Option<UserRow>, ProjectionError> {
+        let cell = self
+            .users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            Ok(users::by_ids(db, &[id.to_owned()])
+                .await?
+                .into_iter()
+                .next())
+        })
+        .await
+        .cloned()
     }
 }
 
@@ -336,6 +362,48 @@ mod tests {
         assert_eq!(positions(&mut slow, 2).await, [1, 2]);
         assert!(matches!(slow.recv().await, Err(RecvError::Lagged(_))));
         assert_eq!(tail.routed(), 1, "the lagged route is gone");
+    }
+
+    /// The subscribers of one event see one lookup of a user, whenever they ask;
+    /// the next event looks again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_events_subscribers_share_one_lookup_of_each_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open_sqlite_file(&dir.path().join("parley.db"))
+            .await
+            .expect("database");
+        db.migrate().await.expect("migrations");
+        let rename = |name: &'static str| {
+            let db = db.clone();
+            async move {
+                sqlx::query(
+                    "INSERT INTO users (id, username, display_name, registered_at) \
+                     VALUES ('u1', 'ada', $1, '2026-01-01T00:00:00Z') \
+                     ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name",
+                )
+                .bind(name)
+                .execute(&db.write)
+                .await
+                .expect("user row");
+            }
+        };
+        rename("Ada").await;
+        let first = Arc::new(event(1, "c1"));
+        let lookups = (0..50).map(|_| {
+            let (first, db) = (first.clone(), db.clone());
+            tokio::spawn(async move { first.user(&db, "u1").await })
+        });
+        for found in futures::future::join_all(lookups).await {
+            let found = found.expect("task").expect("lookup").expect("user");
+            assert_eq!(found.display_name, "Ada");
+        }
+        rename("Ada L.").await;
+        let again = first.user(&db, "u1").await.expect("lookup").expect("user");
+        assert_eq!(again.display_name, "Ada", "a late subscriber looked again");
+        let next = event(2, "c1");
+        let fresh = next.user(&db, "u1").await.expect("lookup").expect("user");
+        assert_eq!(fresh.display_name, "Ada L.");
+        assert_eq!(next.user(&db, "nobody").await.expect("lookup"), None);
     }
 
     #[tokio::test]

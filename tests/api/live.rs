@@ -135,6 +135,74 @@ async fn events_arrive_live_and_a_reconnect_with_the_last_cursor_gets_exactly_wh
     }
 }
 
+/// Every subscriber gets a live message with its author and mentions filled in (they
+/// share one lookup of each user), and a reaction with its user.
+#[tokio::test]
+async fn live_messages_name_their_author_and_mentions_for_every_subscriber() {
+    const NAMED: &str = "subscription($c: ID!) { conversationEvents(conversationId: $c) { \
+        __typename \
+        ... on MessagePosted { message { body author { username } mentions { username } } } \
+        ... on ReactionAdded { emoji user { username } } } }";
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let alice = user(&app, "alice").await;
+        let bob = user(&app, "bob").await;
+        let carol = user(&app, "carol").await;
+        let conv = group(&app, &alice, &[&bob, &carol]).await;
+        let mut sockets = Vec::new();
+        for (who, id) in [(&bob, "b"), (&carol, "c"), (&bob, "b2")] {
+            let mut socket = connect(&app, &who.token).await;
+            socket
+                .send(Message::Text(json!({ "id": id, "type": "subscribe", "payload": { "query": NAMED, "variables": { "c": conv } } }).to_string().into()))
+                .await
+                .expect("send");
+            until_live(&app, &alice, &conv, &mut socket).await;
+            sockets.push(socket);
+        }
+        // Probes for later sockets reached the earlier ones too: read up to a marker.
+        post(&app, &alice, &conv, "marker").await;
+        for socket in &mut sockets {
+            loop {
+                let payload = event(socket).await;
+                let body = &payload["data"]["conversationEvents"]["message"]["body"];
+                if body == "marker" {
+                    break;
+                }
+                assert!(
+                    body.as_str().is_some_and(|b| b.starts_with("probe")),
+                    "{payload}"
+                );
+            }
+        }
+        let message = post(&app, &alice, &conv, "hi @bob and @carol").await;
+        for socket in &mut sockets {
+            let payload = event(socket).await;
+            let data = &payload["data"]["conversationEvents"];
+            assert_eq!(data["message"]["body"], "hi @bob and @carol", "{payload}");
+            assert_eq!(data["message"]["author"]["username"], "alice", "{payload}");
+            assert_eq!(
+                data["message"]["mentions"],
+                json!([{ "username": "bob" }, { "username": "carol" }]),
+                "{payload}"
+            );
+        }
+        app.graphql(
+            "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }",
+            json!({ "m": message }),
+            Some(&carol.token),
+        )
+        .await;
+        for socket in &mut sockets {
+            let payload = event(socket).await;
+            let data = &payload["data"]["conversationEvents"];
+            assert_eq!(data["__typename"], "ReactionAdded", "{payload}");
+            assert_eq!(data["user"]["username"], "carol", "{payload}");
+        }
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_bad_token_closes_the_socket_with_4403_on_both_protocols() {
     let app = spawn_app(Backend::Sqlite).await;
