@@ -30,8 +30,9 @@ const CREATE_CHANNEL: &str =
     "mutation($i: CreateChannelInput!) { createChannel(input: $i) { id } }";
 const JOIN_CHANNEL: &str = "mutation($c: ID!) { joinChannel(conversationId: $c) { id } }";
 const SEND_MESSAGE: &str = "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }";
+/// What a chat client shows of a new message: who wrote it, when, and what.
 const EVENTS: &str = "subscription($c: ID!) { conversationEvents(conversationId: $c) { \
-    __typename ... on MessagePosted { message { body } } } }";
+    __typename ... on MessagePosted { message { id seq body createdAt author { id displayName } } } } }";
 
 /// A signed-in user.
 pub struct Session {
