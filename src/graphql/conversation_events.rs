@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::follow::{Flow, Follower};
-use super::types::{user_by_id as user, Message, ModerationKind, User};
-use crate::live::{LiveEvent, Signal};
+use super::types::{Message, ModerationKind, User};
+use crate::live::{Announced, LiveEvent, Signal};
 
 #[derive(SimpleObject)]
 pub struct MessagePosted {
@@ -309,19 +309,23 @@ impl Follower for ConversationFeed {
     }
 
     /// Typing in this conversation by someone other than the subscriber.
-    async fn signal(&mut self, signal: Signal, out: &Out) -> Result<Flow, ApiError> {
+    async fn signal(&mut self, announced: Arc<Announced>, out: &Out) -> Result<Flow, ApiError> {
         let Signal::Typing {
             conversation_id,
             user_id,
             typing,
-        } = signal
+        } = announced.signal
         else {
             return Ok(Flow::Continue);
         };
         if conversation_id != self.conversation || user_id == self.viewer {
             return Ok(Flow::Continue);
         }
-        let user = user(&self.db, user_id).await?;
+        let user = announced
+            .user(&self.db)
+            .await?
+            .map(User::from)
+            .ok_or_else(|| ApiError::internal("user missing from the read model"))?;
         Ok(out
             .send(ConversationEvent::TypingChanged(TypingChanged {
                 user,

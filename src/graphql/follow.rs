@@ -13,7 +13,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
 use super::error::{code, ApiError};
-use crate::live::{LiveEvent, LiveReceiver, Signal};
+use crate::live::{Announced, LiveEvent, LiveReceiver};
 
 /// Longest a replay waits for read models to include what it replays.
 const REPLAY_WAIT: Duration = Duration::from_secs(5);
@@ -102,7 +102,11 @@ pub(super) trait Follower: Send {
     }
 
     /// Handles an ephemeral signal (live only, never replayed).
-    async fn signal(&mut self, _signal: Signal, _out: &Out<Self::Item>) -> Result<Flow, ApiError> {
+    async fn signal(
+        &mut self,
+        _signal: Arc<Announced>,
+        _out: &Out<Self::Item>,
+    ) -> Result<Flow, ApiError> {
         Ok(Flow::Continue)
     }
 }
@@ -122,7 +126,7 @@ pub(super) struct Source {
     pub projections: Arc<Projections>,
     pub after: LogPosition,
     pub live: LiveReceiver,
-    pub signals: Option<broadcast::Receiver<Signal>>,
+    pub signals: Option<broadcast::Receiver<Arc<Announced>>>,
     pub replaying: Arc<crate::live::ReplayGauge>,
 }
 

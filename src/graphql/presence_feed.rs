@@ -1,5 +1,7 @@
 //! `presenceChanged`: each watched user's presence as it is, then every change.
 
+use std::sync::Arc;
+
 use async_graphql::SimpleObject;
 use parley_store::{presence, Db};
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -8,7 +10,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::types::{user_by_id as user, Presence, User};
-use crate::live::Signal;
+use crate::live::{Announced, Signal};
 
 /// A user's presence changed (or, first, what it is when the subscription starts).
 #[derive(SimpleObject)]
@@ -58,7 +60,7 @@ async fn send_current(
 pub(super) async fn watch_presence(
     db: Db,
     watched: std::collections::HashSet<Uuid>,
-    mut signals: broadcast::Receiver<Signal>,
+    mut signals: broadcast::Receiver<Arc<Announced>>,
     out: mpsc::Sender<PresenceUpdate>,
 ) {
     let run = async {
@@ -70,13 +72,13 @@ pub(super) async fn watch_presence(
                 signal = signals.recv() => signal,
                 () = out.closed() => return Ok(()),
             };
-            match signal {
+            match signal.as_deref().map(|announced| &announced.signal) {
                 Ok(Signal::Presence {
                     user_id,
                     status,
                     last_seen_at,
-                }) if watched.contains(&user_id) => {
-                    let update = presence_update(&db, user_id, &status, last_seen_at).await?;
+                }) if watched.contains(user_id) => {
+                    let update = presence_update(&db, *user_id, status, *last_seen_at).await?;
                     if out.send(update).await.is_err() {
                         return Ok(());
                     }

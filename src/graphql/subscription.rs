@@ -1,6 +1,8 @@
 //! The subscription root: `conversationEvents` and `myEvents`, resumable from any
 //! cursor, and `presenceChanged`; each feed lives in a module of its own.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Result, Subscription as SubscriptionRoot, ID};
 use futures::Stream;
 use parley_projections::users;
@@ -16,7 +18,7 @@ use super::parse_id;
 use super::presence_feed::{watch_presence, PresenceUpdate};
 use super::types::readable_conversation;
 use super::{state, viewer};
-use crate::live::{LiveReceiver, Signal};
+use crate::live::{Announced, LiveReceiver};
 
 /// Longest a new subscription waits for read models to reach its start.
 const READ_MODEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -133,7 +135,7 @@ async fn open_source(
     state: &crate::app::AppState,
     live: LiveReceiver,
     after: Option<LogPosition>,
-    signals: Option<broadcast::Receiver<Signal>>,
+    signals: Option<broadcast::Receiver<Arc<Announced>>>,
 ) -> Result<Source, ApiError> {
     let after = match after {
         Some(cursor) => cursor,

@@ -26,7 +26,7 @@ mod presence;
 mod signals;
 
 pub use presence::{Presence, HEARTBEAT_TTL};
-pub use signals::{Signal, Signals, TYPING_TTL};
+pub use signals::{Announced, Signal, Signals, TYPING_TTL};
 
 /// A subscriber's end of the live tail: every event, or one conversation's.
 pub enum LiveReceiver {
@@ -364,10 +364,12 @@ mod tests {
         assert_eq!(tail.routed(), 1, "the lagged route is gone");
     }
 
-    /// The subscribers of one event see one lookup of a user, whenever they ask;
-    /// the next event looks again.
+    /// The subscribers of one event (or typing signal) see one lookup of a user,
+    /// whenever they ask; the next event looks again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_events_subscribers_share_one_lookup_of_each_user() {
+        let ada = uuid::Uuid::now_v7();
+        let id = ada.to_string();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open_sqlite_file(&dir.path().join("parley.db"))
             .await
@@ -378,9 +380,10 @@ mod tests {
             async move {
                 sqlx::query(
                     "INSERT INTO users (id, username, display_name, registered_at) \
-                     VALUES ('u1', 'ada', $1, '2026-01-01T00:00:00Z') \
+                     VALUES ($1, 'ada', $2, '2026-01-01T00:00:00Z') \
                      ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name",
                 )
+                .bind(ada.to_string())
                 .bind(name)
                 .execute(&db.write)
                 .await
@@ -389,19 +392,32 @@ mod tests {
         };
         rename("Ada").await;
         let first = Arc::new(event(1, "c1"));
-        let lookups = (0..50).map(|_| {
-            let (first, db) = (first.clone(), db.clone());
-            tokio::spawn(async move { first.user(&db, "u1").await })
+        let typing = Announced::new(Signal::Typing {
+            conversation_id: uuid::Uuid::now_v7(),
+            user_id: ada,
+            typing: true,
+        });
+        let lookups = (0..50).map(|i| {
+            let (first, typing, db, id) = (first.clone(), typing.clone(), db.clone(), id.clone());
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    first.user(&db, &id).await
+                } else {
+                    typing.user(&db).await
+                }
+            })
         });
         for found in futures::future::join_all(lookups).await {
             let found = found.expect("task").expect("lookup").expect("user");
             assert_eq!(found.display_name, "Ada");
         }
         rename("Ada L.").await;
-        let again = first.user(&db, "u1").await.expect("lookup").expect("user");
+        let again = first.user(&db, &id).await.expect("lookup").expect("user");
+        assert_eq!(again.display_name, "Ada", "a late subscriber looked again");
+        let again = typing.user(&db).await.expect("lookup").expect("user");
         assert_eq!(again.display_name, "Ada", "a late subscriber looked again");
         let next = event(2, "c1");
-        let fresh = next.user(&db, "u1").await.expect("lookup").expect("user");
+        let fresh = next.user(&db, &id).await.expect("lookup").expect("user");
         assert_eq!(fresh.display_name, "Ada L.");
         assert_eq!(next.user(&db, "nobody").await.expect("lookup"), None);
     }

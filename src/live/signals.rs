@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use parley_projections::users::{self, UserRow};
+use parley_projections::ProjectionError;
 use parley_store::Db;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -46,10 +48,44 @@ struct Envelope {
     signal: Signal,
 }
 
+/// A signal as this node's subscribers get it, with the lookup they share: a thousand
+/// subscribers of a conversation read its typist once, not a thousand times.
+#[derive(Debug)]
+pub struct Announced {
+    pub signal: Signal,
+    user: tokio::sync::OnceCell<Option<UserRow>>,
+}
+
+impl Announced {
+    pub(crate) fn new(signal: Signal) -> Arc<Self> {
+        Arc::new(Self {
+            signal,
+            user: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The user the signal is about, looked up when the first subscriber asks; the
+    /// lookup ends with the signal.
+    pub async fn user(&self, db: &Db) -> Result<Option<UserRow>, ProjectionError> {
+        let id = match &self.signal {
+            Signal::Typing { user_id, .. } | Signal::Presence { user_id, .. } => *user_id,
+        };
+        self.user
+            .get_or_try_init(|| async {
+                Ok(users::by_ids(db, &[id.to_string()])
+                    .await?
+                    .into_iter()
+                    .next())
+            })
+            .await
+            .cloned()
+    }
+}
+
 pub struct Signals {
     /// This process's id among the nodes sharing the database.
     pub node: Uuid,
-    sender: broadcast::Sender<Signal>,
+    sender: broadcast::Sender<Arc<Announced>>,
     pg: Option<sqlx::PgPool>,
     /// Who is typing where, until when.
     typing: Mutex<HashMap<(Uuid, Uuid), Instant>>,
@@ -72,7 +108,7 @@ impl Signals {
         signals
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Announced>> {
         self.sender.subscribe()
     }
 
@@ -124,7 +160,7 @@ impl Signals {
             }
         }
         // No subscriber is not an error.
-        let _ = self.sender.send(signal);
+        let _ = self.sender.send(Announced::new(signal));
     }
 
     /// Ends typing that was not renewed in time.
@@ -145,11 +181,11 @@ impl Signals {
             Err(_) => return,
         };
         for (conversation_id, user_id) in expired {
-            let _ = self.sender.send(Signal::Typing {
+            let _ = self.sender.send(Announced::new(Signal::Typing {
                 conversation_id,
                 user_id,
                 typing: false,
-            });
+            }));
         }
     }
 }
