@@ -668,9 +668,12 @@ impl Message {
         if order.is_empty() || self.0.deleted != 0 {
             return Ok(Vec::new());
         }
-        let mut rows = parley_projections::attachments::of_message(&state(ctx).db, &self.0.id)
-            .await
-            .map_err(ApiError::from)?;
+        let db = &state(ctx).db;
+        let mut rows = match &self.1 {
+            Some(event) => event.attachments(db, &self.0.id).await,
+            None => parley_projections::attachments::of_message(db, &self.0.id).await,
+        }
+        .map_err(ApiError::from)?;
         rows.sort_by_key(|row| order.iter().position(|id| *id == row.id));
         let mut attachments = Vec::with_capacity(rows.len());
         for row in rows {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use parley_projections::attachments::{self, AttachmentRow};
 use parley_projections::messages::{self, MessageRow};
 use parley_projections::users::{self, UserRow};
 use parley_projections::{ProjectionError, Projections};
@@ -72,6 +73,8 @@ const SWEEP: Duration = Duration::from_secs(30);
 pub struct LiveEvent {
     pub event: StoredEvent,
     message: tokio::sync::OnceCell<Option<MessageRow>>,
+    /// The files sent with that message, by its id.
+    attachments: tokio::sync::OnceCell<(String, Vec<AttachmentRow>)>,
     /// The users the event's deliveries name (its author or subject, mentions), each
     /// looked up by the first subscriber that needs it.
     users: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<UserRow>>>>>,
@@ -82,6 +85,7 @@ impl LiveEvent {
         Self {
             event,
             message: tokio::sync::OnceCell::new(),
+            attachments: tokio::sync::OnceCell::new(),
             users: Mutex::default(),
         }
     }
@@ -92,6 +96,27 @@ impl LiveEvent {
             .get_or_try_init(|| messages::by_id(db, id))
             .await
             .cloned()
+    }
+
+    /// The files sent with the message this event is about, looked up once for all
+    /// its subscribers (any other message's are looked up afresh).
+    pub async fn attachments(
+        &self,
+        db: &Db,
+        message_id: &str,
+    ) -> Result<Vec<AttachmentRow>, ProjectionError> {
+        let (id, rows) = self
+            .attachments
+            .get_or_try_init(|| async {
+                let rows = attachments::of_message(db, message_id).await?;
+                Ok::<_, ProjectionError>((message_id.to_owned(), rows))
+            })
+            .await?;
+        if id == message_id {
+            Ok(rows.clone())
+        } else {
+            attachments::of_message(db, message_id).await
+        }
     }
 
     /// A user as this event's subscribers see it. Looked up when the first of them

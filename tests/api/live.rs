@@ -141,7 +141,8 @@ async fn events_arrive_live_and_a_reconnect_with_the_last_cursor_gets_exactly_wh
 async fn live_messages_name_their_author_and_mentions_for_every_subscriber() {
     const NAMED: &str = "subscription($c: ID!) { conversationEvents(conversationId: $c) { \
         __typename \
-        ... on MessagePosted { message { body author { username } mentions { username } } } \
+        ... on MessagePosted { message { body author { username } mentions { username } \
+            attachments { id filename url } } } \
         ... on ReactionAdded { emoji user { username } } } }";
     for backend in backends() {
         eprintln!("backend: {backend:?}");
@@ -186,6 +187,34 @@ async fn live_messages_name_their_author_and_mentions_for_every_subscriber() {
                 json!([{ "username": "bob" }, { "username": "carol" }]),
                 "{payload}"
             );
+        }
+        let completed = crate::attachments::upload(
+            &app,
+            &alice,
+            &conv,
+            "cat.png",
+            "image/png",
+            crate::attachments::png(8, 8),
+        )
+        .await;
+        let file = text(
+            completed.pointer("/data").expect("data"),
+            "/completeUpload/id",
+        )
+        .to_owned();
+        gql_ok(
+            &app,
+            &alice,
+            "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
+            json!({ "i": { "conversationId": conv, "body": "a cat", "attachmentIds": [file] } }),
+        )
+        .await;
+        for socket in &mut sockets {
+            let payload = event(socket).await;
+            let attached = &payload["data"]["conversationEvents"]["message"]["attachments"];
+            assert_eq!(attached[0]["id"], file.as_str(), "{payload}");
+            assert_eq!(attached[0]["filename"], "cat.png", "{payload}");
+            assert!(attached[0]["url"].is_string(), "{payload}");
         }
         app.graphql(
             "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }",
