@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::follow::{Flow, Follower};
-use super::types::{Message, ModerationKind, User};
+use super::types::{named_user, Message, ModerationKind, User};
 use crate::live::{Announced, LiveEvent, Signal};
 
 #[derive(SimpleObject)]
@@ -117,11 +117,7 @@ async fn message(db: &Db, event: &Arc<LiveEvent>, id: Uuid) -> Result<Message, A
 
 /// A user the event names, looked up once for all its subscribers.
 async fn named(db: &Db, event: &LiveEvent, id: Uuid) -> Result<User, ApiError> {
-    event
-        .user(db, &id.to_string())
-        .await?
-        .map(User::from)
-        .ok_or_else(|| ApiError::internal("user missing from the read model"))
+    named_user(event.user(db, &id.to_string()).await?)
 }
 
 async fn interpret(
@@ -321,11 +317,7 @@ impl Follower for ConversationFeed {
         if conversation_id != self.conversation || user_id == self.viewer {
             return Ok(Flow::Continue);
         }
-        let user = announced
-            .user(&self.db)
-            .await?
-            .map(User::from)
-            .ok_or_else(|| ApiError::internal("user missing from the read model"))?;
+        let user = named_user(announced.user(&self.db).await?)?;
         Ok(out
             .send(ConversationEvent::TypingChanged(TypingChanged {
                 user,

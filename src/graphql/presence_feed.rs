@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::types::{user_by_id as user, Presence, User};
+use parley_projections::users::{self, UserRow};
+
+use super::types::{named_user, Presence, User};
 use crate::live::{Announced, Signal};
 
 /// A user's presence changed (or, first, what it is when the subscription starts).
@@ -20,15 +22,14 @@ pub struct PresenceUpdate {
     pub last_seen_at: Option<time::OffsetDateTime>,
 }
 
-async fn presence_update(
-    db: &Db,
-    user_id: Uuid,
+fn presence_update(
+    user: Option<UserRow>,
     status: &str,
     last_seen_at: Option<i64>,
 ) -> Result<PresenceUpdate, ApiError> {
     let presence = Presence::new(status, last_seen_at)?;
     Ok(PresenceUpdate {
-        user: user(db, user_id).await?,
+        user: named_user(user)?,
         status: presence.status,
         last_seen_at: presence.last_seen_at,
     })
@@ -42,12 +43,17 @@ async fn send_current(
 ) -> Result<bool, ApiError> {
     let ids: Vec<String> = watched.iter().map(Uuid::to_string).collect();
     let rows = presence::by_ids(db, &ids).await?;
-    for id in watched {
-        let (status, seen) = rows.get(&id.to_string()).map_or(("OFFLINE", None), |row| {
+    let mut found: std::collections::HashMap<String, UserRow> = users::by_ids(db, &ids)
+        .await?
+        .into_iter()
+        .map(|row| (row.id.clone(), row))
+        .collect();
+    for id in &ids {
+        let (status, seen) = rows.get(id).map_or(("OFFLINE", None), |row| {
             (row.status.as_str(), row.last_seen_at)
         });
         if out
-            .send(presence_update(db, *id, status, seen).await?)
+            .send(presence_update(found.remove(id), status, seen)?)
             .await
             .is_err()
         {
@@ -72,18 +78,26 @@ pub(super) async fn watch_presence(
                 signal = signals.recv() => signal,
                 () = out.closed() => return Ok(()),
             };
-            match signal.as_deref().map(|announced| &announced.signal) {
-                Ok(Signal::Presence {
-                    user_id,
-                    status,
-                    last_seen_at,
-                }) if watched.contains(user_id) => {
-                    let update = presence_update(&db, *user_id, status, *last_seen_at).await?;
+            match signal {
+                Ok(announced) => {
+                    let Signal::Presence {
+                        user_id,
+                        status,
+                        last_seen_at,
+                    } = &announced.signal
+                    else {
+                        continue;
+                    };
+                    if !watched.contains(user_id) {
+                        continue;
+                    }
+                    // Every watcher of this user shares the one lookup.
+                    let user = announced.user(&db).await?;
+                    let update = presence_update(user, status, *last_seen_at)?;
                     if out.send(update).await.is_err() {
                         return Ok(());
                     }
                 }
-                Ok(_) => {}
                 // Missed changes: what is stored now supersedes them.
                 Err(RecvError::Lagged(_)) => {
                     if !send_current(&db, &watched, &out).await? {

@@ -188,14 +188,10 @@ pub(crate) async fn user(ctx: &Context<'_>, id: &str) -> Result<Option<User>, Ap
         .map(User::from))
 }
 
-/// A user straight from the read model (subscriptions, which outlive a request's
-/// loaders).
-pub(crate) async fn user_by_id(db: &parley_store::Db, id: uuid::Uuid) -> Result<User, ApiError> {
-    parley_projections::users::by_ids(db, &[id.to_string()])
-        .await?
-        .into_iter()
-        .next()
-        .map(User::from)
+/// A user a live event or signal names, as looked up once for all its subscribers
+/// (subscriptions outlive a request's loaders).
+pub(crate) fn named_user(row: Option<UserRow>) -> Result<User, ApiError> {
+    row.map(User::from)
         .ok_or_else(|| ApiError::internal("user missing from the read model"))
 }
 
