@@ -172,10 +172,8 @@ impl Chat {
 
     /// A user as a conversation records them; `NOT_FOUND` for unknown users.
     async fn member_ref(&self, user_id: Uuid) -> Result<MemberRef, ChatError> {
-        users::by_ids(&self.db, &[user_id.to_string()])
+        users::by_id(&self.db, &user_id.to_string())
             .await?
-            .into_iter()
-            .next()
             .ok_or(ChatError::NotFound("user"))?;
         Ok(MemberRef { user_id })
     }

@@ -98,6 +98,11 @@ pub async fn by_ids(db: &Db, ids: &[String]) -> Result<Vec<UserRow>, ProjectionE
     Ok(query.fetch_all(&db.read).await?)
 }
 
+/// One user by id.
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<UserRow>, ProjectionError> {
+    Ok(by_ids(db, &[id.to_owned()]).await?.into_iter().next())
+}
+
 /// The accounts holding `names` (lowercase usernames), by name: the directory `@mentions`
 /// are resolved with. Erased accounts hold no name.
 pub async fn named(db: &Db, names: &BTreeSet<String>) -> Result<Named, ProjectionError> {

@@ -1,5 +1,7 @@
 //! GraphQL object types over the read models.
 
+use std::sync::Arc;
+
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, ID};
 use parley_projections::conversations::{self, ConversationRow, InvitationRow, MemberRow};
@@ -8,8 +10,6 @@ use parley_projections::moderation::ModerationRow;
 use parley_projections::notifications::NotificationRow;
 use parley_projections::page::{self, Page};
 use parley_projections::users::UserRow;
-use std::sync::Arc;
-
 use time::OffsetDateTime;
 
 use parley_aggregates::policy::ReadAccess;

@@ -130,14 +130,7 @@ impl LiveEvent {
             .entry(id.to_owned())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| async {
-            Ok(users::by_ids(db, &[id.to_owned()])
-                .await?
-                .into_iter()
-                .next())
-        })
-        .await
-        .cloned()
+        cell.get_or_try_init(|| users::by_id(db, id)).await.cloned()
     }
 }
 

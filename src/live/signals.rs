@@ -68,15 +68,12 @@ impl Announced {
     /// lookup ends with the signal.
     pub async fn user(&self, db: &Db) -> Result<Option<UserRow>, ProjectionError> {
         let id = match &self.signal {
-            Signal::Typing { user_id, .. } | Signal::Presence { user_id, .. } => *user_id,
+            Signal::Typing { user_id, .. } | Signal::Presence { user_id, .. } => {
+                user_id.to_string()
+            }
         };
         self.user
-            .get_or_try_init(|| async {
-                Ok(users::by_ids(db, &[id.to_string()])
-                    .await?
-                    .into_iter()
-                    .next())
-            })
+            .get_or_try_init(|| users::by_id(db, &id))
             .await
             .cloned()
     }
