@@ -49,7 +49,7 @@ struct Envelope {
 }
 
 /// A signal as this node's subscribers get it, with the lookup they share: a thousand
-/// subscribers of a conversation read its typist once, not a thousand times.
+/// subscribers read the user it is about (typist or presence) once, not a thousand times.
 #[derive(Debug)]
 pub struct Announced {
     pub signal: Signal,
