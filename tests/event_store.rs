@@ -433,6 +433,58 @@ async fn concurrent_appends_with_conflicts_keep_every_winner_and_a_verifying_cha
     }
 }
 
+/// Appends that queue while the writer is busy are written together (on SQLite in a
+/// few multi-row statements): each must learn where its own last event landed, and
+/// every stream's chain must link to what was stored before the group.
+#[tokio::test]
+async fn appends_written_as_one_group_each_learn_their_place_and_extend_their_chains() {
+    const STREAMS: usize = 48;
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let database = TestDatabase::new(backend).await;
+        let db = database.connect().await;
+        let bus = Arc::new(CommandBus::<Counter>::new(&db, ()));
+        for stream in 0..STREAMS {
+            bus.execute(&format!("g{stream}"), add(1, 1), &meta())
+                .await
+                .expect("first append");
+        }
+        // Holding SQLite's one write connection lets every append below queue up, so
+        // the writer takes them as one group when it is free.
+        let writer = db.write.acquire().await.expect("the write connection");
+        let held = async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(writer);
+        };
+        let appends = futures::future::join_all((0..STREAMS).map(|stream| {
+            let bus = bus.clone();
+            async move {
+                let id = format!("g{stream}");
+                let committed = bus.execute(&id, add(2, 2), &meta()).await;
+                (id, committed)
+            }
+        }));
+        let ((), answered) = tokio::join!(held, appends);
+        let events = common::readable_events(&db, STREAMS * 3).await;
+        for (id, committed) in answered {
+            let committed = committed.expect("every append succeeds");
+            let last = events
+                .iter()
+                .filter(|event| event.aggregate_id == id)
+                .max_by_key(|event| event.sequence)
+                .expect("the stream is in the log");
+            assert_eq!(last.sequence, 3, "{id}");
+            assert_eq!(committed.position, Some(last.position), "{id}");
+        }
+        let verified = parley_projections::chain::verify(&db, None)
+            .await
+            .expect("verify")
+            .expect("the chain verifies");
+        assert_eq!(verified.events, (STREAMS * 3) as u64);
+        db.close().await;
+    }
+}
+
 #[tokio::test]
 async fn a_tail_sees_every_event_exactly_once_while_writers_race_and_hold_transactions_open() {
     const WRITERS: usize = 8;

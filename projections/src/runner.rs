@@ -183,14 +183,14 @@ pub(crate) async fn apply_batch(
     let mut conn = db.write.acquire().await?;
     // A read model is a function of the log, and its checkpoint commits with its rows:
     // a batch lost to a crash is lost whole and applied again from the durable log. So
-    // its commit need not wait for the disk; the events it applies already did.
-    if db.backend == crate::Backend::Sqlite {
-        conn.execute("PRAGMA synchronous = NORMAL").await?;
-    }
-    let mut tx = conn.begin().await?;
-    if db.backend == crate::Backend::Postgres {
-        tx.execute("SET LOCAL synchronous_commit = off").await?;
-    }
+    // its commit need not wait for the disk; the events it applies already did. Said
+    // with the BEGIN, in the same round trip.
+    let mut tx = conn
+        .begin_with(match db.backend {
+            crate::Backend::Sqlite => "PRAGMA synchronous = NORMAL; BEGIN",
+            crate::Backend::Postgres => "BEGIN; SET LOCAL synchronous_commit = off",
+        })
+        .await?;
     for (projector, after) in work {
         let unseen: Vec<&StoredEvent> = events
             .iter()

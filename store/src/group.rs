@@ -62,6 +62,23 @@ pub(crate) fn map_error(error: sqlx::Error) -> PersistenceError {
     }
 }
 
+/// Why a group written as a whole was rolled back.
+pub(crate) enum Failed {
+    /// A stream or snapshot had moved on: some append of the group is stale, and the
+    /// group is written again one append at a time so only that one fails.
+    Conflict,
+    Sql(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            _ => Self::Sql(error),
+        }
+    }
+}
+
 /// The database could not be reached: nothing was written, whatever was asked.
 pub(crate) fn is_connection(error: &sqlx::Error) -> bool {
     matches!(

@@ -23,7 +23,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::group::{is_connection, map_error, Append, Committer, Outcome, Writer};
+use crate::group::{is_connection, map_error, Append, Committer, Failed, Outcome, Writer};
 use crate::LogPosition;
 
 /// Writer tasks: enough to keep one group in its fsync while the next is written.
@@ -54,22 +54,6 @@ impl PgAppender {
 
 struct PgCommitter {
     pool: PgPool,
-}
-
-/// Why a group's transaction was rolled back.
-enum Failed {
-    /// A stream or snapshot had moved on: the stale append must reload.
-    Conflict,
-    Sql(sqlx::Error),
-}
-
-impl From<sqlx::Error> for Failed {
-    fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
-            _ => Self::Sql(error),
-        }
-    }
 }
 
 impl Committer for PgCommitter {

@@ -6,10 +6,19 @@
 //! share the single writer connection the read models use.
 //!
 //! Appends are group-committed ([`crate::group`]) by one writer task per repository, on
-//! SQLite's one write connection; each append of a group runs under a savepoint of its
-//! own, so a conflict rolls back only its own append.
+//! SQLite's one write connection. A group is written in a few multi-row statements (the
+//! tails of the streams it extends, its events, its snapshots), whatever its size: on
+//! SQLite every statement is a hand-off to the connection's worker thread and back, and
+//! the one writer serialises every append and every read-model batch, so its statements
+//! per append bound the whole write path. A group that conflicts (another node or the
+//! CLI moved a stream or a snapshot on) is rolled back and written again with one
+//! savepoint per append, so only the stale append fails.
 
-use crate::group::{map_error, sequence_i64, Append, Committer, Outcome, Writer};
+use std::collections::HashMap;
+
+use crate::group::{
+    is_connection, map_error, sequence_i64, Append, Committer, EventRow, Failed, Outcome, Writer,
+};
 use crate::hash as chain;
 use crate::LogPosition;
 use cqrs_es::persist::{
@@ -211,10 +220,231 @@ async fn replay(events: Vec<SerializedEvent>) -> ReplayStream {
 /// nothing was committed, an inner one that only that append was rolled back.
 impl Committer for SqliteCommitter {
     async fn commit(&self, group: &[Append]) -> Result<Vec<Outcome>, sqlx::Error> {
+        match write_group(&self.write, self.hashing, group).await {
+            Ok(positions) => return Ok(positions.into_iter().map(Ok).collect()),
+            Err(Failed::Sql(error)) if is_connection(&error) => return Err(error),
+            Err(Failed::Conflict) => {
+                tracing::debug!(
+                    appends = group.len(),
+                    "group conflicted; appending one by one"
+                )
+            }
+            Err(Failed::Sql(error)) => {
+                tracing::debug!(%error, "group failed; appending one by one")
+            }
+        }
         commit_group(&self.write, self.hashing, group).await
     }
 }
 
+/// Rows per multi-row statement. sqlx binds a SQLite parameter by looking its name up
+/// in the statement's list of names, so a statement's binding cost grows with the
+/// square of its parameters; about 240 keeps it negligible.
+const EVENT_ROWS: usize = 240 / 9;
+const SNAPSHOT_ROWS: usize = 240 / 5;
+const TAIL_ROWS: usize = 240 / 3;
+
+/// A stream of the log: (aggregate type, aggregate id).
+type Stream<'a> = (&'a str, &'a str);
+
+/// Writes the whole group in one durable transaction of a few multi-row statements;
+/// answers each append with its last event's place. All or nothing.
+async fn write_group(
+    pool: &AnyPool,
+    hashing: bool,
+    group: &[Append],
+) -> Result<Vec<Option<LogPosition>>, Failed> {
+    let mut conn = pool.acquire().await?;
+    // Read models may relax the connection's durability for their own (rebuildable)
+    // writes; events are always committed with a full sync. One hand-off for both.
+    let mut tx = conn.begin_with("PRAGMA synchronous = FULL; BEGIN").await?;
+    let events: Vec<(&str, &EventRow)> = group
+        .iter()
+        .flat_map(|append| {
+            let aggregate_type = append.aggregate_type.as_str();
+            append
+                .events
+                .iter()
+                .map(move |event| (aggregate_type, event))
+        })
+        .collect();
+    let hashes = if hashing {
+        let tails = stream_tails(&mut tx, &events).await?;
+        Some(stream_hashes(&events, &tails))
+    } else {
+        None
+    };
+    let mut placed: HashMap<(String, String, i64), LogPosition> =
+        HashMap::with_capacity(events.len());
+    for (chunk, start) in events.chunks(EVENT_ROWS).zip((0..).step_by(EVENT_ROWS)) {
+        let sql = format!(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
+             event_type, event_version, payload, metadata, hash) VALUES {} \
+             RETURNING aggregate_type, aggregate_id, sequence, position",
+            crate::values(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(&sql);
+        for (offset, (aggregate_type, event)) in chunk.iter().enumerate() {
+            query = query
+                .bind(Uuid::now_v7().to_string())
+                .bind(*aggregate_type)
+                .bind(&event.aggregate_id)
+                .bind(event.sequence)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&event.payload)
+                .bind(&event.metadata)
+                .bind(hashes.as_ref().map(|hashes| hashes[start + offset].clone()));
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            placed.insert(
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+                LogPosition {
+                    tx: 0,
+                    pos: row.try_get(3)?,
+                },
+            );
+        }
+    }
+    let snapshots: Vec<(&str, &crate::group::Snapshot)> = group
+        .iter()
+        .filter_map(|append| Some((append.aggregate_type.as_str(), append.snapshot.as_ref()?)))
+        .collect();
+    for chunk in snapshots.chunks(SNAPSHOT_ROWS) {
+        let sql = format!(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
+             current_snapshot, payload) VALUES {} \
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+             SET last_sequence = excluded.last_sequence, \
+                 current_snapshot = excluded.current_snapshot, payload = excluded.payload \
+             WHERE snapshots.current_snapshot = max(excluded.current_snapshot - 1, 0)",
+            crate::values(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(&sql);
+        for (aggregate_type, snapshot) in chunk {
+            query = query
+                .bind(*aggregate_type)
+                .bind(&snapshot.aggregate_id)
+                .bind(snapshot.last_sequence)
+                .bind(snapshot.current)
+                .bind(&snapshot.payload);
+        }
+        if query.execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
+            // A snapshot was replaced meanwhile: its aggregate is stale.
+            return Err(Failed::Conflict);
+        }
+    }
+    tx.commit().await?;
+    Ok(group
+        .iter()
+        .map(|append| {
+            let last = append.events.last()?;
+            placed
+                .get(&(
+                    append.aggregate_type.clone(),
+                    last.aggregate_id.clone(),
+                    last.sequence,
+                ))
+                .copied()
+        })
+        .collect())
+}
+
+/// The stored hash of the event before each stream's first event in `events` (streams
+/// that start in the group have none).
+async fn stream_tails<'a>(
+    conn: &mut AnyConnection,
+    events: &[(&'a str, &'a EventRow)],
+) -> Result<HashMap<(String, String, i64), String>, Failed> {
+    let mut seen: std::collections::HashSet<Stream<'a>> = std::collections::HashSet::new();
+    let wanted: Vec<(&str, &str, i64)> = events
+        .iter()
+        .filter(|(aggregate_type, event)| {
+            seen.insert((aggregate_type, event.aggregate_id.as_str())) && event.sequence > 1
+        })
+        .map(|(aggregate_type, event)| {
+            (
+                *aggregate_type,
+                event.aggregate_id.as_str(),
+                event.sequence - 1,
+            )
+        })
+        .collect();
+    let mut tails = HashMap::with_capacity(wanted.len());
+    for chunk in wanted.chunks(TAIL_ROWS) {
+        let matches = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(aggregate_type = ${} AND aggregate_id = ${} AND sequence = ${})",
+                    3 * i + 1,
+                    3 * i + 2,
+                    3 * i + 3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT aggregate_type, aggregate_id, sequence, hash FROM events WHERE {matches}"
+        );
+        let mut query = sqlx::query(&sql);
+        for (aggregate_type, aggregate_id, sequence) in chunk {
+            query = query
+                .bind(*aggregate_type)
+                .bind(*aggregate_id)
+                .bind(*sequence);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            if let Some(hash) = row.try_get::<Option<String>, _>(3)? {
+                tails.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?), hash);
+            }
+        }
+    }
+    Ok(tails)
+}
+
+/// Each event's stream hash, chained through the group in order: a stream's second
+/// event in the group links to its first.
+fn stream_hashes(
+    events: &[(&str, &EventRow)],
+    tails: &HashMap<(String, String, i64), String>,
+) -> Vec<String> {
+    let mut heads: HashMap<Stream<'_>, (i64, [u8; 32])> = HashMap::new();
+    events
+        .iter()
+        .map(|(aggregate_type, event)| {
+            let stream = (*aggregate_type, event.aggregate_id.as_str());
+            let prev = match heads.get(&stream) {
+                Some((sequence, hash)) if *sequence == event.sequence - 1 => *hash,
+                // A predecessor not in the log means another writer's view of the
+                // stream differs from ours: the insert will conflict, so any value
+                // will do here.
+                _ => tails
+                    .get(&(
+                        (*aggregate_type).to_owned(),
+                        event.aggregate_id.clone(),
+                        event.sequence - 1,
+                    ))
+                    .and_then(|hash| chain::from_hex(hash))
+                    .unwrap_or(chain::ZERO),
+            };
+            let hash = chain::stream_hash(
+                &prev,
+                aggregate_type,
+                &event.aggregate_id,
+                event.sequence,
+                &event.event_type,
+                &event.event_version,
+                &event.payload,
+                &event.metadata,
+            );
+            heads.insert(stream, (event.sequence, hash));
+            chain::to_hex(&hash)
+        })
+        .collect()
+}
+
+/// Writes the group with a savepoint per append, so a conflict rolls back only its
+/// own append: the way back when the group as a whole conflicted.
 async fn commit_group(
     pool: &AnyPool,
     hashing: bool,
