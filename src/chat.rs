@@ -129,6 +129,12 @@ impl From<parley_store::StoreError> for ChatError {
     }
 }
 
+impl From<sqlx::Error> for ChatError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(Box::new(error))
+    }
+}
+
 impl From<parley_projections::ProjectionError> for ChatError {
     fn from(error: parley_projections::ProjectionError) -> Self {
         Self::Store(Box::new(error))

@@ -48,9 +48,6 @@ pub struct Uploads {
     limits: UploadLimits,
     /// See [`Uploads::admit`].
     admission: Vec<tokio::sync::Mutex<()>>,
-    /// Removed uploads whose objects could not all be deleted, retried by each sweep.
-    /// Lost with the process: only bytes nothing refers to are then left behind.
-    unpurged: tokio::sync::Mutex<Vec<Uuid>>,
 }
 
 /// A created upload: where to send its bytes.
@@ -74,7 +71,6 @@ impl Uploads {
             blobs,
             limits,
             admission: (0..16).map(|_| tokio::sync::Mutex::new(())).collect(),
-            unpurged: tokio::sync::Mutex::default(),
         }
     }
 
@@ -326,15 +322,50 @@ impl Uploads {
         all
     }
 
-    /// Deletes again the objects of removed uploads whose deletion failed. What is
-    /// still left stays for the next sweep.
-    async fn purge_again(&self) {
-        let ids = std::mem::take(&mut *self.unpurged.lock().await);
-        for id in ids {
-            if !self.delete_objects(id).await {
-                self.unpurged.lock().await.push(id);
+    /// Notes, before an abandoned upload's removal is recorded, that its objects are
+    /// to go (`blob_purges`): whatever stops the sweep between recording the removal and
+    /// deleting them, a later sweep finds them there.
+    async fn note_purge(&self, id: Uuid, now: OffsetDateTime) -> Result<(), ChatError> {
+        sqlx::query(
+            "INSERT INTO blob_purges (upload_id, noted_at) VALUES ($1, $2) \
+             ON CONFLICT (upload_id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(parley_store::format_time(now))
+        .execute(&self.db.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the objects of the uploads noted in `blob_purges` whose removal was
+    /// recorded, and forgets each once that is done. A noted upload that was not removed
+    /// (sent meanwhile, or the sweep stopped before recording) is only forgotten: a
+    /// sent one keeps its objects, an abandoned one is found by the sweep again. What
+    /// cannot be deleted now stays noted for the next sweep.
+    async fn purge_noted(&self) -> Result<(), ChatError> {
+        let noted: Vec<String> =
+            sqlx::query_scalar("SELECT upload_id FROM blob_purges ORDER BY noted_at LIMIT 500")
+                .fetch_all(&self.db.read)
+                .await?;
+        for id in noted {
+            let removed = match Uuid::parse_str(&id) {
+                Ok(upload_id) => {
+                    let upload = self.uploads.load(&id).await?;
+                    (upload.status == Status::Removed).then_some(upload_id)
+                }
+                Err(_) => None,
+            };
+            if let Some(upload_id) = removed {
+                if !self.delete_objects(upload_id).await {
+                    continue;
+                }
             }
+            sqlx::query("DELETE FROM blob_purges WHERE upload_id = $1")
+                .bind(&id)
+                .execute(&self.db.write)
+                .await?;
         }
+        Ok(())
     }
 
     /// Stops the download URLs already issued for a deleted message's attachments from
@@ -366,7 +397,7 @@ impl Uploads {
     ///
     /// [`ABANDONED_AFTER`]: parley_aggregates::upload::ABANDONED_AFTER
     pub async fn sweep(&self, now: OffsetDateTime) -> Result<usize, ChatError> {
-        self.purge_again().await;
+        self.purge_noted().await?;
         self.withhold(&attachments::of_deleted_messages(&self.db, 500).await?)
             .await;
         self.release_stranded(now).await?;
@@ -387,10 +418,13 @@ impl Uploads {
             // A deleted message's files are deleted before the removal is recorded, so
             // that a failed deletion is found again by the next sweep. An abandoned
             // upload can still be sent until its removal is recorded (the aggregate
-            // then refuses it), so its bytes go only after; a failed deletion is
-            // retried from `unpurged`.
+            // then refuses it), so its bytes go only after, and it is noted first, so
+            // that they are found again if they cannot go now.
             if !abandoned && !self.delete_objects(id).await {
                 continue;
+            }
+            if abandoned {
+                self.note_purge(id, now).await?;
             }
             let reason = if abandoned {
                 RemovalReason::Abandoned
@@ -402,16 +436,17 @@ impl Uploads {
                 .uploads
                 .execute(&row.id, UploadCommand::Remove { reason, at: now }, &meta)
                 .await?;
-            // No event: removed already, or sent since the row was read.
+            // No event: removed already, or sent since the row was read (a noted one
+            // is settled by the next sweep's `purge_noted`).
             if committed.events.is_empty() {
                 continue;
             }
             last = committed.position.or(last);
             removed += 1;
-            if abandoned && !self.delete_objects(id).await {
-                self.unpurged.lock().await.push(id);
-            }
         }
+        // The objects of what this sweep removed as abandoned, with what earlier ones
+        // could not delete.
+        self.purge_noted().await?;
         if removed > 0 {
             tracing::info!(removed, ?last, "swept attachments");
         }

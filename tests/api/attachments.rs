@@ -1176,3 +1176,83 @@ async fn refused_and_abandoned_uploads_leave_no_object_behind_and_each_removal_i
         app.stop().await;
     }
 }
+
+/// A sweep that records an abandoned upload's removal and stops (the process dies, or
+/// the store refuses the deletion) before its bytes are gone leaves them noted in
+/// `blob_purges`: the next sweep, on any process, deletes them. A noted upload that was
+/// sent meanwhile keeps its bytes.
+#[tokio::test]
+async fn bytes_of_an_abandoned_upload_are_deleted_by_a_later_sweep_when_the_one_removing_it_stopped(
+) {
+    use parley_aggregates::upload::{RemovalReason, Upload, UploadCommand};
+    use parley_store::{CommandBus, CommandMeta};
+    for (backend, store) in setups() {
+        eprintln!("backend: {backend:?}, store: {store:?}");
+        let clock = TestClock::new();
+        let app = spawn(backend, store, clock.clone()).await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+        let abandoned = upload(&app, &alice, &group, "dog.png", "image/png", png(64, 48)).await;
+        let abandoned = text(&abandoned, "/data/completeUpload/id").to_owned();
+        let sent = upload(&app, &alice, &group, "cat.png", "image/png", png(64, 48)).await;
+        let sent = text(&sent, "/data/completeUpload/id").to_owned();
+        gql_ok(
+            &app,
+            &alice,
+            SEND_WITH,
+            json!({ "i": { "conversationId": group, "body": "cat", "attachmentIds": [sent] } }),
+        )
+        .await;
+        let everything = {
+            let mut keys: Vec<String> = [&abandoned, &sent]
+                .iter()
+                .flat_map(|id| [format!("files/{id}"), format!("thumbs/{id}")])
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(objects(&app).await, everything);
+
+        // What a sweep that stopped after recording the removal left: the upload noted,
+        // its removal in the log, its bytes still stored. The sent one is noted too, as
+        // a sweep that read it just before it was sent would have.
+        clock.advance(time::Duration::hours(25));
+        for id in [&abandoned, &sent] {
+            sqlx::query("INSERT INTO blob_purges (upload_id, noted_at) VALUES ($1, $2)")
+                .bind(id)
+                .bind(parley_store::format_time(clock.now()))
+                .execute(&app.state.db.write)
+                .await
+                .expect("note");
+        }
+        let uploads: CommandBus<Upload> = CommandBus::new(&app.state.db, ());
+        let remove = UploadCommand::Remove {
+            reason: RemovalReason::Abandoned,
+            at: clock.now(),
+        };
+        let meta = CommandMeta::new(None, clock.now());
+        let removed = uploads
+            .execute(&abandoned, remove, &meta)
+            .await
+            .expect("remove");
+        assert_eq!(removed.events.len(), 1);
+        assert_eq!(objects(&app).await, everything);
+
+        // The next sweep removes nothing new, and deletes the noted bytes of the removed
+        // upload only; nothing stays noted.
+        assert_eq!(
+            app.state.uploads.sweep(clock.now()).await.expect("sweep"),
+            0
+        );
+        assert_eq!(
+            objects(&app).await,
+            vec![format!("files/{sent}"), format!("thumbs/{sent}")]
+        );
+        let noted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blob_purges")
+            .fetch_one(&app.state.db.read)
+            .await
+            .expect("count");
+        assert_eq!(noted, 0);
+        app.stop().await;
+    }
+}
