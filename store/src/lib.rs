@@ -35,6 +35,22 @@ pub fn format_time(at: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// How many rows of `columns` bind parameters one multi-row statement carries. sqlx
+/// binds a SQLite parameter by asking SQLite for its name, which SQLite finds by
+/// scanning the statement's list of names: binding a statement costs the square of its
+/// parameter count, so past a few hundred parameters it costs more than the extra
+/// statements (one in-process call each) it saves. A PostgreSQL statement is a round
+/// trip, so there fewer, larger statements win.
+pub fn rows_per_statement(conn: &sqlx::AnyConnection, columns: usize) -> usize {
+    const POSTGRES_ROWS: usize = 200;
+    const SQLITE_PARAMETERS: usize = 240;
+    if conn.backend_name() == "SQLite" {
+        (SQLITE_PARAMETERS / columns.max(1)).max(1)
+    } else {
+        POSTGRES_ROWS
+    }
+}
+
 /// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` bind parameters, for a
 /// multi-row `VALUES` list.
 pub fn values(rows: usize, columns: usize) -> String {

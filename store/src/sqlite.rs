@@ -237,13 +237,6 @@ impl Committer for SqliteCommitter {
     }
 }
 
-/// Rows per multi-row statement. sqlx binds a SQLite parameter by looking its name up
-/// in the statement's list of names, so a statement's binding cost grows with the
-/// square of its parameters; about 240 keeps it negligible.
-const EVENT_ROWS: usize = 240 / 9;
-const SNAPSHOT_ROWS: usize = 240 / 5;
-const TAIL_ROWS: usize = 240 / 3;
-
 /// A stream of the log: (aggregate type, aggregate id).
 type Stream<'a> = (&'a str, &'a str);
 
@@ -276,7 +269,8 @@ async fn write_group(
     };
     let mut placed: HashMap<(String, String, i64), LogPosition> =
         HashMap::with_capacity(events.len());
-    for (chunk, start) in events.chunks(EVENT_ROWS).zip((0..).step_by(EVENT_ROWS)) {
+    let rows = crate::rows_per_statement(&tx, 9);
+    for (chunk, start) in events.chunks(rows).zip((0..).step_by(rows)) {
         let sql = format!(
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
              event_type, event_version, payload, metadata, hash) VALUES {} \
@@ -294,7 +288,7 @@ async fn write_group(
                 .bind(&event.event_version)
                 .bind(&event.payload)
                 .bind(&event.metadata)
-                .bind(hashes.as_ref().map(|hashes| hashes[start + offset].clone()));
+                .bind(hashes.as_ref().map(|hashes| &hashes[start + offset]));
         }
         for row in query.fetch_all(&mut *tx).await? {
             placed.insert(
@@ -310,7 +304,7 @@ async fn write_group(
         .iter()
         .filter_map(|append| Some((append.aggregate_type.as_str(), append.snapshot.as_ref()?)))
         .collect();
-    for chunk in snapshots.chunks(SNAPSHOT_ROWS) {
+    for chunk in snapshots.chunks(crate::rows_per_statement(&tx, 5)) {
         let sql = format!(
             "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
              current_snapshot, payload) VALUES {} \
@@ -371,7 +365,7 @@ async fn stream_tails<'a>(
         })
         .collect();
     let mut tails = HashMap::with_capacity(wanted.len());
-    for chunk in wanted.chunks(TAIL_ROWS) {
+    for chunk in wanted.chunks(crate::rows_per_statement(conn, 3)) {
         let matches = (0..chunk.len())
             .map(|i| {
                 format!(
