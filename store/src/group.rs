@@ -62,6 +62,27 @@ pub(crate) fn map_error(error: sqlx::Error) -> PersistenceError {
     }
 }
 
+/// Each append's answer: the place of its last event, from the places the group's
+/// insert returned, keyed by (aggregate type, aggregate id, sequence).
+pub(crate) fn last_positions(
+    group: &[Append],
+    placed: &std::collections::HashMap<(String, String, i64), LogPosition>,
+) -> Vec<Option<LogPosition>> {
+    group
+        .iter()
+        .map(|append| {
+            let last = append.events.last()?;
+            placed
+                .get(&(
+                    append.aggregate_type.clone(),
+                    last.aggregate_id.clone(),
+                    last.sequence,
+                ))
+                .copied()
+        })
+        .collect()
+}
+
 /// Why a group written as a whole was rolled back.
 pub(crate) enum Failed {
     /// A stream or snapshot had moved on: some append of the group is stale, and the

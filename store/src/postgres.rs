@@ -23,7 +23,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::group::{is_connection, map_error, Append, Committer, Failed, Outcome, Writer};
+use crate::group::{
+    is_connection, last_positions, map_error, Append, Committer, Failed, Outcome, Writer,
+};
 use crate::LogPosition;
 
 /// Writer tasks: enough to keep one group in its fsync while the next is written.
@@ -166,28 +168,16 @@ async fn write_group(pool: &PgPool, group: &[Append]) -> Result<Vec<Option<LogPo
         }
     }
     tx.commit().await?;
-    let placed: HashMap<(&str, &str, i64), LogPosition> = rows
-        .iter()
+    let placed: HashMap<(String, String, i64), LogPosition> = rows
+        .into_iter()
         .map(|(aggregate_type, aggregate_id, sequence, tx, pos)| {
             (
-                (aggregate_type.as_str(), aggregate_id.as_str(), *sequence),
-                LogPosition { tx: *tx, pos: *pos },
+                (aggregate_type, aggregate_id, sequence),
+                LogPosition { tx, pos },
             )
         })
         .collect();
-    Ok(group
-        .iter()
-        .map(|append| {
-            let last = append.events.last()?;
-            placed
-                .get(&(
-                    append.aggregate_type.as_str(),
-                    last.aggregate_id.as_str(),
-                    last.sequence,
-                ))
-                .copied()
-        })
-        .collect())
+    Ok(last_positions(group, &placed))
 }
 
 /// A group's events as one array per column, for `unnest`.

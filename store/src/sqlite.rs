@@ -27,7 +27,7 @@ use cqrs_es::persist::{
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Connection as _, Executor as _, Row as _};
+use sqlx::{AnyConnection, AnyPool, Connection as _, Row as _};
 use uuid::Uuid;
 
 pub struct SqliteEventRepository {
@@ -240,8 +240,8 @@ impl Committer for SqliteCommitter {
 /// A stream of the log: (aggregate type, aggregate id).
 type Stream<'a> = (&'a str, &'a str);
 
-/// Writes the whole group in one durable transaction of a few multi-row statements;
-/// answers each append with its last event's place. All or nothing.
+/// Writes the whole group in one durable transaction; answers each append with its
+/// last event's place. All or nothing.
 async fn write_group(
     pool: &AnyPool,
     hashing: bool,
@@ -251,7 +251,21 @@ async fn write_group(
     // Read models may relax the connection's durability for their own (rebuildable)
     // writes; events are always committed with a full sync. One hand-off for both.
     let mut tx = conn.begin_with("PRAGMA synchronous = FULL; BEGIN").await?;
-    let events: Vec<(&str, &EventRow)> = group
+    let positions = write_rows(&mut tx, hashing, group).await?;
+    tx.commit().await?;
+    Ok(positions)
+}
+
+/// Writes `appends` in a few multi-row statements whatever their number (the tails of
+/// the streams they extend, their events, their snapshots), inside the caller's
+/// transaction; answers each with its last event's place. Fails whole, with
+/// `Failed::Conflict` when a stream or a snapshot had moved on.
+async fn write_rows(
+    conn: &mut AnyConnection,
+    hashing: bool,
+    appends: &[Append],
+) -> Result<Vec<Option<LogPosition>>, Failed> {
+    let events: Vec<(&str, &EventRow)> = appends
         .iter()
         .flat_map(|append| {
             let aggregate_type = append.aggregate_type.as_str();
@@ -262,14 +276,14 @@ async fn write_group(
         })
         .collect();
     let hashes = if hashing {
-        let tails = stream_tails(&mut tx, &events).await?;
+        let tails = stream_tails(conn, &events).await?;
         Some(stream_hashes(&events, &tails))
     } else {
         None
     };
     let mut placed: HashMap<(String, String, i64), LogPosition> =
         HashMap::with_capacity(events.len());
-    let rows = crate::rows_per_statement(&tx, 9);
+    let rows = crate::rows_per_statement(conn, 9);
     for (chunk, start) in events.chunks(rows).zip((0..).step_by(rows)) {
         let sql = format!(
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
@@ -290,7 +304,7 @@ async fn write_group(
                 .bind(&event.metadata)
                 .bind(hashes.as_ref().map(|hashes| &hashes[start + offset]));
         }
-        for row in query.fetch_all(&mut *tx).await? {
+        for row in query.fetch_all(&mut *conn).await? {
             placed.insert(
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
                 LogPosition {
@@ -300,11 +314,11 @@ async fn write_group(
             );
         }
     }
-    let snapshots: Vec<(&str, &crate::group::Snapshot)> = group
+    let snapshots: Vec<(&str, &crate::group::Snapshot)> = appends
         .iter()
         .filter_map(|append| Some((append.aggregate_type.as_str(), append.snapshot.as_ref()?)))
         .collect();
-    for chunk in snapshots.chunks(crate::rows_per_statement(&tx, 5)) {
+    for chunk in snapshots.chunks(crate::rows_per_statement(conn, 5)) {
         let sql = format!(
             "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
              current_snapshot, payload) VALUES {} \
@@ -323,25 +337,12 @@ async fn write_group(
                 .bind(snapshot.current)
                 .bind(&snapshot.payload);
         }
-        if query.execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
+        if query.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
             // A snapshot was replaced meanwhile: its aggregate is stale.
             return Err(Failed::Conflict);
         }
     }
-    tx.commit().await?;
-    Ok(group
-        .iter()
-        .map(|append| {
-            let last = append.events.last()?;
-            placed
-                .get(&(
-                    append.aggregate_type.clone(),
-                    last.aggregate_id.clone(),
-                    last.sequence,
-                ))
-                .copied()
-        })
-        .collect())
+    Ok(crate::group::last_positions(appends, &placed))
 }
 
 /// The stored hash of the event before each stream's first event in `events` (streams
@@ -445,124 +446,24 @@ async fn commit_group(
     group: &[Append],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    // Read models may relax the connection's durability for their own (rebuildable)
-    // writes; events are always committed with a full sync.
-    conn.execute("PRAGMA synchronous = FULL").await?;
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.begin_with("PRAGMA synchronous = FULL; BEGIN").await?;
     let mut outcomes = Vec::with_capacity(group.len());
-    if let [append] = group {
-        // Alone in its group: no savepoint needed, a failure rolls back everything.
-        match write_append(&mut tx, hashing, append).await {
-            Ok(position) => outcomes.push(Ok(position)),
-            Err(error) => {
-                tx.rollback().await?;
-                return Ok(vec![Err(error)]);
+    for append in group {
+        let mut savepoint = tx.begin().await?;
+        match write_rows(&mut savepoint, hashing, std::slice::from_ref(append)).await {
+            Ok(mut position) => {
+                savepoint.commit().await?;
+                outcomes.push(Ok(position.pop().flatten()));
             }
-        }
-    } else {
-        for append in group {
-            let mut savepoint = tx.begin().await?;
-            match write_append(&mut savepoint, hashing, append).await {
-                Ok(position) => {
-                    savepoint.commit().await?;
-                    outcomes.push(Ok(position));
-                }
-                Err(error) => {
-                    savepoint.rollback().await?;
-                    outcomes.push(Err(error));
-                }
+            Err(failed) => {
+                savepoint.rollback().await?;
+                outcomes.push(Err(match failed {
+                    Failed::Conflict => PersistenceError::OptimisticLockError,
+                    Failed::Sql(error) => map_error(error),
+                }));
             }
         }
     }
     tx.commit().await?;
     Ok(outcomes)
-}
-
-/// Writes one append; returns the position of its last event.
-async fn write_append(
-    conn: &mut AnyConnection,
-    hashing: bool,
-    append: &Append,
-) -> Result<Option<LogPosition>, PersistenceError> {
-    // The stream's previous hash: each writer reads only its own stream's tail.
-    let mut prev = match append.events.first() {
-        Some(first) if first.sequence > 1 && hashing => {
-            let hash: Option<Option<String>> = sqlx::query_scalar(
-                "SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-            )
-            .bind(&append.aggregate_type)
-            .bind(&first.aggregate_id)
-            .bind(first.sequence - 1)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_error)?;
-            // No predecessor means another writer's view of the stream differs from
-            // ours: the insert below will conflict, so any value will do here.
-            hash.flatten()
-                .as_deref()
-                .and_then(chain::from_hex)
-                .unwrap_or(chain::ZERO)
-        }
-        _ => chain::ZERO,
-    };
-    let mut last = None;
-    for event in &append.events {
-        let hash = hashing.then(|| {
-            prev = chain::stream_hash(
-                &prev,
-                &append.aggregate_type,
-                &event.aggregate_id,
-                event.sequence,
-                &event.event_type,
-                &event.event_version,
-                &event.payload,
-                &event.metadata,
-            );
-            chain::to_hex(&prev)
-        });
-        let inserted = sqlx::query(
-            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, \
-             event_type, event_version, payload, metadata, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(&append.aggregate_type)
-        .bind(&event.aggregate_id)
-        .bind(event.sequence)
-        .bind(&event.event_type)
-        .bind(&event.event_version)
-        .bind(&event.payload)
-        .bind(&event.metadata)
-        .bind(hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_error)?;
-        // `position` is the rowid: the last one inserted is this event's place.
-        last = inserted
-            .last_insert_id()
-            .map(|pos| LogPosition { tx: 0, pos });
-    }
-    if let Some(snapshot) = &append.snapshot {
-        let updated = sqlx::query(
-            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-             SET last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot, \
-                 payload = excluded.payload \
-             WHERE snapshots.current_snapshot = $6",
-        )
-        .bind(&append.aggregate_type)
-        .bind(&snapshot.aggregate_id)
-        .bind(snapshot.last_sequence)
-        .bind(snapshot.current)
-        .bind(&snapshot.payload)
-        .bind(snapshot.current.saturating_sub(1))
-        .execute(&mut *conn)
-        .await
-        .map_err(map_error)?;
-        if updated.rows_affected() != 1 {
-            return Err(PersistenceError::OptimisticLockError);
-        }
-    }
-    Ok(last)
 }
