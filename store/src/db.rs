@@ -39,18 +39,11 @@ pub struct Db {
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// `wal_autocheckpoint`: the connection whose commit takes the write-ahead log past
-/// this many pages copies it back into the database file and syncs both, inside that
-/// commit. Only the one write connection commits, and every append and read-model
-/// batch waits behind it; under load the log reached SQLite's default of 1,000 pages
-/// many times a second. Ten times that copies each hot page once per checkpoint
-/// instead of up to ten times, and syncs a tenth as often, for a log of up to 40 MB.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 10000; \
      PRAGMA foreign_keys = ON; \
-     PRAGMA secure_delete = ON; \
-     PRAGMA wal_autocheckpoint = 10000;";
+     PRAGMA secure_delete = ON;";
 
 /// Keeps any one transaction from holding back PostgreSQL's global snapshot horizon,
 /// which every log tail waits on.
