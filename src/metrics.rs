@@ -27,6 +27,8 @@ pub const WS_CONNECTIONS: &str = "parley_websocket_connections";
 pub const SUBSCRIPTIONS: &str = "parley_subscriptions";
 pub const CONSISTENCY_TIMEOUTS: &str = "parley_consistency_wait_timeouts_total";
 pub const RATE_LIMITED: &str = "parley_rate_limited_total";
+pub const SHARED_RENDERS: &str = "parley_shared_payload_renders_total";
+pub const SHARED_SENT: &str = "parley_shared_payloads_sent_total";
 
 /// Latency buckets in seconds: a chat operation should take milliseconds.
 const BUCKETS: [f64; 12] = [
@@ -90,6 +92,14 @@ fn describe() {
         "Mutations answered before every read model had applied them."
     );
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by limit.");
+    describe_counter!(
+        SHARED_RENDERS,
+        "Executions of a shared subscription document over one event (one per event and document)."
+    );
+    describe_counter!(
+        SHARED_SENT,
+        "Payloads sent to subscribers of shared documents; sent per render is the sharing."
+    );
 }
 
 /// Sets the projector gauges from this node's view of its projectors and the head, and
@@ -164,6 +174,16 @@ impl Drop for Connection {
     fn drop(&mut self) {
         gauge!(WS_CONNECTIONS).decrement(1.0);
     }
+}
+
+/// One execution of a shared subscription document.
+pub fn shared_render() {
+    counter!(SHARED_RENDERS).increment(1);
+}
+
+/// One payload sent to a subscriber of a shared document.
+pub fn shared_sent() {
+    counter!(SHARED_SENT).increment(1);
 }
 
 /// Subscriptions started (positive) or ended (negative).

@@ -269,7 +269,28 @@ async fn interpret(
     )
 }
 
-type Out = super::follow::Out<ConversationEvent>;
+/// A conversation event on its way to one subscriber, with the event or signal it
+/// came from: subscribers of one shape share that origin's rendering of it.
+pub(super) struct Delivered {
+    pub event: ConversationEvent,
+    pub origin: Origin,
+}
+
+pub(super) enum Origin {
+    Event(Arc<LiveEvent>),
+    Signal(Arc<Announced>),
+}
+
+impl Origin {
+    pub(super) fn renders(&self) -> &crate::live::Renders {
+        match self {
+            Self::Event(event) => &event.renders,
+            Self::Signal(signal) => &signal.renders,
+        }
+    }
+}
+
+type Out = super::follow::Out<Delivered>;
 
 /// One subscriber's view of a conversation.
 pub(super) struct ConversationFeed {
@@ -281,7 +302,7 @@ pub(super) struct ConversationFeed {
 
 #[async_trait::async_trait]
 impl Follower for ConversationFeed {
-    type Item = ConversationEvent;
+    type Item = Delivered;
 
     async fn event(&mut self, event: &Arc<LiveEvent>, out: &Out) -> Result<Flow, ApiError> {
         // Most events on a busy node are other conversations': skip them undecoded.
@@ -289,11 +310,15 @@ impl Follower for ConversationFeed {
             return Ok(Flow::Continue);
         }
         let delivery = interpret(&self.db, self.conversation, self.viewer, self.public, event);
+        let delivered = |item| Delivered {
+            event: item,
+            origin: Origin::Event(event.clone()),
+        };
         Ok(match delivery.await? {
             Delivery::Skip => Flow::Continue,
-            Delivery::Send(item) => out.send(item).await,
+            Delivery::Send(item) => out.send(delivered(item)).await,
             Delivery::SendAndEnd(item) => {
-                if let Flow::Continue = out.send(item).await {
+                if let Flow::Continue = out.send(delivered(item)).await {
                     let denied = ApiError::Forbidden(
                         "you no longer have access to this conversation".to_owned(),
                     );
@@ -319,10 +344,10 @@ impl Follower for ConversationFeed {
         }
         let user = named_user(announced.user(&self.db).await?)?;
         Ok(out
-            .send(ConversationEvent::TypingChanged(TypingChanged {
-                user,
-                typing,
-            }))
+            .send(Delivered {
+                event: ConversationEvent::TypingChanged(TypingChanged { user, typing }),
+                origin: Origin::Signal(announced),
+            })
             .await)
     }
 }

@@ -10,6 +10,7 @@ mod mutation;
 mod my_events;
 mod presence_feed;
 mod query;
+pub mod shared;
 mod subscription;
 mod types;
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Result, Subscription as SubscriptionRoot, ID};
-use futures::Stream;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt as _};
 use parley_projections::users;
 use parley_store::{log, LogPosition};
 use tokio::sync::{broadcast, mpsc};
@@ -16,6 +17,7 @@ use super::follow::{following, Source};
 use super::my_events::{self, UserEvent};
 use super::parse_id;
 use super::presence_feed::{watch_presence, PresenceUpdate};
+use super::shared::{Handoff, Preloaded};
 use super::types::readable_conversation;
 use super::{state, viewer};
 use crate::live::{Announced, LiveReceiver};
@@ -42,7 +44,11 @@ impl Subscription {
         ctx: &Context<'_>,
         conversation_id: ID,
         after: Option<String>,
-    ) -> Result<impl Stream<Item = Result<ConversationEvent, async_graphql::Error>>> {
+    ) -> Result<BoxStream<'static, Result<ConversationEvent, async_graphql::Error>>> {
+        // A shared rendering of one event (see `shared`).
+        if let Some(preloaded) = ctx.data_opt::<Preloaded>() {
+            return Ok(futures::stream::iter(preloaded.take()).boxed());
+        }
         let me = viewer(ctx)?;
         let id = parse_id(&conversation_id, "conversation")?;
         let state = state(ctx);
@@ -70,7 +76,15 @@ impl Subscription {
             viewer: me,
             public: row.kind == "CHANNEL" && row.visibility == "PUBLIC",
         };
-        Ok(following(feed, source))
+        let items = following(feed, source);
+        // A subscription whose payloads are shared: its events go to the session.
+        if let Some(handoff) = ctx.data_opt::<Arc<Handoff>>() {
+            handoff.put(items.boxed());
+            return Ok(futures::stream::empty().boxed());
+        }
+        Ok(items
+            .map(|item| item.map(|delivered| delivered.event))
+            .boxed())
     }
 
     /// `myEvents`: notifications, unread counts, and conversations added or removed.

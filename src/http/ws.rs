@@ -3,19 +3,22 @@
 //! socket holds, and closing when the session or its token ends. What a subscription
 //! delivers is the GraphQL layer's business; the live tail feeding it is `live`'s.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_graphql::http::{WebSocket, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql::Data;
+use async_graphql::{Data, Request};
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::response::Response;
+use futures::future::{AbortHandle, AbortRegistration, Abortable};
+use futures::stream::{BoxStream, SelectAll};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::auth::Grant;
+use crate::graphql::shared::{self, Shape};
 use crate::graphql::{ClientIp, Loaders, ParleySchema, Viewer};
 
 /// The close code for a bad or expired token or an ended session
@@ -184,6 +187,104 @@ impl Drop for Admission {
     }
 }
 
+/// A `subscribe` with its request.
+#[derive(serde::Deserialize)]
+struct Subscribe {
+    id: String,
+    payload: Request,
+}
+
+/// What the session takes over from async-graphql's protocol handler.
+enum Diverted {
+    /// A subscription whose payloads are shared with others of its shape.
+    Start {
+        id: String,
+        request: Box<Request>,
+        shape: Arc<Shape>,
+        registration: AbortRegistration,
+    },
+    /// The client completed one of those.
+    Stop(String),
+}
+
+/// The session's subscriptions whose payloads are shared (`graphql::shared`): the
+/// session runs them itself, writing each event's shared payload into a frame of its
+/// own, where async-graphql's handler would execute and serialize it for every socket.
+/// Only graphql-transport-ws sessions divert; everything else about a session
+/// (handshake, pings, other operations, errors) stays with the handler.
+struct Sharing {
+    /// The diverted subscriptions that are running, by id.
+    running: Mutex<HashMap<String, AbortHandle>>,
+    divert: mpsc::UnboundedSender<Diverted>,
+}
+
+impl Sharing {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the session takes this (admitted) client message over.
+    fn divert(&self, bytes: &[u8]) -> bool {
+        let Ok(Envelope { kind, id: Some(id) }) = serde_json::from_slice::<Envelope>(bytes) else {
+            return false;
+        };
+        match kind.as_str() {
+            "subscribe" => {
+                let Ok(Subscribe { id, payload }) = serde_json::from_slice::<Subscribe>(bytes)
+                else {
+                    return false;
+                };
+                let Some(shape) = shared::shape_of(&payload) else {
+                    return false;
+                };
+                let (handle, registration) = AbortHandle::new_pair();
+                self.running().insert(id.clone(), handle);
+                self.divert
+                    .send(Diverted::Start {
+                        id,
+                        request: Box::new(payload),
+                        shape,
+                        registration,
+                    })
+                    .is_ok()
+            }
+            "complete" => {
+                let Some(handle) = self.running().remove(&id) else {
+                    return false;
+                };
+                handle.abort();
+                let _ = self.divert.send(Diverted::Stop(id));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// As async-graphql's handler writes it (`Admission::outgoing` reads its start).
+fn complete_frame(id: &str) -> String {
+    let quoted = serde_json::Value::String(id.to_owned());
+    format!(r#"{{"type":"complete","id":{quoted}}}"#)
+}
+
+/// A diverted subscription's frames: a `next` per payload, then `complete`.
+fn shared_frames(
+    sharing: Arc<Sharing>,
+    id: String,
+    payloads: impl futures::Stream<Item = Arc<str>> + Send + 'static,
+) -> BoxStream<'static, String> {
+    let quoted = serde_json::Value::String(id.clone()).to_string();
+    payloads
+        .map(move |payload| format!(r#"{{"type":"next","id":{quoted},"payload":{payload}}}"#))
+        .chain(futures::stream::once(async move {
+            sharing.running().remove(&id);
+            complete_frame(&id)
+        }))
+        .boxed()
+}
+
 /// When an access token expires, as a point on the runtime's clock.
 fn expiry(grant: &Grant) -> tokio::time::Instant {
     let now = std::time::SystemTime::now()
@@ -216,6 +317,16 @@ async fn session(
         inject,
     });
     let admit = admission.clone();
+    let (divert, mut diverted) = mpsc::unbounded_channel();
+    let sharing = Arc::new(Sharing {
+        running: Mutex::default(),
+        divert,
+    });
+    let share = match protocol {
+        WebSocketProtocols::GraphQLWS => Some(sharing.clone()),
+        WebSocketProtocols::SubscriptionsTransportWS => None,
+    };
+    let signed_in = granted.clone();
     let input = stream
         .take_while(|message| futures::future::ready(message.is_ok()))
         .filter_map(move |message| {
@@ -224,8 +335,15 @@ async fn session(
                 Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
                 _ => None,
             };
-            futures::future::ready(bytes.filter(|bytes| admit.incoming(bytes)))
+            let bytes = bytes.filter(|bytes| admit.incoming(bytes)).filter(|bytes| {
+                // Before the handshake the handler answers a subscription (by closing).
+                let diverted = signed_in.get().is_some()
+                    && share.as_ref().is_some_and(|share| share.divert(bytes));
+                !diverted
+            });
+            futures::future::ready(bytes)
         });
+    let mut running: SelectAll<Abortable<BoxStream<'static, String>>> = SelectAll::new();
     let mut stopping = state.stopping.subscribe();
     let mut ended_sessions = state.accounts.ended_sessions();
     let keepalive = Duration::from_secs(state.config.ws_keepalive_secs.into());
@@ -234,7 +352,7 @@ async fn session(
     let flag = refused.clone();
     let init_state = state.clone();
     let init_granted = granted.clone();
-    let messages = WebSocket::new(schema, input, protocol)
+    let messages = WebSocket::new(schema.clone(), input, protocol)
         .on_connection_init(move |payload| {
             let state = init_state;
             let granted = init_granted;
@@ -303,6 +421,26 @@ async fn session(
                 Injected::Text(text) => WsMessage::Text(text),
                 Injected::Close(code, reason) => WsMessage::Close(code, reason),
             }),
+            Some(diverted) = diverted.recv() => match diverted {
+                Diverted::Start { id, request, shape, registration } => {
+                    // Diverted only once signed in.
+                    let Some(grant) = granted.get() else { continue };
+                    let payloads = shared::subscribe(
+                        schema.clone(),
+                        state.clone(),
+                        grant.user_id,
+                        ip,
+                        *request,
+                        shape,
+                    );
+                    let frames = shared_frames(sharing.clone(), id, payloads);
+                    running.push(Abortable::new(frames, registration));
+                    continue;
+                }
+                // As the handler answers a completed subscription of its own.
+                Diverted::Stop(id) => Some(WsMessage::Text(complete_frame(&id))),
+            },
+            Some(frame) = running.next(), if !running.is_empty() => Some(WsMessage::Text(frame)),
             () = &mut init_deadline, if waiting_for_init => Some(WsMessage::Close(
                 CLOSE_INIT_TIMEOUT,
                 "Connection initialisation timeout".to_owned(),

@@ -29,6 +29,41 @@ mod signals;
 pub use presence::{Presence, HEARTBEAT_TTL};
 pub use signals::{Announced, Signal, Signals, TYPING_TTL};
 
+/// What an event or signal looked like to its subscribers, serialized once per kind of
+/// subscription (a shape id, see `graphql::shared`) and sent as is to every subscriber
+/// of that kind. It ends with the event, as the shared lookups do.
+#[derive(Debug, Default)]
+pub struct Renders(Mutex<Vec<(u64, Rendered)>>);
+
+/// One rendering, once made.
+type Rendered = Arc<tokio::sync::OnceCell<Arc<str>>>;
+
+impl Renders {
+    /// The payload rendered for `shape`, rendered by `render` if no one has yet; those
+    /// asking meanwhile wait for that one rendering.
+    pub async fn get_or_render<F, Fut>(&self, shape: u64, render: F) -> Arc<str>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Arc<str>>,
+    {
+        let cell = {
+            let mut renders = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match renders.iter().find(|(id, _)| *id == shape) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::default();
+                    renders.push((shape, Arc::clone(&cell)));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(render).await.clone()
+    }
+}
+
 /// A subscriber's end of the live tail: every event, or one conversation's.
 pub enum LiveReceiver {
     All(broadcast::Receiver<Arc<LiveEvent>>),
@@ -78,6 +113,7 @@ pub struct LiveEvent {
     /// The users the event's deliveries name (its author or subject, mentions), each
     /// looked up by the first subscriber that needs it.
     users: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<UserRow>>>>>,
+    pub renders: Renders,
 }
 
 impl LiveEvent {
@@ -87,6 +123,7 @@ impl LiveEvent {
             message: tokio::sync::OnceCell::new(),
             attachments: tokio::sync::OnceCell::new(),
             users: Mutex::default(),
+            renders: Renders::default(),
         }
     }
 

@@ -54,6 +54,7 @@ struct Envelope {
 pub struct Announced {
     pub signal: Signal,
     user: tokio::sync::OnceCell<Option<UserRow>>,
+    pub renders: super::Renders,
 }
 
 impl Announced {
@@ -61,6 +62,7 @@ impl Announced {
         Arc::new(Self {
             signal,
             user: tokio::sync::OnceCell::new(),
+            renders: super::Renders::default(),
         })
     }
 

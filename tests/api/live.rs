@@ -1055,3 +1055,76 @@ async fn open_sockets_are_closed_with_going_away_when_the_server_stops() {
         .expect("the server stops with a socket open")
         .expect("stop task");
 }
+
+#[tokio::test]
+async fn subscribers_of_one_document_share_its_rendering_unless_it_selects_what_only_the_viewer_sees(
+) {
+    const SHARED: &str = "subscription($c: ID!) { conversationEvents(conversationId: $c) { \
+        __typename ... on MessageEdited { message { body author { username } \
+        reactions { emoji count } } } ... on MessagePosted { message { body } } } }";
+    // `reactedByMe` depends on who looks: every subscriber executes it for itself.
+    const OWN: &str = "subscription($c: ID!) { conversationEvents(conversationId: $c) { \
+        __typename ... on MessageEdited { message { body reactions { emoji reactedByMe } } } \
+        ... on MessagePosted { message { body } } } }";
+    let counter = |page: &str, name: &str| crate::metrics::value(page, name, &[]).unwrap_or(0.0);
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let alice = user(&app, "alice").await;
+        let bob = user(&app, "bob").await;
+        let carol = user(&app, "carol").await;
+        let conv = group(&app, &alice, &[&bob, &carol]).await;
+        let message = post(&app, &alice, &conv, "hello").await;
+        gql_ok(
+            &app,
+            &bob,
+            "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }",
+            json!({ "m": message }),
+        )
+        .await;
+        let mut sockets = Vec::new();
+        for (who, query) in [(&bob, SHARED), (&carol, SHARED), (&bob, OWN), (&carol, OWN)] {
+            let mut socket = connect(&app, &who.token).await;
+            start(&mut socket, "s", query, json!({ "c": conv })).await;
+            until_live(&app, &alice, &conv, &mut socket).await;
+            sockets.push(socket);
+        }
+        // Probes for later sockets reached the earlier ones too: read up to a marker.
+        post(&app, &alice, &conv, "marker").await;
+        for socket in &mut sockets {
+            while event(socket).await["data"]["conversationEvents"]["message"]["body"] != "marker" {
+            }
+        }
+        let before = crate::metrics::scrape(&app).await;
+        gql_ok(
+            &app,
+            &alice,
+            "mutation($m: ID!) { editMessage(messageId: $m, body: \"hello again\") { id } }",
+            json!({ "m": message }),
+        )
+        .await;
+        let mut payloads = Vec::new();
+        for socket in &mut sockets {
+            let payload = event(socket).await;
+            let edited = &payload["data"]["conversationEvents"];
+            assert_eq!(edited["__typename"], "MessageEdited", "{payload}");
+            assert_eq!(edited["message"]["body"], "hello again", "{payload}");
+            payloads.push(edited["message"]["reactions"].clone());
+        }
+        let after = crate::metrics::scrape(&app).await;
+        assert_eq!(payloads[0], json!([{ "emoji": "👍", "count": 1 }]));
+        assert_eq!(payloads[1], payloads[0]);
+        assert_eq!(payloads[2], json!([{ "emoji": "👍", "reactedByMe": true }]));
+        assert_eq!(
+            payloads[3],
+            json!([{ "emoji": "👍", "reactedByMe": false }])
+        );
+        // The two sockets of the shared document were sent one rendering.
+        let rendered = counter(&after, "parley_shared_payload_renders_total")
+            - counter(&before, "parley_shared_payload_renders_total");
+        let sent = counter(&after, "parley_shared_payloads_sent_total")
+            - counter(&before, "parley_shared_payloads_sent_total");
+        assert_eq!((rendered, sent), (1.0, 2.0));
+        app.stop().await;
+    }
+}
