@@ -102,9 +102,9 @@ pub enum ConversationEvent {
 /// What one stored event means to a subscriber of one conversation.
 enum Delivery {
     Skip,
-    Send(ConversationEvent),
+    Send,
     /// Send, then end: the subscriber lost access here.
-    SendAndEnd(ConversationEvent),
+    SendAndEnd,
 }
 
 async fn message(db: &Db, event: &Arc<LiveEvent>, id: Uuid) -> Result<Message, ApiError> {
@@ -120,181 +120,236 @@ async fn named(db: &Db, event: &LiveEvent, id: Uuid) -> Result<User, ApiError> {
     named_user(event.user(db, &id.to_string()).await?)
 }
 
-async fn interpret(
-    db: &Db,
+const KINDS: [EventKind; 3] = [
+    EventKind::Conversation,
+    EventKind::Message,
+    EventKind::Member,
+];
+
+/// Whether `event` goes to `viewer`'s subscription to `conversation`: the one part of a
+/// delivery that depends on the subscriber, decided without building the event.
+fn decide(
     conversation: Uuid,
     viewer: Uuid,
     public: bool,
-    event: &Arc<LiveEvent>,
+    event: &LiveEvent,
 ) -> Result<Delivery, ApiError> {
-    let cursor = event.position.to_cursor();
-    let ours = conversation.to_string();
-    Ok(
-        match event.event_of(&[
-            EventKind::Conversation,
-            EventKind::Message,
-            EventKind::Member,
-        ])? {
-            Some(Event::Conversation(decoded)) if event.aggregate_id == ours => {
-                match decoded.clone() {
-                    Domain::MessagePosted {
-                        message_id,
-                        body,
-                        mentions,
-                        ..
-                    } => {
-                        let mut posted = message(db, event, message_id).await?;
-                        // The message as this event posted it, though the read model may
-                        // already hold a later edit (which arrives as its own event). A
-                        // deleted message stays a tombstone: replaying its post must not
-                        // bring its text back.
-                        if posted.0.deleted == 0 {
-                            posted.0.body = Some(body);
-                            posted.0.edited_at = None;
-                            posted.0.mentions = serde_json::to_string(
-                                &mentions.iter().map(Uuid::to_string).collect::<Vec<_>>(),
-                            )
-                            .map_err(|error| ApiError::internal(error.to_string()))?;
-                        }
-                        Delivery::Send(ConversationEvent::MessagePosted(MessagePosted {
-                            cursor,
-                            message: posted,
-                        }))
-                    }
-                    Domain::MemberJoined { user_id, .. } => {
-                        Delivery::Send(ConversationEvent::MemberJoined(MemberJoined {
-                            cursor,
-                            user: named(db, event, user_id).await?,
-                        }))
-                    }
-                    Domain::MemberLeft { user_id, .. } => {
-                        let left = ConversationEvent::MemberLeft(MemberLeft {
-                            cursor,
-                            user: named(db, event, user_id).await?,
-                        });
-                        if user_id == viewer && !public {
-                            Delivery::SendAndEnd(left)
-                        } else {
-                            Delivery::Send(left)
-                        }
-                    }
-                    Domain::MemberKicked { user_id, .. } | Domain::MemberBanned { user_id, .. } => {
-                        let action = if matches!(decoded, Domain::MemberKicked { .. }) {
-                            ModerationKind::Kick
-                        } else {
-                            ModerationKind::Ban
-                        };
-                        let removed = ConversationEvent::MemberRemoved(MemberRemoved {
-                            cursor,
-                            user: named(db, event, user_id).await?,
-                            action,
-                        });
-                        if user_id == viewer {
-                            Delivery::SendAndEnd(removed)
-                        } else {
-                            Delivery::Send(removed)
-                        }
-                    }
-                    _ => Delivery::Skip,
+    Ok(match event.event_of(&KINDS)? {
+        Some(Event::Conversation(decoded))
+            if Uuid::parse_str(&event.aggregate_id).ok() == Some(conversation) =>
+        {
+            match decoded {
+                Domain::MessagePosted { .. } | Domain::MemberJoined { .. } => Delivery::Send,
+                Domain::MemberLeft { user_id, .. } if *user_id == viewer && !public => {
+                    Delivery::SendAndEnd
                 }
+                Domain::MemberLeft { .. } => Delivery::Send,
+                Domain::MemberKicked { user_id, .. } | Domain::MemberBanned { user_id, .. } => {
+                    if *user_id == viewer {
+                        Delivery::SendAndEnd
+                    } else {
+                        Delivery::Send
+                    }
+                }
+                _ => Delivery::Skip,
             }
-            Some(Event::Message(decoded)) => match decoded.clone() {
-                MessageEvent::MessageEdited {
-                    conversation_id,
-                    message_id,
-                    ..
-                } if conversation_id == conversation => {
-                    Delivery::Send(ConversationEvent::MessageEdited(MessageEdited {
-                        cursor,
-                        message: message(db, event, message_id).await?,
-                    }))
-                }
-                MessageEvent::MessageDeleted {
-                    conversation_id,
-                    message_id,
-                    ..
-                } if conversation_id == conversation => {
-                    Delivery::Send(ConversationEvent::MessageDeleted(MessageDeleted {
-                        cursor,
-                        message_id: ID(message_id.to_string()),
-                    }))
-                }
-                MessageEvent::ReactionAdded {
-                    conversation_id,
-                    message_id,
-                    user_id,
-                    emoji,
-                    ..
-                } if conversation_id == conversation => {
-                    Delivery::Send(ConversationEvent::ReactionAdded(ReactionAdded {
-                        cursor,
-                        message_id: ID(message_id.to_string()),
-                        emoji,
-                        user: named(db, event, user_id).await?,
-                    }))
-                }
-                MessageEvent::ReactionRemoved {
-                    conversation_id,
-                    message_id,
-                    user_id,
-                    emoji,
-                    ..
-                } if conversation_id == conversation => {
-                    Delivery::Send(ConversationEvent::ReactionRemoved(ReactionRemoved {
-                        cursor,
-                        message_id: ID(message_id.to_string()),
-                        emoji,
-                        user: named(db, event, user_id).await?,
-                    }))
-                }
-                _ => Delivery::Skip,
+        }
+        Some(Event::Message(
+            MessageEvent::MessageEdited {
+                conversation_id, ..
+            }
+            | MessageEvent::MessageDeleted {
+                conversation_id, ..
+            }
+            | MessageEvent::ReactionAdded {
+                conversation_id, ..
+            }
+            | MessageEvent::ReactionRemoved {
+                conversation_id, ..
             },
-            Some(Event::Member(decoded)) => match decoded.clone() {
-                MemberEvent::ReadMarkerMoved {
-                    conversation_id,
-                    user_id,
-                    message_id,
-                    ..
-                } if conversation_id == conversation => {
-                    Delivery::Send(ConversationEvent::ReadReceiptUpdated(ReadReceiptUpdated {
-                        cursor,
-                        user: named(db, event, user_id).await?,
-                        message_id: ID(message_id.to_string()),
-                    }))
-                }
-                _ => Delivery::Skip,
-            },
-            _ => Delivery::Skip,
-        },
-    )
+        ))
+        | Some(Event::Member(MemberEvent::ReadMarkerMoved {
+            conversation_id, ..
+        })) if *conversation_id == conversation => Delivery::Send,
+        _ => Delivery::Skip,
+    })
 }
 
-/// A conversation event on its way to one subscriber, with the event or signal it
-/// came from: subscribers of one shape share that origin's rendering of it.
+/// `event` as every subscriber of its conversation sees it, for an event `decide` sends.
+async fn build(db: &Db, event: &Arc<LiveEvent>) -> Result<ConversationEvent, ApiError> {
+    let cursor = event.position.to_cursor();
+    let user = |id| named(db, event, id);
+    Ok(match event.event_of(&KINDS)? {
+        Some(Event::Conversation(decoded)) => match decoded {
+            Domain::MessagePosted {
+                message_id,
+                body,
+                mentions,
+                ..
+            } => {
+                let mut posted = message(db, event, *message_id).await?;
+                // The message as this event posted it, though the read model may already
+                // hold a later edit (which arrives as its own event). A deleted message
+                // stays a tombstone: replaying its post must not bring its text back.
+                if posted.0.deleted == 0 {
+                    posted.0.body = Some(body.clone());
+                    posted.0.edited_at = None;
+                    posted.0.mentions = serde_json::to_string(
+                        &mentions.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+                    )
+                    .map_err(|error| ApiError::internal(error.to_string()))?;
+                }
+                ConversationEvent::MessagePosted(MessagePosted {
+                    cursor,
+                    message: posted,
+                })
+            }
+            Domain::MemberJoined { user_id, .. } => ConversationEvent::MemberJoined(MemberJoined {
+                cursor,
+                user: user(*user_id).await?,
+            }),
+            Domain::MemberLeft { user_id, .. } => ConversationEvent::MemberLeft(MemberLeft {
+                cursor,
+                user: user(*user_id).await?,
+            }),
+            Domain::MemberKicked { user_id, .. } => {
+                ConversationEvent::MemberRemoved(MemberRemoved {
+                    cursor,
+                    user: user(*user_id).await?,
+                    action: ModerationKind::Kick,
+                })
+            }
+            Domain::MemberBanned { user_id, .. } => {
+                ConversationEvent::MemberRemoved(MemberRemoved {
+                    cursor,
+                    user: user(*user_id).await?,
+                    action: ModerationKind::Ban,
+                })
+            }
+            _ => return Err(not_delivered()),
+        },
+        Some(Event::Message(decoded)) => match decoded {
+            MessageEvent::MessageEdited { message_id, .. } => {
+                ConversationEvent::MessageEdited(MessageEdited {
+                    cursor,
+                    message: message(db, event, *message_id).await?,
+                })
+            }
+            MessageEvent::MessageDeleted { message_id, .. } => {
+                ConversationEvent::MessageDeleted(MessageDeleted {
+                    cursor,
+                    message_id: ID(message_id.to_string()),
+                })
+            }
+            MessageEvent::ReactionAdded {
+                message_id,
+                user_id,
+                emoji,
+                ..
+            } => ConversationEvent::ReactionAdded(ReactionAdded {
+                cursor,
+                message_id: ID(message_id.to_string()),
+                emoji: emoji.clone(),
+                user: user(*user_id).await?,
+            }),
+            MessageEvent::ReactionRemoved {
+                message_id,
+                user_id,
+                emoji,
+                ..
+            } => ConversationEvent::ReactionRemoved(ReactionRemoved {
+                cursor,
+                message_id: ID(message_id.to_string()),
+                emoji: emoji.clone(),
+                user: user(*user_id).await?,
+            }),
+        },
+        Some(Event::Member(MemberEvent::ReadMarkerMoved {
+            user_id,
+            message_id,
+            ..
+        })) => ConversationEvent::ReadReceiptUpdated(ReadReceiptUpdated {
+            cursor,
+            user: user(*user_id).await?,
+            message_id: ID(message_id.to_string()),
+        }),
+        _ => return Err(not_delivered()),
+    })
+}
+
+fn not_delivered() -> ApiError {
+    ApiError::internal("not an event conversationEvents delivers")
+}
+
+/// A conversation event on its way to one subscriber: the event or signal it comes
+/// from, built into what the subscriber gets only when it is rendered, so subscribers of
+/// one shape build and render it once between them.
 pub(super) struct Delivered {
-    pub event: ConversationEvent,
     pub origin: Origin,
 }
 
 pub(super) enum Origin {
     Event(Arc<LiveEvent>),
-    Signal(Arc<Announced>),
+    /// Someone's typing changed.
+    Typing(Arc<Announced>),
 }
 
-impl Origin {
-    pub(super) fn renders(&self) -> &crate::live::Renders {
-        match self {
-            Self::Event(event) => &event.renders,
-            Self::Signal(signal) => &signal.renders,
+impl Delivered {
+    /// What the subscriber gets.
+    pub(super) async fn event(&self, db: &Db) -> Result<ConversationEvent, ApiError> {
+        match &self.origin {
+            Origin::Event(event) => build(db, event).await,
+            Origin::Typing(announced) => {
+                let Signal::Typing { typing, .. } = announced.signal else {
+                    return Err(ApiError::internal("not a typing signal"));
+                };
+                let user = named_user(announced.user(db).await?)?;
+                Ok(ConversationEvent::TypingChanged(TypingChanged {
+                    user,
+                    typing,
+                }))
+            }
         }
     }
+
+    pub(super) fn renders(&self) -> &crate::live::Renders {
+        match &self.origin {
+            Origin::Event(event) => &event.renders,
+            Origin::Typing(signal) => &signal.renders,
+        }
+    }
+}
+
+/// One subscriber's events, built; a failure to build one ends the subscription with it
+/// (the subscriber resumes from its last cursor).
+pub(super) fn built(
+    db: Db,
+    items: impl futures::Stream<Item = Result<Delivered, async_graphql::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<ConversationEvent, async_graphql::Error>> + Send + 'static {
+    use futures::StreamExt as _;
+    items
+        .then(move |item| {
+            let db = db.clone();
+            Box::pin(async move {
+                match item {
+                    Ok(delivered) => delivered.event(&db).await.map_err(Into::into),
+                    Err(error) => Err(error),
+                }
+            })
+        })
+        .scan(false, |ended, item| {
+            let next = (!*ended).then(|| {
+                *ended = item.is_err();
+                item
+            });
+            std::future::ready(next)
+        })
 }
 
 type Out = super::follow::Out<Delivered>;
 
 /// One subscriber's view of a conversation.
 pub(super) struct ConversationFeed {
-    pub db: Db,
     pub conversation: Uuid,
     pub viewer: Uuid,
     pub public: bool,
@@ -306,27 +361,30 @@ impl Follower for ConversationFeed {
 
     async fn event(&mut self, event: &Arc<LiveEvent>, out: &Out) -> Result<Flow, ApiError> {
         // Most events on a busy node are other conversations': skip them undecoded.
-        if event.conversation_id() != Some(self.conversation.to_string().as_str()) {
+        let conversation = event
+            .conversation_id()
+            .and_then(|id| Uuid::parse_str(id).ok());
+        if conversation != Some(self.conversation) {
             return Ok(Flow::Continue);
         }
-        let delivery = interpret(&self.db, self.conversation, self.viewer, self.public, event);
-        let delivered = |item| Delivered {
-            event: item,
+        let delivered = || Delivered {
             origin: Origin::Event(event.clone()),
         };
-        Ok(match delivery.await? {
-            Delivery::Skip => Flow::Continue,
-            Delivery::Send(item) => out.send(delivered(item)).await,
-            Delivery::SendAndEnd(item) => {
-                if let Flow::Continue = out.send(delivered(item)).await {
-                    let denied = ApiError::Forbidden(
-                        "you no longer have access to this conversation".to_owned(),
-                    );
-                    out.fail(denied).await;
+        Ok(
+            match decide(self.conversation, self.viewer, self.public, event)? {
+                Delivery::Skip => Flow::Continue,
+                Delivery::Send => out.send(delivered()).await,
+                Delivery::SendAndEnd => {
+                    if let Flow::Continue = out.send(delivered()).await {
+                        let denied = ApiError::Forbidden(
+                            "you no longer have access to this conversation".to_owned(),
+                        );
+                        out.fail(denied).await;
+                    }
+                    Flow::Stop
                 }
-                Flow::Stop
-            }
-        })
+            },
+        )
     }
 
     /// Typing in this conversation by someone other than the subscriber.
@@ -334,7 +392,7 @@ impl Follower for ConversationFeed {
         let Signal::Typing {
             conversation_id,
             user_id,
-            typing,
+            ..
         } = announced.signal
         else {
             return Ok(Flow::Continue);
@@ -342,11 +400,9 @@ impl Follower for ConversationFeed {
         if conversation_id != self.conversation || user_id == self.viewer {
             return Ok(Flow::Continue);
         }
-        let user = named_user(announced.user(&self.db).await?)?;
         Ok(out
             .send(Delivered {
-                event: ConversationEvent::TypingChanged(TypingChanged { user, typing }),
-                origin: Origin::Signal(announced),
+                origin: Origin::Typing(announced),
             })
             .await)
     }

@@ -168,8 +168,17 @@ async fn run<F: Follower>(
         ..
     } = source;
     loop {
-        let batch = log::read_after(&db, *last, REPLAY_BATCH)
+        // Read by a task of its own: a follower is polled only while its subscriber
+        // asks for more, and a query left half-done meanwhile would keep a pooled
+        // connection from the subscribers whose events need one (a pool of them, all
+        // waiting, would wait forever).
+        let page = {
+            let (db, after) = (db.clone(), *last);
+            tokio::spawn(async move { log::read_after(&db, after, REPLAY_BATCH).await })
+        };
+        let batch = page
             .await
+            .map_err(|error| ApiError::internal(error.to_string()))?
             .map_err(ApiError::from)?;
         let Some(newest) = batch.last() else { break };
         let _held = replaying.hold(batch.len());

@@ -21,6 +21,7 @@ use futures::{Stream, StreamExt as _};
 use uuid::Uuid;
 
 use super::conversation_events::{ConversationEvent, Delivered};
+use super::error::ApiError;
 use super::limits::MAX_DOCUMENT_BYTES;
 use super::{ClientIp, Loaders, ParleySchema, Viewer};
 use crate::app::AppState;
@@ -270,17 +271,25 @@ impl Renderer {
         serialized(&response)
     }
 
-    async fn payload(&self, item: Result<Delivered, async_graphql::Error>) -> Arc<str> {
+    /// The payload for one delivered item, and whether it is the subscription's last.
+    async fn payload(&self, item: Result<Delivered, async_graphql::Error>) -> (Arc<str>, bool) {
         crate::metrics::shared_sent();
-        match item {
-            Ok(Delivered { event, origin }) => {
-                origin
-                    .renders()
-                    .get_or_render(self.shape.id, || self.render(Ok(event)))
-                    .await
-            }
+        let delivered = match item {
+            Ok(delivered) => delivered,
             // Errors end one subscriber's subscription: its own.
-            Err(error) => self.render(Err(error)).await,
+            Err(error) => return (self.render(Err(error)).await, true),
+        };
+        let shared = delivered
+            .renders()
+            .get_or_try_render(self.shape.id, || async {
+                let event = delivered.event(&self.state.db).await?;
+                Ok::<_, ApiError>(self.render(Ok(event)).await)
+            })
+            .await;
+        match shared {
+            Ok(payload) => (payload, false),
+            // Not kept: each subscriber meets the failure and ends, to resume later.
+            Err(error) => (self.render(Err(error.into())).await, true),
         }
     }
 }
@@ -330,12 +339,17 @@ pub fn subscribe(
             let events = handoff
                 .take()
                 .unwrap_or_else(|| futures::stream::empty().boxed());
-            // Boxed, as the start is: a subscription holds its stream for its whole life,
-            // and a combinator keeps room for the largest state of its future inline.
-            futures::stream::iter(refusals).chain(events.then(move |item| {
-                let renderer = renderer.clone();
-                Box::pin(async move { renderer.payload(item).await })
-            }))
+            // Each step boxed, as the start is: a subscription holds its stream for its
+            // whole life, and a combinator keeps room for its future's largest state.
+            let payloads = futures::stream::unfold(Some((events, renderer)), |state| {
+                Box::pin(async move {
+                    let (mut events, renderer) = state?;
+                    let item = events.next().await?;
+                    let (payload, last) = renderer.payload(item).await;
+                    Some((payload, (!last).then_some((events, renderer))))
+                })
+            });
+            futures::stream::iter(refusals).chain(payloads)
         }
     };
     futures::stream::once(Box::pin(start)).flatten()

@@ -11,7 +11,7 @@ use parley_store::{log, LogPosition};
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use super::conversation_events::{removed_after, ConversationEvent, ConversationFeed};
+use super::conversation_events::{built, removed_after, ConversationEvent, ConversationFeed};
 use super::error::ApiError;
 use super::follow::{following, Source};
 use super::my_events::{self, UserEvent};
@@ -71,7 +71,6 @@ impl Subscription {
             (Err(error), _) => return Err(error.into()),
         };
         let feed = ConversationFeed {
-            db: state.db.clone(),
             conversation: id,
             viewer: me,
             public: row.kind == "CHANNEL" && row.visibility == "PUBLIC",
@@ -82,9 +81,7 @@ impl Subscription {
             handoff.put(items.boxed());
             return Ok(futures::stream::empty().boxed());
         }
-        Ok(items
-            .map(|item| item.map(|delivered| delivered.event))
-            .boxed())
+        Ok(built(state.db.clone(), items).boxed())
     }
 
     /// `myEvents`: notifications, unread counts, and conversations added or removed.

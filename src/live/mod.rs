@@ -40,11 +40,11 @@ type Rendered = Arc<tokio::sync::OnceCell<Arc<str>>>;
 
 impl Renders {
     /// The payload rendered for `shape`, rendered by `render` if no one has yet; those
-    /// asking meanwhile wait for that one rendering.
-    pub async fn get_or_render<F, Fut>(&self, shape: u64, render: F) -> Arc<str>
+    /// asking meanwhile wait for that one rendering. A failed rendering is not kept.
+    pub async fn get_or_try_render<F, Fut, E>(&self, shape: u64, render: F) -> Result<Arc<str>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Arc<str>>,
+        Fut: std::future::Future<Output = Result<Arc<str>, E>>,
     {
         let cell = {
             let mut renders = self
@@ -60,7 +60,7 @@ impl Renders {
                 }
             }
         };
-        cell.get_or_init(render).await.clone()
+        cell.get_or_try_init(render).await.cloned()
     }
 }
 
