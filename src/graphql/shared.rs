@@ -14,8 +14,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
-use async_graphql::{Data, Request, Response, ServerError, Variables};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection,
+    SelectionSet,
+};
+use async_graphql::parser::Positioned;
+use async_graphql::{Data, Name, Request, Response, ServerError, Value as GraphqlValue};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt as _};
 use uuid::Uuid;
@@ -80,7 +84,7 @@ pub struct Shape {
     /// Unique for the process's life: renderings are kept by it.
     id: u64,
     query: String,
-    operation_name: Option<String>,
+    /// The document a rendering executes (`for_rendering`).
     document: ExecutableDocument,
 }
 
@@ -103,14 +107,14 @@ pub fn shape_of(request: &Request) -> Option<Arc<Shape>> {
         return Some(shape);
     }
     let document = async_graphql::parser::parse_query(&request.query).ok()?;
-    if !shareable(&document, request.operation_name.as_deref()) {
+    let operation_name = request.operation_name.as_deref();
+    if !shareable(&document, operation_name) {
         return None;
     }
     let shape = Arc::new(Shape {
         id: NEXT_SHAPE.fetch_add(1, Ordering::Relaxed),
         query: key.0.clone(),
-        operation_name: key.1.clone(),
-        document,
+        document: for_rendering(&document, operation_name)?,
     });
     // Entries of shapes no one subscribes to any more go once they outnumber the rest.
     if shapes.len() >= 64 && shapes.len() % 64 == 0 {
@@ -120,10 +124,11 @@ pub fn shape_of(request: &Request) -> Option<Arc<Shape>> {
     Some(shape)
 }
 
-/// Whether the operation subscribes to `conversationEvents` alone and selects only
-/// fields that render alike for everyone, with no arguments or directives below the
-/// root (which is where variables could make two subscribers' renderings differ).
-fn shareable(document: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+/// The operation a request runs: the named one, or the document's only one.
+fn chosen<'a>(
+    document: &'a ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
     let mut operations = document.operations.iter();
     let operation = match operation_name {
         Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
@@ -132,7 +137,14 @@ fn shareable(document: &ExecutableDocument, operation_name: Option<&str>) -> boo
             _ => None,
         },
     };
-    let Some((_, operation)) = operation else {
+    operation.map(|(_, operation)| operation)
+}
+
+/// Whether the operation subscribes to `conversationEvents` alone and selects only
+/// fields that render alike for everyone, with no arguments or directives below the
+/// root (which is where variables could make two subscribers' renderings differ).
+fn shareable(document: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+    let Some(operation) = chosen(document, operation_name) else {
         return false;
     };
     let operation = &operation.node;
@@ -150,6 +162,30 @@ fn shareable(document: &ExecutableDocument, operation_name: Option<&str>) -> boo
     }
     let mut visited = HashSet::new();
     selects_shareable(document, &root.node.selection_set.node, &mut visited)
+}
+
+/// What a rendering executes: the chosen operation alone, with the root field's
+/// arguments (which a rendering ignores) replaced by a literal and no variables, so a
+/// rendering needs none of its subscriber's variables and subscribers keep none.
+fn for_rendering(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<ExecutableDocument> {
+    let mut operation = chosen(document, operation_name)?.clone();
+    operation.node.variable_definitions.clear();
+    let root = operation.node.selection_set.node.items.first_mut()?;
+    let Selection::Field(root) = &mut root.node else {
+        return None;
+    };
+    let at = root.pos;
+    root.node.arguments = vec![(
+        Positioned::new(Name::new("conversationId"), at),
+        Positioned::new(GraphqlValue::String(String::new()).into_value(), at),
+    )];
+    Some(ExecutableDocument {
+        operations: DocumentOperations::Single(operation),
+        fragments: document.fragments.clone(),
+    })
 }
 
 fn selects_shareable<'a>(
@@ -229,9 +265,6 @@ struct Renderer {
     viewer: Uuid,
     ip: ClientIp,
     shape: Arc<Shape>,
-    /// The subscriber's own variables: they only feed the root field's arguments, which a
-    /// rendering ignores, but validation wants them present.
-    variables: Arc<Variables>,
 }
 
 impl Renderer {
@@ -250,12 +283,8 @@ impl Renderer {
     /// Executes the shape's selection over one event, as the subscription would have.
     async fn render(&self, item: Result<ConversationEvent, async_graphql::Error>) -> Arc<str> {
         crate::metrics::shared_render();
-        let mut request = Request::new(self.shape.query.clone())
-            .variables(Variables::clone(&self.variables))
-            .data(Preloaded(Mutex::new(Some(item))));
-        if let Some(name) = &self.shape.operation_name {
-            request = request.operation_name(name.clone());
-        }
+        let mut request =
+            Request::new(self.shape.query.clone()).data(Preloaded(Mutex::new(Some(item))));
         request.set_parsed_query(self.shape.document.clone());
         let response = self
             .schema
@@ -321,7 +350,6 @@ pub fn subscribe(
         viewer,
         ip,
         shape,
-        variables: Arc::new(request.variables.clone()),
     });
     let start = {
         let renderer = renderer.clone();
@@ -341,14 +369,18 @@ pub fn subscribe(
                 .unwrap_or_else(|| futures::stream::empty().boxed());
             // Each step boxed, as the start is: a subscription holds its stream for its
             // whole life, and a combinator keeps room for its future's largest state.
-            let payloads = futures::stream::unfold(Some((events, renderer)), |state| {
-                Box::pin(async move {
-                    let (mut events, renderer) = state?;
-                    let item = events.next().await?;
-                    let (payload, last) = renderer.payload(item).await;
-                    Some((payload, (!last).then_some((events, renderer))))
+            let payloads = events
+                .then(move |item| {
+                    let renderer = renderer.clone();
+                    Box::pin(async move { renderer.payload(item).await })
                 })
-            });
+                .scan(false, |ended, (payload, last)| {
+                    let next = (!*ended).then(|| {
+                        *ended = last;
+                        payload
+                    });
+                    std::future::ready(next)
+                });
             futures::stream::iter(refusals).chain(payloads)
         }
     };

@@ -215,7 +215,8 @@ enum Diverted {
 struct Sharing {
     /// The diverted subscriptions that are running, by id.
     running: Mutex<HashMap<String, AbortHandle>>,
-    divert: mpsc::UnboundedSender<Diverted>,
+    /// Boxed: a channel allocates its first block of slots when it is made.
+    divert: mpsc::UnboundedSender<Box<Diverted>>,
 }
 
 impl Sharing {
@@ -242,12 +243,12 @@ impl Sharing {
                 let (handle, registration) = AbortHandle::new_pair();
                 self.running().insert(id.clone(), handle);
                 self.divert
-                    .send(Diverted::Start {
+                    .send(Box::new(Diverted::Start {
                         id,
                         request: Box::new(payload),
                         shape,
                         registration,
-                    })
+                    }))
                     .is_ok()
             }
             "complete" => {
@@ -255,7 +256,7 @@ impl Sharing {
                     return false;
                 };
                 handle.abort();
-                let _ = self.divert.send(Diverted::Stop(id));
+                let _ = self.divert.send(Box::new(Diverted::Stop(id)));
                 true
             }
             _ => false,
@@ -421,7 +422,7 @@ async fn session(
                 Injected::Text(text) => WsMessage::Text(text),
                 Injected::Close(code, reason) => WsMessage::Close(code, reason),
             }),
-            Some(diverted) = diverted.recv() => match diverted {
+            Some(diverted) = diverted.recv() => match *diverted {
                 Diverted::Start { id, request, shape, registration } => {
                     // Diverted only once signed in.
                     let Some(grant) = granted.get() else { continue };
