@@ -1,7 +1,9 @@
 //! The WebSocket endpoint: graphql-transport-ws (and legacy graphql-ws) sessions on
 //! `/graphql` — authentication in `connection_init`, keep-alive, the limits on what one
-//! socket holds, and closing when the session or its token ends. What a subscription
-//! delivers is the GraphQL layer's business; the live tail feeding it is `live`'s.
+//! socket holds, closing when the session or its token ends, and running the
+//! subscriptions whose payloads are shared (`graphql::shared`) itself. What a
+//! subscription delivers is the GraphQL layer's business; the live tail feeding it is
+//! `live`'s.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
