@@ -61,7 +61,8 @@ impl<T> Out<T> {
 
 /// The subscriber's stream of `follower`'s items. The follower runs inside it, when
 /// the socket's task polls it, rather than as a task of its own: a delivery wakes one
-/// task instead of two, and a subscription costs no task.
+/// task instead of two, and a subscription costs no task. Only for followers that read
+/// nothing from the database per event (see [`following_in_task`]).
 pub(super) fn following<F: Follower + 'static>(
     follower: F,
     source: Source,
@@ -77,6 +78,25 @@ pub(super) fn following<F: Follower + 'static>(
         .into_stream()
         .filter_map(|()| std::future::ready(None));
     futures::stream::select(items, follower)
+}
+
+/// As [`following`], with the follower on a task of its own: for followers that read
+/// the database for each event. A follower inside its subscriber's stream is polled only
+/// while the subscriber asks for more, so a query it started meanwhile keeps its pooled
+/// connection while the subscriber waits for one to resolve what it received; with as
+/// many such subscriptions as connections, they wait on each other for good. The task
+/// ends with the subscription: its sends fail once the subscriber is gone.
+pub(super) fn following_in_task<F: Follower + 'static>(
+    follower: F,
+    source: Source,
+) -> impl futures::Stream<Item = Result<F::Item, async_graphql::Error>> + Send {
+    use futures::StreamExt as _;
+    let (sender, receiver) = mpsc::channel(HAND_OFF);
+    tokio::spawn(follow(follower, source, Out(sender)));
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+    .map(|item: Handed<F::Item>| item.map(|item| *item).map_err(|error| *error))
 }
 
 /// What one subscription does with the log and with ephemeral signals. Its items go to

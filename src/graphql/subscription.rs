@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::conversation_events::{built, removed_after, ConversationEvent, ConversationFeed};
 use super::error::ApiError;
-use super::follow::{following, Source};
+use super::follow::{following, following_in_task, Source};
 use super::my_events::{self, UserEvent};
 use super::parse_id;
 use super::presence_feed::{watch_presence, PresenceUpdate};
@@ -101,7 +101,8 @@ impl Subscription {
         let source = open_source(state, live, after, None).await?;
         // Memberships as of the start at least; later changes arrive as events.
         let feed = my_events::UserFeed::new(state.db.clone(), me, after.is_some()).await?;
-        Ok(following(feed, source))
+        // Its follower reads the database for every event (notifications, counts).
+        Ok(following_in_task(feed, source))
     }
 
     /// `presenceChanged`: first each watched user's presence as it is, then every change.

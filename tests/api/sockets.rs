@@ -170,3 +170,48 @@ async fn replays_from_the_start_of_a_long_log_hold_a_page_each() {
         );
     }
 }
+
+#[tokio::test]
+async fn many_my_events_replays_on_one_socket_all_finish_with_a_small_pool() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        // Fewer pooled connections than replays, each of which reads the database for
+        // its events and for what its subscriber selects of them.
+        let app = spawn_app_on(TestDatabase::new(backend).await, |c| {
+            c.db_max_connections = 4;
+        })
+        .await;
+        let alice = user(&app, "alice").await;
+        let bob = user(&app, "bob").await;
+        let group = create_group(&app, &bob, "Mentions", &[&alice]).await;
+        let posts = 60;
+        for n in 0..posts {
+            post_ok(&app, &bob, &group, &format!("@alice m{n}")).await;
+        }
+        let subscriptions = 12;
+        let mut socket = connect(&app, &alice.token).await;
+        for id in 0..subscriptions {
+            start(
+                &mut socket,
+                &id.to_string(),
+                "subscription { myEvents(after: \"0.0\") { __typename \
+                 ... on NotificationCreated { notification { kind message { body author { username } } } } } }",
+                json!({}),
+            )
+            .await;
+        }
+        let mut mentions = std::collections::HashMap::<String, usize>::new();
+        while mentions.values().sum::<usize>() < subscriptions * posts {
+            let message = next_json(&mut socket).await;
+            assert_eq!(message["type"], "next", "{message}");
+            let payload = &message["payload"];
+            assert!(payload["errors"].is_null(), "{payload}");
+            if payload["data"]["myEvents"]["__typename"] == "NotificationCreated" {
+                *mentions
+                    .entry(message["id"].as_str().unwrap_or_default().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        assert!(mentions.values().all(|n| *n == posts), "{mentions:?}");
+    }
+}
