@@ -69,15 +69,11 @@ pub(super) fn following<F: Follower + 'static>(
 ) -> impl futures::Stream<Item = Result<F::Item, async_graphql::Error>> + Send {
     use futures::{FutureExt as _, StreamExt as _};
     let (sender, receiver) = mpsc::channel(HAND_OFF);
-    let items = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    })
-    .map(|item: Handed<F::Item>| item.map(|item| *item).map_err(|error| *error));
     // Ends with the follower; the items it handed over are still read to the end.
     let follower = follow(follower, source, Out(sender))
         .into_stream()
         .filter_map(|()| std::future::ready(None));
-    futures::stream::select(items, follower)
+    futures::stream::select(handed(receiver), follower)
 }
 
 /// As [`following`], with the follower on a task of its own: for followers that read
@@ -90,13 +86,20 @@ pub(super) fn following_in_task<F: Follower + 'static>(
     follower: F,
     source: Source,
 ) -> impl futures::Stream<Item = Result<F::Item, async_graphql::Error>> + Send {
-    use futures::StreamExt as _;
     let (sender, receiver) = mpsc::channel(HAND_OFF);
     tokio::spawn(follow(follower, source, Out(sender)));
+    handed(receiver)
+}
+
+/// The items a follower handed over, unboxed.
+fn handed<T: Send + 'static>(
+    receiver: mpsc::Receiver<Handed<T>>,
+) -> impl futures::Stream<Item = Result<T, async_graphql::Error>> + Send {
+    use futures::StreamExt as _;
     futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     })
-    .map(|item: Handed<F::Item>| item.map(|item| *item).map_err(|error| *error))
+    .map(|item| item.map(|item| *item).map_err(|error| *error))
 }
 
 /// What one subscription does with the log and with ephemeral signals. Its items go to
