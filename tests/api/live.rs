@@ -52,6 +52,25 @@ async fn until_live(app: &TestApp, who: &Client, conversation: &str, socket: &mu
     panic!("the subscription never went live");
 }
 
+/// Probes posted for later sockets reached the earlier ones too: posts a marker and
+/// reads every socket up to it, through probes only.
+async fn past_probes(app: &TestApp, who: &Client, conversation: &str, sockets: &mut [Socket]) {
+    post(app, who, conversation, "marker").await;
+    for socket in sockets {
+        loop {
+            let payload = event(socket).await;
+            let body = &payload["data"]["conversationEvents"]["message"]["body"];
+            if body == "marker" {
+                break;
+            }
+            assert!(
+                body.as_str().is_some_and(|b| b.starts_with("probe")),
+                "{payload}"
+            );
+        }
+    }
+}
+
 async fn group(app: &TestApp, owner: &Client, members: &[&Client]) -> String {
     let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
     let response = app
@@ -161,21 +180,7 @@ async fn live_messages_name_their_author_and_mentions_for_every_subscriber() {
             until_live(&app, &alice, &conv, &mut socket).await;
             sockets.push(socket);
         }
-        // Probes for later sockets reached the earlier ones too: read up to a marker.
-        post(&app, &alice, &conv, "marker").await;
-        for socket in &mut sockets {
-            loop {
-                let payload = event(socket).await;
-                let body = &payload["data"]["conversationEvents"]["message"]["body"];
-                if body == "marker" {
-                    break;
-                }
-                assert!(
-                    body.as_str().is_some_and(|b| b.starts_with("probe")),
-                    "{payload}"
-                );
-            }
-        }
+        past_probes(&app, &alice, &conv, &mut sockets).await;
         let message = post(&app, &alice, &conv, "hi @bob and @carol").await;
         for socket in &mut sockets {
             let payload = event(socket).await;
@@ -1089,12 +1094,7 @@ async fn subscribers_of_one_document_share_its_rendering_unless_it_selects_what_
             until_live(&app, &alice, &conv, &mut socket).await;
             sockets.push(socket);
         }
-        // Probes for later sockets reached the earlier ones too: read up to a marker.
-        post(&app, &alice, &conv, "marker").await;
-        for socket in &mut sockets {
-            while event(socket).await["data"]["conversationEvents"]["message"]["body"] != "marker" {
-            }
-        }
+        past_probes(&app, &alice, &conv, &mut sockets).await;
         let before = crate::metrics::scrape(&app).await;
         gql_ok(
             &app,
