@@ -791,6 +791,89 @@ mod projector_safety {
             db.close().await;
         }
     }
+    async fn register(bus: &CommandBus<User>, name: &str) -> LogPosition {
+        let id = Uuid::now_v7();
+        bus.execute(
+            &id.to_string(),
+            UserCommand::Register {
+                user_id: id,
+                username: name.to_owned(),
+                password: "long enough password".to_owned(),
+                display_name: name.to_uppercase(),
+                session: None,
+                at: time::OffsetDateTime::now_utc(),
+            },
+            &meta(),
+        )
+        .await
+        .expect("register")
+        .position
+        .expect("a position")
+    }
+
+    fn names(rows: &[(String, String, String)]) -> Vec<&str> {
+        let mut names: Vec<&str> = rows.iter().map(|(_, name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// On SQLite the writer applies a group of appends to the read models inside the
+    /// transaction that appends it: the append answers with its read models and their
+    /// checkpoints already past it. A batch that fails there is rolled back alone and
+    /// left to the runner; the append stands.
+    #[tokio::test]
+    async fn on_sqlite_an_append_commits_with_its_read_models_and_a_failing_batch_leaves_it_to_the_runner(
+    ) {
+        let database = TestDatabase::new(Backend::Sqlite).await;
+        let db = database.connect().await;
+        let bus = CommandBus::<User>::new(&db, UserServices::new(Arc::new(PlainHasher)));
+        register(&bus, "ann").await;
+        let projections =
+            parley_projections::Projections::start(db.clone(), vec![Arc::new(UsersProjector)]);
+        let head = log::head(&db).await.expect("head");
+        assert!(projections.wait_for(head, Duration::from_secs(30)).await);
+
+        let position = register(&bus, "ben").await;
+        // No waiting: the runner has not been asked to do anything yet.
+        assert!(
+            projections
+                .positions()
+                .iter()
+                .all(|(_, progress)| progress.position == position),
+            "{:?}",
+            projections.positions()
+        );
+        assert_eq!(names(&rows(&db).await), ["ann", "ben"]);
+        let checkpoint = runner::load_checkpoint(&db, "users").await.expect("load");
+        assert_eq!(checkpoint.map(|c| c.position), Some(position));
+
+        // Without the runner, nothing applies an append.
+        projections.stop();
+        let cat = register(&bus, "cat").await;
+        assert_eq!(names(&rows(&db).await), ["ann", "ben"]);
+        drop(projections);
+
+        // The runner applies cat (the first event this projector sees); the inline
+        // batch crashes on dan (the second), and the runner applies dan after all.
+        let crashing = Arc::new(CrashingProjector {
+            seen: AtomicUsize::new(0),
+            fail_at: 2,
+        });
+        let projections =
+            parley_projections::Projections::start(db.clone(), vec![crashing.clone()]);
+        assert!(projections.wait_for(cat, Duration::from_secs(30)).await);
+        assert_eq!(crashing.seen.load(Ordering::SeqCst), 1);
+        let dan = register(&bus, "dan").await;
+        assert!(projections.wait_for(dan, Duration::from_secs(30)).await);
+        assert_eq!(names(&rows(&db).await), ["ann", "ben", "cat", "dan"]);
+        assert_eq!(
+            crashing.seen.load(Ordering::SeqCst),
+            3,
+            "dan: once inline (rolled back), once by the runner"
+        );
+        projections.stop();
+        db.close().await;
+    }
 }
 
 mod tamper {

@@ -13,8 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use parley_store::inline::{InTransaction, Settle};
 use sqlx::{AnyConnection, Connection as _, Executor as _, Row};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -466,20 +468,25 @@ impl Member {
 
     /// A batch went through: clears a failure.
     async fn went_on(&mut self, db: &Db, position: LogPosition) {
-        self.owned = Some(position);
-        self.in_a_row = 0;
-        self.retry_at = None;
         let was_failed = self.failed();
-        self.progress.send_replace(Progress {
-            position,
-            failure: None,
-        });
+        self.moved_to(position);
         if was_failed {
             tracing::info!(projector = self.name(), "projector recovered");
             if let Err(error) = clear_failure(db, self.name()).await {
                 tracing::warn!(projector = self.name(), %error, "cannot clear the failure mark");
             }
         }
+    }
+
+    /// Its batch up to `position` committed: tells whoever waits for it.
+    fn moved_to(&mut self, position: LogPosition) {
+        self.owned = Some(position);
+        self.in_a_row = 0;
+        self.retry_at = None;
+        self.progress.send_replace(Progress {
+            position,
+            failure: None,
+        });
     }
 
     /// A batch failed: tries again after a pause, and marks it failed after a few.
@@ -573,6 +580,8 @@ pub struct Projections {
     /// The runner, and the wake-up tasks: in-process commits, and on PostgreSQL the
     /// announcer and listener.
     tasks: Vec<JoinHandle<()>>,
+    /// On SQLite, the batches the writer applies inside its groups' transactions.
+    inline: Option<(parley_store::inline::Inline, Arc<dyn InTransaction>)>,
 }
 
 impl Projections {
@@ -589,8 +598,27 @@ impl Projections {
         let names: Vec<&'static str> = progress.iter().map(|(name, _)| *name).collect();
         let wake = Arc::new(Notify::new());
         let commits = Arc::new(Notify::new());
+        let (runner, inline) = match db.backend {
+            crate::Backend::Postgres => (
+                tokio::spawn(run_shared(db.clone(), members, wake.clone())),
+                None,
+            ),
+            crate::Backend::Sqlite => {
+                let members = Arc::new(Mutex::new(members));
+                let batches: Arc<dyn InTransaction> = Arc::new(InlineBatches {
+                    db: db.clone(),
+                    members: members.clone(),
+                });
+                db.inline.install(batches.clone());
+                let seen = progress.iter().map(|(_, seen)| seen.clone()).collect();
+                (
+                    tokio::spawn(run(db.clone(), members, seen, wake.clone())),
+                    Some((db.inline.clone(), batches)),
+                )
+            }
+        };
         let mut tasks = vec![
-            tokio::spawn(run(db.clone(), members, wake.clone())),
+            runner,
             tokio::spawn(wake_on_commits(
                 db.announcer.commits(),
                 wake.clone(),
@@ -612,6 +640,7 @@ impl Projections {
             wake,
             commits,
             tasks,
+            inline,
         }
     }
 
@@ -655,6 +684,9 @@ impl Projections {
 
     /// Stops the runner; a batch in flight is rolled back, never half-applied.
     pub fn stop(&self) {
+        if let Some((inline, batches)) = &self.inline {
+            inline.remove(batches);
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -823,24 +855,146 @@ async fn run_shared(db: Db, mut members: Vec<Member>, wake: Arc<Notify>) {
     }
 }
 
-/// Runs the projectors of a node that has its database to itself (SQLite).
-async fn run(db: Db, mut members: Vec<Member>, wake: Arc<Notify>) {
-    if db.backend == crate::Backend::Postgres {
-        return run_shared(db, members, wake).await;
-    }
+/// Runs the projectors of a node that has its database to itself (SQLite). The writer
+/// applies most batches inside its own transactions ([`InlineBatches`]); this runner
+/// catches up whatever it did not (at start, after a failure, what the CLI appended),
+/// and retries failing projectors.
+async fn run(
+    db: Db,
+    members: Arc<Mutex<Vec<Member>>>,
+    progress: Vec<watch::Receiver<Progress>>,
+    wake: Arc<Notify>,
+) {
     // Dropped, and so stopped, with the runner.
     let mut rebuilds = JoinSet::new();
     loop {
-        for member in members.iter_mut().filter(|member| member.owned.is_none()) {
-            member.locked = true;
-            if member.take_over(&db).await {
-                rebuilds.spawn(rebuild_in_background(db.clone(), member.projector.clone()));
-            }
+        if caught_up(&db, &progress).await {
+            let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+            continue;
         }
-        if round(&db, &mut members).await.is_empty() {
+        let moved = {
+            let mut members = members.lock().await;
+            for member in members.iter_mut().filter(|member| member.owned.is_none()) {
+                member.locked = true;
+                if member.take_over(&db).await {
+                    rebuilds.spawn(rebuild_in_background(db.clone(), member.projector.clone()));
+                }
+            }
+            round(&db, &mut members).await
+        };
+        if moved.is_empty() {
             let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
         }
     }
+}
+
+/// Whether every projector has applied the whole log, as their progress says: without
+/// taking the members, which the writer's inline batch skips while the runner holds
+/// them. (A projector not yet taken over, or failing, is behind the head.)
+async fn caught_up(db: &Db, progress: &[watch::Receiver<Progress>]) -> bool {
+    let Some(applied) = progress.iter().map(|seen| seen.borrow().position).min() else {
+        return true;
+    };
+    log::head(db).await.is_ok_and(|head| applied >= head)
+}
+
+/// Most events an inline batch applies: a whole group of appends, and what the runner
+/// had not applied before it; further behind, the runner catches up on its own.
+const INLINE_BATCH: i64 = 1024;
+
+/// The node's projectors as the SQLite writer runs them inside each group's
+/// transaction ([`parley_store::inline`]): when the runner is not in a batch of its own
+/// and every projector is well and at the same place, the group is applied to every
+/// read model there, in a savepoint, and the projectors move on once it commits. The
+/// group's callers then wait for one commit instead of two, and the next group does
+/// not queue behind a projector batch for the one write connection.
+struct InlineBatches {
+    db: Db,
+    members: Arc<Mutex<Vec<Member>>>,
+}
+
+impl InTransaction for InlineBatches {
+    fn run<'c>(&'c self, conn: &'c mut AnyConnection, last: i64) -> BoxFuture<'c, Option<Settle>> {
+        let last = LogPosition { tx: 0, pos: last };
+        Box::pin(async move {
+            // The runner holds them through a batch of its own: it will apply this
+            // group too.
+            let mut members = self.members.clone().try_lock_owned().ok()?;
+            let from = members.first()?.owned?;
+            if !members
+                .iter()
+                .all(|member| member.owned == Some(from) && member.well())
+            {
+                return None;
+            }
+            match apply_inline(&self.db, conn, &members, from, last).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(error) => {
+                    // The runner applies it, and finds out which projector fails.
+                    tracing::debug!(%error, "an inline batch failed; the runner applies it");
+                    return None;
+                }
+            }
+            let settle: Settle = Box::new(move |committed| {
+                if committed {
+                    for member in members.iter_mut() {
+                        member.moved_to(last);
+                    }
+                }
+            });
+            Some(settle)
+        })
+    }
+}
+
+/// Applies the log after `from` up to `last` (which the transaction on `conn` just
+/// wrote) to every member, and moves their checkpoints, in a savepoint; `false` when
+/// that is more than one inline batch.
+async fn apply_inline(
+    db: &Db,
+    conn: &mut AnyConnection,
+    members: &[Member],
+    from: LogPosition,
+    last: LogPosition,
+) -> Result<bool, ProjectionError> {
+    // Positions only grow, by one or more an event: this bounds the events between
+    // without reading them (a runner far behind, at start, catches up on its own).
+    if last.tx != from.tx || last.pos - from.pos > INLINE_BATCH {
+        return Ok(false);
+    }
+    let events = log::read_after_in(db, conn, from, INLINE_BATCH).await?;
+    if events.last().map(|event| event.position) != Some(last) {
+        return Ok(false);
+    }
+    let events: Vec<&StoredEvent> = events.iter().collect();
+    let mut savepoint = conn.begin().await?;
+    let applied = apply_to(&mut savepoint, members, &events, last).await;
+    match applied {
+        Ok(()) => savepoint.commit().await?,
+        Err(error) => {
+            savepoint.rollback().await?;
+            return Err(error);
+        }
+    }
+    Ok(true)
+}
+
+async fn apply_to(
+    conn: &mut AnyConnection,
+    members: &[Member],
+    events: &[&StoredEvent],
+    last: LogPosition,
+) -> Result<(), ProjectionError> {
+    for member in members {
+        member.projector.apply_all(conn, events).await?;
+    }
+    save_checkpoints(
+        conn,
+        members.iter().map(|member| member.projector.as_ref()),
+        last,
+    )
+    .await
 }
 
 /// Rebuilds a projector whose version changed beside its live tables, which keep being

@@ -44,10 +44,10 @@ impl Repository {
                 PostgresEventRepository::new(pg.clone()),
                 PgAppender::new(pg.clone()),
             ),
-            None => Self::Sqlite(SqliteEventRepository::new(
-                db.write.clone(),
-                db.read.clone(),
-            )),
+            None => Self::Sqlite(
+                SqliteEventRepository::new(db.write.clone(), db.read.clone())
+                    .with_inline(db.inline.clone()),
+            ),
         }
     }
 }

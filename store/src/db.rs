@@ -34,6 +34,8 @@ pub struct Db {
     pub announcer: Announcer,
     /// The data keys events' personal content is sealed with ([`crate::keys`]).
     pub keys: std::sync::Arc<Keyring>,
+    /// What the SQLite writer runs inside each group's transaction ([`crate::inline`]).
+    pub inline: crate::inline::Inline,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -92,6 +94,7 @@ impl Db {
             pg: None,
             announcer: Announcer::default(),
             keys: Default::default(),
+            inline: Default::default(),
         })
     }
 
@@ -111,6 +114,7 @@ impl Db {
             pg: Some(pg),
             announcer: Announcer::default(),
             keys: Default::default(),
+            inline: Default::default(),
         })
     }
 

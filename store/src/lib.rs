@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 mod group;
 pub mod hash;
+pub mod inline;
 pub mod keys;
 pub mod log;
 pub mod postgres;

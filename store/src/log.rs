@@ -205,17 +205,36 @@ pub async fn read_after(
             }
         }
         Backend::Sqlite => {
-            let rows = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
-            ))
-            .bind(after.pos)
-            .bind(limit)
-            .fetch_all(&db.read)
-            .await?;
+            let rows = sqlx::query(&sqlite_after())
+                .bind(after.pos)
+                .bind(limit)
+                .fetch_all(&db.read)
+                .await?;
             rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
         }
     };
     open_events(db, events).await
+}
+
+/// Like [`read_after`] on SQLite, but through `conn`: inside the transaction that is
+/// writing the log, which sees the events it has not committed yet.
+pub async fn read_after_in(
+    db: &Db,
+    conn: &mut sqlx::AnyConnection,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(&sqlite_after())
+        .bind(after.pos)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    open_events(db, events).await
+}
+
+fn sqlite_after() -> String {
+    format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2")
 }
 
 /// The log after `after`, `limit` events at a time, until a batch comes back short

@@ -20,6 +20,7 @@ use crate::group::{
     is_connection, map_error, sequence_i64, Append, Committer, EventRow, Failed, Outcome, Writer,
 };
 use crate::hash as chain;
+use crate::inline::Inline;
 use crate::LogPosition;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
@@ -39,6 +40,8 @@ pub struct SqliteEventRepository {
 struct SqliteCommitter {
     write: AnyPool,
     hashing: bool,
+    /// Run inside each group's transaction once its events are written.
+    inline: Inline,
 }
 
 impl SqliteEventRepository {
@@ -49,9 +52,26 @@ impl SqliteEventRepository {
                 SqliteCommitter {
                     write,
                     hashing: true,
+                    inline: Inline::default(),
                 },
                 1,
             ),
+        }
+    }
+
+    /// Runs what is installed in `inline` inside each group's transaction.
+    pub fn with_inline(self, inline: Inline) -> Self {
+        let committer = self.writer.committer();
+        Self {
+            writer: Writer::new(
+                SqliteCommitter {
+                    write: committer.write.clone(),
+                    hashing: committer.hashing,
+                    inline,
+                },
+                1,
+            ),
+            read: self.read,
         }
     }
 
@@ -64,6 +84,7 @@ impl SqliteEventRepository {
                 SqliteCommitter {
                     write: self.writer.committer().write.clone(),
                     hashing: false,
+                    inline: self.writer.committer().inline.clone(),
                 },
                 1,
             ),
@@ -220,7 +241,7 @@ async fn replay(events: Vec<SerializedEvent>) -> ReplayStream {
 /// nothing was committed, an inner one that only that append was rolled back.
 impl Committer for SqliteCommitter {
     async fn commit(&self, group: &[Append]) -> Result<Vec<Outcome>, sqlx::Error> {
-        match write_group(&self.write, self.hashing, group).await {
+        match write_group(self, group).await {
             Ok(positions) => return Ok(positions.into_iter().map(Ok).collect()),
             Err(Failed::Sql(error)) if is_connection(&error) => return Err(error),
             Err(Failed::Conflict) => {
@@ -240,19 +261,43 @@ impl Committer for SqliteCommitter {
 /// A stream of the log: (aggregate type, aggregate id).
 type Stream<'a> = (&'a str, &'a str);
 
-/// Writes the whole group in one durable transaction; answers each append with its
-/// last event's place. All or nothing.
+/// Writes the whole group in one durable transaction, with whatever is installed to
+/// run inside it ([`crate::inline`]); answers each append with its last event's place.
+/// All or nothing.
 async fn write_group(
-    pool: &AnyPool,
-    hashing: bool,
+    committer: &SqliteCommitter,
     group: &[Append],
 ) -> Result<Vec<Option<LogPosition>>, Failed> {
-    let mut conn = pool.acquire().await?;
+    let started = std::time::Instant::now();
+    let mut conn = committer.write.acquire().await?;
+    let acquired = started.elapsed();
     // Read models may relax the connection's durability for their own (rebuildable)
     // writes; events are always committed with a full sync. One hand-off for both.
     let mut tx = conn.begin_with("PRAGMA synchronous = FULL; BEGIN").await?;
-    let positions = write_rows(&mut tx, hashing, group).await?;
-    tx.commit().await?;
+    let positions = write_rows(&mut tx, committer.hashing, group).await?;
+    let written = started.elapsed();
+    let last = positions.iter().flatten().max().copied();
+    let settle = match (committer.inline.current(), last) {
+        (Some(work), Some(last)) => work.run(&mut tx, last.pos).await,
+        _ => None,
+    };
+    let projected = started.elapsed();
+    let committed = tx.commit().await;
+    // What a profile of the write path needs: group sizes, and where a group's time
+    // goes (waiting for the connection, appending, applying read models, committing).
+    tracing::debug!(
+        appends = group.len(),
+        inline = settle.is_some(),
+        acquire_us = acquired.as_micros() as u64,
+        append_us = (written - acquired).as_micros() as u64,
+        inline_us = (projected - written).as_micros() as u64,
+        commit_us = (started.elapsed() - projected).as_micros() as u64,
+        "group committed"
+    );
+    if let Some(settle) = settle {
+        settle(committed.is_ok());
+    }
+    committed?;
     Ok(positions)
 }
 
