@@ -722,21 +722,7 @@ mod projector_safety {
             let db = database.connect().await;
             let bus = CommandBus::<User>::new(&db, UserServices::new(Arc::new(PlainHasher)));
             for name in ["ann", "ben", "cat", "dan", "eve"] {
-                let id = Uuid::now_v7();
-                bus.execute(
-                    &id.to_string(),
-                    UserCommand::Register {
-                        user_id: id,
-                        username: name.to_owned(),
-                        password: "long enough password".to_owned(),
-                        display_name: name.to_uppercase(),
-                        session: None,
-                        at: time::OffsetDateTime::now_utc(),
-                    },
-                    &meta(),
-                )
-                .await
-                .expect("register");
+                register(&bus, name).await;
             }
 
             assert_eq!(common::readable_events(&db, 5).await.len(), 5);

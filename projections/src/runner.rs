@@ -6,7 +6,9 @@
 //! is applied twice or skipped. One runner per node reads the log once per round and
 //! applies it to every projector in one transaction (one commit for all read models,
 //! not one each); a projector that fails drops out of that shared batch and runs
-//! alone until it is well, so it holds no other back. Progress is published on a
+//! alone until it is well, so it holds no other back. On SQLite the writer usually applies
+//! a group of appends itself, inside the transaction that appends it ([`InlineBatches`]),
+//! and the runner catches up only what it did not. Progress is published on a
 //! watch channel per projector so mutations can wait until every projector has seen
 //! their events (read-your-writes).
 
