@@ -363,6 +363,14 @@ async fn a_kept_aggregate_another_node_moved_on_is_reloaded_before_it_decides() 
         assert!(matches!(refused, Err(AggregateError::UserError(_))));
         let loaded = a.load("c").await.expect("load");
         assert_eq!((loaded.events, loaded.total), (5, 14));
+        // Each writer keeps the head of the streams it wrote; the other's appends made
+        // that stale, and every event must still chain from the one stored before it.
+        assert_eq!(common::readable_events(&db, 5).await.len(), 5);
+        let verified = parley_projections::chain::verify(&db, None)
+            .await
+            .expect("verify")
+            .expect("the chain verifies");
+        assert_eq!(verified.events, 5);
         db.close().await;
     }
 }

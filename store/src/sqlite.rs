@@ -10,7 +10,8 @@
 //! tails of the streams it extends, its events, its snapshots), whatever its size: on
 //! SQLite every statement is a hand-off to the connection's worker thread and back, and
 //! the one writer serialises every append and every read-model batch, so its statements
-//! per append bound the whole write path. A group that conflicts (another node or the
+//! per append bound the whole write path. The writer keeps the last hash it committed
+//! to each stream it wrote lately, so a stream a group extends again is not read back. A group that conflicts (another node or the
 //! CLI moved a stream or a snapshot on) is rolled back and written again with one
 //! savepoint per append, so only the stale append fails.
 
@@ -42,6 +43,47 @@ struct SqliteCommitter {
     hashing: bool,
     /// Run inside each group's transaction once its events are written.
     inline: Inline,
+    /// The last committed event of the streams written lately, whose hash the next
+    /// event of each chains from: a group reads only the tails it has not got.
+    heads: Heads,
+}
+
+/// Streams whose last committed hash the writer keeps.
+const CACHED_HEADS: usize = 16_384;
+
+/// Committed stream heads: (aggregate type, aggregate id) → (sequence, hash). An entry
+/// is only ever a committed event's, which the log never changes, and is used only for
+/// the sequence it names; a stream another process extended meanwhile is read as before
+/// (and its append conflicts), so a stale entry costs a read, never a wrong hash.
+struct Heads(std::sync::Mutex<lru::LruCache<(String, String), (i64, String)>>);
+
+impl Default for Heads {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(CACHED_HEADS).unwrap_or(std::num::NonZeroUsize::MIN),
+        )))
+    }
+}
+
+impl Heads {
+    /// The hash of `stream`'s event at `sequence`, if that is the head kept.
+    fn get(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<String> {
+        let mut heads = self.0.lock().ok()?;
+        let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        match heads.get(&key) {
+            Some((head, hash)) if *head == sequence => Some(hash.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps the heads a committed group left.
+    fn extend(&self, written: Vec<((String, String), (i64, String))>) {
+        if let Ok(mut heads) = self.0.lock() {
+            for (stream, head) in written {
+                heads.put(stream, head);
+            }
+        }
+    }
 }
 
 impl SqliteEventRepository {
@@ -53,6 +95,7 @@ impl SqliteEventRepository {
                     write,
                     hashing: true,
                     inline: Inline::default(),
+                    heads: Heads::default(),
                 },
                 1,
             ),
@@ -68,6 +111,7 @@ impl SqliteEventRepository {
                     write: committer.write.clone(),
                     hashing: committer.hashing,
                     inline,
+                    heads: Heads::default(),
                 },
                 1,
             ),
@@ -85,6 +129,7 @@ impl SqliteEventRepository {
                     write: self.writer.committer().write.clone(),
                     hashing: false,
                     inline: self.writer.committer().inline.clone(),
+                    heads: Heads::default(),
                 },
                 1,
             ),
@@ -254,7 +299,7 @@ impl Committer for SqliteCommitter {
                 tracing::debug!(%error, "group failed; appending one by one")
             }
         }
-        commit_group(&self.write, self.hashing, group).await
+        commit_group(&self.write, self.hashing, &self.heads, group).await
     }
 }
 
@@ -274,7 +319,8 @@ async fn write_group(
     // Read models may relax the connection's durability for their own (rebuildable)
     // writes; events are always committed with a full sync. One hand-off for both.
     let mut tx = conn.begin_with("PRAGMA synchronous = FULL; BEGIN").await?;
-    let positions = write_rows(&mut tx, committer.hashing, group).await?;
+    let (positions, heads) =
+        write_rows(&mut tx, committer.hashing, &committer.heads, group).await?;
     let written = started.elapsed();
     let last = positions.iter().flatten().max().copied();
     let settle = match (committer.inline.current(), last) {
@@ -298,18 +344,24 @@ async fn write_group(
         settle(committed.is_ok());
     }
     committed?;
+    committer.heads.extend(heads);
     Ok(positions)
 }
 
+/// The streams' heads a group wrote, to keep once it commits.
+type Written = Vec<((String, String), (i64, String))>;
+
 /// Writes `appends` in a few multi-row statements whatever their number (the tails of
-/// the streams they extend, their events, their snapshots), inside the caller's
-/// transaction; answers each with its last event's place. Fails whole, with
-/// `Failed::Conflict` when a stream or a snapshot had moved on.
+/// the streams they extend that `heads` lacks, their events, their snapshots), inside
+/// the caller's transaction; answers each with its last event's place, and returns the
+/// heads it left. Fails whole, with `Failed::Conflict` when a stream or a snapshot had
+/// moved on.
 async fn write_rows(
     conn: &mut AnyConnection,
     hashing: bool,
+    heads: &Heads,
     appends: &[Append],
-) -> Result<Vec<Option<LogPosition>>, Failed> {
+) -> Result<(Vec<Option<LogPosition>>, Written), Failed> {
     let events: Vec<(&str, &EventRow)> = appends
         .iter()
         .flat_map(|append| {
@@ -321,7 +373,7 @@ async fn write_rows(
         })
         .collect();
     let hashes = if hashing {
-        let tails = stream_tails(conn, &events).await?;
+        let tails = stream_tails(conn, heads, &events).await?;
         Some(stream_hashes(&events, &tails))
     } else {
         None
@@ -387,13 +439,26 @@ async fn write_rows(
             return Err(Failed::Conflict);
         }
     }
-    Ok(crate::group::last_positions(appends, &placed))
+    let mut written: HashMap<(String, String), (i64, String)> = HashMap::new();
+    if let Some(hashes) = &hashes {
+        for ((aggregate_type, event), hash) in events.iter().zip(hashes) {
+            written.insert(
+                ((*aggregate_type).to_owned(), event.aggregate_id.clone()),
+                (event.sequence, hash.clone()),
+            );
+        }
+    }
+    Ok((
+        crate::group::last_positions(appends, &placed),
+        written.into_iter().collect(),
+    ))
 }
 
 /// The stored hash of the event before each stream's first event in `events` (streams
 /// that start in the group have none).
 async fn stream_tails<'a>(
     conn: &mut AnyConnection,
+    heads: &Heads,
     events: &[(&'a str, &'a EventRow)],
 ) -> Result<HashMap<(String, String, i64), String>, Failed> {
     let mut seen: std::collections::HashSet<Stream<'a>> = std::collections::HashSet::new();
@@ -411,6 +476,19 @@ async fn stream_tails<'a>(
         })
         .collect();
     let mut tails = HashMap::with_capacity(wanted.len());
+    let wanted: Vec<(&str, &str, i64)> = wanted
+        .into_iter()
+        .filter(|&(aggregate_type, aggregate_id, sequence)| {
+            let Some(hash) = heads.get(aggregate_type, aggregate_id, sequence) else {
+                return true;
+            };
+            tails.insert(
+                (aggregate_type.to_owned(), aggregate_id.to_owned(), sequence),
+                hash,
+            );
+            false
+        })
+        .collect();
     for chunk in wanted.chunks(crate::rows_per_statement(conn, 3)) {
         let matches = (0..chunk.len())
             .map(|i| {
@@ -488,6 +566,7 @@ fn stream_hashes(
 async fn commit_group(
     pool: &AnyPool,
     hashing: bool,
+    heads: &Heads,
     group: &[Append],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
@@ -495,8 +574,8 @@ async fn commit_group(
     let mut outcomes = Vec::with_capacity(group.len());
     for append in group {
         let mut savepoint = tx.begin().await?;
-        match write_rows(&mut savepoint, hashing, std::slice::from_ref(append)).await {
-            Ok(mut position) => {
+        match write_rows(&mut savepoint, hashing, heads, std::slice::from_ref(append)).await {
+            Ok((mut position, _)) => {
                 savepoint.commit().await?;
                 outcomes.push(Ok(position.pop().flatten()));
             }
