@@ -102,6 +102,7 @@ impl TestDatabase {
     pub async fn back_up(&self) {
         match &self.pg_drop {
             None => {
+                self.closed_sqlite().await;
                 let db = self.dir.path().join("parley.db");
                 let backup = self.dir.path().join("backup.db");
                 // A clean close leaves the log checkpointed into the file; a leftover
@@ -146,6 +147,7 @@ impl TestDatabase {
     pub async fn restore(&self) {
         match &self.pg_drop {
             None => {
+                self.closed_sqlite().await;
                 let dir = self.dir.path();
                 for suffix in ["-wal", "-shm"] {
                     let _ = std::fs::remove_file(dir.join(format!("parley.db{suffix}")));
@@ -167,6 +169,22 @@ impl TestDatabase {
                 conn.close().await.ok();
             }
         }
+    }
+
+    /// Waits until the last connection to the SQLite file has closed: a stopped server's
+    /// pool reports its connections closed once their worker threads were told to
+    /// close them, and a thread may still be checkpointing the log into the file (the
+    /// last close does so, then deletes the log). Copying the file meanwhile, or
+    /// replacing it, would tear it.
+    async fn closed_sqlite(&self) {
+        let wal = self.dir.path().join("parley.db-wal");
+        for _ in 0..6_000 {
+            if !wal.exists() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{} is still open after a minute", wal.display());
     }
 
     /// A connected, migrated handle, opening sealed content with the tests' master key.
