@@ -11,9 +11,10 @@
 //! SQLite every statement is a hand-off to the connection's worker thread and back, and
 //! the one writer serialises every append and every read-model batch, so its statements
 //! per append bound the whole write path. The writer keeps the last hash it committed
-//! to each stream it wrote lately, so a stream a group extends again is not read back. A group that conflicts (another node or the
-//! CLI moved a stream or a snapshot on) is rolled back and written again with one
-//! savepoint per append, so only the stale append fails.
+//! to each stream it wrote lately, so a stream a group extends again is not read back.
+//! A group that conflicts (another node or the CLI moved a stream or a snapshot on) is
+//! rolled back and written again with one savepoint per append, so only the stale
+//! append fails.
 
 use std::collections::HashMap;
 
@@ -77,7 +78,7 @@ impl Heads {
     }
 
     /// Keeps the heads a committed group left.
-    fn extend(&self, written: Vec<((String, String), (i64, String))>) {
+    fn extend(&self, written: Written) {
         if let Ok(mut heads) = self.0.lock() {
             for (stream, head) in written {
                 heads.put(stream, head);
@@ -348,8 +349,9 @@ async fn write_group(
     Ok(positions)
 }
 
-/// The streams' heads a group wrote, to keep once it commits.
-type Written = Vec<((String, String), (i64, String))>;
+/// The heads a group left, (aggregate type, aggregate id) → (sequence, hash), to keep
+/// once it commits.
+type Written = HashMap<(String, String), (i64, String)>;
 
 /// Writes `appends` in a few multi-row statements whatever their number (the tails of
 /// the streams they extend that `heads` lacks, their events, their snapshots), inside
@@ -439,7 +441,7 @@ async fn write_rows(
             return Err(Failed::Conflict);
         }
     }
-    let mut written: HashMap<(String, String), (i64, String)> = HashMap::new();
+    let mut written = Written::new();
     if let Some(hashes) = &hashes {
         for ((aggregate_type, event), hash) in events.iter().zip(hashes) {
             written.insert(
@@ -448,10 +450,7 @@ async fn write_rows(
             );
         }
     }
-    Ok((
-        crate::group::last_positions(appends, &placed),
-        written.into_iter().collect(),
-    ))
+    Ok((crate::group::last_positions(appends, &placed), written))
 }
 
 /// The stored hash of the event before each stream's first event in `events` (streams
