@@ -43,6 +43,20 @@ pub fn test_config(database: &TestDatabase) -> Config {
     config
 }
 
+/// Waits until every projector has applied the log's head as of now, failing the test
+/// if one is marked failed or has not got there within two minutes (a loaded machine
+/// may need far longer than a mutation's consistency wait).
+pub async fn settled(app: &TestApp) {
+    let head = parley_store::log::head(&app.state.db).await.expect("head");
+    assert!(
+        app.state
+            .projections
+            .wait_for(head, std::time::Duration::from_secs(120))
+            .await,
+        "the read models reach the log's head"
+    );
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     let database = TestDatabase::new(backend).await;
     spawn_app_on(database, |_| {}).await

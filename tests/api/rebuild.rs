@@ -65,17 +65,6 @@ async fn indexes(db: &parley_store::Db) -> Vec<String> {
         .expect("indexes")
 }
 
-async fn settled(app: &TestApp) {
-    let head = parley_store::log::head(&app.state.db).await.expect("head");
-    assert!(
-        app.state
-            .projections
-            .wait_for(head, std::time::Duration::from_secs(30))
-            .await,
-        "projections caught up"
-    );
-}
-
 #[tokio::test]
 async fn rebuild_all_while_serving_changes_no_answer_and_equals_the_live_tables() {
     for backend in backends() {
