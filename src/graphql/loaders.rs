@@ -2,7 +2,7 @@
 //! page of 50 messages costs one query per kind of lookup, not one per message.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use parley_aggregates::policy::{self, ReadAccess};
@@ -119,8 +119,39 @@ impl Loader<String> for AccessLoader {
     }
 }
 
-/// The loaders of one request.
+/// The loaders of one request or socket, made when a field first needs one. A socket
+/// holds its loaders for its whole life, and one whose subscriptions are rendered for
+/// all their subscribers at once ([`super::shared`]) never uses them: made up front,
+/// they were a tenth of what such a socket holds.
 pub struct Loaders {
+    db: Db,
+    viewer: Option<Uuid>,
+    clock: Arc<dyn Clock>,
+    made: OnceLock<LoaderSet>,
+}
+
+impl Loaders {
+    pub fn new(db: &Db, viewer: Option<Uuid>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            db: db.clone(),
+            viewer,
+            clock,
+            made: OnceLock::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for Loaders {
+    type Target = LoaderSet;
+
+    fn deref(&self) -> &LoaderSet {
+        self.made
+            .get_or_init(|| LoaderSet::new(&self.db, self.viewer, self.clock.clone()))
+    }
+}
+
+/// One dataloader per kind of lookup.
+pub struct LoaderSet {
     pub access: DataLoader<AccessLoader>,
     pub users: DataLoader<UserLoader>,
     pub conversations: DataLoader<ConversationLoader>,
@@ -133,8 +164,8 @@ pub struct Loaders {
     pub presence: DataLoader<PresenceLoader>,
 }
 
-impl Loaders {
-    pub fn new(db: &Db, viewer: Option<Uuid>, clock: Arc<dyn Clock>) -> Self {
+impl LoaderSet {
+    fn new(db: &Db, viewer: Option<Uuid>, clock: Arc<dyn Clock>) -> Self {
         let viewer = viewer.map(|id| id.to_string()).unwrap_or_default();
         macro_rules! make {
             ($loader:ident) => {

@@ -32,10 +32,10 @@ pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
 pub const CLOSE_DUPLICATE: u16 = 4409;
 /// The user holds as many sockets on this node as allowed.
 pub const CLOSE_TOO_MANY: u16 = 4429;
-/// A socket's initial read buffer: room for a typical client frame (a `subscribe` is a
-/// few hundred bytes, a `connection_init` with its token under a kilobyte); a larger
-/// frame is read in more than one go. Every socket holds one for its whole life.
-const READ_BUFFER: usize = 1024;
+/// A socket's read buffer: room for most client frames (a `subscribe` is a few hundred
+/// bytes; a `connection_init` with its token may take two reads). A larger frame grows
+/// it for as long as it needs to. Every socket holds one for its whole life.
+const READ_BUFFER: usize = 512;
 const AUTH_FAILED: &str = "Forbidden: a valid access token is required in connection_init";
 const TOO_MANY_CONNECTIONS: &str =
     "Too many connections: this user holds as many sockets as one node allows";

@@ -1128,3 +1128,43 @@ async fn subscribers_of_one_document_share_its_rendering_unless_it_selects_what_
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn many_more_subscriptions_than_start_at_once_all_start_and_deliver() {
+    // A node starts a few subscriptions at a time (each parses and executes its
+    // document); the rest wait their turn and must still start, none refused or lost.
+    const SUBSCRIPTIONS: usize = 60;
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let alice = user(&app, "alice").await;
+        let bob = user(&app, "bob").await;
+        let conv = group(&app, &alice, &[&bob]).await;
+        let cursor = live_cursor(&app, &bob).await;
+        post(&app, &alice, &conv, "to everyone").await;
+        let mut socket = connect(&app, &bob.token).await;
+        for n in 0..SUBSCRIPTIONS {
+            subscribe_as(&mut socket, &format!("s{n}"), &conv, &cursor).await;
+        }
+        let mut started = std::collections::HashSet::new();
+        while started.len() < SUBSCRIPTIONS {
+            let frame = next_json(&mut socket).await;
+            assert_eq!(frame["type"], "next", "{frame}");
+            let event = &frame["payload"]["data"]["conversationEvents"];
+            if event["__typename"] != "MessagePosted" {
+                continue;
+            }
+            assert_eq!(event["message"]["body"], "to everyone", "{frame}");
+            let id = frame["id"].as_str().expect("id").to_owned();
+            assert!(
+                started.insert(id),
+                "a second event for one subscription: {frame}"
+            );
+        }
+        app.stop().await;
+    }
+}
+
+async fn subscribe_as(socket: &mut Socket, id: &str, conversation: &str, after: &str) {
+    start(socket, id, EVENTS, json!({ "c": conversation, "a": after })).await;
+}
