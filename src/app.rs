@@ -34,6 +34,12 @@ pub struct AppState {
     /// Set when the server starts shutting down; WebSocket sessions close on it.
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub clock: Arc<dyn Clock>,
+    /// Subscriptions starting at once on this node, one per database connection. A
+    /// start parses and executes its document (a few kilobytes) and waits for the
+    /// database; a thousand sockets subscribing together would otherwise hold a
+    /// thousand of those at once, memory the allocator then keeps. Past one per
+    /// connection, starts would only queue for the database anyway.
+    pub subscription_starts: tokio::sync::Semaphore,
     /// Mutations whose read models did not catch up within the wait; see `settle`.
     pub consistency_timeouts: AtomicU64,
 }

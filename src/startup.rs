@@ -230,6 +230,9 @@ impl Server {
             embedded_blobs: embedded,
             live,
             stopping: tokio::sync::watch::channel(false).0,
+            subscription_starts: tokio::sync::Semaphore::new(
+                config.db_max_connections.max(1) as usize
+            ),
             config,
             db,
             projections,

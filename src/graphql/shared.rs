@@ -30,13 +30,6 @@ use super::limits::MAX_DOCUMENT_BYTES;
 use super::{ClientIp, Loaders, ParleySchema, Viewer};
 use crate::app::AppState;
 
-/// Subscriptions starting at once on this node. A start parses and executes its
-/// document (a few kilobytes) and waits for the database; a thousand sockets
-/// subscribing together would hold a thousand of those at once, memory the allocator
-/// then keeps for the life of the process. Past a few at a time, starts only queue
-/// for the database's connections anyway.
-static STARTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
-
 /// The one root field whose events are shared.
 const ROOT: &str = "conversationEvents";
 
@@ -361,8 +354,8 @@ pub fn subscribe(
     let start = {
         let renderer = renderer.clone();
         async move {
-            // Freed once the subscription has started or was refused.
-            let starting = STARTING.acquire().await.ok();
+            // Held until the subscription has started or was refused.
+            let starting = renderer.state.subscription_starts.acquire().await.ok();
             let handoff = Arc::new(Handoff::default());
             let request = request.data(handoff.clone());
             // With the hand-off in place the execution ends once the subscription has
