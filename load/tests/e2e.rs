@@ -101,6 +101,16 @@ async fn the_load_tool_reports_throughput_latency_and_delivery_against_a_same_ru
         ratio.is_some_and(|ratio| ratio > 0.0),
         "no ratio to the ceiling: {send}"
     );
+    // The server's memory, read from its process while the load ran.
+    for rss in ["rss_idle_before", "rss_peak", "rss_end", "rss_after_idle"] {
+        assert!(figure(&send, rss) > 0.0, "{rss}: {send}");
+    }
+    assert!(
+        send["rss"]
+            .as_array()
+            .is_some_and(|samples| !samples.is_empty()),
+        "no RSS samples over time: {send}"
+    );
     for percentile in ["send_p50", "send_p99", "send_p999"] {
         assert!(figure(&send, percentile) > 0.0, "{percentile}: {send}");
     }
