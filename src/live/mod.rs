@@ -377,6 +377,7 @@ mod tests {
             metadata_text: String::new(),
             hash: None,
             decoded: std::sync::OnceLock::new(),
+            aggregate_kind: std::sync::OnceLock::new(),
         })
     }
 

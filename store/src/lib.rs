@@ -55,16 +55,48 @@ pub fn rows_per_statement(conn: &sqlx::AnyConnection, columns: usize) -> usize {
 /// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` bind parameters, for a
 /// multi-row `VALUES` list.
 pub fn values(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|row| format!("({})", placeholders(1 + row * columns, columns)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    // Built in one buffer: a rebuild makes one of these per statement, thousands of
+    // parameters each, and a string per parameter showed in its profile.
+    let mut out = String::with_capacity(rows * (columns * 7 + 4));
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        push_placeholders(&mut out, 1 + row * columns, columns);
+        out.push(')');
+    }
+    out
 }
 
 /// `$start, $start+1, …` for `count` bind parameters, for `IN (…)` lists.
 pub fn placeholders(start: usize, count: usize) -> String {
-    (start..start + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::with_capacity(count * 7);
+    push_placeholders(&mut out, start, count);
+    out
+}
+
+fn push_placeholders(out: &mut String, start: usize, count: usize) {
+    use std::fmt::Write as _;
+    for i in start..start + count {
+        if i > start {
+            out.push_str(", ");
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "${i}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{placeholders, values};
+
+    #[test]
+    fn bind_lists_number_every_parameter_once_in_order() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 0), "");
+        assert_eq!(values(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values(1, 1), "($1)");
+        assert_eq!(values(0, 4), "");
+    }
 }

@@ -72,6 +72,8 @@ pub struct StoredEvent {
     /// The payload as a typed event, decoded on first use: most readers skip most
     /// events (a subscriber, another conversation's) without paying for that.
     pub decoded: std::sync::OnceLock<Option<Event>>,
+    /// [`Self::kind`], found once: every projector asks it of every event.
+    pub aggregate_kind: std::sync::OnceLock<Option<EventKind>>,
 }
 
 impl StoredEvent {
@@ -120,7 +122,9 @@ impl StoredEvent {
 
     /// Which aggregate the event comes from, without decoding it.
     pub fn kind(&self) -> Option<EventKind> {
-        EventKind::of(&self.aggregate_type)
+        *self
+            .aggregate_kind
+            .get_or_init(|| EventKind::of(&self.aggregate_type))
     }
 
     /// The typed event if it comes from one of `kinds`, decoded only then: a reader
@@ -584,6 +588,7 @@ where
         metadata_text,
         hash: row.try_get(10)?,
         decoded: std::sync::OnceLock::new(),
+        aggregate_kind: std::sync::OnceLock::new(),
     })
 }
 
@@ -616,6 +621,7 @@ mod tests {
             metadata_text: String::new(),
             hash: None,
             decoded: std::sync::OnceLock::new(),
+            aggregate_kind: std::sync::OnceLock::new(),
         }
     }
 
