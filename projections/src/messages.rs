@@ -878,7 +878,8 @@ pub async fn search(
             fts5_query(query),
         ),
         crate::Backend::Postgres => (
-            "m.search @@ plainto_tsquery('simple', $1)",
+            // The expression `messages_search` indexes.
+            "to_tsvector('simple', coalesce(m.body, '')) @@ plainto_tsquery('simple', $1)",
             query.trim().to_owned(),
         ),
     };

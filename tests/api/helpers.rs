@@ -313,13 +313,7 @@ pub fn several_nodes() -> bool {
 pub async fn dump(db: &parley_store::Db, tables: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for table in tables {
-        // The PostgreSQL search column is derived from `body`, and not decodable here.
-        let columns = if *table == "messages" {
-            "id, conversation_id, seq, author_id, body, format, created_at, edited_at, deleted, reply_to_id, reply_count, mentions, attachment_ids"
-        } else {
-            "*"
-        };
-        let rows = sqlx::query(&format!("SELECT {columns} FROM {table}"))
+        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
             .fetch_all(&db.read)
             .await
             .expect("dump");
