@@ -420,11 +420,9 @@ async fn rebuild_projections(
     let total = parley_store::log::count_after(db, parley_store::LogPosition::START).await?;
     let mut meter =
         crate::progress::Meter::new(format!("rebuild {}", names.join(",")), "events", total);
-    let projectors: Vec<&dyn parley_projections::Projector> =
-        chosen.iter().map(|projector| projector.as_ref()).collect();
     let rebuilt = parley_projections::rebuild::rebuild_together(
         db,
-        &projectors,
+        chosen,
         parley_projections::rebuild::BATCH,
         &mut |p| meter.set(p.applied, String::new),
     )

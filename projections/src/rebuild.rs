@@ -43,7 +43,7 @@ use futures::TryStreamExt as _;
 use parley_store::log::{self, AbortOnDrop, LogPosition, StoredEvent};
 
 /// Events read and applied per shadow transaction.
-pub const BATCH: i64 = 2_000;
+pub const BATCH: i64 = 5_000;
 /// How often the live report row (`projection_rebuilds`) is refreshed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often the caller hears of the progress.
@@ -78,7 +78,7 @@ pub struct Rebuilt {
 /// up, calling `progress` after every batch.
 pub async fn rebuild(
     db: &Db,
-    projector: &dyn Projector,
+    projector: Arc<dyn Projector>,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Rebuilt, ProjectionError> {
     rebuild_in_batches(db, projector, BATCH, progress).await
@@ -87,7 +87,7 @@ pub async fn rebuild(
 /// [`rebuild`], reading and applying `batch` events per shadow transaction.
 pub async fn rebuild_in_batches(
     db: &Db,
-    projector: &dyn Projector,
+    projector: Arc<dyn Projector>,
     batch: i64,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Rebuilt, ProjectionError> {
@@ -98,17 +98,17 @@ pub async fn rebuild_in_batches(
 
 /// Rebuilds several projectors in one pass over the log: each batch is read (and its
 /// events decoded) once and applied to every shadow, each in a transaction of its own
-/// on its own connection, concurrently. Each projector is switched in on its own once
+/// on its own connection and task, concurrently. Each projector is switched in on its own once
 /// the pass reaches the head. Returns what each did, in the order given.
 pub async fn rebuild_together(
     db: &Db,
-    projectors: &[&dyn Projector],
+    projectors: &[Arc<dyn Projector>],
     batch: i64,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Vec<Rebuilt>, ProjectionError> {
     let mut shadows = Vec::with_capacity(projectors.len());
     for projector in projectors {
-        match Shadow::open(db, *projector).await {
+        match Shadow::open(db, projector.as_ref()).await {
             Ok(mut shadow) => {
                 shadow.batch = batch.max(1);
                 shadows.push(shadow);
@@ -135,8 +135,8 @@ pub async fn rebuild_together(
 
 async fn run_together(
     db: &Db,
-    projectors: &[&dyn Projector],
-    shadows: &mut [Shadow],
+    projectors: &[Arc<dyn Projector>],
+    shadows: &mut Vec<Shadow>,
     batch: i64,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Vec<Rebuilt>, ProjectionError> {
@@ -158,27 +158,62 @@ async fn run_together(
     }
     let mut reader = AbortOnDrop(tokio::spawn(read_ahead(db.clone(), from, batch, feeds)));
 
-    let reached: Vec<Mutex<(u64, LogPosition)>> = shadows
-        .iter()
-        .map(|shadow| Mutex::new((before, shadow.position.max(from))))
-        .collect();
+    let reached: Arc<Vec<Mutex<(u64, LogPosition)>>> = Arc::new(
+        shadows
+            .iter()
+            .map(|shadow| Mutex::new((before, shadow.position.max(from))))
+            .collect(),
+    );
     let started: Vec<String> = shadows.iter().map(|s| s.started_at.clone()).collect();
-    let appliers = shadows
-        .iter_mut()
+    // Each shadow on a task of its own: on one task, every shadow's share of the work
+    // in Parley (folding batches, hashing the audit chain, binding rows) took turns on
+    // one thread, and the slowest read model waited for all of them.
+    let mut appliers: Vec<AbortOnDrop<(Shadow, Result<(), ProjectionError>)>> = shadows
+        .drain(..)
         .zip(projectors)
         .zip(receivers)
-        .zip(&reached)
-        .map(
-            |(((shadow, projector), mut receiver), reached)| async move {
+        .enumerate()
+        .map(|(index, ((mut shadow, projector), mut receiver))| {
+            let (db, projector, reached) =
+                (db.clone(), Arc::clone(projector), Arc::clone(&reached));
+            AbortOnDrop(tokio::spawn(async move {
+                let mut applied = Ok(());
                 while let Some(events) = receiver.recv().await {
-                    shadow.apply_batch(db, *projector, &events).await?;
-                    if let (Some(last), Ok(mut reached)) = (events.last(), reached.lock()) {
+                    applied = shadow.apply_batch(&db, projector.as_ref(), &events).await;
+                    if applied.is_err() {
+                        break;
+                    }
+                    if let (Some(last), Some(Ok(mut reached))) =
+                        (events.last(), reached.get(index).map(Mutex::lock))
+                    {
                         *reached = (reached.0 + events.len() as u64, last.position);
                     }
                 }
-                Ok::<_, ProjectionError>(())
-            },
-        );
+                (shadow, applied)
+            }))
+        })
+        .collect();
+    let appliers_done = async {
+        let mut first_error = Ok(());
+        for applier in &mut appliers {
+            match (&mut applier.0).await {
+                Ok((shadow, applied)) => {
+                    shadows.push(shadow);
+                    if first_error.is_ok() {
+                        first_error = applied;
+                    }
+                }
+                Err(error) => {
+                    if first_error.is_ok() {
+                        first_error = Err(ProjectionError::Rebuild(format!(
+                            "applying a batch: {error}"
+                        )));
+                    }
+                }
+            }
+        }
+        first_error
+    };
     let slowest = || {
         reached
             .iter()
@@ -193,12 +228,13 @@ async fn run_together(
     };
     // Status and metrics read each shadow's own progress from its report row.
     let record = || async {
-        for ((started_at, projector), reached) in started.iter().zip(projectors).zip(&reached) {
+        for ((started_at, projector), reached) in started.iter().zip(projectors).zip(reached.iter())
+        {
             let reached = reached
                 .lock()
                 .map(|reached| *reached)
                 .unwrap_or((before, from));
-            Shadow::report(db, *projector, started_at, report(reached)).await?;
+            Shadow::report(db, projector.as_ref(), started_at, report(reached)).await?;
         }
         Ok::<_, ProjectionError>(())
     };
@@ -215,7 +251,7 @@ async fn run_together(
         }
     };
     let applied = tokio::select! {
-        applied = futures::future::try_join_all(appliers) => applied,
+        applied = appliers_done => applied,
         failed = reports => return failed,
     };
     // Where each shadow got, also when one failed: a resumed rebuild starts there.
@@ -229,10 +265,11 @@ async fn run_together(
     let applied = before + read;
     progress(report((applied, slowest().1)));
 
+    // Each on its own connection, so at once: one build at a time left a core idle.
+    futures::future::try_join_all(shadows.iter_mut().map(Shadow::build_indexes)).await?;
     let mut done = Vec::with_capacity(shadows.len());
     for (shadow, projector) in shadows.iter_mut().zip(projectors) {
-        shadow.build_indexes().await?;
-        let (position, last) = shadow.switch(db, *projector).await?;
+        let (position, last) = shadow.switch(db, projector.as_ref()).await?;
         done.push(Rebuilt {
             applied: applied + last,
             position,
@@ -629,12 +666,17 @@ impl Shadow {
         if unseen.is_empty() {
             return Ok(());
         }
-        let mut tx = self.conn.begin().await?;
-        if db.backend == Backend::Postgres {
-            // As for the live runner: the events are durable, the shadow is a function
-            // of them, and its checkpoint commits with its rows.
-            tx.execute("SET LOCAL synchronous_commit = off").await?;
-        }
+        // As for the live runner: the events are durable, the shadow is a function of
+        // them, and its checkpoint commits with its rows. Said with the BEGIN, in the
+        // same round trip.
+        let mut tx = match db.backend {
+            Backend::Postgres => {
+                self.conn
+                    .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                    .await?
+            }
+            Backend::Sqlite => self.conn.begin().await?,
+        };
         self.position = apply(&mut tx, projector, &unseen).await?;
         tx.commit().await?;
         Ok(())

@@ -1011,7 +1011,7 @@ async fn rebuild_in_background(db: Db, projector: Arc<dyn Projector>) {
             version = projector.version(),
             "projector version changed; rebuilding beside the live tables"
         );
-        match crate::rebuild::rebuild(&db, projector.as_ref(), &mut |_| {}).await {
+        match crate::rebuild::rebuild(&db, Arc::clone(&projector), &mut |_| {}).await {
             Ok(done) => {
                 tracing::info!(
                     projector = name,

@@ -214,11 +214,11 @@ async fn an_interrupted_rebuild_resumes_or_is_discarded() {
         settled(&app).await;
         let db = &app.state.db;
         let tables = dump(db, &["users"]).await;
-        let interrupted = Interrupted {
+        let interrupted = std::sync::Arc::new(Interrupted {
             seen: AtomicUsize::new(0),
             fail_after: 4,
-        };
-        let failed = rebuild::rebuild_in_batches(db, &interrupted, 2, &mut |_| {}).await;
+        });
+        let failed = rebuild::rebuild_in_batches(db, interrupted, 2, &mut |_| {}).await;
         assert!(failed.is_err(), "the injected failure stops it");
 
         let status = parley(&app, &["projections", "status", "--format", "json"]);
@@ -257,11 +257,11 @@ async fn an_interrupted_rebuild_resumes_or_is_discarded() {
         assert_eq!(dump(db, &["users"]).await, tables);
 
         // Interrupted again, then discarded: the live tables never changed.
-        let interrupted = Interrupted {
+        let interrupted = std::sync::Arc::new(Interrupted {
             seen: AtomicUsize::new(0),
             fail_after: 4,
-        };
-        let failed = rebuild::rebuild_in_batches(db, &interrupted, 2, &mut |_| {}).await;
+        });
+        let failed = rebuild::rebuild_in_batches(db, interrupted, 2, &mut |_| {}).await;
         assert!(failed.is_err());
         let output = parley(&app, &["projections", "rebuild", "users", "--discard"]);
         assert!(output.status.success(), "{}", stderr(&output));
@@ -576,7 +576,6 @@ async fn one_batch_or_one_event_at_a_time_build_the_same_read_models() {
         let live = everything(&app.state.db).await;
 
         let projectors = parley::startup::projectors();
-        let projectors: Vec<&dyn Projector> = projectors.iter().map(AsRef::as_ref).collect();
         for batch in [1_000_000, 1] {
             rebuild::rebuild_together(&app.state.db, &projectors, batch, &mut |_| {})
                 .await
