@@ -104,9 +104,9 @@ impl Projector for AuditChainProjector {
                 query = query
                     .bind(event.position.tx)
                     .bind(event.position.pos)
-                    .bind(&event.event_id)
-                    .bind(stream)
-                    .bind(link);
+                    .bind(event.event_id.as_str())
+                    .bind(stream.as_str())
+                    .bind(link.as_str());
             }
             query.execute(&mut *conn).await?;
         }

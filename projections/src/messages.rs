@@ -399,17 +399,18 @@ async fn insert_posts(
         );
         let mut query = sqlx::query(&sql);
         for post in chunk {
+            // Bound as `&str`: sqlx's `Any` copies every `String` it is given.
             query = query
-                .bind(&post.id)
-                .bind(&post.conversation_id)
+                .bind(post.id.as_str())
+                .bind(post.conversation_id.as_str())
                 .bind(post.seq)
-                .bind(&post.author_id)
-                .bind(&post.body)
-                .bind(&post.format)
-                .bind(&post.created_at)
-                .bind(&post.reply_to_id)
-                .bind(&post.mentions)
-                .bind(&post.attachment_ids);
+                .bind(post.author_id.as_str())
+                .bind(post.body.as_deref())
+                .bind(post.format.as_str())
+                .bind(post.created_at.as_str())
+                .bind(post.reply_to_id.as_deref())
+                .bind(post.mentions.as_str())
+                .bind(post.attachment_ids.as_str());
         }
         query.execute(&mut *conn).await?;
     }
