@@ -22,9 +22,10 @@ pub trait Projector: Send + Sync + 'static {
     fn backend_tables(&self, _backend: crate::Backend) -> &'static [&'static str] {
         &[]
     }
-    /// Secondary indexes its writes look rows up by. A rebuild builds every other
-    /// index of the shadow tables only once the replay is done, in one pass, rather than
-    /// row by row as it goes.
+    /// Secondary indexes and unique constraints (beside primary keys) its writes look
+    /// rows up by or conflict on. A rebuild builds every other index of the shadow
+    /// tables, and checks every other unique constraint, only once the replay is done,
+    /// in one pass, rather than row by row as it goes.
     fn write_indexes(&self) -> &'static [&'static str] {
         &[]
     }

@@ -49,11 +49,15 @@ async fn answers(app: &TestApp, users: &[&Client], group: &str) -> Vec<Value> {
     out
 }
 
-/// Every index of the database, as its definition.
+/// Every index of the database, as its definition, and on PostgreSQL every constraint
+/// (a rebuild adds some only once its shadow is full).
 async fn indexes(db: &parley_store::Db) -> Vec<String> {
     let sql = match db.backend {
         parley_store::Backend::Postgres => {
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1"
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
+             UNION ALL SELECT conrelid::regclass::text || ' ' || conname || ' ' || \
+                 pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE connamespace = current_schema()::regnamespace ORDER BY 1"
         }
         parley_store::Backend::Sqlite => {
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY 1"
