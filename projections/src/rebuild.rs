@@ -99,8 +99,8 @@ pub async fn rebuild_in_batches(
 
 /// Rebuilds several projectors in one pass over the log: each batch is read (and its
 /// events decoded) once and applied to every shadow, each in a transaction of its own
-/// on its own connection and task, concurrently. Each projector is switched in on its own once
-/// the pass reaches the head. Returns what each did, in the order given.
+/// on its own connection and task, concurrently. Each projector is switched in on its
+/// own once the pass reaches the head. Returns what each did, in the order given.
 pub async fn rebuild_together(
     db: &Db,
     projectors: &[Arc<dyn Projector>],
