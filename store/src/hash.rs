@@ -64,6 +64,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hex_round_trips_and_rejects_what_is_not_a_hash() {
+        let hash = chain_link(&ZERO, &[7; 32]);
+        assert_eq!(from_hex(&to_hex(&hash)), Some(hash));
+        assert_eq!(from_hex(&to_hex(&hash).to_uppercase()), Some(hash));
+        let short = &to_hex(&hash)[..62];
+        for bad in [
+            "",
+            short,
+            &format!("{}zz", short),
+            &format!("{}00", to_hex(&hash)),
+        ] {
+            assert_eq!(from_hex(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn hashes_follow_the_documented_layout() {
         let mut expected = Sha256::new();
         expected.update([0u8; 32]);
