@@ -239,21 +239,24 @@ async fn run_together(
         }
         Ok::<_, ProjectionError>(())
     };
-    let reports = async {
+    // The appliers are waited on only between progress writes, never during one: a
+    // write cut off mid-statement could land after the final one below, on its
+    // connection's next use, and put the recorded progress back.
+    let applied = {
+        let mut appliers_done = std::pin::pin!(appliers_done);
         let mut ticks = tokio::time::interval(PROGRESS_EVERY);
         let mut recorded: Option<Instant> = None;
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                applied = &mut appliers_done => break applied,
+                _ = ticks.tick() => {}
+            }
             progress(report(slowest()));
             if recorded.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
                 record().await?;
                 recorded = Some(Instant::now());
             }
         }
-    };
-    let applied = tokio::select! {
-        applied = appliers_done => applied,
-        failed = reports => return failed,
     };
     // Where each shadow got, also when one failed: a resumed rebuild starts there.
     let recorded = record().await;
