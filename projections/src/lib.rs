@@ -4,7 +4,9 @@
 //!
 //! Read models are written only by projectors. Their SQL runs unchanged on SQLite and
 //! PostgreSQL through `sqlx::Any`, so column types stay within what both map the same
-//! way: BIGINT (also for flags, 0/1), TEXT, DOUBLE and BLOB.
+//! way: BIGINT (also for flags, 0/1), TEXT, DOUBLE and BLOB. The same statements also
+//! run on a typed PostgreSQL connection in rebuilds, for the projectors whose new rows
+//! are loaded there with `COPY` (see `sink`).
 
 pub mod access;
 pub mod attachments;
@@ -19,6 +21,7 @@ pub mod projector;
 pub mod rebuild;
 pub mod runner;
 pub mod sessions;
+mod sink;
 pub mod time_travel;
 pub mod unread;
 pub mod users;

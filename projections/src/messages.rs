@@ -10,6 +10,7 @@ use parley_aggregates::user::UserEvent;
 use sqlx::{AnyConnection, FromRow};
 
 use crate::page::Page;
+use crate::sink::{Arg, Sink};
 use crate::{
     format_time, placeholders, rows_per_statement, Db, ProjectionError, Projector, StoredEvent,
 };
@@ -66,101 +67,118 @@ impl Projector for MessagesProjector {
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut batch = Batch::default();
-        for event in events {
-            // An erasure touches every message of its user: what came before it is
-            // written first, so it erases that too.
-            match event.event_of(&[EventKind::User, EventKind::Conversation])? {
-                Some(Event::User(UserEvent::AccountErased { user_id, .. })) => {
-                    std::mem::take(&mut batch).write(conn).await?;
-                    erase_author(conn, &user_id.to_string()).await?;
-                    continue;
-                }
-                Some(Event::Conversation(ConversationEvent::MessagesExpired {
-                    conversation_id,
-                    before,
-                    ..
-                })) => {
-                    std::mem::take(&mut batch).write(conn).await?;
-                    expire(conn, &conversation_id.to_string(), &format_time(*before)).await?;
-                    continue;
-                }
-                _ => {}
-            }
-            batch.add(event)?;
-        }
-        batch.write(conn).await
+        apply_to(Sink::Any(conn), events).await
     }
+
+    /// Messages are most of a rebuild's rows, and their shadow is its critical path.
+    fn loads(&self) -> bool {
+        true
+    }
+
+    async fn load_all(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        apply_to(Sink::Load(conn), events).await
+    }
+}
+
+async fn apply_to(mut sink: Sink<'_>, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+    let mut batch = Batch::default();
+    for event in events {
+        // An erasure touches every message of its user: what came before it is
+        // written first, so it erases that too.
+        match event.event_of(&[EventKind::User, EventKind::Conversation])? {
+            Some(Event::User(UserEvent::AccountErased { user_id, .. })) => {
+                std::mem::take(&mut batch).write(&mut sink).await?;
+                erase_author(&mut sink, &user_id.to_string()).await?;
+                continue;
+            }
+            Some(Event::Conversation(ConversationEvent::MessagesExpired {
+                conversation_id,
+                before,
+                ..
+            })) => {
+                std::mem::take(&mut batch).write(&mut sink).await?;
+                expire(
+                    &mut sink,
+                    &conversation_id.to_string(),
+                    &format_time(*before),
+                )
+                .await?;
+                continue;
+            }
+            _ => {}
+        }
+        batch.add(event)?;
+    }
+    batch.write(&mut sink).await
 }
 
 /// Drops a conversation's messages posted before `before`, with everything about them:
 /// earlier versions, reactions and search entries.
 async fn expire(
-    conn: &mut AnyConnection,
+    sink: &mut Sink<'_>,
     conversation_id: &str,
     before: &str,
 ) -> Result<(), ProjectionError> {
     const EXPIRED: &str = "SELECT id FROM messages WHERE conversation_id = $1 AND created_at < $2";
-    if conn.backend_name() == "SQLite" {
-        for sql in [
-            format!(
-                "DELETE FROM messages_fts WHERE rowid IN \
-                 (SELECT docid FROM message_search_keys WHERE message_id IN ({EXPIRED}))"
-            ),
-            format!("DELETE FROM message_search_keys WHERE message_id IN ({EXPIRED})"),
-        ] {
-            sqlx::query(&sql)
-                .bind(conversation_id)
-                .bind(before)
-                .execute(&mut *conn)
-                .await?;
-        }
+    let mut statements = Vec::new();
+    if sink.is_sqlite() {
+        statements.push(format!(
+            "DELETE FROM messages_fts WHERE rowid IN \
+             (SELECT docid FROM message_search_keys WHERE message_id IN ({EXPIRED}))"
+        ));
+        statements.push(format!(
+            "DELETE FROM message_search_keys WHERE message_id IN ({EXPIRED})"
+        ));
     }
-    for sql in [
+    statements.extend([
         format!("DELETE FROM message_edits WHERE message_id IN ({EXPIRED})"),
         format!("DELETE FROM reactions WHERE message_id IN ({EXPIRED})"),
         "DELETE FROM messages WHERE conversation_id = $1 AND created_at < $2".to_owned(),
-    ] {
-        sqlx::query(&sql)
-            .bind(conversation_id)
-            .bind(before)
-            .execute(&mut *conn)
+    ]);
+    for sql in statements {
+        sink.execute(&sql, &[conversation_id.into(), before.into()])
             .await?;
     }
-    optimize_search(conn).await
+    optimize_search(sink).await
 }
 
 /// FTS5 keeps a deleted entry's terms in its index segments until they merge; merging
 /// now leaves none of them (and secure_delete zeroes the freed pages).
-async fn optimize_search(conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-    if conn.backend_name() == "SQLite" {
-        sqlx::query("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
-            .execute(&mut *conn)
-            .await?;
+async fn optimize_search(sink: &mut Sink<'_>) -> Result<(), ProjectionError> {
+    if sink.is_sqlite() {
+        sink.execute(
+            "INSERT INTO messages_fts (messages_fts) VALUES ('optimize')",
+            &[],
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// Leaves every message of `author_id` as an erased tombstone in its place (id, seq,
 /// thread and counts kept): no body, no earlier versions, nothing in the search index.
-async fn erase_author(conn: &mut AnyConnection, author_id: &str) -> Result<(), ProjectionError> {
-    if conn.backend_name() == "SQLite" {
-        for sql in [
+async fn erase_author(sink: &mut Sink<'_>, author_id: &str) -> Result<(), ProjectionError> {
+    let mut statements = Vec::new();
+    if sink.is_sqlite() {
+        statements.extend([
             "DELETE FROM messages_fts WHERE rowid IN (SELECT k.docid FROM message_search_keys k \
              JOIN messages m ON m.id = k.message_id WHERE m.author_id = $1)",
             "DELETE FROM message_search_keys WHERE message_id IN \
              (SELECT id FROM messages WHERE author_id = $1)",
-        ] {
-            sqlx::query(sql).bind(author_id).execute(&mut *conn).await?;
-        }
+        ]);
     }
-    for sql in [
+    statements.extend([
         "DELETE FROM message_edits WHERE message_id IN (SELECT id FROM messages WHERE author_id = $1)",
         "UPDATE messages SET body = NULL, erased = 1 WHERE author_id = $1",
-    ] {
-        sqlx::query(sql).bind(author_id).execute(&mut *conn).await?;
+    ]);
+    for sql in statements {
+        sink.execute(sql, &[author_id.into()]).await?;
     }
-    optimize_search(conn).await
+    optimize_search(sink).await
 }
 
 /// An edit's outcome for its message: the latest edit of a batch wins.
@@ -280,50 +298,58 @@ impl Batch {
         Ok(())
     }
 
-    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        for chunk in self.created.chunks(rows_per_statement(conn, 3)) {
-            let sql = format!(
-                "INSERT INTO conversation_activity (conversation_id, last_seq, last_activity_at) VALUES {} \
-                 ON CONFLICT (conversation_id) DO NOTHING",
-                parley_store::values(chunk.len(), 3)
-            );
-            let mut query = sqlx::query(&sql);
-            for (conversation, at) in chunk {
-                query = query.bind(conversation).bind(0_i64).bind(at);
-            }
-            query.execute(&mut *conn).await?;
+    async fn write(self, sink: &mut Sink<'_>) -> Result<(), ProjectionError> {
+        let mut created = Vec::with_capacity(self.created.len() * 3);
+        for (conversation, at) in &self.created {
+            created.extend([Arg::from(conversation), Arg::Int(0), Arg::from(at)]);
         }
-        insert_posts(conn, &self.posts).await?;
+        sink.insert_new(
+            "conversation_activity",
+            &["conversation_id", "last_seq", "last_activity_at"],
+            Some("conversation_id"),
+            &created,
+        )
+        .await?;
+        insert_posts(sink, &self.posts).await?;
 
-        for chunk in self.history.chunks(rows_per_statement(conn, 4)) {
-            let sql = format!(
-                "INSERT INTO message_edits (message_id, version, body, edited_at) VALUES {} \
-                 ON CONFLICT (message_id, version) DO NOTHING",
-                parley_store::values(chunk.len(), 4)
-            );
-            let mut query = sqlx::query(&sql);
-            for (message, version, body, at) in chunk {
-                query = query.bind(message).bind(*version).bind(body).bind(at);
-            }
-            query.execute(&mut *conn).await?;
+        let mut history = Vec::with_capacity(self.history.len() * 4);
+        for (message, version, body, at) in &self.history {
+            history.extend([
+                Arg::from(message),
+                Arg::Int(*version),
+                Arg::from(body),
+                Arg::from(at),
+            ]);
         }
-        let edits: Vec<(&uuid::Uuid, &Edit)> = self.edits.iter().collect();
-        for chunk in edits.chunks(rows_per_statement(conn, 4)) {
+        sink.insert_new(
+            "message_edits",
+            &["message_id", "version", "body", "edited_at"],
+            Some("message_id, version"),
+            &history,
+        )
+        .await?;
+        let edits: Vec<(String, &Edit)> = self
+            .edits
+            .iter()
+            .map(|(message, edit)| (message.to_string(), edit))
+            .collect();
+        for chunk in edits.chunks(sink.rows_per_statement(4)) {
             let sql = format!(
                 "WITH v (id, body, edited_at, mentions) AS (VALUES {}) \
                  UPDATE messages SET body = v.body, edited_at = v.edited_at, mentions = v.mentions \
                  FROM v WHERE messages.id = v.id AND messages.deleted = 0",
                 parley_store::values(chunk.len(), 4)
             );
-            let mut query = sqlx::query(&sql);
+            let mut args = Vec::with_capacity(chunk.len() * 4);
             for (message, edit) in chunk {
-                query = query
-                    .bind(message.to_string())
-                    .bind(&edit.body)
-                    .bind(&edit.at)
-                    .bind(&edit.mentions);
+                args.extend([
+                    Arg::from(message),
+                    Arg::from(&edit.body),
+                    Arg::from(&edit.at),
+                    Arg::from(&edit.mentions),
+                ]);
             }
-            query.execute(&mut *conn).await?;
+            sink.execute(&sql, &args).await?;
         }
 
         let (absent, present): (Vec<_>, Vec<_>) = self
@@ -338,89 +364,102 @@ impl Batch {
                 }))
                 .map(|(key, _)| *key)
                 .collect();
-        for chunk in replaced.chunks(rows_per_statement(conn, 3)) {
+        for chunk in replaced.chunks(sink.rows_per_statement(3)) {
             let sql = format!(
                 "DELETE FROM reactions WHERE (message_id, emoji, user_id) IN (VALUES {})",
                 parley_store::values(chunk.len(), 3)
             );
-            let mut query = sqlx::query(&sql);
+            let mut args = Vec::with_capacity(chunk.len() * 3);
             for (message, emoji, user) in chunk {
-                query = query.bind(message).bind(emoji).bind(user);
+                args.extend([Arg::from(message), Arg::from(emoji), Arg::from(user)]);
             }
-            query.execute(&mut *conn).await?;
+            sink.execute(&sql, &args).await?;
         }
-        for chunk in present.chunks(rows_per_statement(conn, 4)) {
+        // Not copied: a reaction a batch neither removed nor re-added may be there.
+        for chunk in present.chunks(sink.rows_per_statement(4)) {
             let sql = format!(
                 "INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES {} \
                  ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
                 parley_store::values(chunk.len(), 4)
             );
-            let mut query = sqlx::query(&sql);
+            let mut args = Vec::with_capacity(chunk.len() * 4);
             for ((message, emoji, user), reaction) in chunk {
-                let Reaction::Present { at, .. } = reaction else {
-                    continue;
-                };
-                query = query.bind(message).bind(emoji).bind(user).bind(at);
+                if let Reaction::Present { at, .. } = reaction {
+                    args.extend([
+                        Arg::from(message),
+                        Arg::from(emoji),
+                        Arg::from(user),
+                        Arg::from(at),
+                    ]);
+                }
             }
-            query.execute(&mut *conn).await?;
+            sink.execute(&sql, &args).await?;
         }
 
         let deleted: Vec<String> = self.deleted.iter().map(ToString::to_string).collect();
-        for chunk in deleted.chunks(rows_per_statement(conn, 1)) {
+        for chunk in deleted.chunks(sink.rows_per_statement(1)) {
             let list = placeholders(1, chunk.len());
+            let args: Vec<Arg> = chunk.iter().map(Arg::from).collect();
             // A tombstone keeps the message's place; its text goes, history included.
             for sql in [
                 format!("UPDATE messages SET deleted = 1, body = NULL, mentions = '[]' WHERE id IN ({list})"),
                 format!("DELETE FROM message_edits WHERE message_id IN ({list})"),
                 format!("DELETE FROM reactions WHERE message_id IN ({list})"),
             ] {
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(id);
-                }
-                query.execute(&mut *conn).await?;
+                sink.execute(&sql, &args).await?;
             }
         }
-        index_all(conn, &self.search).await
+        match sink {
+            Sink::Any(conn) => index_all(conn, &self.search).await,
+            // PostgreSQL derives its search index from `body`.
+            Sink::Load(_) => Ok(()),
+        }
     }
 }
 
 /// Writes the posts of a batch: the messages, their search entries, reply counts of
 /// the messages they answer, and their conversations' latest activity.
-async fn insert_posts(
-    conn: &mut AnyConnection,
-    posts: &[MessageRow],
-) -> Result<(), ProjectionError> {
-    for chunk in posts.chunks(rows_per_statement(conn, 10)) {
-        let sql = format!(
-            "INSERT INTO messages (id, conversation_id, seq, author_id, body, format, created_at, reply_to_id, mentions, attachment_ids) \
-             VALUES {} ON CONFLICT (id) DO NOTHING",
-            parley_store::values(chunk.len(), 10)
-        );
-        let mut query = sqlx::query(&sql);
-        for post in chunk {
-            // Bound as `&str`: sqlx's `Any` copies every `String` it is given.
-            query = query
-                .bind(post.id.as_str())
-                .bind(post.conversation_id.as_str())
-                .bind(post.seq)
-                .bind(post.author_id.as_str())
-                .bind(post.body.as_deref())
-                .bind(post.format.as_str())
-                .bind(post.created_at.as_str())
-                .bind(post.reply_to_id.as_deref())
-                .bind(post.mentions.as_str())
-                .bind(post.attachment_ids.as_str());
-        }
-        query.execute(&mut *conn).await?;
+async fn insert_posts(sink: &mut Sink<'_>, posts: &[MessageRow]) -> Result<(), ProjectionError> {
+    let mut rows = Vec::with_capacity(posts.len() * 10);
+    for post in posts {
+        rows.extend([
+            Arg::from(&post.id),
+            Arg::from(&post.conversation_id),
+            Arg::Int(post.seq),
+            Arg::from(&post.author_id),
+            Arg::from(post.body.as_deref()),
+            Arg::from(&post.format),
+            Arg::from(&post.created_at),
+            Arg::from(post.reply_to_id.as_deref()),
+            Arg::from(&post.mentions),
+            Arg::from(&post.attachment_ids),
+        ]);
     }
+    sink.insert_new(
+        "messages",
+        &[
+            "id",
+            "conversation_id",
+            "seq",
+            "author_id",
+            "body",
+            "format",
+            "created_at",
+            "reply_to_id",
+            "mentions",
+            "attachment_ids",
+        ],
+        Some("id"),
+        &rows,
+    )
+    .await?;
     let mut parents: Vec<&str> = posts
         .iter()
         .filter_map(|p| p.reply_to_id.as_deref())
         .collect();
     parents.sort_unstable();
     parents.dedup();
-    for chunk in parents.chunks(rows_per_statement(conn, 1)) {
+    for chunk in parents.chunks(sink.rows_per_statement(1)) {
         // Recounted rather than incremented, so a replay cannot double it.
         let sql = format!(
             "UPDATE messages SET reply_count = \
@@ -428,11 +467,8 @@ async fn insert_posts(
              WHERE id IN ({})",
             placeholders(1, chunk.len())
         );
-        let mut query = sqlx::query(&sql);
-        for parent in chunk {
-            query = query.bind(*parent);
-        }
-        query.execute(&mut *conn).await?;
+        let args: Vec<Arg> = chunk.iter().map(|parent| Arg::Text(parent)).collect();
+        sink.execute(&sql, &args).await?;
     }
     // One row per conversation (a statement may not update a row twice): its last post.
     let mut latest: HashMap<&str, &MessageRow> = HashMap::new();
@@ -443,7 +479,7 @@ async fn insert_posts(
         }
     }
     let latest: Vec<&MessageRow> = latest.into_values().collect();
-    for chunk in latest.chunks(rows_per_statement(conn, 4)) {
+    for chunk in latest.chunks(sink.rows_per_statement(4)) {
         let sql = format!(
             "INSERT INTO conversation_activity (conversation_id, last_seq, last_message_id, last_activity_at) VALUES {} \
              ON CONFLICT (conversation_id) DO UPDATE SET last_seq = excluded.last_seq, \
@@ -451,15 +487,16 @@ async fn insert_posts(
              WHERE conversation_activity.last_seq < excluded.last_seq",
             parley_store::values(chunk.len(), 4)
         );
-        let mut query = sqlx::query(&sql);
+        let mut args = Vec::with_capacity(chunk.len() * 4);
         for post in chunk {
-            query = query
-                .bind(&post.conversation_id)
-                .bind(post.seq)
-                .bind(&post.id)
-                .bind(&post.created_at);
+            args.extend([
+                Arg::from(&post.conversation_id),
+                Arg::Int(post.seq),
+                Arg::from(&post.id),
+                Arg::from(&post.created_at),
+            ]);
         }
-        query.execute(&mut *conn).await?;
+        sink.execute(&sql, &args).await?;
     }
     Ok(())
 }

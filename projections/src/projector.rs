@@ -49,6 +49,25 @@ pub trait Projector: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// Whether a rebuild on PostgreSQL applies this projector's batches through
+    /// [`Projector::load_all`].
+    fn loads(&self) -> bool {
+        false
+    }
+    /// Applies a batch to a rebuild's shadow on PostgreSQL through a typed connection,
+    /// with the same outcome as `apply_all`, loading rows new to a table with `COPY`
+    /// (which `AnyConnection` lacks). The shadow holds nothing past the checkpoint that
+    /// commits with these rows, so such rows are new whatever was interrupted before.
+    async fn load_all(
+        &self,
+        _conn: &mut sqlx::PgConnection,
+        _events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        Err(ProjectionError::Rebuild(format!(
+            "{} has no loader for rebuilds",
+            self.name()
+        )))
+    }
 }
 
 /// Every table the projector writes on `backend`.

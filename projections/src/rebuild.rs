@@ -412,6 +412,9 @@ struct Shadow {
     /// On PostgreSQL also the session holding the rebuild's advisory lock; on SQLite
     /// the connection holding the shadow file's exclusive lock.
     conn: AnyConnection,
+    /// On PostgreSQL, for a projector that [loads](Projector::loads): a second session,
+    /// typed, in the shadow's schema, that applies its batches with their checkpoints.
+    loader: Option<sqlx::PgConnection>,
     place: Place,
     position: LogPosition,
     resumed: bool,
@@ -445,6 +448,7 @@ impl Shadow {
                 Ok(Self {
                     name,
                     conn,
+                    loader: None,
                     place: Place::Postgres {
                         live,
                         shadow: format!("parley_rebuild_{name}"),
@@ -496,6 +500,7 @@ impl Shadow {
                 Ok(Self {
                     name,
                     conn,
+                    loader: None,
                     place: Place::Sqlite { file },
                     position: LogPosition::START,
                     resumed: false,
@@ -528,6 +533,14 @@ impl Shadow {
         {
             let sql = format!("SET search_path TO {}, {}", quoted(s), quoted(live));
             shadow.conn.execute(sql.as_str()).await?;
+            if projector.loads() {
+                let options =
+                    sqlx::postgres::PgConnectOptions::try_from(&*db.write.connect_options())?
+                        .disable_statement_logging();
+                let mut loader = sqlx::PgConnection::connect_with(&options).await?;
+                loader.execute(sql.as_str()).await?;
+                shadow.loader = Some(loader);
+            }
         }
         Ok(shadow)
     }
@@ -685,12 +698,16 @@ impl Shadow {
         // As for the live runner: the events are durable, the shadow is a function of
         // them, and its checkpoint commits with its rows. Said with the BEGIN, in the
         // same round trip.
+        const BEGIN_ASYNC: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+        if let Some(loader) = &mut self.loader {
+            let mut tx = loader.begin_with(BEGIN_ASYNC).await?;
+            projector.load_all(&mut tx, &unseen).await?;
+            self.position = save_position(&mut *tx, &unseen).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
         let mut tx = match db.backend {
-            Backend::Postgres => {
-                self.conn
-                    .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-                    .await?
-            }
+            Backend::Postgres => self.conn.begin_with(BEGIN_ASYNC).await?,
             Backend::Sqlite => self.conn.begin().await?,
         };
         self.position = apply(&mut tx, projector, &unseen).await?;
@@ -901,6 +918,11 @@ impl Shadow {
             Place::Sqlite { file } => Some(file.clone()),
             Place::Postgres { .. } => None,
         };
+        if let Some(loader) = self.loader {
+            if let Err(error) = loader.close().await {
+                tracing::warn!(projector = self.name, %error, "cannot close the rebuild's loader");
+            }
+        }
         if let Err(error) = self.conn.close().await {
             tracing::warn!(projector = self.name, %error, "cannot close the rebuild's session");
         }
@@ -924,14 +946,28 @@ async fn apply(
     projector: &dyn Projector,
     events: &[&StoredEvent],
 ) -> Result<LogPosition, ProjectionError> {
+    projector.apply_all(conn, events).await?;
+    save_position(conn, events).await
+}
+
+/// Moves the shadow's checkpoint to the last of `events`, in the caller's transaction
+/// (on either kind of session); returns that position.
+async fn save_position<'c, DB>(
+    conn: impl sqlx::Executor<'c, Database = DB>,
+    events: &[&StoredEvent],
+) -> Result<LogPosition, ProjectionError>
+where
+    DB: sqlx::Database,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
     let Some(last) = events.last().map(|event| event.position) else {
         return Err(ProjectionError::Rebuild("an empty batch".to_owned()));
     };
-    projector.apply_all(conn, events).await?;
-    sqlx::query("UPDATE rebuild_state SET txid = $1, position = $2")
+    sqlx::query::<DB>("UPDATE rebuild_state SET txid = $1, position = $2")
         .bind(last.tx)
         .bind(last.pos)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     Ok(last)
 }

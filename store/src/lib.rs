@@ -43,14 +43,16 @@ pub fn format_time(at: time::OffsetDateTime) -> String {
 /// statements (one in-process call each) it saves. A PostgreSQL statement is a round
 /// trip, so there fewer, larger statements win.
 pub fn rows_per_statement(conn: &sqlx::AnyConnection, columns: usize) -> usize {
-    const POSTGRES_ROWS: usize = 200;
     const SQLITE_PARAMETERS: usize = 240;
     if conn.backend_name() == "SQLite" {
         (SQLITE_PARAMETERS / columns.max(1)).max(1)
     } else {
-        POSTGRES_ROWS
+        POSTGRES_ROWS_PER_STATEMENT
     }
 }
+
+/// Rows per multi-row statement on PostgreSQL (see [`rows_per_statement`]).
+pub const POSTGRES_ROWS_PER_STATEMENT: usize = 200;
 
 /// `($1, $2), ($3, $4), …`: `rows` tuples of `columns` bind parameters, for a
 /// multi-row `VALUES` list.
