@@ -306,7 +306,7 @@ impl Batch {
         sink.insert_new(
             "conversation_activity",
             &["conversation_id", "last_seq", "last_activity_at"],
-            Some("conversation_id"),
+            "conversation_id",
             &created,
         )
         .await?;
@@ -324,7 +324,7 @@ impl Batch {
         sink.insert_new(
             "message_edits",
             &["message_id", "version", "body", "edited_at"],
-            Some("message_id, version"),
+            "message_id, version",
             &history,
         )
         .await?;
@@ -449,7 +449,7 @@ async fn insert_posts(sink: &mut Sink<'_>, posts: &[MessageRow]) -> Result<(), P
             "mentions",
             "attachment_ids",
         ],
-        Some("id"),
+        "id",
         &rows,
     )
     .await?;

@@ -49,12 +49,6 @@ impl<'a> From<Option<&'a str>> for Arg<'a> {
     }
 }
 
-impl From<i64> for Arg<'_> {
-    fn from(int: i64) -> Self {
-        Arg::Int(int)
-    }
-}
-
 impl Sink<'_> {
     pub fn is_sqlite(&self) -> bool {
         matches!(self, Sink::Any(conn) if conn.backend_name() == "SQLite")
@@ -82,14 +76,13 @@ impl Sink<'_> {
     }
 
     /// Adds rows of `columns` to `table` (`args` holds them one after another), keeping
-    /// a row already there whose `conflict` key a new one repeats (none can, without
-    /// one). A loading sink copies them in: its table holds none of them yet, and a
-    /// repeated key fails the batch.
+    /// a row already there whose `conflict` key a new one repeats. A loading sink copies
+    /// them in: its table holds none of them yet, and a repeated key fails the batch.
     pub async fn insert_new(
         &mut self,
         table: &str,
         columns: &[&str],
-        conflict: Option<&str>,
+        conflict: &str,
         args: &[Arg<'_>],
     ) -> Result<(), ProjectionError> {
         if args.is_empty() || columns.is_empty() {
@@ -99,14 +92,11 @@ impl Sink<'_> {
             Sink::Any(_) => {
                 let per_statement = self.rows_per_statement(columns.len()) * columns.len();
                 for chunk in args.chunks(per_statement) {
-                    let mut sql = format!(
-                        "INSERT INTO {table} ({}) VALUES {}",
+                    let sql = format!(
+                        "INSERT INTO {table} ({}) VALUES {} ON CONFLICT ({conflict}) DO NOTHING",
                         columns.join(", "),
                         parley_store::values(chunk.len() / columns.len(), columns.len())
                     );
-                    if let Some(conflict) = conflict {
-                        sql.push_str(&format!(" ON CONFLICT ({conflict}) DO NOTHING"));
-                    }
                     self.execute(&sql, chunk).await?;
                 }
             }
