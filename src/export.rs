@@ -210,17 +210,20 @@ fn scrub_erased(value: &mut serde_json::Value, erased: &HashSet<String>) -> bool
 impl Row {
     /// `erased`: ids of erased accounts, whose names the row must not carry.
     fn of(event: &StoredEvent, erased: &HashSet<String>) -> Result<Self, ExportError> {
-        let (event_type, event_version, mut payload) = match event.upcast() {
+        let (event_type, event_version, mut payload) = match event.upcast()? {
             Some(today) => (today.event_type, today.event_version, Some(today.payload)),
             None => (event.event_type.clone(), event.event_version.clone(), None),
         };
         // A sealed event's stored text is ciphertext: export what it opened to.
-        if payload.is_none() && (event.is_sealed() || holds_credentials(&event.payload)) {
-            payload = Some(event.payload.clone());
+        if payload.is_none() && (event.is_sealed() || holds_credentials(event.payload()?)) {
+            payload = Some(event.payload()?.clone());
         }
         let mut aggregate_id = event.aggregate_id.clone();
         if !erased.is_empty() {
-            let mut scrubbed = payload.clone().unwrap_or_else(|| event.payload.clone());
+            let mut scrubbed = match &payload {
+                Some(payload) => payload.clone(),
+                None => event.payload()?.clone(),
+            };
             if scrub_erased(&mut scrubbed, erased) {
                 payload = Some(scrubbed);
                 // A name claim made before digests is named after the name itself.

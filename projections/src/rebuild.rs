@@ -179,8 +179,15 @@ async fn run_together(
                 (db.clone(), Arc::clone(projector), Arc::clone(&reached));
             AbortOnDrop(tokio::spawn(async move {
                 let mut applied = Ok(());
+                // Where the shadow's time went: waiting for the log, or applying.
+                let (mut waited, mut busy) = (Duration::ZERO, Duration::ZERO);
+                let mut since = Instant::now();
                 while let Some(events) = receiver.recv().await {
+                    waited += since.elapsed();
+                    since = Instant::now();
                     applied = shadow.apply_batch(&db, projector.as_ref(), &events).await;
+                    busy += since.elapsed();
+                    since = Instant::now();
                     if applied.is_err() {
                         break;
                     }
@@ -190,6 +197,12 @@ async fn run_together(
                         *reached = (reached.0 + events.len() as u64, last.position);
                     }
                 }
+                tracing::debug!(
+                    projector = projector.name(),
+                    applying_s = busy.as_secs_f64(),
+                    waiting_s = waited.as_secs_f64(),
+                    "replay done"
+                );
                 (shadow, applied)
             }))
         })
@@ -299,7 +312,12 @@ async fn read_ahead(
     // eighth of its work in Parley.
     let mut handed_out: std::collections::VecDeque<Arc<Vec<StoredEvent>>> =
         std::collections::VecDeque::new();
+    // Where the reader's time went: reading, or waiting for a shadow to take a batch.
+    let (mut reading, mut handing) = (Duration::ZERO, Duration::ZERO);
+    let mut since = Instant::now();
     while let Some(events) = batches.try_next().await? {
+        reading += since.elapsed();
+        since = Instant::now();
         count += events.len() as u64;
         let events = Arc::new(events);
         for feed in &feeds {
@@ -308,6 +326,8 @@ async fn read_ahead(
                 return Ok(count);
             }
         }
+        handing += since.elapsed();
+        since = Instant::now();
         handed_out.push_back(events);
         while handed_out
             .front()
@@ -316,6 +336,11 @@ async fn read_ahead(
             handed_out.pop_front();
         }
     }
+    tracing::debug!(
+        reading_s = reading.as_secs_f64(),
+        handing_out_s = handing.as_secs_f64(),
+        "log read"
+    );
     Ok(count)
 }
 

@@ -365,19 +365,14 @@ mod tests {
     fn event(pos: i64, conversation_id: &str) -> LiveEvent {
         LiveEvent::new(StoredEvent {
             position: LogPosition { tx: 1, pos },
-            event_id: String::new(),
             aggregate_type: "Message".to_owned(),
-            aggregate_id: String::new(),
             sequence: pos,
             event_type: "MessageEdited".to_owned(),
             event_version: "1".to_owned(),
-            payload: serde_json::json!({ "MessageEdited": { "conversation_id": conversation_id } }),
-            metadata: std::collections::HashMap::new(),
-            payload_text: String::new(),
-            metadata_text: String::new(),
-            hash: None,
-            decoded: std::sync::OnceLock::new(),
-            aggregate_kind: std::sync::OnceLock::new(),
+            payload_text:
+                serde_json::json!({ "MessageEdited": { "conversation_id": conversation_id } })
+                    .to_string(),
+            ..StoredEvent::default()
         })
     }
 

@@ -25,7 +25,7 @@
 //! A key that exists but cannot be unwrapped is an error (a wrong `PARLEY_MASTER_KEY`),
 //! so a misconfigured node stops rather than taking content for erased.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use cqrs_es::persist::SerializedEvent;
 use hmac::{Hmac, Mac};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row as _};
@@ -331,6 +332,26 @@ impl Keyring {
     }
 
     /// Decrypts sealed payloads in place; fields whose key was destroyed read as empty.
+    /// The payload texts of sealed events with their sealed fields opened (or emptied,
+    /// where the key is gone), in the order given. The rest of each text is kept as it
+    /// is, so readers decode events straight from text rather than through a
+    /// `serde_json::Value`.
+    pub async fn open_texts(
+        &self,
+        pool: &AnyPool,
+        sealed: &[SealedText<'_>],
+    ) -> Result<Vec<String>, StoreError> {
+        if sealed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: HashSet<String> = sealed.iter().map(|s| s.key_id.to_owned()).collect();
+        let keys = self.keys(pool, ids).await?;
+        sealed
+            .iter()
+            .map(|item| open_text(item.text, item.key_id, item.fields, keys.get(item.key_id)))
+            .collect()
+    }
+
     pub async fn open(&self, pool: &AnyPool, sealed: &mut [Sealed<'_>]) -> Result<(), StoreError> {
         if sealed.is_empty() {
             return Ok(());
@@ -485,6 +506,13 @@ pub struct Sealed<'a> {
     pub fields: &'a str,
 }
 
+/// A sealed event's payload as stored, to open as text ([`Keyring::open_texts`]).
+pub struct SealedText<'a> {
+    pub text: &'a str,
+    pub key_id: &'a str,
+    pub fields: &'a str,
+}
+
 /// Event types whose appending destroys keys somewhere.
 pub const SHREDDING_EVENTS: [&str; 2] = ["AccountErased", "MessagesExpired"];
 
@@ -528,6 +556,75 @@ fn open(
         };
     }
     Ok(())
+}
+
+/// [`open`] on a payload's text: each sealed field's value is replaced by the JSON text
+/// it opens to (checked to be JSON), everything else is kept byte for byte. A payload
+/// whose field names cannot be borrowed from its text (escaped) goes through
+/// [`open`] on a parsed value instead.
+fn open_text(
+    text: &str,
+    key_id: &str,
+    sealed: &str,
+    cipher: Option<&Arc<Aes256Gcm>>,
+) -> Result<String, StoreError> {
+    let Some(fields) = inner_fields(text) else {
+        let mut payload: Value = serde_json::from_str(text).map_err(StoreError::crypto)?;
+        open(&mut payload, key_id, sealed, cipher)?;
+        return Ok(payload.to_string());
+    };
+    let mut splices: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    for entry in sealed.split(',').filter(|entry| !entry.is_empty()) {
+        let (name, kind) = entry.split_once(':').unwrap_or((entry, "s"));
+        let Some(raw) = fields.get(name) else {
+            continue;
+        };
+        let Some(range) = range_within(text, raw.get()) else {
+            continue;
+        };
+        let opened = match (cipher, serde_json::from_str::<String>(raw.get())) {
+            (Some(cipher), Ok(sealed)) => decrypt(cipher, key_id, name, &sealed)
+                .ok()
+                .and_then(|plain| String::from_utf8(plain).ok())
+                .filter(|plain| serde_json::from_str::<&RawValue>(plain).is_ok()),
+            _ => None,
+        };
+        // Erased, as in `open`.
+        let opened = opened.unwrap_or_else(|| if kind == "o" { "{}" } else { "\"\"" }.to_owned());
+        splices.push((range, opened));
+    }
+    splices.sort_by_key(|(range, _)| range.start);
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut at = 0;
+    for (range, opened) in splices {
+        if range.start < at {
+            continue;
+        }
+        out.push_str(text.get(at..range.start).unwrap_or_default());
+        out.push_str(&opened);
+        at = range.end;
+    }
+    out.push_str(text.get(at..).unwrap_or_default());
+    Ok(out)
+}
+
+/// The fields of an externally tagged payload (`{"MessagePosted": {…}}`) as slices of
+/// its text; `None` when the text is not of that shape or a name is escaped.
+fn inner_fields(text: &str) -> Option<BTreeMap<&str, &RawValue>> {
+    let outer: BTreeMap<&str, &RawValue> = serde_json::from_str(text).ok()?;
+    let mut variants = outer.into_values();
+    let inner = variants.next()?;
+    if variants.next().is_some() {
+        return None;
+    }
+    serde_json::from_str(inner.get()).ok()
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+pub(crate) fn range_within(whole: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
 }
 
 fn aad(key_id: &str, field: &str) -> Vec<u8> {
@@ -610,6 +707,45 @@ mod tests {
 
     fn cipher() -> Aes256Gcm {
         Aes256Gcm::new(&[7u8; 32].into())
+    }
+
+    #[test]
+    fn sealed_text_opens_to_what_the_sealed_value_opens_to() {
+        let cipher = Arc::new(cipher());
+        let mut payload = serde_json::json!({ "MessagePosted": {
+            "body": "tab\there \"quoted\" \\ \u{e9}", "seq": 1,
+            "metadata": { "width": 4, "name": "a.png" }, "zz": [1, 2]
+        } });
+        let fields = inner_mut(&mut payload).expect("fields");
+        for name in ["body", "metadata"] {
+            let plain = serde_json::to_vec(&fields[name]).expect("json");
+            fields[name] = Value::String(encrypt(&cipher, "k", name, &plain).expect("seal"));
+        }
+        // PostgreSQL renders `jsonb` with spaces after separators; SQLite keeps
+        // serde_json's compact text. Both open alike.
+        let texts = [
+            payload.to_string(),
+            serde_json::to_string_pretty(&payload).expect("json"),
+        ];
+        for text in &texts {
+            for (key, cipher) in [("k", Some(&cipher)), ("k", None), ("other", Some(&cipher))] {
+                let mut expected = payload.clone();
+                open(&mut expected, key, "body:s,metadata:o", cipher).expect("open");
+                let opened = open_text(text, key, "body:s,metadata:o", cipher).expect("open");
+                let opened: Value = serde_json::from_str(&opened).expect("opened text is JSON");
+                assert_eq!(opened, expected, "{key} {}", cipher.is_some());
+            }
+        }
+        let opened = open_text(&texts[0], "k", "body:s,metadata:o", Some(&cipher)).expect("open");
+        assert!(
+            opened.contains("a.png") && opened.contains("quoted"),
+            "{opened}"
+        );
+        // A field the list names but the payload lacks, or an empty list, changes nothing.
+        assert_eq!(
+            open_text(&texts[0], "k", "nothing:s,", Some(&cipher)).expect("open"),
+            texts[0]
+        );
     }
 
     #[test]

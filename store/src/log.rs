@@ -53,7 +53,11 @@ impl fmt::Display for LogPosition {
 }
 
 /// One committed event with its envelope, as read from the log.
-#[derive(Debug, Clone)]
+///
+/// The payload is kept as text and decoded on demand, straight into the typed
+/// [`Event`] (or into a `serde_json::Value` for those who ask for one): building and
+/// freeing a `Value` tree per event was most of what reading the log cost.
+#[derive(Debug, Clone, Default)]
 pub struct StoredEvent {
     pub position: LogPosition,
     pub event_id: String,
@@ -62,18 +66,25 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: serde_json::Value,
     pub metadata: HashMap<String, String>,
     /// The stored payload and metadata exactly as text, for hashing.
     pub payload_text: String,
     pub metadata_text: String,
     /// The per-stream hash written at append (hex).
     pub hash: Option<String>,
+    /// For a sealed event ([`crate::keys`]), the payload text with its sealed fields
+    /// opened (or emptied, when their key was destroyed).
+    pub opened_text: Option<String>,
+    /// The payload as a `serde_json::Value`, parsed on first use ([`Self::payload`]).
+    pub parsed: std::sync::OnceLock<serde_json::Value>,
     /// The payload as a typed event, decoded on first use: most readers skip most
     /// events (a subscriber, another conversation's) without paying for that.
     pub decoded: std::sync::OnceLock<Option<Event>>,
     /// [`Self::kind`], found once: every projector asks it of every event.
     pub aggregate_kind: std::sync::OnceLock<Option<EventKind>>,
+    /// Where [`Self::conversation_id`] lies in `payload_text`, found once: every
+    /// subscription asks it of every event.
+    pub conversation_at: std::sync::OnceLock<Option<std::ops::Range<usize>>>,
 }
 
 impl StoredEvent {
@@ -83,41 +94,59 @@ impl StoredEvent {
         if let Some(decoded) = self.decoded.get() {
             return Ok(decoded.as_ref());
         }
-        let upcast = self.upcast();
-        let payload = upcast
-            .as_ref()
-            .map_or(&self.payload, |event| &event.payload);
-        let decoded =
-            Event::decode(&self.aggregate_type, payload).map_err(|source| StoreError::Decode {
-                position: self.position.to_cursor(),
-                event_type: self.event_type.clone(),
-                source,
-            })?;
+        let decoded = match self.upcast()? {
+            Some(today) => Event::decode(&self.aggregate_type, &today.payload),
+            None => Event::decode_text(&self.aggregate_type, self.text()),
+        }
+        .map_err(|source| self.decode_error(source))?;
         Ok(self.decoded.get_or_init(|| decoded).as_ref())
+    }
+
+    /// The payload as JSON text, sealed fields opened.
+    pub fn text(&self) -> &str {
+        self.opened_text.as_deref().unwrap_or(&self.payload_text)
+    }
+
+    /// The payload as a `serde_json::Value`, sealed fields opened.
+    pub fn payload(&self) -> Result<&serde_json::Value, StoreError> {
+        if let Some(parsed) = self.parsed.get() {
+            return Ok(parsed);
+        }
+        let parsed =
+            serde_json::from_str(self.text()).map_err(|source| self.decode_error(source))?;
+        Ok(self.parsed.get_or_init(|| parsed))
+    }
+
+    fn decode_error(&self, source: serde_json::Error) -> StoreError {
+        StoreError::Decode {
+            position: self.position.to_cursor(),
+            event_type: self.event_type.clone(),
+            source,
+        }
     }
 
     /// The record in today's shape (type, version and payload) through the registered
     /// upcasters; `None` when none takes it, so the record already is.
-    pub fn upcast(&self) -> Option<cqrs_es::persist::SerializedEvent> {
+    pub fn upcast(&self) -> Result<Option<cqrs_es::persist::SerializedEvent>, StoreError> {
         let upcasters = crate::upcast::all();
         if !upcasters
             .iter()
             .any(|upcaster| upcaster.can_upcast(&self.event_type, &self.event_version))
         {
-            return None;
+            return Ok(None);
         }
-        Some(crate::upcast::upcast(
+        Ok(Some(crate::upcast::upcast(
             cqrs_es::persist::SerializedEvent {
                 aggregate_id: self.aggregate_id.clone(),
                 sequence: usize::try_from(self.sequence).unwrap_or_default(),
                 aggregate_type: self.aggregate_type.clone(),
                 event_type: self.event_type.clone(),
                 event_version: self.event_version.clone(),
-                payload: self.payload.clone(),
+                payload: self.payload()?.clone(),
                 metadata: serde_json::Value::Null,
             },
             upcasters,
-        ))
+        )))
     }
 
     /// Which aggregate the event comes from, without decoding it.
@@ -138,18 +167,25 @@ impl StoredEvent {
 
     /// The conversation the event belongs to, if any, read without decoding the whole
     /// event: payloads are externally tagged enums (`{"MessagePosted": {…}}`) and every
-    /// conversation-scoped event names its `conversation_id`.
+    /// conversation-scoped event names its `conversation_id` (never sealed).
     pub fn conversation_id(&self) -> Option<&str> {
-        self.payload
-            .as_object()?
-            .values()
-            .next()?
-            .get("conversation_id")?
-            .as_str()
+        #[derive(serde::Deserialize)]
+        struct Scoped<'a> {
+            #[serde(borrow, default)]
+            conversation_id: Option<&'a str>,
+        }
+        let at = self.conversation_at.get_or_init(|| {
+            let outer: std::collections::BTreeMap<&str, Scoped<'_>> =
+                serde_json::from_str(&self.payload_text).ok()?;
+            let id = outer.into_values().next()?.conversation_id?;
+            crate::keys::range_within(&self.payload_text, id)
+        });
+        self.payload_text.get(at.clone()?)
     }
 
     /// Whether personal fields of the stored payload are encrypted ([`crate::keys`]);
-    /// `payload` holds them opened (or emptied, when their key was destroyed).
+    /// [`Self::text`] and [`Self::payload`] hold them opened (or emptied, when their key
+    /// was destroyed).
     pub fn is_sealed(&self) -> bool {
         self.metadata.contains_key("key_id")
     }
@@ -536,18 +572,27 @@ async fn open_events(
         // Another node may have destroyed keys this one still holds.
         db.keys.forget();
     }
-    let mut sealed: Vec<crate::keys::Sealed<'_>> = events
-        .iter_mut()
-        .filter_map(|event| {
-            Some(crate::keys::Sealed {
-                key_id: event.metadata.get("key_id")?,
-                fields: event.metadata.get("sealed")?,
-                payload: &mut event.payload,
-            })
+    let (at, sealed): (Vec<usize>, Vec<crate::keys::SealedText<'_>>) = events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, event)| {
+            Some((
+                index,
+                crate::keys::SealedText {
+                    text: &event.payload_text,
+                    key_id: event.meta("key_id")?,
+                    fields: event.meta("sealed")?,
+                },
+            ))
         })
-        .collect();
-    db.keys.open(&db.read, &mut sealed).await?;
+        .unzip();
+    let opened = db.keys.open_texts(&db.read, &sealed).await?;
     drop(sealed);
+    for (index, text) in at.into_iter().zip(opened) {
+        if let Some(event) = events.get_mut(index) {
+            event.opened_text = Some(text);
+        }
+    }
     Ok(events)
 }
 
@@ -567,13 +612,11 @@ where
     let event_type: String = row.try_get(6)?;
     let payload_text: String = row.try_get(8)?;
     let metadata_text: String = row.try_get(9)?;
-    let decode_error = |source| StoreError::Decode {
+    let metadata = serde_json::from_str(&metadata_text).map_err(|source| StoreError::Decode {
         position: position.to_cursor(),
         event_type: event_type.clone(),
         source,
-    };
-    let payload = serde_json::from_str(&payload_text).map_err(decode_error)?;
-    let metadata = serde_json::from_str(&metadata_text).map_err(decode_error)?;
+    })?;
     Ok(StoredEvent {
         position,
         event_id: row.try_get(2)?,
@@ -582,13 +625,11 @@ where
         sequence: row.try_get(5)?,
         event_type,
         event_version: row.try_get(7)?,
-        payload,
         metadata,
         payload_text,
         metadata_text,
         hash: row.try_get(10)?,
-        decoded: std::sync::OnceLock::new(),
-        aggregate_kind: std::sync::OnceLock::new(),
+        ..StoredEvent::default()
     })
 }
 
@@ -609,19 +650,11 @@ mod tests {
     fn event(payload: serde_json::Value) -> StoredEvent {
         StoredEvent {
             position: LogPosition { tx: 0, pos: 1 },
-            event_id: String::new(),
             aggregate_type: "Message".to_owned(),
-            aggregate_id: String::new(),
             sequence: 1,
-            event_type: String::new(),
             event_version: "1".to_owned(),
-            payload,
-            metadata: HashMap::new(),
-            payload_text: String::new(),
-            metadata_text: String::new(),
-            hash: None,
-            decoded: std::sync::OnceLock::new(),
-            aggregate_kind: std::sync::OnceLock::new(),
+            payload_text: payload.to_string(),
+            ..StoredEvent::default()
         }
     }
 
@@ -633,5 +666,38 @@ mod tests {
         let unscoped = event(serde_json::json!({ "UserRegistered": { "user_id": "u1" } }));
         assert_eq!(unscoped.conversation_id(), None);
         assert_eq!(event(serde_json::json!("Unit")).conversation_id(), None);
+        let nested = event(serde_json::json!({ "MessagePosted": {
+            "a": { "conversation_id": "not this" }, "conversation_id": "c2", "z": [1]
+        } }));
+        assert_eq!(nested.conversation_id(), Some("c2"));
+        assert_eq!(nested.conversation_id(), Some("c2"));
+        let unset = event(serde_json::json!({ "MessagePosted": { "conversation_id": null } }));
+        assert_eq!(unset.conversation_id(), None);
+        let spaced = StoredEvent {
+            payload_text: r#"{"MessageEdited": {"body": "x", "conversation_id": "c3"}}"#.to_owned(),
+            ..StoredEvent::default()
+        };
+        assert_eq!(spaced.conversation_id(), Some("c3"));
+    }
+
+    #[test]
+    fn the_payload_reads_opened_when_sealed() {
+        let mut sealed = event(serde_json::json!({ "MessageEdited": { "body": "c2VhbGVk" } }));
+        assert_eq!(
+            sealed.payload().ok(),
+            Some(&serde_json::json!({ "MessageEdited": { "body": "c2VhbGVk" } }))
+        );
+        sealed.opened_text = Some(r#"{"MessageEdited": {"body": "hello"}}"#.to_owned());
+        sealed.parsed = std::sync::OnceLock::new();
+        assert_eq!(sealed.text(), r#"{"MessageEdited": {"body": "hello"}}"#);
+        assert_eq!(
+            sealed.payload().ok(),
+            Some(&serde_json::json!({ "MessageEdited": { "body": "hello" } }))
+        );
+        let broken = StoredEvent {
+            payload_text: "{".to_owned(),
+            ..StoredEvent::default()
+        };
+        assert!(matches!(broken.payload(), Err(StoreError::Decode { .. })));
     }
 }
