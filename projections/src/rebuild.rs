@@ -319,6 +319,13 @@ async fn read_ahead(
         reading += since.elapsed();
         since = Instant::now();
         count += events.len() as u64;
+        // Each event decoded here, on the reader's task, while the shadows apply the
+        // batch before: otherwise the first shadow to look at an event decodes it on
+        // its own time, most often the slowest one's (messages). An event that does not
+        // decode is left for the projector reading it to report.
+        for event in &events {
+            let _ = event.event();
+        }
         let events = Arc::new(events);
         for feed in &feeds {
             if feed.send(Arc::clone(&events)).await.is_err() {

@@ -8,7 +8,7 @@
 //! is below the oldest transaction still running (`pg_snapshot_xmin`): every such
 //! transaction has finished, so no row can later appear before what was read.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt;
 
 use parley_aggregates::conversation::{
@@ -66,7 +66,7 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub metadata: HashMap<String, String>,
+    pub metadata: Metadata,
     /// The stored payload and metadata exactly as text, for hashing.
     pub payload_text: String,
     pub metadata_text: String,
@@ -85,6 +85,96 @@ pub struct StoredEvent {
     /// Where [`Self::conversation_id`] lies in `payload_text`, found once: every
     /// subscription asks it of every event.
     pub conversation_at: std::sync::OnceLock<Option<std::ops::Range<usize>>>,
+}
+
+/// An event's metadata (`actor_id`, `occurred_at`, `key_id`, …): a handful of string
+/// pairs found by a short scan. As a `HashMap` it cost a table, a SipHash per key and an
+/// allocation per key for every event read, for nothing at this size; the keys Parley
+/// writes are kept as `'static` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata(Vec<(Cow<'static, str>, String)>);
+
+impl Metadata {
+    /// The names Parley writes, borrowed rather than allocated per event.
+    const NAMES: [&'static str; 7] = [
+        "actor_id",
+        "causation_id",
+        "correlation_id",
+        "key_id",
+        "occurred_at",
+        "request_id",
+        "sealed",
+    ];
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn insert(&mut self, key: &str, value: String) {
+        match self.0.iter_mut().find(|(name, _)| name == key) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((Self::name(key), value)),
+        }
+    }
+
+    fn name(key: &str) -> Cow<'static, str> {
+        match Self::NAMES.iter().find(|name| **name == key) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(key.to_owned()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Metadata, A::Error> {
+                let mut pairs = Metadata(Vec::with_capacity(map.size_hint().unwrap_or(8)));
+                while let Some(Name(key)) = map.next_key()? {
+                    let value: String = map.next_value()?;
+                    pairs.insert(&key, value);
+                }
+                Ok(pairs)
+            }
+        }
+        // A key borrowed from the text where it can be (serde's own `Cow<str>` always
+        // allocates).
+        struct Name<'de>(Cow<'de, str>);
+        impl<'de> serde::Deserialize<'de> for Name<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl<'de> serde::de::Visitor<'de> for Text {
+                    type Value = Name<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Name<'de>, E> {
+                        Ok(Name(Cow::Borrowed(text)))
+                    }
+                    fn visit_str<E>(self, text: &str) -> Result<Name<'de>, E> {
+                        Ok(Name(Cow::Owned(text.to_owned())))
+                    }
+                }
+                deserializer.deserialize_str(Text)
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
 }
 
 impl StoredEvent {
@@ -199,7 +289,7 @@ impl StoredEvent {
 
     /// A metadata value, such as `actor_id` or `occurred_at`.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).map(String::as_str)
+        self.metadata.get(key)
     }
 }
 
@@ -678,6 +768,18 @@ mod tests {
             ..StoredEvent::default()
         };
         assert_eq!(spaced.conversation_id(), Some("c3"));
+    }
+
+    #[test]
+    fn metadata_reads_like_the_object_it_was_written_as() {
+        let text = r#"{"actor_id": "a", "sealed": "body:s", "custom": "c\u00e9", "actor_id": "b"}"#;
+        let metadata: Metadata = serde_json::from_str(text).expect("metadata");
+        assert_eq!(metadata.get("actor_id"), Some("b"));
+        assert_eq!(metadata.get("custom"), Some("cé"));
+        assert!(metadata.contains_key("sealed"));
+        assert_eq!(metadata.get("key_id"), None);
+        assert!(serde_json::from_str::<Metadata>(r#"{"actor_id": 1}"#).is_err());
+        assert!(serde_json::from_str::<Metadata>("[]").is_err());
     }
 
     #[test]
