@@ -40,7 +40,7 @@ use sqlx::{AnyConnection, ConnectOptions as _, Connection as _, Executor as _, R
 
 use crate::projector::{self, Projector};
 use crate::{Backend, Db, ProjectionError};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use parley_store::log::{self, AbortOnDrop, LogPosition, StoredEvent};
 
 /// Events read and applied per shadow transaction.
@@ -283,7 +283,8 @@ async fn run_together(
     progress(report((applied, slowest().1)));
 
     // Each on its own connection, so at once: one build at a time left a core idle.
-    futures::future::try_join_all(shadows.iter_mut().map(Shadow::build_indexes)).await?;
+    futures::future::try_join_all(shadows.iter_mut().map(|shadow| shadow.build_indexes(db)))
+        .await?;
     let mut done = Vec::with_capacity(shadows.len());
     for (shadow, projector) in shadows.iter_mut().zip(projectors) {
         let (position, last) = shadow.switch(db, projector.as_ref()).await?;
@@ -750,7 +751,7 @@ impl Shadow {
     /// Builds the indexes and constraints the replay went without (see
     /// [`Projector::write_indexes`]), each in a transaction of its own that also strikes
     /// it off the list, so an interrupted rebuild builds only those still missing.
-    async fn build_indexes(&mut self) -> Result<(), ProjectionError> {
+    async fn build_indexes(&mut self, db: &Db) -> Result<(), ProjectionError> {
         let Place::Postgres { shadow, .. } = &self.place else {
             return Ok(());
         };
@@ -768,14 +769,31 @@ impl Shadow {
         ))
         .fetch_all(&mut self.conn)
         .await?;
-        for definition in pending {
-            let mut tx = self.conn.begin().await?;
-            tx.execute(definition.as_str()).await?;
-            sqlx::query(&format!("DELETE FROM {list} WHERE definition = $1"))
-                .bind(&definition)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+        // Index builds at once, each on a connection of its own: PostgreSQL builds an
+        // index on one core, and one after another the messages shadow's (its search
+        // index, a unique key, an author index) were the tail of every rebuild. Then the
+        // constraints, which take the indexes built for them (or build their own, for a
+        // shadow begun by an earlier release).
+        let (builds, constraints): (Vec<String>, Vec<String>) = pending
+            .into_iter()
+            .partition(|definition| definition.starts_with("CREATE "));
+        let at_once = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let build = |definition: String| {
+            let (options, list) = (db.write.connect_options(), list.clone());
+            async move {
+                // Not from the pool: a node rebuilding at start is serving from it.
+                let mut conn = options.connect().await?;
+                run_deferred(&mut conn, &list, &definition).await?;
+                conn.close().await?;
+                Ok::<_, ProjectionError>(())
+            }
+        };
+        futures::stream::iter(builds.into_iter().map(build))
+            .buffer_unordered(at_once)
+            .try_collect::<()>()
+            .await?;
+        for definition in &constraints {
+            run_deferred(&mut self.conn, &list, definition).await?;
         }
         Ok(())
     }
@@ -1075,16 +1093,27 @@ async fn copy_postgres_table(
     );
     conn.execute(sql.as_str()).await?;
     let constraints = sqlx::query(
-        "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint \
+        "SELECT conname::text, contype::text, pg_get_constraintdef(oid), \
+                COALESCE(pg_get_indexdef(conindid), '') FROM pg_constraint \
          WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x') ORDER BY conname",
     )
     .bind(&from)
     .fetch_all(&mut *conn)
     .await?;
+    // With an empty search path the definitions name the table as `schema.table`.
+    let printed: String = sqlx::query_scalar("SELECT $1::regclass::text")
+        .bind(&from)
+        .fetch_one(&mut *conn)
+        .await?;
+    let on = format!(" ON {printed} ");
     let mut deferred = Vec::new();
     for row in constraints {
-        let (name, kind, definition): (String, String, String) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let (name, kind, definition, index): (String, String, String, String) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
         let sql = format!(
             "ALTER TABLE {to} ADD CONSTRAINT {} {definition}",
             quoted(&name)
@@ -1094,6 +1123,19 @@ async fn copy_postgres_table(
         // seq)`, kept row by row, made a message's insert cost half as much again.
         if kind == "p" || write_indexes.contains(&name.as_str()) {
             conn.execute(sql.as_str()).await?;
+        } else if kind == "u"
+            && definition.starts_with("UNIQUE (")
+            && !definition.contains("DEFERRABLE")
+            && index.starts_with("CREATE UNIQUE INDEX ")
+            && index.contains(&on)
+        {
+            // Its index built like any other (beside them, see `build_indexes`), then
+            // taken as the constraint, which is a catalogue change.
+            deferred.push(index.replacen(&on, &format!(" ON {to} "), 1));
+            deferred.push(format!(
+                "ALTER TABLE {to} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}",
+                name = quoted(&name)
+            ));
         } else {
             deferred.push(sql);
         }
@@ -1107,12 +1149,6 @@ async fn copy_postgres_table(
     .bind(&from)
     .fetch_all(&mut *conn)
     .await?;
-    // With an empty search path the definitions name the table as `schema.table`.
-    let printed: String = sqlx::query_scalar("SELECT $1::regclass::text")
-        .bind(&from)
-        .fetch_one(&mut *conn)
-        .await?;
-    let on = format!(" ON {printed} ");
     for (name, definition) in indexes {
         if !definition.contains(&on) {
             return Err(ProjectionError::Rebuild(format!(
@@ -1127,6 +1163,23 @@ async fn copy_postgres_table(
         }
     }
     Ok(deferred)
+}
+
+/// Runs one deferred index or constraint definition of a shadow and strikes it from the
+/// shadow's list, in one transaction: an interrupted rebuild runs what is left.
+async fn run_deferred(
+    conn: &mut AnyConnection,
+    list: &str,
+    definition: &str,
+) -> Result<(), ProjectionError> {
+    let mut tx = conn.begin().await?;
+    tx.execute(definition).await?;
+    sqlx::query(&format!("DELETE FROM {list} WHERE definition = $1"))
+        .bind(definition)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Empties the shadow file of every table, virtual ones (and so their own tables) first.
