@@ -569,7 +569,9 @@ fn open_text(
     cipher: Option<&Arc<Aes256Gcm>>,
 ) -> Result<String, StoreError> {
     let Some(fields) = inner_fields(text) else {
-        let mut payload: Value = serde_json::from_str(text).map_err(StoreError::crypto)?;
+        let mut payload: Value = serde_json::from_str(text).map_err(|error| {
+            StoreError::crypto(format!("a sealed payload is not JSON: {error}"))
+        })?;
         open(&mut payload, key_id, sealed, cipher)?;
         return Ok(payload.to_string());
     };
@@ -611,13 +613,10 @@ fn open_text(
 /// The fields of an externally tagged payload (`{"MessagePosted": {…}}`) as slices of
 /// its text; `None` when the text is not of that shape or a name is escaped.
 fn inner_fields(text: &str) -> Option<BTreeMap<&str, &RawValue>> {
-    let outer: BTreeMap<&str, &RawValue> = serde_json::from_str(text).ok()?;
+    let outer: BTreeMap<&str, BTreeMap<&str, &RawValue>> = serde_json::from_str(text).ok()?;
     let mut variants = outer.into_values();
     let inner = variants.next()?;
-    if variants.next().is_some() {
-        return None;
-    }
-    serde_json::from_str(inner.get()).ok()
+    variants.next().is_none().then_some(inner)
 }
 
 /// Where `part`, a slice of `whole`, lies in it.
@@ -741,6 +740,13 @@ mod tests {
             opened.contains("a.png") && opened.contains("quoted"),
             "{opened}"
         );
+        // A payload not of the tagged shape goes through the parsed value; one that is
+        // not JSON at all is an error.
+        assert_eq!(
+            open_text("\"Unit\"", "k", "body:s", Some(&cipher)).expect("open"),
+            "\"Unit\""
+        );
+        assert!(open_text("{", "k", "body:s", Some(&cipher)).is_err());
         // A field the list names but the payload lacks, or an empty list, changes nothing.
         assert_eq!(
             open_text(&texts[0], "k", "nothing:s,", Some(&cipher)).expect("open"),
