@@ -10,7 +10,8 @@ use parley_store::log::{self, LogPosition, StoredEvent};
 use parley_store::Db;
 use sqlx::{AnyConnection, FromRow};
 
-use crate::{rows_per_statement, ProjectionError, Projector};
+use crate::sink::{Arg, Sink};
+use crate::{ProjectionError, Projector};
 
 fn recompute(prev: &[u8; 32], event: &StoredEvent) -> [u8; 32] {
     stream_hash(
@@ -30,14 +31,53 @@ pub struct AuditChainProjector;
 
 /// The chain's last link and the position it covers (`None` for an empty chain).
 async fn chain_head(
-    conn: &mut AnyConnection,
+    sink: &mut Sink<'_>,
 ) -> Result<Option<(LogPosition, [u8; 32])>, ProjectionError> {
-    let head: Option<(i64, i64, String)> = sqlx::query_as(
-        "SELECT txid, position, chain_hash FROM audit_chain ORDER BY txid DESC, position DESC LIMIT 1",
+    let head: Vec<(i64, i64, String)> = sink
+        .fetch_all(
+            "SELECT txid, position, chain_hash FROM audit_chain \
+             ORDER BY txid DESC, position DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(head
+        .into_iter()
+        .next()
+        .map(|(tx, pos, hash)| (LogPosition { tx, pos }, from_hex(&hash).unwrap_or(ZERO))))
+}
+
+/// Chains the events of `events` past the head: one read of the head and the new links
+/// added in bulk, instead of two statements per event (every event passes through this
+/// projector). The chain grows in log order, so an event at or before its head is in it.
+async fn extend(sink: &mut Sink<'_>, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+    let head = chain_head(sink).await?;
+    let mut prev = head.map_or(ZERO, |(_, link)| link);
+    let fresh = events
+        .iter()
+        .filter(|event| head.is_none_or(|(position, _)| event.position > position));
+    let mut links = Vec::with_capacity(events.len());
+    for event in fresh {
+        let stream = event.hash.as_deref().and_then(from_hex).unwrap_or(ZERO);
+        prev = chain_link(&prev, &stream);
+        links.push((event, to_hex(&stream), to_hex(&prev)));
+    }
+    let mut rows = Vec::with_capacity(links.len() * 5);
+    for (event, stream, link) in &links {
+        rows.extend([
+            Arg::Int(event.position.tx),
+            Arg::Int(event.position.pos),
+            Arg::from(event.event_id.as_str()),
+            Arg::from(stream),
+            Arg::from(link),
+        ]);
+    }
+    sink.insert_new(
+        "audit_chain",
+        &["txid", "position", "event_id", "stream_hash", "chain_hash"],
+        "txid, position",
+        &rows,
     )
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(head.map(|(tx, pos, hash)| (LogPosition { tx, pos }, from_hex(&hash).unwrap_or(ZERO))))
+    .await
 }
 
 #[async_trait::async_trait]
@@ -55,62 +95,28 @@ impl Projector for AuditChainProjector {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        // The chain grows in log order, so an event at or before its head is in it.
-        let head = chain_head(conn).await?;
-        let prev = match head {
-            Some((position, _)) if position >= event.position => return Ok(()),
-            Some((_, link)) => link,
-            None => ZERO,
-        };
-        let stream = event.hash.as_deref().and_then(from_hex).unwrap_or(ZERO);
-        let link = chain_link(&prev, &stream);
-        sqlx::query("INSERT INTO audit_chain (txid, position, event_id, stream_hash, chain_hash) VALUES ($1, $2, $3, $4, $5)")
-            .bind(event.position.tx)
-            .bind(event.position.pos)
-            .bind(&event.event_id)
-            .bind(to_hex(&stream))
-            .bind(to_hex(&link))
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        extend(&mut Sink::Any(conn), &[event]).await
     }
 
-    /// One read of the head and one multi-row insert per batch, instead of two
-    /// statements per event: every event passes through this projector.
     async fn apply_all(
         &self,
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let head = chain_head(conn).await?;
-        let mut prev = head.map_or(ZERO, |(_, link)| link);
-        // The chain grows in log order, so an event at or before its head is in it.
-        let fresh = events
-            .iter()
-            .filter(|event| head.is_none_or(|(position, _)| event.position > position));
-        let mut rows = Vec::with_capacity(events.len());
-        for event in fresh {
-            let stream = event.hash.as_deref().and_then(from_hex).unwrap_or(ZERO);
-            prev = chain_link(&prev, &stream);
-            rows.push((event, to_hex(&stream), to_hex(&prev)));
-        }
-        for chunk in rows.chunks(rows_per_statement(conn, 5)) {
-            let sql = format!(
-                "INSERT INTO audit_chain (txid, position, event_id, stream_hash, chain_hash) VALUES {}",
-                parley_store::values(chunk.len(), 5)
-            );
-            let mut query = sqlx::query(&sql);
-            for (event, stream, link) in chunk {
-                query = query
-                    .bind(event.position.tx)
-                    .bind(event.position.pos)
-                    .bind(event.event_id.as_str())
-                    .bind(stream.as_str())
-                    .bind(link.as_str());
-            }
-            query.execute(&mut *conn).await?;
-        }
-        Ok(())
+        extend(&mut Sink::Any(conn), events).await
+    }
+
+    /// A rebuild's chain is a row per event of the log.
+    fn loads(&self) -> bool {
+        true
+    }
+
+    async fn load_all(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        extend(&mut Sink::Load(conn), events).await
     }
 }
 

@@ -12,9 +12,8 @@ use sqlx::{AnyConnection, FromRow};
 use uuid::Uuid;
 
 use crate::page::{pair, Page};
-use crate::{
-    format_time, placeholders, rows_per_statement, Db, ProjectionError, Projector, StoredEvent,
-};
+use crate::sink::{Arg, Sink};
+use crate::{format_time, placeholders, Db, ProjectionError, Projector, StoredEvent};
 
 pub struct NotificationsProjector;
 
@@ -156,7 +155,7 @@ impl<'a> Batch<'a> {
     /// Reads in one go the stored levels of every recipient the batch may notify.
     async fn load_levels(
         &mut self,
-        conn: &mut AnyConnection,
+        sink: &mut Sink<'_>,
         asked: &[Vec<Notice<'a>>],
     ) -> Result<(), ProjectionError> {
         let pairs: HashSet<Pair> = asked
@@ -165,17 +164,16 @@ impl<'a> Batch<'a> {
             .map(|notice| (notice.conversation_id, notice.recipient))
             .collect();
         let pairs: Vec<Pair> = pairs.into_iter().collect();
-        for chunk in pairs.chunks(rows_per_statement(conn, 2)) {
+        for chunk in pairs.chunks(sink.rows_per_statement(2)) {
             let sql = format!(
                 "SELECT conversation_id, user_id, level FROM notification_levels \
                  WHERE (conversation_id, user_id) IN (VALUES {})",
                 parley_store::values(chunk.len(), 2)
             );
-            let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
-            for (conversation, user) in chunk {
-                query = query.bind(conversation.to_string()).bind(user.to_string());
-            }
-            for (conversation, user, level) in query.fetch_all(&mut *conn).await? {
+            let ids = pair_ids(chunk.iter());
+            let levels: Vec<(String, String, String)> =
+                sink.fetch_all(&sql, &pair_args(&ids)).await?;
+            for (conversation, user, level) in levels {
                 if let (Ok(conversation), Ok(user)) = (conversation.parse(), user.parse()) {
                     self.levels.insert((conversation, user), Some(level));
                 }
@@ -240,68 +238,92 @@ impl<'a> Batch<'a> {
         Ok(true)
     }
 
-    async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+    async fn write(&mut self, sink: &mut Sink<'_>) -> Result<(), ProjectionError> {
         let (set, dropped): (Vec<_>, Vec<_>) =
             self.changed.drain().partition(|(_, level)| level.is_some());
-        for chunk in dropped.chunks(rows_per_statement(conn, 2)) {
+        for chunk in dropped.chunks(sink.rows_per_statement(2)) {
             let sql = format!(
                 "DELETE FROM notification_levels WHERE (conversation_id, user_id) IN (VALUES {})",
                 parley_store::values(chunk.len(), 2)
             );
-            let mut query = sqlx::query(&sql);
-            for ((conversation, user), _) in chunk {
-                query = query.bind(conversation.to_string()).bind(user.to_string());
-            }
-            query.execute(&mut *conn).await?;
+            let ids = pair_ids(chunk.iter().map(|(pair, _)| pair));
+            sink.execute(&sql, &pair_args(&ids)).await?;
         }
-        for chunk in set.chunks(rows_per_statement(conn, 3)) {
+        for chunk in set.chunks(sink.rows_per_statement(3)) {
             let sql = format!(
                 "INSERT INTO notification_levels (conversation_id, user_id, level) VALUES {} \
                  ON CONFLICT (conversation_id, user_id) DO UPDATE SET level = excluded.level",
                 parley_store::values(chunk.len(), 3)
             );
-            let mut query = sqlx::query(&sql);
-            for ((conversation, user), level) in chunk {
-                query = query
-                    .bind(conversation.to_string())
-                    .bind(user.to_string())
-                    .bind(level.as_deref());
+            let ids = pair_ids(chunk.iter().map(|(pair, _)| pair));
+            let mut args = Vec::with_capacity(chunk.len() * 3);
+            for ([conversation, user], (_, level)) in ids.iter().zip(chunk) {
+                args.extend([
+                    Arg::from(conversation),
+                    Arg::from(user),
+                    Arg::from(level.as_deref()),
+                ]);
             }
-            query.execute(&mut *conn).await?;
+            sink.execute(&sql, &args).await?;
         }
+        // Ids are derived from the event, so one event's notices to one recipient (a
+        // mention that is also a reply) are one row.
         let mut seen = HashSet::new();
-        let rows: Vec<(Uuid, Notice<'a>)> = self
+        let rows: Vec<[Option<String>; 8]> = self
             .rows
             .drain(..)
             .map(|notice| (notice.id(), notice))
             .filter(|(id, _)| seen.insert(*id))
+            .map(|(id, notice)| {
+                [
+                    Some(id.to_string()),
+                    Some(notice.recipient.to_string()),
+                    Some(notice.kind.to_owned()),
+                    Some(notice.conversation_id.to_string()),
+                    notice.message_id.map(|id| id.to_string()),
+                    notice.invitation_id.map(|id| id.to_string()),
+                    Some(notice.actor_id.to_string()),
+                    Some(format_time(notice.at)),
+                ]
+            })
             .collect();
-        for chunk in rows.chunks(rows_per_statement(conn, 8)) {
-            let sql = format!(
-                "INSERT INTO notifications (id, user_id, kind, conversation_id, message_id, invitation_id, actor_id, created_at) \
-                 VALUES {} ON CONFLICT (id) DO NOTHING",
-                parley_store::values(chunk.len(), 8)
-            );
-            let mut query = sqlx::query(&sql);
-            for (id, notice) in chunk {
-                query = query
-                    .bind(id.to_string())
-                    .bind(notice.recipient.to_string())
-                    .bind(notice.kind)
-                    .bind(notice.conversation_id.to_string())
-                    .bind(notice.message_id.map(|id| id.to_string()))
-                    .bind(notice.invitation_id.map(|id| id.to_string()))
-                    .bind(notice.actor_id.to_string())
-                    .bind(format_time(notice.at));
-            }
-            query.execute(&mut *conn).await?;
-        }
-        Ok(())
+        let args: Vec<Arg> = rows
+            .iter()
+            .flatten()
+            .map(|value| Arg::from(value.as_deref()))
+            .collect();
+        sink.insert_new(
+            "notifications",
+            &[
+                "id",
+                "user_id",
+                "kind",
+                "conversation_id",
+                "message_id",
+                "invitation_id",
+                "actor_id",
+                "created_at",
+            ],
+            "id",
+            &args,
+        )
+        .await
     }
 }
 
+/// A chunk of (conversation, user) pairs as text, for binding.
+fn pair_ids<'p>(pairs: impl Iterator<Item = &'p Pair>) -> Vec<[String; 2]> {
+    pairs
+        .map(|(conversation, user)| [conversation.to_string(), user.to_string()])
+        .collect()
+}
+
+fn pair_args(ids: &[[String; 2]]) -> Vec<Arg<'_>> {
+    ids.iter().flatten().map(Arg::from).collect()
+}
+
 /// Marks notifications read.
-async fn mark_read(conn: &mut AnyConnection, event: &InboxEvent) -> Result<(), ProjectionError> {
+async fn mark_read(sink: &mut Sink<'_>, event: &InboxEvent) -> Result<(), ProjectionError> {
     match event {
         InboxEvent::NotificationsRead {
             user_id,
@@ -313,24 +335,64 @@ async fn mark_read(conn: &mut AnyConnection, event: &InboxEvent) -> Result<(), P
                     "UPDATE notifications SET read = 1 WHERE user_id = $1 AND id IN ({})",
                     placeholders(2, notification_ids.len())
                 );
-                let mut query = sqlx::query(&sql).bind(user_id.to_string());
-                for id in notification_ids {
-                    query = query.bind(id);
-                }
-                query.execute(&mut *conn).await?;
+                let user_id = user_id.to_string();
+                let mut args = vec![Arg::from(&user_id)];
+                args.extend(notification_ids.iter().map(Arg::from));
+                sink.execute(&sql, &args).await?;
             }
         }
         InboxEvent::AllNotificationsRead { user_id, at } => {
-            sqlx::query(
+            sink.execute(
                 "UPDATE notifications SET read = 1 WHERE user_id = $1 AND created_at <= $2",
+                &[
+                    Arg::from(&user_id.to_string()),
+                    Arg::from(&format_time(*at)),
+                ],
             )
-            .bind(user_id.to_string())
-            .bind(format_time(*at))
-            .execute(&mut *conn)
             .await?;
         }
     }
     Ok(())
+}
+
+/// The levels a batch needs are read in one query and kept in step in memory as its
+/// events set them, and its notifications and level changes are written in a few
+/// multi-row statements; only marking read (rare, and about rows the batch may have
+/// added) is applied on its own, in order.
+async fn apply_to(sink: &mut Sink<'_>, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+    let mut batch = Batch::default();
+    // What each event asks for, worked out once for both passes.
+    let asked = events
+        .iter()
+        .map(|event| notices(event))
+        .collect::<Result<Vec<_>, _>>()?;
+    batch.load_levels(sink, &asked).await?;
+    for (event, asked) in events.iter().zip(asked) {
+        if !batch.add(event, asked)? {
+            batch.write(sink).await?;
+            match event.event_of(&[EventKind::Inbox, EventKind::Conversation])? {
+                Some(Event::Inbox(read)) => mark_read(sink, read).await?,
+                Some(Event::Conversation(ConversationEvent::MessagesExpired {
+                    conversation_id,
+                    before,
+                    ..
+                })) => {
+                    // Notices about expired messages go with them.
+                    sink.execute(
+                        "DELETE FROM notifications WHERE conversation_id = $1 \
+                         AND message_id IS NOT NULL AND created_at < $2",
+                        &[
+                            Arg::from(&conversation_id.to_string()),
+                            Arg::from(&format_time(*before)),
+                        ],
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+    }
+    batch.write(sink).await
 }
 
 #[async_trait::async_trait]
@@ -356,47 +418,25 @@ impl Projector for NotificationsProjector {
         self.apply_all(conn, &[event]).await
     }
 
-    /// The levels a batch needs are read in one query and kept in step in memory as
-    /// its events set them, and its notifications and level changes are written in a
-    /// few multi-row statements; only marking read (rare, and about rows the batch may
-    /// have added) is applied on its own, in order.
     async fn apply_all(
         &self,
         conn: &mut AnyConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut batch = Batch::default();
-        // What each event asks for, worked out once for both passes.
-        let asked = events
-            .iter()
-            .map(|event| notices(event))
-            .collect::<Result<Vec<_>, _>>()?;
-        batch.load_levels(conn, &asked).await?;
-        for (event, asked) in events.iter().zip(asked) {
-            if !batch.add(event, asked)? {
-                batch.write(conn).await?;
-                match event.event_of(&[EventKind::Inbox, EventKind::Conversation])? {
-                    Some(Event::Inbox(read)) => mark_read(conn, read).await?,
-                    Some(Event::Conversation(ConversationEvent::MessagesExpired {
-                        conversation_id,
-                        before,
-                        ..
-                    })) => {
-                        // Notices about expired messages go with them.
-                        sqlx::query(
-                            "DELETE FROM notifications WHERE conversation_id = $1 \
-                             AND message_id IS NOT NULL AND created_at < $2",
-                        )
-                        .bind(conversation_id.to_string())
-                        .bind(format_time(*before))
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        batch.write(conn).await
+        apply_to(&mut Sink::Any(conn), events).await
+    }
+
+    /// Messages mention and answer: notifications are a large share of a rebuild's rows.
+    fn loads(&self) -> bool {
+        true
+    }
+
+    async fn load_all(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        apply_to(&mut Sink::Load(conn), events).await
     }
 }
 

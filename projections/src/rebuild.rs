@@ -44,7 +44,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use parley_store::log::{self, AbortOnDrop, LogPosition, StoredEvent};
 
 /// Events read and applied per shadow transaction.
-pub const BATCH: i64 = 5_000;
+pub const BATCH: i64 = 20_000;
 /// How often the live report row (`projection_rebuilds`) is refreshed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often the caller hears of the progress.

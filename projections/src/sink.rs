@@ -8,8 +8,10 @@
 //! rather than bound one parameter at a time through `sqlx::Any`. `AnyConnection` has
 //! no `COPY` and does not give up its inner connection, hence the second kind of sink.
 
-use sqlx::query::Query;
-use sqlx::{AnyConnection, Encode, PgConnection, Type};
+use sqlx::any::AnyRow;
+use sqlx::postgres::PgRow;
+use sqlx::query::{Query, QueryAs};
+use sqlx::{AnyConnection, Encode, FromRow, PgConnection, Type};
 
 use crate::ProjectionError;
 
@@ -75,6 +77,21 @@ impl Sink<'_> {
         Ok(())
     }
 
+    /// Runs one query with its parameters and returns its rows.
+    pub async fn fetch_all<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>, ProjectionError>
+    where
+        T: Send + Unpin + for<'r> FromRow<'r, AnyRow> + for<'r> FromRow<'r, PgRow>,
+    {
+        Ok(match self {
+            Sink::Any(conn) => bound_as(sql, args).fetch_all(&mut **conn).await?,
+            Sink::Load(conn) => bound_as(sql, args).fetch_all(&mut **conn).await?,
+        })
+    }
+
     /// Adds rows of `columns` to `table` (`args` holds them one after another), keeping
     /// a row already there whose `conflict` key a new one repeats. A loading sink copies
     /// them in: its table holds none of them yet, and a repeated key fails the batch.
@@ -124,6 +141,25 @@ where
     i64: Encode<'q, DB> + Type<DB>,
 {
     let mut query = sqlx::query(sql);
+    for arg in args {
+        query = match *arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::MaybeText(text) => query.bind(text),
+            Arg::Int(int) => query.bind(int),
+        };
+    }
+    query
+}
+
+fn bound_as<'q, DB, T>(sql: &'q str, args: &[Arg<'q>]) -> QueryAs<'q, DB, T, DB::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    T: for<'r> FromRow<'r, DB::Row>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut query = sqlx::query_as(sql);
     for arg in args {
         query = match *arg {
             Arg::Text(text) => query.bind(text),
