@@ -8,6 +8,8 @@
 //! rather than bound one parameter at a time through `sqlx::Any`. `AnyConnection` has
 //! no `COPY` and does not give up its inner connection, hence the second kind of sink.
 
+use std::io::Write as _;
+
 use sqlx::any::AnyRow;
 use sqlx::postgres::PgRow;
 use sqlx::query::{Query, QueryAs};
@@ -179,7 +181,10 @@ fn copy_text(columns: usize, args: &[Arg<'_>]) -> Vec<u8> {
         match *arg {
             Arg::Text(text) | Arg::MaybeText(Some(text)) => escape_into(&mut out, text),
             Arg::MaybeText(None) => out.extend_from_slice(b"\\N"),
-            Arg::Int(int) => out.extend_from_slice(int.to_string().as_bytes()),
+            Arg::Int(int) => {
+                // Writing to a `Vec` cannot fail.
+                let _ = write!(out, "{int}");
+            }
         }
         out.push(if (index + 1) % columns == 0 {
             b'\n'
@@ -190,16 +195,24 @@ fn copy_text(columns: usize, args: &[Arg<'_>]) -> Vec<u8> {
     out
 }
 
+/// Copies the runs between special bytes whole: a push per byte was a twentieth of
+/// Parley's CPU in a rebuild.
 fn escape_into(out: &mut Vec<u8>, text: &str) {
-    for &byte in text.as_bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(byte),
-        }
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..at]);
+        out.extend_from_slice(escaped);
+        run = at + 1;
     }
+    out.extend_from_slice(&bytes[run..]);
 }
 
 #[cfg(test)]
