@@ -306,44 +306,56 @@ async fn an_interrupted_rebuild_resumes_or_is_discarded() {
     }
 }
 
-/// Messages load in bulk on PostgreSQL (`COPY`, which has no `ON CONFLICT`): a rebuild
-/// stopped part way and resumed must neither repeat nor lose a row.
+/// Messages, notifications, the audit chain and read markers load in bulk on PostgreSQL
+/// (`COPY`, which has no `ON CONFLICT`, for rows new to a table): a rebuild stopped part
+/// way and resumed must neither repeat nor lose a row.
 #[tokio::test]
 async fn an_interrupted_bulk_loaded_rebuild_resumes_to_the_same_tables() {
+    let loading: [&'static dyn Projector; 4] = [
+        &parley_projections::messages::MessagesProjector,
+        &parley_projections::notifications::NotificationsProjector,
+        &parley_projections::chain::AuditChainProjector,
+        &parley_projections::unread::UnreadProjector,
+    ];
     for backend in backends() {
         eprintln!("backend: {backend:?}");
         let app = spawn_app(backend).await;
         let (_, _, _, _) = busy_history(&app).await;
         settled(&app).await;
         let db = &app.state.db;
-        let projector = parley_projections::messages::MessagesProjector;
-        let tables = dump(db, &runner::all_tables(&projector, db.backend)).await;
         let total = parley_store::log::count_after(db, parley_store::log::LogPosition::START)
             .await
             .expect("count") as usize;
-        let interrupted = Arc::new(Interrupted {
-            inner: &parley_projections::messages::MessagesProjector,
-            seen: AtomicUsize::new(0),
-            fail_after: total / 2,
-        });
-        let failed = rebuild::rebuild_in_batches(db, interrupted, 3, &mut |_| {}).await;
-        assert!(failed.is_err(), "the injected failure stops it");
-        let report = rebuild::report(db, "messages")
-            .await
-            .expect("report")
-            .expect("an interrupted rebuild");
-        assert!(
-            report.applied > 0 && report.applied < total as u64,
-            "{report:?}"
-        );
+        for projector in loading {
+            let name = projector.name();
+            assert!(projector.loads(), "{name} loads its rebuilds in bulk");
+            let tables = dump(db, &runner::all_tables(projector, db.backend)).await;
+            assert!(!tables.is_empty(), "{name}: the history gives it rows");
+            let interrupted = Arc::new(Interrupted {
+                inner: projector,
+                seen: AtomicUsize::new(0),
+                fail_after: total / 2,
+            });
+            let failed = rebuild::rebuild_in_batches(db, interrupted, 3, &mut |_| {}).await;
+            assert!(failed.is_err(), "{name}: the injected failure stops it");
+            let report = rebuild::report(db, name)
+                .await
+                .expect("report")
+                .expect("an interrupted rebuild");
+            assert!(
+                report.applied > 0 && report.applied < total as u64,
+                "{name}: {report:?}"
+            );
 
-        let output = parley(&app, &["projections", "rebuild", "messages"]);
-        assert!(output.status.success(), "{}", stderr(&output));
-        assert!(stderr(&output).contains("resumed"), "{}", stderr(&output));
-        assert_eq!(
-            dump(db, &runner::all_tables(&projector, db.backend)).await,
-            tables
-        );
+            let output = parley(&app, &["projections", "rebuild", name]);
+            assert!(output.status.success(), "{name}: {}", stderr(&output));
+            assert!(stderr(&output).contains("resumed"), "{}", stderr(&output));
+            assert_eq!(
+                dump(db, &runner::all_tables(projector, db.backend)).await,
+                tables,
+                "{name}"
+            );
+        }
         app.stop().await;
     }
 }
