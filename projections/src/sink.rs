@@ -13,7 +13,7 @@ use std::io::Write as _;
 use sqlx::any::AnyRow;
 use sqlx::postgres::PgRow;
 use sqlx::query::{Query, QueryAs};
-use sqlx::{AnyConnection, Encode, FromRow, PgConnection, Type};
+use sqlx::{AnyConnection, Arguments as _, Encode, FromRow, PgConnection, Type};
 
 use crate::ProjectionError;
 
@@ -70,10 +70,10 @@ impl Sink<'_> {
     pub async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<(), ProjectionError> {
         match self {
             Sink::Any(conn) => {
-                bound(sql, args).execute(&mut **conn).await?;
+                bound(sql, args)?.execute(&mut **conn).await?;
             }
             Sink::Load(conn) => {
-                bound(sql, args).execute(&mut **conn).await?;
+                bound(sql, args)?.execute(&mut **conn).await?;
             }
         }
         Ok(())
@@ -89,8 +89,8 @@ impl Sink<'_> {
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow> + for<'r> FromRow<'r, PgRow>,
     {
         Ok(match self {
-            Sink::Any(conn) => bound_as(sql, args).fetch_all(&mut **conn).await?,
-            Sink::Load(conn) => bound_as(sql, args).fetch_all(&mut **conn).await?,
+            Sink::Any(conn) => bound_as(sql, args)?.fetch_all(&mut **conn).await?,
+            Sink::Load(conn) => bound_as(sql, args)?.fetch_all(&mut **conn).await?,
         })
     }
 
@@ -135,41 +135,53 @@ impl Sink<'_> {
     }
 }
 
-fn bound<'q, DB>(sql: &'q str, args: &[Arg<'q>]) -> Query<'q, DB, DB::Arguments<'q>>
+fn bound<'q, DB>(
+    sql: &'q str,
+    args: &[Arg<'q>],
+) -> Result<Query<'q, DB, DB::Arguments<'q>>, ProjectionError>
 where
     DB: sqlx::Database,
+    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     &'q str: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = sqlx::query(sql);
-    for arg in args {
-        query = match *arg {
-            Arg::Text(text) => query.bind(text),
-            Arg::MaybeText(text) => query.bind(text),
-            Arg::Int(int) => query.bind(int),
-        };
-    }
-    query
+    Ok(sqlx::query_with(sql, arguments(args)?))
 }
 
-fn bound_as<'q, DB, T>(sql: &'q str, args: &[Arg<'q>]) -> QueryAs<'q, DB, T, DB::Arguments<'q>>
+fn bound_as<'q, DB, T>(
+    sql: &'q str,
+    args: &[Arg<'q>],
+) -> Result<QueryAs<'q, DB, T, DB::Arguments<'q>>, ProjectionError>
 where
     DB: sqlx::Database,
+    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     T: for<'r> FromRow<'r, DB::Row>,
     &'q str: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = sqlx::query_as(sql);
+    Ok(sqlx::query_as_with(sql, arguments(args)?))
+}
+
+/// The parameters of one statement, for either database.
+fn arguments<'q, DB>(args: &[Arg<'q>]) -> Result<DB::Arguments<'q>, ProjectionError>
+where
+    DB: sqlx::Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut out = DB::Arguments::default();
     for arg in args {
-        query = match *arg {
-            Arg::Text(text) => query.bind(text),
-            Arg::MaybeText(text) => query.bind(text),
-            Arg::Int(int) => query.bind(int),
-        };
+        match *arg {
+            Arg::Text(text) => out.add(text),
+            Arg::MaybeText(text) => out.add(text),
+            Arg::Int(int) => out.add(int),
+        }
+        .map_err(sqlx::Error::Encode)?;
     }
-    query
+    Ok(out)
 }
 
 /// Rows in `COPY`'s text format: columns split by tabs, rows ended by newlines, `\N`
