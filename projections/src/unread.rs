@@ -211,20 +211,23 @@ impl Batch {
                          message_id = excluded.message_id {condition}",
                     parley_store::values(chunk.len(), 4)
                 );
-                let ids: Vec<[String; 2]> = chunk
+                let rows: Vec<(String, String, i64, Option<String>)> = chunk
                     .iter()
-                    .map(|((conversation, user), _)| [conversation.to_string(), user.to_string()])
+                    .map(|((conversation, user), marker)| {
+                        (
+                            conversation.to_string(),
+                            user.to_string(),
+                            marker.seq,
+                            marker.message.map(|id| id.to_string()),
+                        )
+                    })
                     .collect();
-                let messages: Vec<Option<String>> = chunk
-                    .iter()
-                    .map(|(_, marker)| marker.message.map(|id| id.to_string()))
-                    .collect();
-                let mut args = Vec::with_capacity(chunk.len() * 4);
-                for ((ids, (_, marker)), message) in ids.iter().zip(chunk).zip(&messages) {
+                let mut args = Vec::with_capacity(rows.len() * 4);
+                for (conversation, user, seq, message) in &rows {
                     args.extend([
-                        Arg::from(&ids[0]),
-                        Arg::from(&ids[1]),
-                        Arg::Int(marker.seq),
+                        Arg::from(conversation),
+                        Arg::from(user),
+                        Arg::Int(*seq),
                         Arg::from(message.as_deref()),
                     ]);
                 }
