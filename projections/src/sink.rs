@@ -12,7 +12,6 @@ use std::io::Write as _;
 
 use sqlx::any::AnyRow;
 use sqlx::postgres::PgRow;
-use sqlx::query::{Query, QueryAs};
 use sqlx::{AnyConnection, Arguments as _, Encode, FromRow, PgConnection, Type};
 
 use crate::ProjectionError;
@@ -70,10 +69,14 @@ impl Sink<'_> {
     pub async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<(), ProjectionError> {
         match self {
             Sink::Any(conn) => {
-                bound(sql, args)?.execute(&mut **conn).await?;
+                sqlx::query_with(sql, arguments::<sqlx::Any>(args)?)
+                    .execute(&mut **conn)
+                    .await?;
             }
             Sink::Load(conn) => {
-                bound(sql, args)?.execute(&mut **conn).await?;
+                sqlx::query_with(sql, arguments::<sqlx::Postgres>(args)?)
+                    .execute(&mut **conn)
+                    .await?;
             }
         }
         Ok(())
@@ -89,8 +92,16 @@ impl Sink<'_> {
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow> + for<'r> FromRow<'r, PgRow>,
     {
         Ok(match self {
-            Sink::Any(conn) => bound_as(sql, args)?.fetch_all(&mut **conn).await?,
-            Sink::Load(conn) => bound_as(sql, args)?.fetch_all(&mut **conn).await?,
+            Sink::Any(conn) => {
+                sqlx::query_as_with(sql, arguments::<sqlx::Any>(args)?)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+            Sink::Load(conn) => {
+                sqlx::query_as_with(sql, arguments::<sqlx::Postgres>(args)?)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
         })
     }
 
@@ -133,35 +144,6 @@ impl Sink<'_> {
         }
         Ok(())
     }
-}
-
-fn bound<'q, DB>(
-    sql: &'q str,
-    args: &[Arg<'q>],
-) -> Result<Query<'q, DB, DB::Arguments<'q>>, ProjectionError>
-where
-    DB: sqlx::Database,
-    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    i64: Encode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_with(sql, arguments(args)?))
-}
-
-fn bound_as<'q, DB, T>(
-    sql: &'q str,
-    args: &[Arg<'q>],
-) -> Result<QueryAs<'q, DB, T, DB::Arguments<'q>>, ProjectionError>
-where
-    DB: sqlx::Database,
-    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    T: for<'r> FromRow<'r, DB::Row>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    i64: Encode<'q, DB> + Type<DB>,
-{
-    Ok(sqlx::query_as_with(sql, arguments(args)?))
 }
 
 /// The parameters of one statement, for either database.
