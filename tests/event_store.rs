@@ -429,8 +429,8 @@ async fn concurrent_appends_with_conflicts_keep_every_winner_and_a_verifying_cha
                 "{name}: the first event and the winner's two"
             );
         }
-        // On PostgreSQL the log is readable up to the oldest transaction still running
-        // anywhere on the server (other tests' included): wait for all of it.
+        // On PostgreSQL the log is readable up to the oldest transaction still
+        // appending: wait for all of it.
         assert_eq!(common::readable_events(&db, 16 * 3).await.len(), 16 * 3);
         let verified = parley_projections::chain::verify(&db, None)
             .await
@@ -591,6 +591,93 @@ async fn a_tail_sees_every_event_exactly_once_while_writers_race_and_hold_transa
         );
         db.close().await;
     }
+}
+
+/// On PostgreSQL a tail waits for transactions that append, and only for them: one left
+/// open in another database of the same server, or in this one without appending (a
+/// session that read the log and wrote elsewhere, as an analyst's or a rebuild's does),
+/// does not hold it back, while an append still in flight does.
+#[tokio::test]
+async fn only_transactions_still_appending_hold_the_tail_back() {
+    use sqlx::Connection;
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let db = database.connect().await;
+    let bus = CommandBus::<Counter>::new(&db, ());
+    let elsewhere = TestDatabase::new(Backend::Postgres).await;
+
+    let mut other_database = sqlx::PgConnection::connect(&elsewhere.url)
+        .await
+        .expect("connect");
+    let mut idle = other_database.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *idle)
+        .await
+        .expect("take a transaction id");
+    let mut same_database = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connect");
+    let mut reading = same_database.begin().await.expect("begin");
+    for statement in [
+        "SELECT count(*) FROM events",
+        "CREATE TABLE scratch (n int)",
+        "INSERT INTO scratch VALUES (1)",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut *reading)
+            .await
+            .expect(statement);
+    }
+
+    bus.execute("first", add(1, 2), &meta())
+        .await
+        .expect("append");
+    let read = log::read_after(&db, LogPosition::START, 100)
+        .await
+        .expect("read");
+    assert_eq!(
+        read.len(),
+        2,
+        "transactions that do not append hold the tail back"
+    );
+
+    let mut appender = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connect");
+    let mut appending = appender.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Counter', 'slow', 1, 'Added', '2', '{\"Added\":{\"amount\":1}}'::jsonb, '{}'::jsonb)",
+    )
+    .execute(&mut *appending)
+    .await
+    .expect("insert");
+    bus.execute("second", add(1, 1), &meta())
+        .await
+        .expect("append");
+    let after = read.last().expect("read two").position;
+    let held = log::read_after(&db, after, 100).await.expect("read");
+    assert!(
+        held.is_empty(),
+        "an event that committed after one still being appended was read before it"
+    );
+    appending.commit().await.expect("commit");
+    let read: Vec<String> = log::read_after(&db, after, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|event| event.aggregate_id)
+        .collect();
+    assert_eq!(read, ["slow", "second"]);
+
+    idle.rollback().await.expect("rollback");
+    reading.rollback().await.expect("rollback");
+    for conn in [other_database, same_database, appender] {
+        conn.close().await.expect("close");
+    }
+    db.close().await;
 }
 
 #[tokio::test]

@@ -5,8 +5,10 @@
 //! it alone can read position 7 before a slower transaction commits position 6, and
 //! skip it forever. Each row therefore also stores its writer's transaction id, the log
 //! is ordered by `(txid, position)`, and a reader only returns rows whose transaction id
-//! is below the oldest transaction still running (`pg_snapshot_xmin`): every such
-//! transaction has finished, so no row can later appear before what was read.
+//! is below every appending transaction still running (`parley_log_gate()`, whose
+//! migration says why that suffices): no row can later appear before what was read, and
+//! transactions that do not append (in other databases, analysts' sessions, a rebuild's
+//! index builds) do not hold readers back.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -304,29 +306,35 @@ pub async fn read_after(
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let events = match db.backend {
         Backend::Postgres => {
+            // The gate comes from a statement of its own, before the read: see the
+            // migration that defines it.
+            const GATE: &str = "SELECT parley_log_gate()";
             let sql = format!(
                 "SELECT {COLUMNS} FROM events_log \
-                 WHERE (txid, position) > ($1, $2) \
-                   AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                 ORDER BY txid, position LIMIT $3"
+                 WHERE (txid, position) > ($1, $2) AND txid < $3 \
+                 ORDER BY txid, position LIMIT $4"
             );
             // Read through the typed pool: `Any` copies every value of every row once
             // more on the way, the largest cost of reading the log (which is what
             // rebuilds and exports do) after parsing the payloads.
             match &db.pg {
                 Some(pg) => {
+                    let gate: i64 = sqlx::query_scalar(GATE).fetch_one(pg).await?;
                     let rows = sqlx::query(&sql)
                         .bind(after.tx)
                         .bind(after.pos)
+                        .bind(gate)
                         .bind(limit)
                         .fetch_all(pg)
                         .await?;
                     rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
                 }
                 None => {
+                    let gate: i64 = sqlx::query_scalar(GATE).fetch_one(&db.read).await?;
                     let rows = sqlx::query(&sql)
                         .bind(after.tx)
                         .bind(after.pos)
+                        .bind(gate)
                         .bind(limit)
                         .fetch_all(&db.read)
                         .await?;

@@ -1,0 +1,51 @@
+-- The log's read gate, as one function: readers return only rows whose writer's
+-- transaction id is below it, so no row can later commit before what they read.
+--
+-- The gate was the oldest transaction running anywhere in the cluster
+-- (`pg_snapshot_xmin`). That waited for every transaction with an id: one in another
+-- database of the same cluster, an analyst's session left open in this one, or a
+-- rebuild's index build held every projector, and so every client's read-your-writes
+-- wait, back for as long as it ran. Only transactions that append can put rows below
+-- the gate, so only they hold it now.
+--
+-- An appending transaction starts with its `INSERT INTO events`, which takes its
+-- `RowExclusiveLock` on `events` before the transaction has an id (ids are assigned when
+-- the first row is written). So a transaction with an id that does not hold that lock
+-- now will never append, and one that takes it later gets an id at or above this
+-- snapshot's `xmax`. Appending after writing something else in the same transaction
+-- would break this; Parley never does (store/src/postgres.rs).
+--
+-- The caller must read the log in a later statement than the one that computed the
+-- gate: a writer that committed between this statement's snapshot and its look at the
+-- lock table is below the gate but visible only to snapshots taken after.
+--
+-- `pg_locks` names transactions by 32-bit id and the log by 64-bit: the snapshot's list
+-- of running transactions (all within 2^31 of each other) tells which 64-bit id each is.
+--
+-- PL/pgSQL rather than SQL so a session plans the query once, not at every call.
+create or replace function parley_log_gate() returns bigint
+language plpgsql volatile as $$
+begin
+    return (
+    with snapshot as (select pg_current_snapshot() as s),
+    locks as materialized (
+        select pid, locktype, mode, granted, transactionid, relation, database from pg_locks
+    ),
+    appending as (
+        select own.transactionid::text::bigint as xid
+          from locks own
+          join locks log on log.pid = own.pid
+         where own.locktype = 'transactionid' and own.mode = 'ExclusiveLock' and own.granted
+           and log.locktype = 'relation' and log.mode = 'RowExclusiveLock'
+           and log.relation = 'events'::regclass
+           and log.database = (select oid from pg_database where datname = current_database())
+    )
+    select least(
+        pg_snapshot_xmax(s)::text::bigint,
+        (select min(running::text::bigint)
+           from pg_snapshot_xip(s) as running
+          where running::text::bigint % 4294967296 in (select xid from appending)))
+      from snapshot
+    );
+end
+$$;
