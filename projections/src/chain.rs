@@ -2,6 +2,7 @@
 //! checkpointed projector, and the verification that walks it beside the stream hashes
 //! the store writes at append (`parley_store::hash`, which defines both hashes).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -57,9 +58,18 @@ async fn extend(sink: &mut Sink<'_>, events: &[&StoredEvent]) -> Result<(), Proj
         .filter(|event| head.is_none_or(|(position, _)| event.position > position));
     let mut links = Vec::with_capacity(events.len());
     for event in fresh {
-        let stream = event.hash.as_deref().and_then(from_hex).unwrap_or(ZERO);
+        // The stored hex (lower case, as `to_hex` writes it) is copied as read, rather
+        // than decoded and encoded again for every event of a rebuild.
+        let stored = event
+            .hash
+            .as_deref()
+            .and_then(|text| Some((from_hex(text)?, text)));
+        let (stream, stream_text) = match stored {
+            Some((bytes, text)) => (bytes, Cow::Borrowed(text)),
+            None => (ZERO, Cow::Owned(to_hex(&ZERO))),
+        };
         prev = chain_link(&prev, &stream);
-        links.push((event, to_hex(&stream), to_hex(&prev)));
+        links.push((event, stream_text, to_hex(&prev)));
     }
     let mut rows = Vec::with_capacity(links.len() * 5);
     for (event, stream, link) in &links {
@@ -67,7 +77,7 @@ async fn extend(sink: &mut Sink<'_>, events: &[&StoredEvent]) -> Result<(), Proj
             Arg::Int(event.position.tx),
             Arg::Int(event.position.pos),
             Arg::from(event.event_id.as_str()),
-            Arg::from(stream),
+            Arg::from(stream.as_ref()),
             Arg::from(link),
         ]);
     }
