@@ -680,6 +680,63 @@ async fn only_transactions_still_appending_hold_the_tail_back() {
     db.close().await;
 }
 
+/// What the tail's gate relies on: on PostgreSQL an append is the first write of its
+/// transaction, and one that is not is refused rather than left for tails to skip.
+#[tokio::test]
+async fn an_append_after_another_write_in_its_transaction_is_refused() {
+    use sqlx::Connection;
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let db = database.connect().await;
+    let mut conn = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connect");
+    let insert = |id: &'static str| {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('Counter', $1, 1, 'Added', '2', '{\"Added\":{\"amount\":1}}'::jsonb, '{}'::jsonb)",
+        )
+        .bind(id)
+    };
+
+    let mut first = conn.begin().await.expect("begin");
+    insert("one").execute(&mut *first).await.expect("append");
+    insert("two")
+        .execute(&mut *first)
+        .await
+        .expect("a second append in the same transaction");
+    first.commit().await.expect("commit");
+
+    let mut late = conn.begin().await.expect("begin");
+    sqlx::query("CREATE TABLE scratch (n int)")
+        .execute(&mut *late)
+        .await
+        .expect("another write");
+    let refused = insert("three")
+        .execute(&mut *late)
+        .await
+        .expect_err("an append after another write");
+    assert!(
+        refused
+            .to_string()
+            .contains("an append must be the first write of its transaction"),
+        "{refused}"
+    );
+    late.rollback().await.expect("rollback");
+
+    let ids: Vec<String> = log::read_after(&db, LogPosition::START, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|event| event.aggregate_id)
+        .collect();
+    assert_eq!(ids, ["one", "two"]);
+    conn.close().await.expect("close");
+    db.close().await;
+}
+
 #[tokio::test]
 async fn loading_from_a_snapshot_equals_a_full_replay() {
     for backend in backends() {

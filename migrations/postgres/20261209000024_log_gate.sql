@@ -13,7 +13,8 @@
 -- the first row is written). So a transaction with an id that does not hold that lock
 -- now will never append, and one that takes it later gets an id at or above this
 -- snapshot's `xmax`. Appending after writing something else in the same transaction
--- would break this; Parley never does (store/src/postgres.rs).
+-- would break this: Parley never does (store/src/postgres.rs), and the trigger below
+-- refuses it, so a change that tried would fail loudly instead of losing events.
 --
 -- The caller must read the log in a later statement than the one that computed the
 -- gate: a writer that committed between this statement's snapshot and its look at the
@@ -49,3 +50,22 @@ begin
     );
 end
 $$;
+
+-- What the gate relies on, enforced: a transaction's first `INSERT INTO events` comes
+-- before any other write (it has no transaction id yet); later ones in the same
+-- transaction are fine, since it has held the lock since the first.
+create or replace function events_append_first() returns trigger
+language plpgsql as $$
+begin
+    if pg_current_xact_id_if_assigned() is not null
+       and current_setting('parley.appending', true) is distinct from 'on' then
+        raise exception 'an append must be the first write of its transaction'
+            using hint = 'the log''s readers rely on it: see parley_log_gate()';
+    end if;
+    perform set_config('parley.appending', 'on', true);
+    return null;
+end $$;
+
+create trigger events_append_first
+    before insert on events
+    for each statement execute function events_append_first();
