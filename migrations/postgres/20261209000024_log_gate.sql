@@ -10,11 +10,14 @@
 --
 -- An appending transaction starts with its `INSERT INTO events`, which takes its
 -- `RowExclusiveLock` on `events` before the transaction has an id (ids are assigned when
--- the first row is written). So a transaction with an id that does not hold that lock
--- now will never append, and one that takes it later gets an id at or above this
--- snapshot's `xmax`. Appending after writing something else in the same transaction
--- would break this: Parley never does (store/src/postgres.rs), and the trigger below
--- refuses it, so a change that tried would fail loudly instead of losing events.
+-- the first row is written), and no transaction appends after writing anything else
+-- (Parley never does, store/src/postgres.rs, and the trigger below refuses it). So a
+-- running transaction whose backend is seen holding its id's lock but not that lock on
+-- `events` will never append, and can be passed. Every other running one holds the gate
+-- back: those appending, and those whose backend cannot be told (one between taking its
+-- id and its id's lock, a prepared transaction, one that ended before the look at
+-- `pg_locks`), so a race only ever makes the gate lower. Transactions that take an id
+-- after this statement's snapshot get one at or above its `xmax`, the gate's ceiling.
 --
 -- The caller must read the log in a later statement than the one that computed the
 -- gate: a writer that committed between this statement's snapshot and its look at the
@@ -27,25 +30,33 @@
 create or replace function parley_log_gate() returns bigint
 language plpgsql volatile as $$
 begin
+    if pg_is_in_recovery() then
+        -- A standby (an analyst's export from a replica) sees the primary's running
+        -- transactions in its snapshots but not their locks: wait for all of them.
+        return pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+    end if;
     return (
     with snapshot as (select pg_current_snapshot() as s),
     locks as materialized (
         select pid, locktype, mode, granted, transactionid, relation, database from pg_locks
     ),
-    appending as (
+    never_appending as (
         select own.transactionid::text::bigint as xid
           from locks own
-          join locks log on log.pid = own.pid
          where own.locktype = 'transactionid' and own.mode = 'ExclusiveLock' and own.granted
-           and log.locktype = 'relation' and log.mode = 'RowExclusiveLock'
-           and log.relation = 'events'::regclass
-           and log.database = (select oid from pg_database where datname = current_database())
+           and own.pid is not null
+           and not exists (
+               select from locks log
+                where log.pid = own.pid and log.locktype = 'relation'
+                  and log.mode = 'RowExclusiveLock' and log.relation = 'events'::regclass
+                  and log.database = (select oid from pg_database
+                                       where datname = current_database()))
     )
     select least(
         pg_snapshot_xmax(s)::text::bigint,
         (select min(running::text::bigint)
            from pg_snapshot_xip(s) as running
-          where running::text::bigint % 4294967296 in (select xid from appending)))
+          where running::text::bigint % 4294967296 not in (select xid from never_appending)))
       from snapshot
     );
 end

@@ -5,10 +5,10 @@
 //! it alone can read position 7 before a slower transaction commits position 6, and
 //! skip it forever. Each row therefore also stores its writer's transaction id, the log
 //! is ordered by `(txid, position)`, and a reader only returns rows whose transaction id
-//! is below every appending transaction still running (`parley_log_gate()`, whose
-//! migration says why that suffices): no row can later appear before what was read, and
-//! transactions that do not append (in other databases, analysts' sessions, a rebuild's
-//! index builds) do not hold readers back.
+//! is below every running transaction that is, or may yet be, appending
+//! (`parley_log_gate()`, whose migration says how it tells): no row can later appear
+//! before what was read, and transactions that do not append (in other databases,
+//! analysts' sessions, a rebuild's index builds) do not hold readers back.
 
 use std::borrow::Cow;
 use std::fmt;
