@@ -10,23 +10,12 @@
 # when set; otherwise a throwaway cluster. Prints a markdown table.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root=$PWD
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 messages=${BENCH_MESSAGES:-800000}
 users=${BENCH_USERS:-2000}
 conversations=${BENCH_CONVERSATIONS:-4000}
-target=${CARGO_TARGET_DIR:-$root/target}
-
-cargo build --release -j2 -p parley -p parley-load
-parley=$target/release/parley
-load=$target/release/parley-load
-
-if [[ -z ${PARLEY_BENCH_POSTGRES_URL:-} ]]; then
-    # shellcheck source=scripts/pg-throwaway.sh
-    source scripts/pg-throwaway.sh
-    pg_throwaway_start # sets traps that stop the cluster on exit
-    PARLEY_BENCH_POSTGRES_URL=$PARLEY_TEST_POSTGRES_URL
-fi
+bench_setup
 work=$(mktemp -d)
 created=()
 cleanup() {
@@ -38,8 +27,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Only this script's settings count.
-while IFS= read -r name; do unset "$name"; done < <(env | sed -n 's/^\(PARLEY_[A-Z_]*\)=.*/\1/p' | grep -v '^PARLEY_BENCH_POSTGRES_URL$')
 export PARLEY_LOG=warn
 
 seconds() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }

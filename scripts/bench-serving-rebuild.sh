@@ -11,23 +11,12 @@
 # PostgreSQL: PARLEY_BENCH_POSTGRES_URL when set, otherwise a throwaway cluster.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root=$PWD
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 messages=${BENCH_MESSAGES:-100000}
 rate=${BENCH_RATE:-100}
 secs=${BENCH_SECS:-40}
-target=${CARGO_TARGET_DIR:-$root/target}
-
-cargo build --release -j2 -p parley -p parley-load
-parley=$target/release/parley
-load=$target/release/parley-load
-
-if [[ -z ${PARLEY_BENCH_POSTGRES_URL:-} ]]; then
-    # shellcheck source=scripts/pg-throwaway.sh
-    source scripts/pg-throwaway.sh
-    pg_throwaway_start # sets traps that stop the cluster on exit
-    PARLEY_BENCH_POSTGRES_URL=$PARLEY_TEST_POSTGRES_URL
-fi
+bench_setup
 work=$(mktemp -d)
 name=parley_serving_bench_$$
 server=""
@@ -42,8 +31,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Only this script's settings count.
-while IFS= read -r var; do unset "$var"; done < <(env | sed -n 's/^\(PARLEY_[A-Z_]*\)=.*/\1/p' | grep -v '^PARLEY_BENCH_POSTGRES_URL$')
 export PARLEY_LOG=warn
 
 psql "$PARLEY_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $name" >/dev/null

@@ -11,23 +11,12 @@
 # and latency plots (SVG) go to BENCH_OUT (default target/bench).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root=$PWD
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 secs=${BENCH_SECS:-20}
+bench_setup
 out=${BENCH_OUT:-$root/target/bench}
-target=${CARGO_TARGET_DIR:-$root/target}
 mkdir -p "$out"
-
-cargo build --release -j2 -p parley -p parley-load
-parley=$target/release/parley
-load=$target/release/parley-load
-
-if [[ -z ${PARLEY_BENCH_POSTGRES_URL:-} ]]; then
-    # shellcheck source=scripts/pg-throwaway.sh
-    source scripts/pg-throwaway.sh
-    pg_throwaway_start # sets traps that stop the cluster on exit
-    PARLEY_BENCH_POSTGRES_URL=$PARLEY_TEST_POSTGRES_URL
-fi
 work=$(mktemp -d)
 server=""
 pg_name="" # the PostgreSQL database of the running scenario, dropped with it
@@ -49,8 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# The server reads PARLEY_* variables too; only this script's flags should count.
-while IFS= read -r name; do unset "$name"; done < <(env | sed -n 's/^\(PARLEY_[A-Z_]*\)=.*/\1/p' | grep -v '^PARLEY_BENCH_POSTGRES_URL$')
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port
