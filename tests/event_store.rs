@@ -606,30 +606,7 @@ async fn only_transactions_still_appending_hold_the_tail_back() {
     let database = TestDatabase::new(Backend::Postgres).await;
     let db = database.connect().await;
     let bus = CommandBus::<Counter>::new(&db, ());
-    let elsewhere = TestDatabase::new(Backend::Postgres).await;
-
-    let mut other_database = sqlx::PgConnection::connect(&elsewhere.url)
-        .await
-        .expect("connect");
-    let mut idle = other_database.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *idle)
-        .await
-        .expect("take a transaction id");
-    let mut same_database = sqlx::PgConnection::connect(&database.url)
-        .await
-        .expect("connect");
-    let mut reading = same_database.begin().await.expect("begin");
-    for statement in [
-        "SELECT count(*) FROM events",
-        "CREATE TABLE scratch (n int)",
-        "INSERT INTO scratch VALUES (1)",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut *reading)
-            .await
-            .expect(statement);
-    }
+    let open = common::OpenTransactions::begin(&database).await;
 
     bus.execute("first", add(1, 2), &meta())
         .await
@@ -672,11 +649,8 @@ async fn only_transactions_still_appending_hold_the_tail_back() {
         .collect();
     assert_eq!(read, ["slow", "second"]);
 
-    idle.rollback().await.expect("rollback");
-    reading.rollback().await.expect("rollback");
-    for conn in [other_database, same_database, appender] {
-        conn.close().await.expect("close");
-    }
+    open.end().await;
+    appender.close().await.expect("close");
     db.close().await;
 }
 

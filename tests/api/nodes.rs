@@ -80,34 +80,11 @@ async fn two_nodes_share_writes_and_projections_survive_the_owner_stopping() {
 /// out its consistency wait and failed.
 #[tokio::test]
 async fn a_transaction_left_open_elsewhere_does_not_hold_mutations_back() {
-    use sqlx::Connection;
     if !backends().contains(&Backend::Postgres) {
         return;
     }
     let app = spawn_app(Backend::Postgres).await;
-    let elsewhere = TestDatabase::new(Backend::Postgres).await;
-    let mut other_database = sqlx::PgConnection::connect(&elsewhere.url)
-        .await
-        .expect("connect");
-    let mut idle = other_database.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *idle)
-        .await
-        .expect("take a transaction id");
-    let mut same_database = sqlx::PgConnection::connect(&app.database.url)
-        .await
-        .expect("connect");
-    let mut analyst = same_database.begin().await.expect("begin");
-    for statement in [
-        "SELECT count(*) FROM events",
-        "CREATE TEMP TABLE findings (n int)",
-        "INSERT INTO findings VALUES (1)",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut *analyst)
-            .await
-            .expect(statement);
-    }
+    let open = crate::common::OpenTransactions::begin(&app.database).await;
 
     let registered = app.register("dora", "correct horse battery").await;
     assert_eq!(registered["errors"], json!(null), "{registered}");
@@ -120,9 +97,6 @@ async fn a_transaction_left_open_elsewhere_does_not_hold_mutations_back() {
         .await;
     assert_eq!(text(&me, "/data/me/username"), "dora");
 
-    idle.rollback().await.expect("rollback");
-    analyst.rollback().await.expect("rollback");
-    other_database.close().await.expect("close");
-    same_database.close().await.expect("close");
+    open.end().await;
     app.stop().await;
 }

@@ -270,3 +270,51 @@ pub async fn readable_events(db: &Db, count: usize) -> Vec<parley_store::StoredE
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Transactions that hold an id but will never append, left open on the PostgreSQL
+/// server of `database`: one in another database of it, and one in `database` that read
+/// the log and wrote a table of its own (as an analyst's session or a rebuild does).
+/// The log's readers must not wait for them.
+pub struct OpenTransactions {
+    connections: Vec<sqlx::PgConnection>,
+    _elsewhere: TestDatabase,
+}
+
+impl OpenTransactions {
+    pub async fn begin(database: &TestDatabase) -> Self {
+        use sqlx::Executor as _;
+        let elsewhere = TestDatabase::new(Backend::Postgres).await;
+        let held: [(&str, &[&str]); 2] = [
+            (&elsewhere.url, &["BEGIN", "SELECT pg_current_xact_id()"]),
+            (
+                &database.url,
+                &[
+                    "BEGIN",
+                    "SELECT count(*) FROM events",
+                    "CREATE TEMP TABLE findings (n int)",
+                    "INSERT INTO findings VALUES (1)",
+                ],
+            ),
+        ];
+        let mut connections = Vec::new();
+        for (url, statements) in held {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            for statement in statements {
+                conn.execute(*statement).await.expect(statement);
+            }
+            connections.push(conn);
+        }
+        Self {
+            connections,
+            _elsewhere: elsewhere,
+        }
+    }
+
+    pub async fn end(self) {
+        use sqlx::Executor as _;
+        for mut conn in self.connections {
+            conn.execute("ROLLBACK").await.expect("rollback");
+            conn.close().await.expect("close");
+        }
+    }
+}
