@@ -39,17 +39,7 @@ echo "== seeding $messages messages" >&2
 PARLEY_DATABASE_URL=$db PARLEY_DATA_DIR=$work "$parley" seed --users 2000 --conversations 4000 --messages "$messages" --seed 1 >&2
 events=$(psql "$db" -Atc "SELECT count(*) FROM events")
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
-"$parley" serve --listen "127.0.0.1:$port" --data-dir "$work" --database-url "$db" \
-    --jwt-secret bench-secret-0123456789abcdef-0123456789abcdef \
-    --rate-limits off --max-connections-per-user 5000 --access-token-ttl 86400 \
-    --log warn >"$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do
-    if curl -fs "$url/healthz" >/dev/null 2>&1; then break; fi
-    sleep 0.1
-done
+bench_serve "$work" "$db"
 
 # send LABEL: the load for $secs s; with a second argument, a rebuild --all starts once
 # the measured part has begun, and its duration is printed.

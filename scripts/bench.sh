@@ -39,8 +39,6 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
 run=0
 
 # start_server sqlite|postgres: a fresh database each time; sets $server and $db.
@@ -55,18 +53,7 @@ start_server() {
         psql "$PARLEY_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $pg_name" >/dev/null
         db=${PARLEY_BENCH_POSTGRES_URL%/*}/$pg_name
     fi
-    "$parley" serve --listen "127.0.0.1:$port" --data-dir "$data" --database-url "$db" \
-        --jwt-secret bench-secret-0123456789abcdef-0123456789abcdef \
-        --rate-limits off --max-connections-per-user 5000 --access-token-ttl 86400 \
-        --log warn >"$data/server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 1 100); do
-        if curl -fs "$url/healthz" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "the server did not come up; its log:" >&2
-    cat "$data/server.log" >&2
-    exit 1
+    bench_serve "$data" "$db"
 }
 
 figure() { # figure FILE NAME [ratio]: a figure of a report, or its ratio
