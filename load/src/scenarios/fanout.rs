@@ -13,6 +13,7 @@ use super::live::{setup, Fleet, Pace};
 use super::{begin_phases, run_prefix, Common, Timing};
 use crate::client::Api;
 use crate::report::{Figures, Report};
+use crate::rss::Phases;
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct Args {
@@ -78,15 +79,32 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     };
 
     let mut phases = begin_phases(monitor)?;
-    let fleet = Fleet::open(&api, &conversations, &listeners, subscribers).await?;
+    // Memory per socket is the growth from a fifth of the sockets to all of them, not
+    // from none: the server's RSS before any socket also holds what the set-up freed
+    // and its allocator has not returned yet, which it returns (or not) while sockets
+    // open, and which would count for or against them.
+    let first = if subscribers >= 5 { subscribers / 5 } else { 0 };
+    let mut fleet = Fleet::open(&api, &conversations, &listeners, first).await?;
+    let mut part = None;
+    if first > 0 {
+        fleet.until_live(&api, &conversations).await?;
+        part = phases.as_ref().map(Phases::mark).transpose()?;
+    }
+    fleet
+        .grow(&api, &conversations, &listeners, subscribers - first)
+        .await?;
     fleet.until_live(&api, &conversations).await?;
     if let Some(phases) = &phases {
         let subscribed = phases.mark()?;
         let before = phases.before();
         figures.add("rss_before_sockets", before.kib as f64 / 1024.0, "MiB");
         figures.add("rss_subscribed", subscribed.kib as f64 / 1024.0, "MiB");
-        let growth = subscribed.kib.saturating_sub(before.kib) as f64;
-        figures.add("memory_per_socket", growth / subscribers as f64, "KiB");
+        let (from, opened) = match part {
+            Some(part) => (part, subscribers - first),
+            None => (before, subscribers),
+        };
+        let growth = subscribed.kib.saturating_sub(from.kib) as f64;
+        figures.add("memory_per_socket", growth / opened as f64, "KiB");
     }
     eprintln!(
         "all {subscribers} subscribed; sending for {} s ({} s warm-up)…",

@@ -211,12 +211,6 @@ impl Fleet {
         listeners: &[Session],
         per_conversation: usize,
     ) -> anyhow::Result<Self> {
-        let size = conversations.len() * per_conversation;
-        let needed = size as u64 + FD_MARGIN;
-        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).context("getrlimit")?;
-        if soft < needed {
-            bail!("{size} sockets need about {needed} open files and the limit is {soft}: raise the hard limit (ulimit -Hn)");
-        }
         let clock = Instant::now();
         let shared = Arc::new(Shared {
             clock,
@@ -226,18 +220,47 @@ impl Fleet {
             reordered: AtomicU64::new(0),
             failures: Tally::default(),
         });
-        let (stop, stopped) = watch::channel(false);
-        eprintln!("opening {size} subscribed sockets…");
+        let mut fleet = Self {
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            shared,
+            size: 0,
+            readers: Vec::new(),
+            stop: watch::channel(false).0,
+        };
+        fleet
+            .grow(api, conversations, listeners, per_conversation)
+            .await?;
+        Ok(fleet)
+    }
+
+    /// Opens `per_conversation` more subscribed sockets on each conversation, spread
+    /// over the listeners in turn after those already open.
+    pub async fn grow(
+        &mut self,
+        api: &Api,
+        conversations: &[Conversation],
+        listeners: &[Session],
+        per_conversation: usize,
+    ) -> anyhow::Result<()> {
+        let more = conversations.len() * per_conversation;
+        let size = self.size + more;
+        let needed = size as u64 + FD_MARGIN;
+        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).context("getrlimit")?;
+        if soft < needed {
+            bail!("{size} sockets need about {needed} open files and the limit is {soft}: raise the hard limit (ulimit -Hn)");
+        }
+        eprintln!("opening {more} subscribed sockets…");
         let plan = conversations.iter().flat_map(|conversation| {
             (0..per_conversation).map(move |socket| (conversation, socket))
         });
+        let first = self.size;
         let mut sockets = futures::stream::iter(plan.enumerate())
             .map(|(index, (conversation, _))| {
-                let listener = &listeners[index % listeners.len()];
+                let listener = &listeners[(first + index) % listeners.len()];
                 api.subscribe(&listener.token, &conversation.id)
             })
             .buffer_unordered(CONNECT_CONCURRENCY);
-        let mut readers = Vec::with_capacity(size);
+        self.readers.reserve(more);
         while let Some(socket) = sockets.next().await {
             let socket = socket.map_err(|error| {
                 let hint = if format!("{error:#}").contains("4429") {
@@ -246,17 +269,13 @@ impl Fleet {
                 } else {
                     ""
                 };
-                error.context(format!("socket {} of {size}{hint}", readers.len() + 1))
+                error.context(format!("socket {} of {size}{hint}", self.readers.len() + 1))
             })?;
-            readers.push(tokio::spawn(read(socket, shared.clone(), stopped.clone())));
+            let reader = read(socket, self.shared.clone(), self.stop.subscribe());
+            self.readers.push(tokio::spawn(reader));
         }
-        Ok(Self {
-            nonce: uuid::Uuid::new_v4().simple().to_string(),
-            shared,
-            size,
-            readers,
-            stop,
-        })
+        self.size = size;
+        Ok(())
     }
 
     /// Posts warm-up messages into every conversation until every socket has received
@@ -267,7 +286,9 @@ impl Fleet {
         conversations: &[Conversation],
     ) -> anyhow::Result<()> {
         for attempt in 0..LIVE_ATTEMPTS {
-            let client_message_id = format!("{}-live-{attempt}", self.nonce);
+            // Named by the fleet's size too: a fleet that grew warms up again, and a
+            // repeated id with another body is refused.
+            let client_message_id = format!("{}-live-{}-{attempt}", self.nonce, self.size);
             futures::future::try_join_all(conversations.iter().map(|conversation| {
                 let client_message_id = &client_message_id;
                 async move {
