@@ -541,6 +541,10 @@ async fn one_batch_or_one_event_at_a_time_build_the_same_read_models() {
         );
         let group = create_group(&app, &alice, "Folded", &[&bob, &carol]).await;
         let first = send_ok(&app, &bob, &group, "first").await;
+        // Replies counted on their parent within a batch and across batches.
+        const REPLY: &str = "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }";
+        let reply = |to: &str, body: &str| json!({ "i": { "conversationId": group, "body": body, "replyToId": to } });
+        gql_ok(&app, &carol, REPLY, reply(&first, "re first")).await;
         let steps = [
             (&alice, REACT, json!({ "m": first, "e": "👍" })),
             (&alice, UNREACT, json!({ "m": first, "e": "👍" })),
@@ -561,6 +565,8 @@ async fn one_batch_or_one_event_at_a_time_build_the_same_read_models() {
             ok(&gql(&app, who, query, variables).await);
         }
         let second = send_ok(&app, &bob, &group, "second @carol @alice").await;
+        gql_ok(&app, &alice, REPLY, reply(&first, "re first, again")).await;
+        gql_ok(&app, &carol, REPLY, reply(&second, "re second")).await;
         let steps = [
             (&alice, REACT, json!({ "m": second, "e": "👀" })),
             (&bob, EDIT, json!({ "m": second, "b": "second, edited" })),
