@@ -20,13 +20,15 @@ use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, P
 use parley_aggregates::upload::{Upload, UploadCommand, UploadError};
 use parley_aggregates::values::{parse_id_list, Slug};
 use parley_aggregates::InputError;
+use parley_projections::conversations::{ConversationRow, InvitationRow};
 use parley_projections::messages::MessageRow;
+use parley_projections::moderation::ModerationRow;
 use parley_projections::page::MAX_PAGE;
 use parley_projections::{conversations, messages, notifications, unread, users};
 use parley_store::{log, Db, LogPosition};
 use uuid::Uuid;
 
-use parley_store::{CommandBus, CommandMeta};
+use parley_store::{CommandBus, CommandMeta, Committed};
 
 /// The result of a write: the id it concerns and where its events are in the log.
 pub struct Written<T> {
@@ -40,12 +42,39 @@ impl<T> Written<T> {
     }
 }
 
-/// What `send` posted: the message's id, and its row as posted (none for a retry,
-/// whose message may have changed since; the caller reads it).
-pub struct Sent {
+/// What a write made: the id of what it concerns, and the read-model row its own events
+/// make, as the projector first writes it. `None` when it made nothing new (a retried
+/// post, a direct conversation that already existed): the caller reads the row.
+///
+/// The write stands whether or not the read models catch up within the consistency
+/// wait; a mutation answers from the read model when it holds the row, and else from
+/// this (past the wait, or behind a failed projector) rather than failing.
+pub struct Made<Row> {
     pub id: Uuid,
-    pub posted: Option<MessageRow>,
+    pub row: Option<Row>,
 }
+
+impl<Row> Made<Row> {
+    pub(crate) fn of<A: cqrs_es::Aggregate>(
+        id: Uuid,
+        committed: &Committed<A>,
+        row: impl Fn(&A::Event) -> Option<Row>,
+    ) -> Self {
+        let row = committed
+            .events
+            .iter()
+            .find_map(|envelope| row(&envelope.payload));
+        Self { id, row }
+    }
+
+    pub(crate) fn existing(id: Uuid) -> Self {
+        Self { id, row: None }
+    }
+}
+
+/// What `send` posted: its row as posted, none for a retry (whose message may have
+/// changed since).
+pub type Sent = Made<MessageRow>;
 
 pub struct Chat {
     db: Db,
@@ -199,6 +228,15 @@ impl Chat {
         command: ConversationCommand,
         meta: &CommandMeta,
     ) -> Result<Option<LogPosition>, ChatError> {
+        Ok(self.commit(conversation_id, command, meta).await?.position)
+    }
+
+    async fn commit(
+        &self,
+        conversation_id: Uuid,
+        command: ConversationCommand,
+        meta: &CommandMeta,
+    ) -> Result<Committed<Conversation>, ChatError> {
         Ok(self
             .conversations
             .execute(
@@ -206,8 +244,7 @@ impl Chat {
                 (conversation_id, command),
                 meta,
             )
-            .await?
-            .position)
+            .await?)
     }
 
     /// `createDirectConversation`: the existing one if any.
@@ -216,7 +253,7 @@ impl Chat {
         viewer: Uuid,
         other: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<ConversationRow>>, ChatError> {
         let creator = self.member_ref(viewer).await?;
         let other = self.member_ref(other).await?;
         let id = direct_conversation_id(viewer, other.user_id);
@@ -230,12 +267,16 @@ impl Chat {
             .execute(&id.to_string(), (id, command), meta)
             .await
         {
-            Ok(committed) => Ok(Written::new(id, committed.position)),
+            Ok(committed) => {
+                let made = Made::of(id, &committed, ConversationRow::created);
+                Ok(Written::new(made, committed.position))
+            }
             // It may have been created a moment ago by a concurrent call: wait for
             // everything committed so far, so the caller can read it.
-            Err(AggregateError::UserError(ConversationError::AlreadyExists)) => {
-                Ok(Written::new(id, Some(log::head(&self.db).await?)))
-            }
+            Err(AggregateError::UserError(ConversationError::AlreadyExists)) => Ok(Written::new(
+                Made::existing(id),
+                Some(log::head(&self.db).await?),
+            )),
             Err(error) => Err(error.into()),
         }
     }
@@ -247,7 +288,7 @@ impl Chat {
         title: &str,
         member_ids: &[String],
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<ConversationRow>>, ChatError> {
         // Bounded before any lookup, so a huge list costs nothing.
         let member_ids = parse_id_list(member_ids, "memberIds", self.services.max_group_invites)?;
         let creator = self.member_ref(viewer).await?;
@@ -262,8 +303,9 @@ impl Chat {
             members,
             at: meta.at,
         };
-        let position = self.run(id, command, meta).await?;
-        Ok(Written::new(id, position))
+        let committed = self.commit(id, command, meta).await?;
+        let made = Made::of(id, &committed, ConversationRow::created);
+        Ok(Written::new(made, committed.position))
     }
 
     /// `createChannel`: claims the slug first, so two channels never share one.
@@ -275,7 +317,7 @@ impl Chat {
         description: Option<String>,
         visibility: Visibility,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<ConversationRow>>, ChatError> {
         let creator = self.member_ref(viewer).await?;
         parley_aggregates::values::Title::parse(name, "name")?;
         let slug = match slug {
@@ -325,8 +367,11 @@ impl Chat {
             visibility,
             at: meta.at,
         };
-        match self.run(id, command, meta).await {
-            Ok(position) => Ok(Written::new(id, position)),
+        match self.commit(id, command, meta).await {
+            Ok(committed) => {
+                let made = Made::of(id, &committed, ConversationRow::created);
+                Ok(Written::new(made, committed.position))
+            }
             Err(error) => {
                 let release = NameCommand::Release {
                     owner_id: id,
@@ -464,7 +509,7 @@ impl Chat {
         conversation_id: Uuid,
         user_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<InvitationRow>>, ChatError> {
         let invitee = self.member_ref(user_id).await?;
         let invitation_id = Uuid::now_v7();
         let command = ConversationCommand::Invite {
@@ -473,8 +518,9 @@ impl Chat {
             invitee,
             at: meta.at,
         };
-        let position = self.run(conversation_id, command, meta).await?;
-        Ok(Written::new(invitation_id, position))
+        let committed = self.commit(conversation_id, command, meta).await?;
+        let made = Made::of(invitation_id, &committed, InvitationRow::sent);
+        Ok(Written::new(made, committed.position))
     }
 
     async fn invitation_conversation(&self, invitation_id: Uuid) -> Result<Uuid, ChatError> {
@@ -615,24 +661,13 @@ impl Chat {
             .await
         {
             Ok(committed) => {
-                let posted = committed
-                    .events
-                    .iter()
-                    .find_map(|envelope| MessageRow::posted(&envelope.payload));
-                let sent = Sent {
-                    id: message_id,
-                    posted,
-                };
+                let sent = Made::of(message_id, &committed, MessageRow::posted);
                 Ok(Written::new(sent, committed.position))
             }
             Err(AggregateError::UserError(ConversationError::AlreadyPosted { message_id })) => {
                 // The first attempt may still be settling: wait for everything committed so far.
                 let head = log::head(&self.db).await?;
-                let sent = Sent {
-                    id: message_id,
-                    posted: None,
-                };
-                Ok(Written::new(sent, Some(head)))
+                Ok(Written::new(Made::existing(message_id), Some(head)))
             }
             Err(error) => {
                 self.release(&claimed, message_id, meta).await;
@@ -906,7 +941,7 @@ impl Chat {
         action: Moderation,
         reason: Option<String>,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<ModerationRow>>, ChatError> {
         self.member_ref(user_id).await?;
         let action_id = Uuid::now_v7();
         let (actor_id, at) = (viewer, meta.at);
@@ -965,8 +1000,13 @@ impl Chat {
                 at,
             },
         };
-        let position = self.run(conversation_id, command, meta).await?;
-        Ok(Written::new(action_id, position))
+        let committed = self.commit(conversation_id, command, meta).await?;
+        // Every moderation command's action has an id of its own; no event id is needed.
+        let id = action_id.to_string();
+        let made = Made::of(action_id, &committed, |event| {
+            Some(ModerationRow::of(&event.moderation_action()?, &id))
+        });
+        Ok(Written::new(made, committed.position))
     }
 }
 

@@ -20,7 +20,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::blob::{inspect, BlobStore, Served, UploadTarget};
-use crate::chat::{ChatError, Written};
+use crate::chat::{ChatError, Made, Written};
 
 /// The limits uploads are held to, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +169,7 @@ impl Uploads {
         viewer: Uuid,
         upload_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<AttachmentRow>>, ChatError> {
         let upload = self.uploads.load(&upload_id.to_string()).await?;
         if upload.owner_id != Some(viewer) {
             return Err(UploadError::NotFound.into());
@@ -179,7 +179,7 @@ impl Uploads {
             // A retry: the first completion may still be settling.
             Status::Completed => {
                 return Ok(Written {
-                    value: upload_id,
+                    value: Made::existing(upload_id),
                     position: Some(log::head(&self.db).await?),
                 })
             }
@@ -253,7 +253,7 @@ impl Uploads {
             Ok(committed) => {
                 self.delete_quietly(&incoming).await;
                 Ok(Written {
-                    value: upload_id,
+                    value: Made::of(upload_id, &committed, AttachmentRow::completed),
                     position: committed.position,
                 })
             }

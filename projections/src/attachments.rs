@@ -116,29 +116,25 @@ async fn apply_upload(
             .execute(&mut *conn)
             .await?;
         }
-        UploadEvent::UploadCompleted {
-            upload_id,
-            size,
-            object_key,
-            metadata,
-            completed_at,
-            ..
-        } => {
+        completed @ UploadEvent::UploadCompleted { .. } => {
+            let Some(row) = AttachmentRow::completed(completed) else {
+                return Ok(());
+            };
             sqlx::query(
                 "UPDATE attachments SET status = $2, size = $3, object_key = $4, thumbnail_key = $5, \
                  width = $6, height = $7, duration_ms = $8, sha256 = $9, changed_at = $10 \
                  WHERE id = $1 AND status = $11",
             )
-            .bind(upload_id.to_string())
-            .bind(status::COMPLETED)
-            .bind(i64::try_from(*size).unwrap_or(i64::MAX))
-            .bind(object_key)
-            .bind(metadata.thumbnail_key.clone())
-            .bind(to_i64(metadata.width))
-            .bind(to_i64(metadata.height))
-            .bind(to_i64(metadata.duration_ms))
-            .bind(&metadata.sha256)
-            .bind(format_time(*completed_at))
+            .bind(row.id)
+            .bind(row.status)
+            .bind(row.size)
+            .bind(row.object_key)
+            .bind(row.thumbnail_key)
+            .bind(row.width)
+            .bind(row.height)
+            .bind(row.duration_ms)
+            .bind(row.sha256)
+            .bind(row.changed_at)
             .bind(status::PENDING)
             .execute(&mut *conn)
             .await?;
@@ -271,6 +267,47 @@ pub struct AttachmentRow {
 }
 
 impl AttachmentRow {
+    /// The row as a completion leaves it, exactly as this projector writes it (but for
+    /// `created_at`, which the completion does not carry: its own time stands for it):
+    /// `completeUpload` answers with it when the read models have not caught up with
+    /// its write.
+    pub fn completed(event: &UploadEvent) -> Option<Self> {
+        let UploadEvent::UploadCompleted {
+            upload_id,
+            conversation_id,
+            owner_id,
+            filename,
+            content_type,
+            size,
+            object_key,
+            metadata,
+            completed_at,
+        } = event
+        else {
+            return None;
+        };
+        let at = format_time(*completed_at);
+        Some(Self {
+            id: upload_id.to_string(),
+            conversation_id: conversation_id.to_string(),
+            owner_id: owner_id.to_string(),
+            filename: filename.clone(),
+            content_type: content_type.clone(),
+            size: i64::try_from(*size).unwrap_or(i64::MAX),
+            object_key: object_key.clone(),
+            thumbnail_key: metadata.thumbnail_key.clone(),
+            width: to_i64(metadata.width),
+            height: to_i64(metadata.height),
+            duration_ms: to_i64(metadata.duration_ms),
+            sha256: Some(metadata.sha256.clone()),
+            status: status::COMPLETED.to_owned(),
+            message_id: None,
+            message_deleted_at: None,
+            created_at: at.clone(),
+            changed_at: at,
+        })
+    }
+
     /// Whether its objects may be downloaded: while completed (by its uploader, the
     /// only one who sees it then) or attached to a message that is not deleted. A
     /// deleted message's files stay stored for the grace period, but not served.

@@ -82,19 +82,17 @@ impl Projector for ConversationsProjector {
                     role.as_str(),
                     format_time(*joined_at),
                 ),
-                Some(Event::Conversation(ConversationEvent::InvitationSent {
-                    conversation_id,
-                    invitation_id,
-                    inviter_id,
-                    invitee_id,
-                    sent_at,
-                })) => run.invitations.push([
-                    invitation_id.to_string(),
-                    conversation_id.to_string(),
-                    inviter_id.to_string(),
-                    invitee_id.to_string(),
-                    format_time(*sent_at),
-                ]),
+                Some(Event::Conversation(sent @ ConversationEvent::InvitationSent { .. })) => {
+                    if let Some(row) = InvitationRow::sent(sent) {
+                        run.invitations.push([
+                            row.id,
+                            row.conversation_id,
+                            row.inviter_id,
+                            row.invitee_id,
+                            row.created_at,
+                        ]);
+                    }
+                }
                 Some(Event::Conversation(ConversationEvent::InvitationAccepted {
                     invitation_id,
                     accepted_at,
@@ -173,39 +171,29 @@ struct Joins {
 
 impl Joins {
     fn created(&mut self, event: &ConversationEvent) {
-        let ConversationEvent::ConversationCreated {
-            conversation_id,
-            kind,
-            title,
-            slug,
-            description,
-            visibility,
-            creator_id,
-            members,
-            created_at,
-        } = event
+        let (Some(row), ConversationEvent::ConversationCreated { members, .. }) =
+            (ConversationRow::created(event), event)
         else {
             return;
         };
-        let (id, at) = (conversation_id.to_string(), format_time(*created_at));
-        self.conversations.push([
-            Some(id.clone()),
-            Some(kind.as_str().to_owned()),
-            title.clone(),
-            slug.clone(),
-            description.clone(),
-            Some(visibility.as_str().to_owned()),
-            Some(creator_id.to_string()),
-            Some(at.clone()),
-        ]);
         for member in members {
             self.member(
-                id.clone(),
+                row.id.clone(),
                 member.user_id.to_string(),
                 member.role.as_str(),
-                at.clone(),
+                row.created_at.clone(),
             );
         }
+        self.conversations.push([
+            Some(row.id),
+            Some(row.kind),
+            row.title,
+            row.slug,
+            row.description,
+            Some(row.visibility),
+            Some(row.creator_id),
+            Some(row.created_at),
+        ]);
     }
 
     fn answer(&mut self, invitation: &uuid::Uuid, status: &'static str, at: &time::OffsetDateTime) {
@@ -349,40 +337,31 @@ async fn apply_conversation(
     event: ConversationEvent,
 ) -> Result<(), ProjectionError> {
     match event {
-        ConversationEvent::ConversationCreated {
-            conversation_id,
-            kind,
-            title,
-            slug,
-            description,
-            visibility,
-            creator_id,
-            members,
-            created_at,
-        } => {
-            let id = conversation_id.to_string();
-            let at = format_time(created_at);
+        ConversationEvent::ConversationCreated { ref members, .. } => {
+            let Some(row) = ConversationRow::created(&event) else {
+                return Ok(());
+            };
             sqlx::query(
                 "INSERT INTO conversations (id, kind, title, slug, description, visibility, creator_id, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&id)
-            .bind(kind.as_str())
-            .bind(title)
-            .bind(slug)
-            .bind(description)
-            .bind(visibility.as_str())
-            .bind(creator_id.to_string())
-            .bind(&at)
+            .bind(&row.id)
+            .bind(&row.kind)
+            .bind(&row.title)
+            .bind(&row.slug)
+            .bind(&row.description)
+            .bind(&row.visibility)
+            .bind(&row.creator_id)
+            .bind(&row.created_at)
             .execute(&mut *conn)
             .await?;
             for member in members {
                 insert_member(
                     conn,
-                    &id,
+                    &row.id,
                     &member.user_id.to_string(),
                     member.role.as_str(),
-                    &at,
+                    &row.created_at,
                 )
                 .await?;
             }
@@ -429,22 +408,20 @@ async fn apply_conversation(
                 .execute(&mut *conn)
                 .await?;
         }
-        ConversationEvent::InvitationSent {
-            conversation_id,
-            invitation_id,
-            inviter_id,
-            invitee_id,
-            sent_at,
-        } => {
+        ConversationEvent::InvitationSent { .. } => {
+            let Some(row) = InvitationRow::sent(&event) else {
+                return Ok(());
+            };
             sqlx::query(
                 "INSERT INTO invitations (id, conversation_id, inviter_id, invitee_id, status, created_at) \
-                 VALUES ($1, $2, $3, $4, 'PENDING', $5) ON CONFLICT (id) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
             )
-            .bind(invitation_id.to_string())
-            .bind(conversation_id.to_string())
-            .bind(inviter_id.to_string())
-            .bind(invitee_id.to_string())
-            .bind(format_time(sent_at))
+            .bind(row.id)
+            .bind(row.conversation_id)
+            .bind(row.inviter_id)
+            .bind(row.invitee_id)
+            .bind(row.status)
+            .bind(row.created_at)
             .execute(&mut *conn)
             .await?;
         }
@@ -599,6 +576,42 @@ pub struct ConversationRow {
     pub last_message_id: Option<String>,
     /// Its own retention window in days; `None`: the server's default.
     pub retention_days: Option<i64>,
+}
+
+impl ConversationRow {
+    /// The row a creation makes, exactly as this projector first writes it: a mutation
+    /// that creates a conversation answers with it when the read models have not caught
+    /// up with its write.
+    pub fn created(event: &ConversationEvent) -> Option<Self> {
+        let ConversationEvent::ConversationCreated {
+            conversation_id,
+            kind,
+            title,
+            slug,
+            description,
+            visibility,
+            creator_id,
+            created_at,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        let at = format_time(*created_at);
+        Some(Self {
+            id: conversation_id.to_string(),
+            kind: kind.as_str().to_owned(),
+            title: title.clone(),
+            slug: slug.clone(),
+            description: description.clone(),
+            visibility: visibility.as_str().to_owned(),
+            creator_id: creator_id.to_string(),
+            created_at: at.clone(),
+            last_activity_at: at,
+            last_message_id: None,
+            retention_days: None,
+        })
+    }
 }
 
 const SELECT_CONVERSATION: &str = "SELECT c.id, c.kind, c.title, c.slug, c.description, c.visibility, c.creator_id, c.created_at, \
@@ -874,6 +887,32 @@ pub struct InvitationRow {
     pub invitee_id: String,
     pub status: String,
     pub created_at: String,
+}
+
+impl InvitationRow {
+    /// The row an invitation makes, exactly as this projector first writes it:
+    /// `inviteMember` answers with it when the read models have not caught up with its
+    /// write.
+    pub fn sent(event: &ConversationEvent) -> Option<Self> {
+        let ConversationEvent::InvitationSent {
+            conversation_id,
+            invitation_id,
+            inviter_id,
+            invitee_id,
+            sent_at,
+        } = event
+        else {
+            return None;
+        };
+        Some(Self {
+            id: invitation_id.to_string(),
+            conversation_id: conversation_id.to_string(),
+            inviter_id: inviter_id.to_string(),
+            invitee_id: invitee_id.to_string(),
+            status: "PENDING".to_owned(),
+            created_at: format_time(*sent_at),
+        })
+    }
 }
 
 const SELECT_INVITATION: &str =

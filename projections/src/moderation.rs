@@ -2,41 +2,28 @@
 //! including moderators' deletions of others' messages (by id, never the body).
 
 use parley_aggregates::event::{Event, EventKind};
+use parley_aggregates::moderation::ModerationAction;
 use sqlx::{AnyConnection, FromRow};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::page::{pair, Page};
 use crate::{format_time, Db, ProjectionError, Projector, StoredEvent};
 
 pub struct ModerationProjector;
 
-struct Action<'a> {
-    id: String,
-    conversation_id: Uuid,
-    action: &'static str,
-    actor_id: Uuid,
-    target_id: Option<Uuid>,
-    message_id: Option<Uuid>,
-    reason: Option<&'a str>,
-    expires_at: Option<OffsetDateTime>,
-    occurred_at: OffsetDateTime,
-}
-
-async fn record(conn: &mut AnyConnection, action: Action<'_>) -> Result<(), ProjectionError> {
+async fn record(conn: &mut AnyConnection, row: ModerationRow) -> Result<(), ProjectionError> {
     sqlx::query(
         "INSERT INTO moderation_log (id, conversation_id, action, actor_id, target_id, message_id, reason, expires_at, occurred_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
     )
-    .bind(action.id)
-    .bind(action.conversation_id.to_string())
-    .bind(action.action)
-    .bind(action.actor_id.to_string())
-    .bind(action.target_id.map(|id| id.to_string()))
-    .bind(action.message_id.map(|id| id.to_string()))
-    .bind(action.reason)
-    .bind(action.expires_at.map(format_time))
-    .bind(format_time(action.occurred_at))
+    .bind(row.id)
+    .bind(row.conversation_id)
+    .bind(row.action)
+    .bind(row.actor_id)
+    .bind(row.target_id)
+    .bind(row.message_id)
+    .bind(row.reason)
+    .bind(row.expires_at)
+    .bind(row.occurred_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -65,24 +52,7 @@ impl Projector for ModerationProjector {
         let Some(action) = action else {
             return Ok(());
         };
-        record(
-            conn,
-            Action {
-                // A deletion has no action id of its own: its event names it.
-                id: action
-                    .action_id
-                    .map_or_else(|| event.event_id.clone(), |id| id.to_string()),
-                conversation_id: action.conversation_id,
-                action: action.kind.as_str(),
-                actor_id: action.actor_id,
-                target_id: Some(action.target_id),
-                message_id: action.message_id,
-                reason: action.reason,
-                expires_at: action.until.flatten(),
-                occurred_at: action.at,
-            },
-        )
-        .await
+        record(conn, ModerationRow::of(&action, &event.event_id)).await
     }
 }
 
@@ -97,6 +67,27 @@ pub struct ModerationRow {
     pub reason: Option<String>,
     pub expires_at: Option<String>,
     pub occurred_at: String,
+}
+
+impl ModerationRow {
+    /// The row an action makes, exactly as this projector writes it: a moderation
+    /// mutation answers with it when the read models have not caught up with its write.
+    /// `event_id` names a deletion, which has no action id of its own.
+    pub fn of(action: &ModerationAction<'_>, event_id: &str) -> Self {
+        Self {
+            id: action
+                .action_id
+                .map_or_else(|| event_id.to_owned(), |id| id.to_string()),
+            conversation_id: action.conversation_id.to_string(),
+            action: action.kind.as_str().to_owned(),
+            actor_id: action.actor_id.to_string(),
+            target_id: Some(action.target_id.to_string()),
+            message_id: action.message_id.map(|id| id.to_string()),
+            reason: action.reason.map(str::to_owned),
+            expires_at: action.until.flatten().map(format_time),
+            occurred_at: format_time(action.at),
+        }
+    }
 }
 
 const SELECT: &str = "SELECT id, conversation_id, action, actor_id, target_id, message_id, reason, expires_at, occurred_at FROM moderation_log";

@@ -28,28 +28,18 @@ impl Projector for UsersProjector {
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
         match event.event_of(&[EventKind::User])? {
-            Some(Event::User(UserEvent::UserRegistered {
-                user_id,
-                username,
-                display_name,
-                registered_at,
-                ..
-            })) => {
-                // The username is sealed with the account's key: an erased account's
-                // reads as empty, and gives way to the id as on erasure below.
-                let id = user_id.to_string();
-                let username = match username.as_str() {
-                    "" => id.as_str(),
-                    name => name,
+            Some(Event::User(registered @ UserEvent::UserRegistered { .. })) => {
+                let Some(row) = UserRow::registered(registered) else {
+                    return Ok(());
                 };
                 sqlx::query(
                     "INSERT INTO users (id, username, display_name, registered_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
                 )
-                .bind(&id)
-                .bind(username)
-                .bind(display_name.as_str())
-                .bind(crate::format_time(*registered_at))
+                .bind(row.id)
+                .bind(row.username)
+                .bind(row.display_name)
+                .bind(row.registered_at)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -80,6 +70,37 @@ pub struct UserRow {
     pub registered_at: String,
     /// Set once the account is erased.
     pub erased_at: Option<String>,
+}
+
+impl UserRow {
+    /// The row a registration makes, exactly as this projector writes it: `register`
+    /// answers with it when the read models have not caught up with its write.
+    pub fn registered(event: &UserEvent) -> Option<Self> {
+        let UserEvent::UserRegistered {
+            user_id,
+            username,
+            display_name,
+            registered_at,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        let id = user_id.to_string();
+        // The username is sealed with the account's key: an erased account's reads as
+        // empty, and gives way to the id as on erasure.
+        let username = match username.as_str() {
+            "" => id.clone(),
+            name => name.to_owned(),
+        };
+        Some(Self {
+            id,
+            username,
+            display_name: display_name.as_str().to_owned(),
+            registered_at: crate::format_time(*registered_at),
+            erased_at: None,
+        })
+    }
 }
 
 /// Looks users up by id, in one query for any number of ids.

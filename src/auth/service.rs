@@ -10,6 +10,7 @@ use parley_aggregates::user::{
     NewSession, PasswordHasher as _, User, UserCommand, UserError, UserEvent, UserServices,
 };
 use parley_aggregates::values::{DisplayName, Password, Username};
+use parley_projections::users::UserRow;
 use parley_store::LogPosition;
 use uuid::Uuid;
 
@@ -69,6 +70,9 @@ pub struct AuthTokens {
     pub refresh_token: String,
     /// Where the operation's events sit, for read-your-writes.
     pub position: Option<LogPosition>,
+    /// The account's read-model row as `register` made it (`None` for other
+    /// operations): the answer when the read models miss the consistency wait.
+    pub registered: Option<UserRow>,
 }
 
 pub struct Accounts {
@@ -150,6 +154,7 @@ impl Accounts {
                 .map_err(|error| AuthError::Store(Box::new(error)))?,
             refresh_token: refresh.encode(),
             position,
+            registered: None,
         })
     }
 
@@ -219,7 +224,13 @@ impl Accounts {
             )
             .await;
         match registered {
-            Ok(committed) => self.tokens(&refresh, &meta, committed.position),
+            Ok(committed) => Ok(AuthTokens {
+                registered: committed
+                    .events
+                    .iter()
+                    .find_map(|envelope| UserRow::registered(&envelope.payload)),
+                ..self.tokens(&refresh, &meta, committed.position)?
+            }),
             Err(error) => {
                 // Input was validated above, so this is a storage failure: give the
                 // name back rather than leave it claimed by an account that never was.

@@ -1,10 +1,14 @@
-//! Mutation resolvers. Each returns only after the read models include its effect.
+//! Mutation resolvers. Each waits (bounded) for the read models to include its effect;
+//! past the wait it still succeeds, answering with what its own events made.
 
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use parley_aggregates::conversation::Visibility as DomainVisibility;
 use parley_aggregates::member::NotificationLevel as DomainLevel;
 use parley_aggregates::policy::Role as DomainRole;
-use parley_projections::{conversations, moderation};
+use parley_projections::attachments::{self, AttachmentRow};
+use parley_projections::conversations::{self, ConversationRow, InvitationRow};
+use parley_projections::messages::MessageRow;
+use parley_projections::moderation;
 use time::OffsetDateTime;
 
 use super::error::ApiError;
@@ -98,35 +102,59 @@ where
     Ok(written.value)
 }
 
-/// A conversation a mutation wrote, as the viewer may see it.
-async fn conversation(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Conversation, ApiError> {
-    Ok(Conversation(
-        readable_conversation(ctx, &id.to_string()).await?,
-    ))
+/// The read model's row for what a write made, or else the row the write's own events
+/// make. The write stands either way: past the consistency wait, or behind a failed
+/// projector, the mutation still succeeds (the lag is logged and counted), so a client
+/// never retries a write that was taken as one that failed.
+fn stored_or_made<Row>(
+    stored: Option<Row>,
+    made: Option<Row>,
+    what: &str,
+) -> Result<Row, ApiError> {
+    stored
+        .or(made)
+        .ok_or_else(|| ApiError::internal(format!("{what} missing from the read model")))
+}
+
+/// A conversation a mutation wrote. The aggregate authorised the write, so read access
+/// is not judged again (its content is, field by field); a member's read-model row may
+/// still be behind the write.
+async fn conversation(
+    ctx: &Context<'_>,
+    id: uuid::Uuid,
+    made: Option<ConversationRow>,
+) -> Result<Conversation, ApiError> {
+    let stored = conversations::by_id(&state(ctx).db, &id.to_string()).await?;
+    Ok(Conversation(stored_or_made(stored, made, "conversation")?))
 }
 
 /// The message a mutation wrote. The aggregate authorised the write; read access is not
 /// checked again, so a post accepted just before its author was banned is still
 /// answered with the message rather than an error.
-async fn message(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Message, ApiError> {
-    parley_projections::messages::by_id(&state(ctx).db, &id.to_string())
-        .await?
-        .map(Message::from)
-        .ok_or_else(|| ApiError::internal("message missing from the read model"))
+async fn message(
+    ctx: &Context<'_>,
+    id: uuid::Uuid,
+    made: Option<MessageRow>,
+) -> Result<Message, ApiError> {
+    let stored = parley_projections::messages::by_id(&state(ctx).db, &id.to_string()).await?;
+    Ok(Message::from(stored_or_made(stored, made, "message")?))
 }
 
-async fn invitation(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Invitation, ApiError> {
-    conversations::invitation(&state(ctx).db, &id.to_string())
-        .await?
-        .map(Invitation)
-        .ok_or_else(|| ApiError::internal("invitation missing from the read model"))
+async fn invitation(
+    ctx: &Context<'_>,
+    id: uuid::Uuid,
+    made: Option<InvitationRow>,
+) -> Result<Invitation, ApiError> {
+    let stored = conversations::invitation(&state(ctx).db, &id.to_string()).await?;
+    Ok(Invitation(stored_or_made(stored, made, "invitation")?))
 }
 
 async fn payload(ctx: &Context<'_>, tokens: AuthTokens) -> Result<AuthPayload, ApiError> {
     state(ctx).settle(tokens.position).await;
-    let user = user(ctx, &tokens.user_id.to_string())
-        .await?
-        .ok_or_else(|| ApiError::internal("user missing from the read model"))?;
+    let user = match user(ctx, &tokens.user_id.to_string()).await? {
+        Some(user) => user,
+        None => User::from(stored_or_made(None, tokens.registered, "user")?),
+    };
     Ok(AuthPayload {
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
@@ -240,11 +268,11 @@ impl Mutation {
         user_id: ID,
     ) -> Result<Conversation> {
         let other = parse_id(&user_id, "user")?;
-        let id = write(ctx, |s, me, meta| async move {
+        let made = write(ctx, |s, me, meta| async move {
             s.chat.create_direct(me, other, &meta).await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, made.id, made.row).await?)
     }
 
     /// `createGroup`: the creator is its owner.
@@ -254,13 +282,13 @@ impl Mutation {
         input: CreateGroupInput,
     ) -> Result<Conversation> {
         let member_ids: Vec<String> = input.member_ids.iter().map(|id| id.to_string()).collect();
-        let id = write(ctx, |s, me, meta| async move {
+        let made = write(ctx, |s, me, meta| async move {
             s.chat
                 .create_group(me, &input.title, &member_ids, &meta)
                 .await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, made.id, made.row).await?)
     }
 
     /// `createChannel`: the slug is derived from the name unless given.
@@ -273,14 +301,14 @@ impl Mutation {
             Visibility::Public => DomainVisibility::Public,
             Visibility::Private => DomainVisibility::Private,
         };
-        let id = write(ctx, |s, me, meta| async move {
+        let made = write(ctx, |s, me, meta| async move {
             let slug = input.slug.as_deref();
             let chat = &s.chat;
             chat.create_channel(me, &input.name, slug, input.description, visibility, &meta)
                 .await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, made.id, made.row).await?)
     }
 
     /// `joinChannel`: public channels only.
@@ -290,7 +318,7 @@ impl Mutation {
             s.chat.join(me, id, &meta).await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, id, None).await?)
     }
 
     /// `leaveConversation`.
@@ -315,7 +343,7 @@ impl Mutation {
                 .await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, id, None).await?)
     }
 
     /// `setRetention`: how many days the conversation keeps messages (1 to 36,500);
@@ -333,7 +361,7 @@ impl Mutation {
                 .await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, id, None).await?)
     }
 
     /// `setNotificationLevel`.
@@ -353,7 +381,7 @@ impl Mutation {
             s.chat.set_notification_level(me, id, level, &meta).await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, id, None).await?)
     }
 
     /// `inviteMember`.
@@ -367,11 +395,11 @@ impl Mutation {
             parse_id(&conversation_id, "conversation")?,
             parse_id(&user_id, "user")?,
         );
-        let id = write(ctx, |s, me, meta| async move {
+        let made = write(ctx, |s, me, meta| async move {
             s.chat.invite(me, id, user, &meta).await
         })
         .await?;
-        Ok(invitation(ctx, id).await?)
+        Ok(invitation(ctx, made.id, made.row).await?)
     }
 
     /// `acceptInvitation`: the invitee joins.
@@ -385,7 +413,7 @@ impl Mutation {
             s.chat.accept(me, id, &meta).await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, id, None).await?)
     }
 
     /// `declineInvitation`.
@@ -395,7 +423,7 @@ impl Mutation {
             s.chat.decline(me, id, &meta).await
         })
         .await?;
-        Ok(invitation(ctx, id).await?)
+        Ok(invitation(ctx, id, None).await?)
     }
 
     /// `revokeInvitation`: the inviter or an admin.
@@ -405,7 +433,7 @@ impl Mutation {
             s.chat.revoke(me, id, &meta).await
         })
         .await?;
-        Ok(invitation(ctx, id).await?)
+        Ok(invitation(ctx, id, None).await?)
     }
 
     /// `sendMessage`: a retry with the same `clientMessageId` returns the first message.
@@ -443,10 +471,10 @@ impl Mutation {
         })
         .await?;
         // A new post is answered with its row as posted (the read models hold the same
-        // by now: `write` waited for them), saving a read per message.
-        match sent.posted {
+        // by now, unless they missed the consistency wait), saving a read per message.
+        match sent.row {
             Some(row) => Ok(Message::from(row)),
-            None => Ok(message(ctx, sent.id).await?),
+            None => Ok(message(ctx, sent.id, None).await?),
         }
     }
 
@@ -490,8 +518,11 @@ impl Mutation {
         let me = viewer(ctx)?;
         let state = state(ctx).clone();
         let meta = state.meta(Some(me));
-        match state.uploads.complete(me, id, &meta).await {
-            Ok(written) => state.settle(written.position).await,
+        let made = match state.uploads.complete(me, id, &meta).await {
+            Ok(written) => {
+                state.settle(written.position).await;
+                written.value
+            }
             Err(error) => {
                 // A refusal is recorded (the upload ends, and stops counting as open):
                 // it too is answered only once the read models show it.
@@ -503,11 +534,20 @@ impl Mutation {
                 }
                 return Err(ApiError::from(error).into());
             }
-        }
-        let row = parley_projections::attachments::by_id(&state.db, &id.to_string())
+        };
+        let stored = attachments::by_id(&state.db, &id.to_string())
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::internal("attachment missing from the read model"))?;
+            .map_err(ApiError::from)?;
+        // A row still pending is one the completion has not reached yet.
+        let row = match (stored, made.row) {
+            (Some(stored), Some(made)) if stored.status == attachments::status::PENDING => {
+                AttachmentRow {
+                    created_at: stored.created_at,
+                    ..made
+                }
+            }
+            (stored, made) => stored_or_made(stored, made, "attachment")?,
+        };
         Ok(Attachment::from_row(ctx, row).await?)
     }
 
@@ -523,7 +563,7 @@ impl Mutation {
             s.chat.edit(me, id, body, &meta).await
         })
         .await?;
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `deleteMessage`: the author, or a moderator with a reason.
@@ -542,7 +582,7 @@ impl Mutation {
         if let Err(error) = state(ctx).uploads.withhold_message(id).await {
             tracing::warn!(?error, "cannot withhold a deleted message's attachments");
         }
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `addReaction`: idempotent.
@@ -557,7 +597,7 @@ impl Mutation {
             s.chat.react(me, id, emoji, true, &meta).await
         })
         .await?;
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `removeReaction`: idempotent.
@@ -572,7 +612,7 @@ impl Mutation {
             s.chat.react(me, id, emoji, false, &meta).await
         })
         .await?;
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `markRead`: forward only; an older message changes nothing.
@@ -590,7 +630,7 @@ impl Mutation {
             s.chat.mark_read(me, id, message, &meta).await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, id, None).await?)
     }
 
     /// `markUnread`: moves the marker to just before the message.
@@ -608,7 +648,7 @@ impl Mutation {
             s.chat.mark_unread(me, id, message, &meta).await
         })
         .await?;
-        Ok(conversation(ctx, id).await?)
+        Ok(conversation(ctx, id, None).await?)
     }
 
     /// `markNotificationsRead`: how many became read.
@@ -814,14 +854,16 @@ async fn moderate(
 ) -> Result<ModerationAction, ApiError> {
     let conversation_id = parse_id(&conversation_id, "conversation")?;
     let user_id = parse_id(&user_id, "user")?;
-    let id = write(ctx, |s, me, meta| async move {
+    let made = write(ctx, |s, me, meta| async move {
         s.chat
             .moderate(me, conversation_id, user_id, action, reason, &meta)
             .await
     })
     .await?;
-    moderation::by_id(&state(ctx).db, &id.to_string())
-        .await?
-        .map(ModerationAction)
-        .ok_or_else(|| ApiError::internal("moderation action missing from the read model"))
+    let stored = moderation::by_id(&state(ctx).db, &made.id.to_string()).await?;
+    Ok(ModerationAction(stored_or_made(
+        stored,
+        made.row,
+        "moderation action",
+    )?))
 }

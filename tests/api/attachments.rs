@@ -1256,3 +1256,42 @@ async fn bytes_of_an_abandoned_upload_are_deleted_by_a_later_sweep_when_the_one_
         app.stop().await;
     }
 }
+
+/// A completion past the consistency wait (here behind a failed attachments read model,
+/// whose row is still the pending one) is answered with the attachment it made, not
+/// refused as not found: its events stand.
+#[tokio::test]
+async fn a_completion_behind_a_failed_read_model_answers_with_the_attachment() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn(
+            backend,
+            Store::Embedded,
+            Arc::new(parley::clock::SystemClock),
+        )
+        .await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+        let bytes = png(64, 48);
+        let created =
+            create_upload(&app, &alice, &group, "late.png", "image/png", bytes.len()).await;
+        ok(&created);
+        let payload = r#"{"UploadCompleted": {"not": "an upload"}}"#;
+        poison_with(&app.state.db, "Upload", "UploadCompleted", payload).await;
+        marked_failed(&app, "attachments").await;
+
+        assert_eq!(put(&app, &created, bytes.clone()).await, 200);
+        let completed = complete(&app, &alice, &created).await;
+        let attachment = &ok(&completed)["completeUpload"];
+        assert_eq!(attachment["id"], json!(upload_id(&created)));
+        assert_eq!(
+            (&attachment["width"], &attachment["height"]),
+            (&json!(64), &json!(48))
+        );
+        assert_eq!(attachment["size"], bytes.len());
+        assert_eq!(attachment["filename"], "late.png");
+        // Reads, downloads among them, follow the read model, which is behind.
+        assert!(attachment["url"].is_string(), "{attachment}");
+        app.stop().await;
+    }
+}

@@ -321,31 +321,7 @@ async fn a_name_claimed_by_a_process_that_died_is_not_lost() {
 /// Appends an event no projector of conversations can decode.
 async fn poison(db: &parley_store::Db) {
     let payload = r#"{"MessagePosted": {"not": "a message"}}"#;
-    let metadata = r#"{"occurred_at": "2026-01-01T00:00:00Z"}"#;
-    match db.backend {
-        parley_store::Backend::Sqlite => sqlx::query(
-            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) \
-             VALUES ($1, 'Conversation', $2, 1, 'MessagePosted', '1', $3, $4, $5)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(payload)
-        .bind(metadata)
-        .bind("ab".repeat(32))
-        .execute(&db.write)
-        .await
-        .expect("poison"),
-        parley_store::Backend::Postgres => sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             VALUES ('Conversation', $1, 1, 'MessagePosted', '1', CAST($2 AS JSONB), CAST($3 AS JSONB))",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(payload)
-        .bind(metadata)
-        .execute(&db.write)
-        .await
-        .expect("poison"),
-    };
+    poison_with(db, "Conversation", "MessagePosted", payload).await;
 }
 
 #[tokio::test]
@@ -359,21 +335,7 @@ async fn a_projector_stuck_on_one_event_is_marked_failed_and_holds_nothing_up() 
         .await;
         user(&app, "alice").await;
         poison(&app.state.db).await;
-        let mut tries = 0;
-        let report = loop {
-            let report = app.readyz().await;
-            let failed = report["projectors"].as_array().is_some_and(|projectors| {
-                projectors
-                    .iter()
-                    .any(|p| p["name"] == "conversations" && p["state"] == "failed")
-            });
-            if failed {
-                break report;
-            }
-            tries += 1;
-            assert!(tries < 600, "never marked failed: {report}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let report = marked_failed(&app, "conversations").await;
         let users = report["projectors"]
             .as_array()
             .and_then(|p| p.iter().find(|p| p["name"] == "users").cloned());
@@ -421,5 +383,112 @@ async fn a_projector_stuck_on_one_event_is_marked_failed_and_holds_nothing_up() 
         for key in ["version", "position", "head", "lag"] {
             assert!(!users[key].is_null(), "{key} in {report}");
         }
+    }
+}
+
+/// Past the consistency wait, or behind a failed projector, a mutation still succeeds
+/// (the lag is logged and counted): what it created is answered from its own events,
+/// not with `INTERNAL_SERVER_ERROR` or `NOT_FOUND`, so no client retries a write that
+/// stands and makes it twice.
+#[tokio::test]
+async fn a_mutation_behind_failed_read_models_answers_with_what_it_wrote() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app_on(TestDatabase::new(backend).await, |c| {
+            // A failed projector ends the wait at once; a lagging one would take this.
+            c.consistency_wait_ms = 600_000;
+        })
+        .await;
+        let (alice, bob, carol) = (
+            user(&app, "alice").await,
+            user(&app, "bob").await,
+            user(&app, "carol").await,
+        );
+        let timeouts = || app.state.consistency_timeouts.load(Ordering::Relaxed);
+        let before = timeouts();
+        poison(&app.state.db).await;
+        marked_failed(&app, "conversations").await;
+        marked_failed(&app, "moderation").await;
+
+        let group = gql_ok(
+            &app,
+            &alice,
+            "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id kind title createdAt } }",
+            json!({ "i": { "title": "Behind", "memberIds": [bob.id] } }),
+        )
+        .await;
+        let group = &group["data"]["createGroup"];
+        assert_eq!(
+            (&group["kind"], &group["title"]),
+            (&json!("GROUP"), &json!("Behind"))
+        );
+        let group = group["id"].as_str().expect("an id").to_owned();
+
+        let channel = gql_ok(
+            &app,
+            &alice,
+            "mutation($i: CreateChannelInput!) { createChannel(input: $i) { id kind slug visibility } }",
+            json!({ "i": { "name": "Behind the scenes", "visibility": "PUBLIC" } }),
+        )
+        .await;
+        let channel = &channel["data"]["createChannel"];
+        assert_eq!(channel["slug"], "behind-the-scenes");
+        assert_eq!(channel["visibility"], "PUBLIC");
+        let channel = channel["id"].as_str().expect("an id").to_owned();
+
+        let direct = gql_ok(
+            &app,
+            &alice,
+            "mutation($u: ID!) { createDirectConversation(userId: $u) { id kind } }",
+            json!({ "u": carol.id }),
+        )
+        .await;
+        assert_eq!(direct["data"]["createDirectConversation"]["kind"], "DIRECT");
+
+        let invited = gql_ok(
+            &app,
+            &alice,
+            "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id status invitee { id } inviter { id } } }",
+            json!({ "c": channel, "u": carol.id }),
+        )
+        .await;
+        let invited = &invited["data"]["inviteMember"];
+        assert_eq!(invited["status"], "PENDING");
+        assert_eq!(invited["invitee"]["id"], json!(carol.id));
+        assert_eq!(invited["inviter"]["id"], json!(alice.id));
+
+        // The group's events stand: bob is a member, so kicking him is accepted.
+        let kicked = gql_ok(
+            &app,
+            &alice,
+            "mutation($c: ID!, $u: ID!) { kickMember(conversationId: $c, userId: $u, reason: \"testing\") { conversationId action reason actor { id } target { id } } }",
+            json!({ "c": group, "u": bob.id }),
+        )
+        .await;
+        let kicked = &kicked["data"]["kickMember"];
+        assert_eq!(kicked["conversationId"], json!(group));
+        assert_eq!(kicked["action"], "KICK");
+        assert_eq!(kicked["reason"], "testing");
+        assert_eq!(kicked["target"]["id"], json!(bob.id));
+
+        let sent = gql_ok(
+            &app,
+            &alice,
+            "mutation($i: SendMessageInput!) { sendMessage(input: $i) { seq body } }",
+            json!({ "i": { "conversationId": group, "body": "still here" } }),
+        )
+        .await;
+        assert_eq!(sent["data"]["sendMessage"]["body"], "still here");
+        assert!(timeouts() > before, "the lag is counted");
+
+        // Registration, behind a failed users read model.
+        let payload = r#"{"UserRegistered": {"not": "a user"}}"#;
+        poison_with(&app.state.db, "User", "UserRegistered", payload).await;
+        marked_failed(&app, "users").await;
+        let registered = app.register("dora", "correct horse battery").await;
+        let me = &ok(&registered)["register"]["user"];
+        assert_eq!(me["username"], "dora");
+        assert!(me["id"].is_string(), "{registered}");
+        app.stop().await;
     }
 }

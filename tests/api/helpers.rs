@@ -509,3 +509,60 @@ pub async fn busy_history(app: &TestApp) -> (Client, Client, Client, String) {
 
     (alice, bob, carol, group)
 }
+
+/// Waits until `/readyz` reports projector `name` failed; the report that did.
+pub async fn marked_failed(app: &TestApp, name: &str) -> serde_json::Value {
+    let mut tries = 0;
+    loop {
+        let report = app.readyz().await;
+        let failed = report["projectors"].as_array().is_some_and(|projectors| {
+            projectors
+                .iter()
+                .any(|p| p["name"] == name && p["state"] == "failed")
+        });
+        if failed {
+            return report;
+        }
+        tries += 1;
+        assert!(tries < 600, "{name} never marked failed: {report}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Appends an event of `aggregate_type` whose `payload` no projector can decode.
+pub async fn poison_with(
+    db: &parley_store::Db,
+    aggregate_type: &str,
+    event_type: &str,
+    payload: &str,
+) {
+    let metadata = r#"{"occurred_at": "2026-01-01T00:00:00Z"}"#;
+    match db.backend {
+        parley_store::Backend::Sqlite => sqlx::query(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) \
+             VALUES ($1, $2, $3, 1, $4, '1', $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(aggregate_type)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(event_type)
+        .bind(payload)
+        .bind(metadata)
+        .bind("ab".repeat(32))
+        .execute(&db.write)
+        .await
+        .expect("poison"),
+        parley_store::Backend::Postgres => sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ($1, $2, 1, $3, '1', CAST($4 AS JSONB), CAST($5 AS JSONB))",
+        )
+        .bind(aggregate_type)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(event_type)
+        .bind(payload)
+        .bind(metadata)
+        .execute(&db.write)
+        .await
+        .expect("poison"),
+    };
+}
