@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use parley_aggregates::event::Event;
 use parley_projections::attachments::{self, AttachmentRow};
 use parley_projections::messages::{self, MessageRow};
 use parley_projections::users::{self, UserRow};
@@ -128,11 +129,24 @@ impl LiveEvent {
     }
 
     /// The message row this event is about (an event concerns at most one message).
+    /// A post the messages read model does not show yet (it lagged past the tail's
+    /// wait, or failed) is shown as it was posted: its event stands.
     pub async fn message(&self, db: &Db, id: &str) -> Result<Option<MessageRow>, ProjectionError> {
         self.message
-            .get_or_try_init(|| messages::by_id(db, id))
+            .get_or_try_init(|| async {
+                let stored = messages::by_id(db, id).await?;
+                Ok(stored.or_else(|| self.posted(id)))
+            })
             .await
             .cloned()
+    }
+
+    /// The row this event makes if it posts message `id`.
+    fn posted(&self, id: &str) -> Option<MessageRow> {
+        let Ok(Some(Event::Conversation(event))) = self.event.event() else {
+            return None;
+        };
+        MessageRow::posted(event).filter(|row| row.id == id)
     }
 
     /// The files sent with the message this event is about, looked up once for all

@@ -1168,3 +1168,30 @@ async fn many_more_subscriptions_than_start_at_once_all_start_and_deliver() {
 async fn subscribe_as(socket: &mut Socket, id: &str, conversation: &str, after: &str) {
     start(socket, id, EVENTS, json!({ "c": conversation, "a": after })).await;
 }
+
+/// A post that the messages read model does not show (here it has failed on a poisoned
+/// event) reaches subscribers as it was posted, not as an error: its event stands.
+#[tokio::test]
+async fn a_post_behind_a_failed_read_model_reaches_subscribers_as_posted() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let group = create_group(&app, &alice, "behind", &[&bob]).await;
+        let cursor = live_cursor_of(&app, &bob).await;
+        let mut socket = connect(&app, &bob.token).await;
+        subscribe(&mut socket, &group, Some(&cursor)).await;
+
+        let payload = r#"{"MessagePosted": {"not": "a message"}}"#;
+        poison_with(&app.state.db, "Conversation", "MessagePosted", payload).await;
+        marked_failed(&app, "messages").await;
+        post(&app, &alice, &group, "posted all the same").await;
+
+        let delivered = event(&mut socket).await;
+        let posted = &delivered["data"]["conversationEvents"];
+        assert_eq!(posted["__typename"], "MessagePosted", "{delivered}");
+        assert_eq!(posted["message"]["body"], "posted all the same");
+        assert_eq!(posted["message"]["seq"], 1);
+        app.stop().await;
+    }
+}
