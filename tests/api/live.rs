@@ -1195,3 +1195,66 @@ async fn a_post_behind_a_failed_read_model_reaches_subscribers_as_posted() {
         app.stop().await;
     }
 }
+
+/// Behind a failed conversations read model, `myEvents` still tells a user they were
+/// added to a group and invited to a channel, with the rows those events make; before,
+/// both were skipped without a word.
+#[tokio::test]
+async fn my_events_behind_a_failed_read_model_still_tell_of_additions_and_invitations() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let channel = gql_ok(
+            &app,
+            &alice,
+            "mutation { createChannel(input: { name: \"Lobby\", visibility: PRIVATE }) { id } }",
+            json!({}),
+        )
+        .await;
+        let channel = text(&channel, "/data/createChannel/id").to_owned();
+        let cursor = live_cursor_of(&app, &bob).await;
+        let mut socket = connect(&app, &bob.token).await;
+        start(&mut socket, "1", MY_EVENTS, json!({ "a": cursor })).await;
+
+        let payload = r#"{"MessagePosted": {"not": "a message"}}"#;
+        poison_with(&app.state.db, "Conversation", "MessagePosted", payload).await;
+        marked_failed(&app, "conversations").await;
+        let group = gql_ok(
+            &app,
+            &alice,
+            "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id } }",
+            json!({ "i": { "title": "Late", "memberIds": [bob.id] } }),
+        )
+        .await;
+        let group = text(&group, "/data/createGroup/id").to_owned();
+        let invited = gql_ok(
+            &app,
+            &alice,
+            "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }",
+            json!({ "c": channel, "u": bob.id }),
+        )
+        .await;
+        let invitation = text(&invited, "/data/inviteMember/id").to_owned();
+
+        let mut seen = (false, false);
+        while seen != (true, true) {
+            let event = mine(&mut socket).await;
+            match event["__typename"].as_str() {
+                Some("ConversationAdded") => {
+                    assert_eq!(event["conversation"]["id"], json!(group), "{event}");
+                    seen.0 = true;
+                }
+                Some("InvitationReceived") => {
+                    assert_eq!(event["invitation"]["id"], json!(invitation), "{event}");
+                    assert_eq!(event["invitation"]["status"], "PENDING", "{event}");
+                    assert_eq!(event["invitation"]["conversation"]["id"], json!(channel));
+                    seen.1 = true;
+                }
+                // Counts and notifications may come between.
+                _ => {}
+            }
+        }
+        app.stop().await;
+    }
+}
