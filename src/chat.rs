@@ -20,7 +20,7 @@ use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, P
 use parley_aggregates::upload::{Upload, UploadCommand, UploadError};
 use parley_aggregates::values::{parse_id_list, Slug};
 use parley_aggregates::InputError;
-use parley_projections::conversations::{ConversationRow, InvitationRow};
+use parley_projections::conversations::{Founding, InvitationRow};
 use parley_projections::messages::MessageRow;
 use parley_projections::moderation::ModerationRow;
 use parley_projections::page::MAX_PAGE;
@@ -253,7 +253,7 @@ impl Chat {
         viewer: Uuid,
         other: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Made<ConversationRow>>, ChatError> {
+    ) -> Result<Written<Made<Founding>>, ChatError> {
         let creator = self.member_ref(viewer).await?;
         let other = self.member_ref(other).await?;
         let id = direct_conversation_id(viewer, other.user_id);
@@ -268,7 +268,7 @@ impl Chat {
             .await
         {
             Ok(committed) => {
-                let made = Made::of(id, &committed, ConversationRow::created);
+                let made = Made::of(id, &committed, Founding::of);
                 Ok(Written::new(made, committed.position))
             }
             // It may have been created a moment ago by a concurrent call: wait for
@@ -288,7 +288,7 @@ impl Chat {
         title: &str,
         member_ids: &[String],
         meta: &CommandMeta,
-    ) -> Result<Written<Made<ConversationRow>>, ChatError> {
+    ) -> Result<Written<Made<Founding>>, ChatError> {
         // Bounded before any lookup, so a huge list costs nothing.
         let member_ids = parse_id_list(member_ids, "memberIds", self.services.max_group_invites)?;
         let creator = self.member_ref(viewer).await?;
@@ -304,7 +304,7 @@ impl Chat {
             at: meta.at,
         };
         let committed = self.commit(id, command, meta).await?;
-        let made = Made::of(id, &committed, ConversationRow::created);
+        let made = Made::of(id, &committed, Founding::of);
         Ok(Written::new(made, committed.position))
     }
 
@@ -317,7 +317,7 @@ impl Chat {
         description: Option<String>,
         visibility: Visibility,
         meta: &CommandMeta,
-    ) -> Result<Written<Made<ConversationRow>>, ChatError> {
+    ) -> Result<Written<Made<Founding>>, ChatError> {
         let creator = self.member_ref(viewer).await?;
         parley_aggregates::values::Title::parse(name, "name")?;
         let slug = match slug {
@@ -369,7 +369,7 @@ impl Chat {
         };
         match self.commit(id, command, meta).await {
             Ok(committed) => {
-                let made = Made::of(id, &committed, ConversationRow::created);
+                let made = Made::of(id, &committed, Founding::of);
                 Ok(Written::new(made, committed.position))
             }
             Err(error) => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::event::{Event, EventKind};
-use parley_aggregates::member::MemberEvent;
+use parley_aggregates::member::{MemberEvent, NotificationLevel};
 use sqlx::{AnyConnection, FromRow};
 
 use crate::page::{pair, split_pair, Page};
@@ -801,6 +801,67 @@ impl MemberRow {
     }
 }
 
+/// A conversation as its creation made it: its row and its first members, exactly as
+/// this projector first writes them. A mutation that creates a conversation (and
+/// `myEvents`, telling its members) answers from it when the read models have not
+/// caught up with the creation.
+#[derive(Debug, Clone)]
+pub struct Founding {
+    pub conversation: ConversationRow,
+    /// In joining order, as [`members`] pages them.
+    pub members: Vec<MemberRow>,
+}
+
+impl Founding {
+    pub fn of(event: &ConversationEvent) -> Option<Self> {
+        let conversation = ConversationRow::created(event)?;
+        let ConversationEvent::ConversationCreated { members, .. } = event else {
+            return None;
+        };
+        let mut members: Vec<MemberRow> = members
+            .iter()
+            .map(|member| MemberRow {
+                conversation_id: conversation.id.clone(),
+                user_id: member.user_id.to_string(),
+                role: member.role.as_str().to_owned(),
+                joined_at: conversation.created_at.clone(),
+                notification_level: NotificationLevel::All.as_str().to_owned(),
+                muted: 0,
+                muted_until_ms: None,
+            })
+            .collect();
+        members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Some(Self {
+            conversation,
+            members,
+        })
+    }
+}
+
+/// A page of `members` (in joining order) as [`members`] pages the read model's.
+pub fn members_page(
+    members: &[MemberRow],
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<MemberRow>, ProjectionError> {
+    let after_key = after.map(split_pair).transpose()?;
+    let rows = members
+        .iter()
+        .filter(|row| {
+            after_key.as_ref().is_none_or(|(at, id)| {
+                (row.joined_at.as_str(), row.user_id.as_str()) > (at.as_str(), id.as_str())
+            })
+        })
+        .take(usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    Ok(Page::forward(rows, limit, after.is_some(), member_cursor))
+}
+
+fn member_cursor(row: &MemberRow) -> String {
+    pair(&row.joined_at, &row.user_id)
+}
+
 /// Members with their mute, which lives apart so that it outlives leaving.
 const SELECT_MEMBER: &str = "SELECT m.conversation_id, m.user_id, m.role, m.joined_at, m.notification_level, \
      CAST(CASE WHEN s.kind IS NULL THEN 0 ELSE 1 END AS BIGINT) AS muted, s.until_ms AS muted_until_ms \
@@ -871,12 +932,7 @@ pub async fn members(
     .bind(limit + 1)
     .fetch_all(&db.read)
     .await?;
-    Ok(Page::forward(
-        rows,
-        limit,
-        after.is_some(),
-        |row: &MemberRow| pair(&row.joined_at, &row.user_id),
-    ))
+    Ok(Page::forward(rows, limit, after.is_some(), member_cursor))
 }
 
 #[derive(Debug, Clone, FromRow)]

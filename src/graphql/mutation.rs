@@ -6,7 +6,7 @@ use parley_aggregates::conversation::Visibility as DomainVisibility;
 use parley_aggregates::member::NotificationLevel as DomainLevel;
 use parley_aggregates::policy::Role as DomainRole;
 use parley_projections::attachments::{self, AttachmentRow};
-use parley_projections::conversations::{self, ConversationRow, InvitationRow};
+use parley_projections::conversations::{self, Founding, InvitationRow};
 use parley_projections::messages::MessageRow;
 use parley_projections::moderation;
 use time::OffsetDateTime;
@@ -117,15 +117,21 @@ fn stored_or_made<Row>(
 }
 
 /// A conversation a mutation wrote. The aggregate authorised the write, so read access
-/// is not judged again (its content is, field by field); a member's read-model row may
-/// still be behind the write.
+/// is not judged again (its content is, field by field); a creation the read models do
+/// not show yet is answered as it was founded.
 async fn conversation(
     ctx: &Context<'_>,
     id: uuid::Uuid,
-    made: Option<ConversationRow>,
+    made: Option<Founding>,
 ) -> Result<Conversation, ApiError> {
     let stored = conversations::by_id(&state(ctx).db, &id.to_string()).await?;
-    Ok(Conversation(stored_or_made(stored, made, "conversation")?))
+    match (stored, made) {
+        (Some(row), _) => Ok(Conversation::from(row)),
+        (None, Some(founding)) => Ok(Conversation::from(founding)),
+        (None, None) => Err(ApiError::internal(
+            "conversation missing from the read model",
+        )),
+    }
 }
 
 /// The message a mutation wrote. The aggregate authorised the write; read access is not

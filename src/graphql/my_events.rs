@@ -9,7 +9,7 @@ use parley_aggregates::conversation::ConversationEvent as Domain;
 use parley_aggregates::event::{Event, EventKind};
 use parley_aggregates::member::MemberEvent;
 use parley_aggregates::message::MessageEvent;
-use parley_projections::conversations::{ConversationRow, InvitationRow};
+use parley_projections::conversations::{Founding, InvitationRow};
 use parley_projections::unread::Counts;
 use parley_projections::{conversations, notifications, unread};
 use parley_store::{Db, LogPosition, StoredEvent};
@@ -64,8 +64,8 @@ pub enum UserEvent {
 
 /// What one stored event means to the subscriber.
 enum Step {
-    /// Added to a conversation; with the row its creation makes, when it is one.
-    Added(Uuid, Option<ConversationRow>),
+    /// Added to a conversation; as its creation founded it, when it is one.
+    Added(Uuid, Option<Founding>),
     Removed(Uuid),
     /// Invited; with the row the invitation makes.
     Invited(Uuid, Option<InvitationRow>),
@@ -103,10 +103,7 @@ fn steps(
                 ref members,
                 ..
             } if members.iter().any(|m| m.user_id == viewer) => {
-                steps.push(Step::Added(
-                    conversation_id,
-                    ConversationRow::created(decoded),
-                ));
+                steps.push(Step::Added(conversation_id, Founding::of(decoded)));
             }
             Domain::MemberJoined {
                 conversation_id,
@@ -253,12 +250,12 @@ impl UserFeed {
             // failed) is the one the event makes: the event stands.
             Step::Added(id, made) => {
                 self.member_of.insert(id);
-                match conversations::by_id(&self.db, &id.to_string())
-                    .await?
-                    .or(made)
+                let stored = conversations::by_id(&self.db, &id.to_string()).await?;
+                match stored
+                    .map(Conversation::from)
+                    .or(made.map(Conversation::from))
                 {
-                    Some(row) => {
-                        let conversation = Conversation(row);
+                    Some(conversation) => {
                         let added = ConversationAdded {
                             cursor,
                             conversation,

@@ -109,14 +109,14 @@ impl Query {
         )
         .await
         .map_err(ApiError::from)?;
-        Ok(connection(page, Conversation))
+        Ok(connection(page, Conversation::from))
     }
 
     /// `conversation`: one the viewer may read, or preview as a pending invitee.
     async fn conversation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Conversation>> {
         viewer(ctx)?;
         let id = parse_id(&id, "conversation")?;
-        Ok(Some(Conversation(
+        Ok(Some(Conversation::from(
             visible_conversation(ctx, &id.to_string(), ReadAccess::Preview).await?,
         )))
     }
@@ -133,7 +133,7 @@ impl Query {
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))?;
         require_access(ctx, &row.id, ReadAccess::Preview).await?;
-        Ok(Some(Conversation(row)))
+        Ok(Some(Conversation::from(row)))
     }
 
     /// `searchConversations`: by title or slug, among public channels and the viewer's own.
@@ -155,7 +155,7 @@ impl Query {
         )
         .await
         .map_err(ApiError::from)?;
-        Ok(connection(page, Conversation))
+        Ok(connection(page, Conversation::from))
     }
 
     /// `publicChannels`: newest first.
@@ -175,7 +175,7 @@ impl Query {
         )
         .await
         .map_err(ApiError::from)?;
-        Ok(connection(page, Conversation))
+        Ok(connection(page, Conversation::from))
     }
 
     /// `messages`: oldest to newest; `last: 50` is the newest fifty.

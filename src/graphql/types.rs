@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, ID};
-use parley_projections::conversations::{self, ConversationRow, InvitationRow, MemberRow};
+use parley_projections::conversations::{
+    self, ConversationRow, Founding, InvitationRow, MemberRow,
+};
 use parley_projections::messages::MessageRow;
 use parley_projections::moderation::ModerationRow;
 use parley_projections::notifications::NotificationRow;
@@ -290,64 +292,103 @@ pub(crate) async fn readable_conversation(
 /// `lastActivityAt`, `members`, `unreadCount`, `mentionCount` — is shown only to those
 /// the read rule lets read it; the rest describes the conversation to anyone who
 /// reached it.
-pub struct Conversation(pub ConversationRow);
+pub struct Conversation {
+    row: ConversationRow,
+    /// Its first members, when the read models did not show it yet to whoever answers
+    /// with it (the mutation that created it, `myEvents` telling its members): they stand
+    /// in for the read model's members, to the members' eyes.
+    founding: Option<Arc<[MemberRow]>>,
+}
+
+impl From<ConversationRow> for Conversation {
+    fn from(row: ConversationRow) -> Self {
+        Self {
+            row,
+            founding: None,
+        }
+    }
+}
+
+impl From<Founding> for Conversation {
+    fn from(founding: Founding) -> Self {
+        Self {
+            row: founding.conversation,
+            founding: Some(founding.members.into()),
+        }
+    }
+}
+
+impl Conversation {
+    /// The viewer's membership.
+    async fn membership(&self, ctx: &Context<'_>) -> Result<Option<MemberRow>, ApiError> {
+        if let Some(founding) = &self.founding {
+            let viewer = viewer(ctx)?.to_string();
+            return Ok(founding.iter().find(|m| m.user_id == viewer).cloned());
+        }
+        loaders(ctx)
+            .memberships
+            .load_one(self.row.id.clone())
+            .await
+            .map_err(load_error)
+    }
+
+    /// `FORBIDDEN` unless the viewer may read the content (a founding member may).
+    async fn require_readable(&self, ctx: &Context<'_>) -> Result<(), ApiError> {
+        if self.founding.is_some() && self.membership(ctx).await?.is_some() {
+            return Ok(());
+        }
+        require_access(ctx, &self.row.id, ReadAccess::Full).await
+    }
+}
 
 #[Object]
 impl Conversation {
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.row.id.clone())
     }
 
     async fn kind(&self) -> Result<ConversationKind> {
-        Ok(ConversationKind::from_stored(&self.0.kind)?)
+        Ok(ConversationKind::from_stored(&self.row.kind)?)
     }
 
     /// The group's title or channel's name; null for direct conversations.
     async fn title(&self) -> Option<&str> {
-        self.0.title.as_deref()
+        self.row.title.as_deref()
     }
 
     async fn slug(&self) -> Option<&str> {
-        self.0.slug.as_deref()
+        self.row.slug.as_deref()
     }
 
     async fn description(&self) -> Option<&str> {
-        self.0.description.as_deref()
+        self.row.description.as_deref()
     }
 
     async fn visibility(&self) -> Result<Visibility> {
-        Ok(Visibility::from_stored(&self.0.visibility)?)
+        Ok(Visibility::from_stored(&self.row.visibility)?)
     }
 
     /// Days messages are kept before they expire: the conversation's own window
     /// (`setRetention`), else the server's; null keeps them forever.
     async fn retention_days(&self, ctx: &Context<'_>) -> Option<i64> {
-        self.0
+        self.row
             .retention_days
             .or_else(|| super::state(ctx).config.retention_days.map(i64::from))
     }
 
     async fn created_at(&self) -> Result<OffsetDateTime> {
-        Ok(time(&self.0.created_at)?)
+        Ok(time(&self.row.created_at)?)
     }
 
     /// The viewer's role; null when not a member.
     async fn my_role(&self, ctx: &Context<'_>) -> Result<Option<Role>> {
-        let member = loaders(ctx)
-            .memberships
-            .load_one(self.0.id.clone())
-            .await
-            .map_err(load_error)?;
+        let member = self.membership(ctx).await?;
         Ok(member.map(|m| Role::from_stored(&m.role)).transpose()?)
     }
 
     /// The viewer's notification level; null when not a member.
     async fn notification_level(&self, ctx: &Context<'_>) -> Result<Option<NotificationLevel>> {
-        let member = loaders(ctx)
-            .memberships
-            .load_one(self.0.id.clone())
-            .await
-            .map_err(load_error)?;
+        let member = self.membership(ctx).await?;
         Ok(member
             .map(|m| NotificationLevel::from_stored(&m.notification_level))
             .transpose()?)
@@ -355,10 +396,10 @@ impl Conversation {
 
     /// Messages by others after the viewer's read marker, not deleted.
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
-        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
+        self.require_readable(ctx).await?;
         let counts = loaders(ctx)
             .counts
-            .load_one(self.0.id.clone())
+            .load_one(self.row.id.clone())
             .await
             .map_err(load_error)?;
         Ok(counts.map_or(0, |c| i32::try_from(c.unread).unwrap_or(i32::MAX)))
@@ -366,18 +407,18 @@ impl Conversation {
 
     /// Unread messages that mention the viewer or reply to the viewer's messages.
     async fn mention_count(&self, ctx: &Context<'_>) -> Result<i32> {
-        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
+        self.require_readable(ctx).await?;
         let counts = loaders(ctx)
             .counts
-            .load_one(self.0.id.clone())
+            .load_one(self.row.id.clone())
             .await
             .map_err(load_error)?;
         Ok(counts.map_or(0, |c| i32::try_from(c.mentions).unwrap_or(i32::MAX)))
     }
 
     async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
-        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
-        let Some(id) = &self.0.last_message_id else {
+        self.require_readable(ctx).await?;
+        let Some(id) = &self.row.last_message_id else {
             return Ok(None);
         };
         let row = loaders(ctx)
@@ -389,8 +430,8 @@ impl Conversation {
     }
 
     async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<OffsetDateTime> {
-        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
-        Ok(time(&self.0.last_activity_at)?)
+        self.require_readable(ctx).await?;
+        Ok(time(&self.row.last_activity_at)?)
     }
 
     async fn members(
@@ -399,11 +440,15 @@ impl Conversation {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Member>> {
-        require_access(ctx, &self.0.id, ReadAccess::Full).await?;
+        self.require_readable(ctx).await?;
         let limit = page::page_size(first).map_err(ApiError::from)?;
-        let page = conversations::members(&state(ctx).db, &self.0.id, after.as_deref(), limit)
-            .await
-            .map_err(ApiError::from)?;
+        let page = match &self.founding {
+            Some(founding) => conversations::members_page(founding, after.as_deref(), limit),
+            None => {
+                conversations::members(&state(ctx).db, &self.row.id, after.as_deref(), limit).await
+            }
+        }
+        .map_err(ApiError::from)?;
         Ok(connection(page, Member))
     }
 }
@@ -788,7 +833,7 @@ impl Notification {
             .load_one(self.0.conversation_id.clone())
             .await
             .map_err(load_error)?;
-        Ok(row.map(Conversation))
+        Ok(row.map(Conversation::from))
     }
 
     /// The message concerned; only while the viewer may read its conversation.
@@ -832,7 +877,7 @@ impl Invitation {
             .load_one(self.0.conversation_id.clone())
             .await
             .map_err(load_error)?;
-        Ok(row.map(Conversation))
+        Ok(row.map(Conversation::from))
     }
 
     async fn inviter(&self, ctx: &Context<'_>) -> Result<User> {

@@ -413,7 +413,9 @@ async fn a_mutation_behind_failed_read_models_answers_with_what_it_wrote() {
         let group = gql_ok(
             &app,
             &alice,
-            "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id kind title createdAt } }",
+            "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id kind title createdAt \
+             myRole notificationLevel unreadCount mentionCount lastActivityAt lastMessage { id } \
+             members { nodes { role user { id } } } } }",
             json!({ "i": { "title": "Behind", "memberIds": [bob.id] } }),
         )
         .await;
@@ -422,18 +424,44 @@ async fn a_mutation_behind_failed_read_models_answers_with_what_it_wrote() {
             (&group["kind"], &group["title"]),
             (&json!("GROUP"), &json!("Behind"))
         );
+        assert_eq!(group["myRole"], "OWNER");
+        assert_eq!(group["notificationLevel"], "ALL");
+        assert_eq!(
+            (&group["unreadCount"], &group["mentionCount"]),
+            (&json!(0), &json!(0))
+        );
+        assert_eq!(group["lastMessage"], json!(null));
+        let mut members: Vec<(String, String)> = group["members"]["nodes"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                (
+                    m["user"]["id"].as_str().unwrap_or_default().to_owned(),
+                    m["role"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        members.sort();
+        let mut expected = vec![
+            (alice.id.clone(), "OWNER".to_owned()),
+            (bob.id.clone(), "MEMBER".to_owned()),
+        ];
+        expected.sort();
+        assert_eq!(members, expected, "{group}");
         let group = group["id"].as_str().expect("an id").to_owned();
 
         let channel = gql_ok(
             &app,
             &alice,
-            "mutation($i: CreateChannelInput!) { createChannel(input: $i) { id kind slug visibility } }",
+            "mutation($i: CreateChannelInput!) { createChannel(input: $i) { id kind slug visibility myRole } }",
             json!({ "i": { "name": "Behind the scenes", "visibility": "PUBLIC" } }),
         )
         .await;
         let channel = &channel["data"]["createChannel"];
         assert_eq!(channel["slug"], "behind-the-scenes");
         assert_eq!(channel["visibility"], "PUBLIC");
+        assert_eq!(channel["myRole"], "OWNER");
         let channel = channel["id"].as_str().expect("an id").to_owned();
 
         let direct = gql_ok(
