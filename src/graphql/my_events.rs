@@ -64,11 +64,9 @@ pub enum UserEvent {
 
 /// What one stored event means to the subscriber.
 enum Step {
-    /// Added to a conversation; as its creation founded it, when it is one.
-    Added(Uuid, Option<Founding>),
+    Added(Uuid),
     Removed(Uuid),
-    /// Invited; with the row the invitation makes.
-    Invited(Uuid, Option<InvitationRow>),
+    Invited(Uuid),
     /// The subscriber's counts in this conversation may have changed.
     Counts(Uuid),
     /// The event may have notified the subscriber.
@@ -100,16 +98,16 @@ fn steps(
         Some(Event::Conversation(decoded)) => match decoded.clone() {
             Domain::ConversationCreated {
                 conversation_id,
-                ref members,
+                members,
                 ..
             } if members.iter().any(|m| m.user_id == viewer) => {
-                steps.push(Step::Added(conversation_id, Founding::of(decoded)));
+                steps.push(Step::Added(conversation_id));
             }
             Domain::MemberJoined {
                 conversation_id,
                 user_id,
                 ..
-            } if user_id == viewer => steps.push(Step::Added(conversation_id, None)),
+            } if user_id == viewer => steps.push(Step::Added(conversation_id)),
             Domain::MemberLeft {
                 conversation_id,
                 user_id,
@@ -130,7 +128,7 @@ fn steps(
                 invitee_id,
                 ..
             } if invitee_id == viewer => {
-                steps.push(Step::Invited(invitation_id, InvitationRow::sent(decoded)));
+                steps.push(Step::Invited(invitation_id));
                 steps.push(Step::Notified);
             }
             Domain::MessagePosted {
@@ -248,12 +246,12 @@ impl UserFeed {
         Ok(match step {
             // A row the read model does not show yet (it lagged past the tail's wait, or
             // failed) is the one the event makes: the event stands.
-            Step::Added(id, made) => {
+            Step::Added(id) => {
                 self.member_of.insert(id);
                 let stored = conversations::by_id(&self.db, &id.to_string()).await?;
                 match stored
                     .map(Conversation::from)
-                    .or(made.map(Conversation::from))
+                    .or_else(|| made(event, Founding::of).map(Conversation::from))
                 {
                     Some(conversation) => {
                         let added = ConversationAdded {
@@ -275,10 +273,10 @@ impl UserFeed {
                 };
                 out.send(UserEvent::ConversationRemoved(removed)).await
             }
-            Step::Invited(id, made) => {
+            Step::Invited(id) => {
                 match conversations::invitation(&self.db, &id.to_string())
                     .await?
-                    .or(made)
+                    .or_else(|| made(event, InvitationRow::sent))
                 {
                     Some(row) => {
                         let invitation = Invitation(row);
@@ -307,6 +305,16 @@ impl UserFeed {
             }
             Step::Counts(id) => self.send_counts(id, &cursor, out).await?,
         })
+    }
+}
+
+/// What `event`, a conversation's, makes in the read model by `row`: what a step
+/// answers with when the read model does not show it yet (it lagged past the tail's
+/// wait, or failed). Worked out only then, not for every subscriber of every event.
+fn made<Row>(event: &LiveEvent, row: impl Fn(&Domain) -> Option<Row>) -> Option<Row> {
+    match event.event() {
+        Ok(Some(Event::Conversation(decoded))) => row(decoded),
+        _ => None,
     }
 }
 
