@@ -12,7 +12,7 @@ use parley_aggregates::claim::{slug_claim, NameClaim, NameCommand};
 use parley_aggregates::conversation::mentions::{mentioned_names, Named};
 use parley_aggregates::conversation::{
     direct_conversation_id, Conversation, ConversationCommand, ConversationError,
-    ConversationServices, MemberRef, ReplyTarget, Visibility,
+    ConversationEvent, ConversationServices, MemberRef, ReplyTarget, Visibility,
 };
 use parley_aggregates::inbox::{Inbox, InboxCommand};
 use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, NotificationLevel};
@@ -554,15 +554,17 @@ impl Chat {
         viewer: Uuid,
         invitation_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<ConversationEvent>>, ChatError> {
         let conversation_id = self.invitation_conversation(invitation_id).await?;
         let command = ConversationCommand::DeclineInvitation {
             invitation_id,
             user_id: viewer,
             at: meta.at,
         };
-        let position = self.run(conversation_id, command, meta).await?;
-        Ok(Written::new(invitation_id, position))
+        let committed = self.commit(conversation_id, command, meta).await?;
+        // The answer itself: the read model's row may not show it yet.
+        let made = Made::of(invitation_id, &committed, |event| Some(event.clone()));
+        Ok(Written::new(made, committed.position))
     }
 
     /// `revokeInvitation`.
@@ -571,15 +573,17 @@ impl Chat {
         viewer: Uuid,
         invitation_id: Uuid,
         meta: &CommandMeta,
-    ) -> Result<Written<Uuid>, ChatError> {
+    ) -> Result<Written<Made<ConversationEvent>>, ChatError> {
         let conversation_id = self.invitation_conversation(invitation_id).await?;
         let command = ConversationCommand::RevokeInvitation {
             invitation_id,
             actor_id: viewer,
             at: meta.at,
         };
-        let position = self.run(conversation_id, command, meta).await?;
-        Ok(Written::new(invitation_id, position))
+        let committed = self.commit(conversation_id, command, meta).await?;
+        // The answer itself: the read model's row may not show it yet.
+        let made = Made::of(invitation_id, &committed, |event| Some(event.clone()));
+        Ok(Written::new(made, committed.position))
     }
 
     async fn message_row(&self, message_id: Uuid) -> Result<MessageRow, ChatError> {

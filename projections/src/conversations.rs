@@ -93,21 +93,15 @@ impl Projector for ConversationsProjector {
                         ]);
                     }
                 }
-                Some(Event::Conversation(ConversationEvent::InvitationAccepted {
-                    invitation_id,
-                    accepted_at,
-                    ..
-                })) => run.answer(invitation_id, "ACCEPTED", accepted_at),
-                Some(Event::Conversation(ConversationEvent::InvitationDeclined {
-                    invitation_id,
-                    declined_at,
-                    ..
-                })) => run.answer(invitation_id, "DECLINED", declined_at),
-                Some(Event::Conversation(ConversationEvent::InvitationRevoked {
-                    invitation_id,
-                    revoked_at,
-                    ..
-                })) => run.answer(invitation_id, "REVOKED", revoked_at),
+                Some(Event::Conversation(
+                    answer @ (ConversationEvent::InvitationAccepted { .. }
+                    | ConversationEvent::InvitationDeclined { .. }
+                    | ConversationEvent::InvitationRevoked { .. }),
+                )) => {
+                    if let Some((invitation, status, at)) = answer_of(answer) {
+                        run.answer(invitation, status, at);
+                    }
+                }
                 Some(Event::Conversation(ConversationEvent::ConversationUpdated {
                     conversation_id,
                     title,
@@ -425,26 +419,12 @@ async fn apply_conversation(
             .execute(&mut *conn)
             .await?;
         }
-        ConversationEvent::InvitationAccepted {
-            invitation_id,
-            accepted_at,
-            ..
-        } => {
-            answer_invitation(conn, invitation_id, "ACCEPTED", accepted_at).await?;
-        }
-        ConversationEvent::InvitationDeclined {
-            invitation_id,
-            declined_at,
-            ..
-        } => {
-            answer_invitation(conn, invitation_id, "DECLINED", declined_at).await?;
-        }
-        ConversationEvent::InvitationRevoked {
-            invitation_id,
-            revoked_at,
-            ..
-        } => {
-            answer_invitation(conn, invitation_id, "REVOKED", revoked_at).await?;
+        ConversationEvent::InvitationAccepted { .. }
+        | ConversationEvent::InvitationDeclined { .. }
+        | ConversationEvent::InvitationRevoked { .. } => {
+            if let Some((invitation, status, at)) = answer_of(&event) {
+                answer_invitation(conn, *invitation, status, *at).await?;
+            }
         }
         ConversationEvent::MemberRoleChanged {
             conversation_id,
@@ -968,6 +948,42 @@ impl InvitationRow {
             status: "PENDING".to_owned(),
             created_at: format_time(*sent_at),
         })
+    }
+
+    /// The row as `event`, an answer to this invitation, leaves it (unchanged by any
+    /// other event): a declined or revoked invitation is answered with its new status
+    /// when the read models have not caught up with the answer.
+    pub fn answered(mut self, event: &ConversationEvent) -> Self {
+        if let Some((invitation, status, _)) = answer_of(event) {
+            if invitation.to_string() == self.id {
+                self.status = status.to_owned();
+            }
+        }
+        self
+    }
+}
+
+/// An answer to an invitation: which one, the status it leaves, and when.
+fn answer_of(
+    event: &ConversationEvent,
+) -> Option<(&uuid::Uuid, &'static str, &time::OffsetDateTime)> {
+    match event {
+        ConversationEvent::InvitationAccepted {
+            invitation_id,
+            accepted_at,
+            ..
+        } => Some((invitation_id, "ACCEPTED", accepted_at)),
+        ConversationEvent::InvitationDeclined {
+            invitation_id,
+            declined_at,
+            ..
+        } => Some((invitation_id, "DECLINED", declined_at)),
+        ConversationEvent::InvitationRevoked {
+            invitation_id,
+            revoked_at,
+            ..
+        } => Some((invitation_id, "REVOKED", revoked_at)),
+        _ => None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! past the wait it still succeeds, answering with what its own events made.
 
 use async_graphql::{Context, InputObject, Object, Result, ID};
-use parley_aggregates::conversation::Visibility as DomainVisibility;
+use parley_aggregates::conversation::{ConversationEvent, Visibility as DomainVisibility};
 use parley_aggregates::member::NotificationLevel as DomainLevel;
 use parley_aggregates::policy::Role as DomainRole;
 use parley_projections::attachments::{self, AttachmentRow};
@@ -21,7 +21,7 @@ use super::types::{
 use super::{client_ip, state, viewer};
 use crate::app::AppState;
 use crate::auth::{AuthError, AuthTokens};
-use crate::chat::{ChatError, Moderation, Written};
+use crate::chat::{ChatError, Made, Moderation, Written};
 use crate::live::Signal;
 use parley_aggregates::upload::{UploadError, MAX_PER_MESSAGE as MAX_ATTACHMENTS};
 use parley_aggregates::user::UserError;
@@ -153,6 +153,20 @@ async fn invitation(
 ) -> Result<Invitation, ApiError> {
     let stored = conversations::invitation(&state(ctx).db, &id.to_string()).await?;
     Ok(Invitation(stored_or_made(stored, made, "invitation")?))
+}
+
+/// An invitation a mutation answered: as the read model holds it, with the answer
+/// applied should the read model not show it yet.
+async fn answered(
+    ctx: &Context<'_>,
+    made: Made<ConversationEvent>,
+) -> Result<Invitation, ApiError> {
+    let stored = conversations::invitation(&state(ctx).db, &made.id.to_string()).await?;
+    let row = stored_or_made(stored, None, "invitation")?;
+    Ok(Invitation(match &made.row {
+        Some(answer) => row.answered(answer),
+        None => row,
+    }))
 }
 
 async fn payload(ctx: &Context<'_>, tokens: AuthTokens) -> Result<AuthPayload, ApiError> {
@@ -425,21 +439,21 @@ impl Mutation {
     /// `declineInvitation`.
     async fn decline_invitation(&self, ctx: &Context<'_>, invitation_id: ID) -> Result<Invitation> {
         let id = parse_id(&invitation_id, "invitation")?;
-        let id = write(ctx, |s, me, meta| async move {
+        let made = write(ctx, |s, me, meta| async move {
             s.chat.decline(me, id, &meta).await
         })
         .await?;
-        Ok(invitation(ctx, id, None).await?)
+        Ok(answered(ctx, made).await?)
     }
 
     /// `revokeInvitation`: the inviter or an admin.
     async fn revoke_invitation(&self, ctx: &Context<'_>, invitation_id: ID) -> Result<Invitation> {
         let id = parse_id(&invitation_id, "invitation")?;
-        let id = write(ctx, |s, me, meta| async move {
+        let made = write(ctx, |s, me, meta| async move {
             s.chat.revoke(me, id, &meta).await
         })
         .await?;
-        Ok(invitation(ctx, id, None).await?)
+        Ok(answered(ctx, made).await?)
     }
 
     /// `sendMessage`: a retry with the same `clientMessageId` returns the first message.

@@ -404,6 +404,25 @@ async fn a_mutation_behind_failed_read_models_answers_with_what_it_wrote() {
             user(&app, "bob").await,
             user(&app, "carol").await,
         );
+        let earlier = gql_ok(
+            &app,
+            &alice,
+            "mutation { createChannel(input: { name: \"Earlier\", visibility: PRIVATE }) { id } }",
+            json!({}),
+        )
+        .await;
+        let earlier = text(&earlier, "/data/createChannel/id").to_owned();
+        let mut pending = Vec::new();
+        for invitee in [&carol, &bob] {
+            let invited = gql_ok(
+                &app,
+                &alice,
+                "mutation($c: ID!, $u: ID!) { inviteMember(conversationId: $c, userId: $u) { id } }",
+                json!({ "c": earlier, "u": invitee.id }),
+            )
+            .await;
+            pending.push(text(&invited, "/data/inviteMember/id").to_owned());
+        }
         let timeouts = || app.state.consistency_timeouts.load(Ordering::Relaxed);
         let before = timeouts();
         poison(&app.state.db).await;
@@ -484,6 +503,24 @@ async fn a_mutation_behind_failed_read_models_answers_with_what_it_wrote() {
         assert_eq!(invited["status"], "PENDING");
         assert_eq!(invited["invitee"]["id"], json!(carol.id));
         assert_eq!(invited["inviter"]["id"], json!(alice.id));
+
+        // Answers to invitations the read model holds, but not their answers.
+        let declined = gql_ok(
+            &app,
+            &carol,
+            "mutation($i: ID!) { declineInvitation(invitationId: $i) { id status } }",
+            json!({ "i": pending[0] }),
+        )
+        .await;
+        assert_eq!(declined["data"]["declineInvitation"]["status"], "DECLINED");
+        let revoked = gql_ok(
+            &app,
+            &alice,
+            "mutation($i: ID!) { revokeInvitation(invitationId: $i) { id status } }",
+            json!({ "i": pending[1] }),
+        )
+        .await;
+        assert_eq!(revoked["data"]["revokeInvitation"]["status"], "REVOKED");
 
         // The group's events stand: bob is a member, so kicking him is accepted.
         let kicked = gql_ok(
