@@ -43,8 +43,9 @@ impl<T> Written<T> {
 }
 
 /// What a write made: the id of what it concerns, and the read-model row its own events
-/// make, as the projector first writes it. `None` when it made nothing new (a retried
-/// post, a direct conversation that already existed): the caller reads the row.
+/// make, as the projector first writes it (for an answer to an invitation, the answer,
+/// to apply to the row the read model holds). `None` when it made nothing new (a
+/// retried post, a direct conversation that already existed): the caller reads the row.
 ///
 /// The write stands whether or not the read models catch up within the consistency
 /// wait; a mutation answers from the read model when it holds the row, and else from
