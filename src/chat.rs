@@ -18,6 +18,7 @@ use parley_aggregates::inbox::{Inbox, InboxCommand};
 use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, NotificationLevel};
 use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, PostedMessage};
 use parley_aggregates::upload::{Upload, UploadCommand, UploadError};
+use parley_aggregates::user::User;
 use parley_aggregates::values::{parse_id_list, Slug};
 use parley_aggregates::InputError;
 use parley_projections::conversations::{Founding, InvitationRow};
@@ -206,11 +207,16 @@ impl Chat {
         }
     }
 
-    /// A user as a conversation records them; `NOT_FOUND` for unknown users.
+    /// A user as a conversation records them; `NOT_FOUND` for unknown users. One the
+    /// users read model does not show yet (it lags, or failed) is looked for in the log:
+    /// an account whose registration stands is not refused as unknown.
     async fn member_ref(&self, user_id: Uuid) -> Result<MemberRef, ChatError> {
-        users::by_id(&self.db, &user_id.to_string())
-            .await?
-            .ok_or(ChatError::NotFound("user"))?;
+        let id = user_id.to_string();
+        if users::by_id(&self.db, &id).await?.is_none()
+            && !log::stream_exists(&self.db, <User as cqrs_es::Aggregate>::TYPE, &id).await?
+        {
+            return Err(ChatError::NotFound("user"));
+        }
         Ok(MemberRef { user_id })
     }
 

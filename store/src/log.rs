@@ -452,6 +452,24 @@ pub async fn stream(
     decode_rows(db, &rows).await
 }
 
+/// Whether a stream has any event: whether its aggregate exists, from the log itself
+/// (one probe of the stream index), for when a read model may not show it yet.
+pub async fn stream_exists(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT sequence FROM {} WHERE aggregate_type = $1 AND aggregate_id = $2 LIMIT 1",
+        log_table(db.backend)
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_optional(&db.read)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// One stream's events of the given types, in stream order.
 pub async fn stream_of_types(
     db: &Db,

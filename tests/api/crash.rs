@@ -553,7 +553,38 @@ async fn a_mutation_behind_failed_read_models_answers_with_what_it_wrote() {
         let registered = app.register("dora", "correct horse battery").await;
         let me = &ok(&registered)["register"]["user"];
         assert_eq!(me["username"], "dora");
-        assert!(me["id"].is_string(), "{registered}");
+        let dora = Client {
+            id: text(&registered, "/data/register/user/id").to_owned(),
+            token: text(&registered, "/data/register/accessToken").to_owned(),
+        };
+        // The account stands though the users read model does not show it: it may
+        // start a group, and be named in one; an account that never was is still not.
+        let create = "mutation($i: CreateGroupInput!) { createGroup(input: $i) { id myRole } }";
+        let started = gql_ok(
+            &app,
+            &dora,
+            create,
+            json!({ "i": { "title": "Dora's", "memberIds": [alice.id] } }),
+        )
+        .await;
+        assert_eq!(started["data"]["createGroup"]["myRole"], "OWNER");
+        let named = gql_ok(
+            &app,
+            &alice,
+            create,
+            json!({ "i": { "title": "With Dora", "memberIds": [dora.id] } }),
+        )
+        .await;
+        assert_eq!(named["data"]["createGroup"]["myRole"], "OWNER");
+        let unknown = uuid::Uuid::now_v7().to_string();
+        let refused = gql(
+            &app,
+            &alice,
+            create,
+            json!({ "i": { "title": "Nobody", "memberIds": [unknown] } }),
+        )
+        .await;
+        assert_eq!(error_code(&refused), Some("NOT_FOUND"), "{refused}");
         app.stop().await;
     }
 }
