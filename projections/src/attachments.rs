@@ -308,6 +308,26 @@ impl AttachmentRow {
         })
     }
 
+    /// The row as message `message_id` by `author_id`, which lists it, holds it. An
+    /// upload is claimed for its message (`UploadAttached`) before the message is
+    /// posted, so one the read model still shows completed, though a posted message
+    /// lists it, is that message's: the read model has not caught up with the claim.
+    /// `None` for someone else's upload, another message's, or one no longer served.
+    pub fn held_by(mut self, message_id: &str, author_id: &str) -> Option<Self> {
+        if self.owner_id != author_id {
+            return None;
+        }
+        match self.status.as_str() {
+            status::ATTACHED if self.message_id.as_deref() == Some(message_id) => Some(self),
+            status::COMPLETED => {
+                self.status = status::ATTACHED.to_owned();
+                self.message_id = Some(message_id.to_owned());
+                Some(self)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether its objects may be downloaded: while completed (by its uploader, the
     /// only one who sees it then) or attached to a message that is not deleted. A
     /// deleted message's files stay stored for the grace period, but not served.
@@ -439,4 +459,56 @@ pub async fn to_sweep(
     .bind(limit)
     .fetch_all(&db.read)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(owner: &str, status: &str, message: Option<&str>) -> AttachmentRow {
+        AttachmentRow {
+            id: "a1".to_owned(),
+            conversation_id: "c1".to_owned(),
+            owner_id: owner.to_owned(),
+            filename: "f.png".to_owned(),
+            content_type: "image/png".to_owned(),
+            size: 1,
+            object_key: "files/a1".to_owned(),
+            thumbnail_key: None,
+            width: None,
+            height: None,
+            duration_ms: None,
+            sha256: None,
+            status: status.to_owned(),
+            message_id: message.map(str::to_owned),
+            message_deleted_at: None,
+            created_at: "2026-01-01T00:00:00Z".to_owned(),
+            changed_at: "2026-01-01T00:00:00Z".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_message_holds_only_its_authors_uploads_that_are_completed_or_its_own() {
+        let held = row("u1", status::COMPLETED, None).held_by("m1", "u1");
+        let held = held.expect("a completed upload of the author is the message's");
+        assert_eq!(
+            (held.status.as_str(), held.message_id.as_deref()),
+            (status::ATTACHED, Some("m1"))
+        );
+        assert!(row("u1", status::ATTACHED, Some("m1"))
+            .held_by("m1", "u1")
+            .is_some());
+        assert!(row("u2", status::COMPLETED, None)
+            .held_by("m1", "u1")
+            .is_none());
+        assert!(row("u1", status::ATTACHED, Some("m2"))
+            .held_by("m1", "u1")
+            .is_none());
+        for gone in [status::PENDING, status::REJECTED, status::REMOVED] {
+            assert!(
+                row("u1", gone, None).held_by("m1", "u1").is_none(),
+                "{gone}"
+            );
+        }
+    }
 }

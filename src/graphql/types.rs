@@ -715,6 +715,17 @@ impl Message {
             None => parley_projections::attachments::of_message(db, &self.0.id).await,
         }
         .map_err(ApiError::from)?;
+        // Files the attachments read model does not show as this message's yet (it
+        // lags, or failed), though the message's own event lists them.
+        for id in &order {
+            if rows.iter().any(|row| row.id == *id) {
+                continue;
+            }
+            let found = parley_projections::attachments::by_id(db, id)
+                .await
+                .map_err(ApiError::from)?;
+            rows.extend(found.and_then(|row| row.held_by(&self.0.id, &self.0.author_id)));
+        }
         rows.sort_by_key(|row| order.iter().position(|id| *id == row.id));
         let mut attachments = Vec::with_capacity(rows.len());
         for row in rows {

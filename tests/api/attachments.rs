@@ -1295,3 +1295,42 @@ async fn a_completion_behind_a_failed_read_model_answers_with_the_attachment() {
         app.stop().await;
     }
 }
+
+/// A post whose files the attachments read model does not show as its own yet (here it
+/// has failed on a poisoned event) is answered with them: the post's event lists them,
+/// and each was claimed for it before it was posted.
+#[tokio::test]
+async fn a_post_behind_a_failed_attachments_read_model_is_answered_with_its_files() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn(
+            backend,
+            Store::Embedded,
+            Arc::new(parley::clock::SystemClock),
+        )
+        .await;
+        let alice = user(&app, "alice").await;
+        let group = own_group(&app, &alice).await;
+        let completed = upload(&app, &alice, &group, "cat.png", "image/png", png(32, 24)).await;
+        let id = ok(&completed)["completeUpload"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let payload = r#"{"UploadAttached": {"not": "a claim"}}"#;
+        poison_with(&app.state.db, "Upload", "UploadAttached", payload).await;
+        marked_failed(&app, "attachments").await;
+
+        let sent = gql(
+            &app,
+            &alice,
+            SEND_WITH,
+            json!({ "i": { "conversationId": group, "body": "late", "attachmentIds": [id] } }),
+        )
+        .await;
+        let files = &ok(&sent)["sendMessage"]["attachments"];
+        assert_eq!(files[0]["id"], json!(id), "{sent}");
+        assert_eq!(files[0]["filename"], "cat.png");
+        assert_eq!(files.as_array().map(Vec::len), Some(1));
+        app.stop().await;
+    }
+}
