@@ -7,7 +7,6 @@ use parley_aggregates::member::NotificationLevel as DomainLevel;
 use parley_aggregates::policy::Role as DomainRole;
 use parley_projections::attachments::{self, AttachmentRow};
 use parley_projections::conversations::{self, Founding, InvitationRow};
-use parley_projections::messages::MessageRow;
 use parley_projections::moderation;
 use time::OffsetDateTime;
 
@@ -137,13 +136,9 @@ async fn conversation(
 /// The message a mutation wrote. The aggregate authorised the write; read access is not
 /// checked again, so a post accepted just before its author was banned is still
 /// answered with the message rather than an error.
-async fn message(
-    ctx: &Context<'_>,
-    id: uuid::Uuid,
-    made: Option<MessageRow>,
-) -> Result<Message, ApiError> {
+async fn message(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Message, ApiError> {
     let stored = parley_projections::messages::by_id(&state(ctx).db, &id.to_string()).await?;
-    Ok(Message::from(stored_or_made(stored, made, "message")?))
+    Ok(Message::from(stored_or_made(stored, None, "message")?))
 }
 
 async fn invitation(
@@ -494,7 +489,7 @@ impl Mutation {
         // by now, unless they missed the consistency wait), saving a read per message.
         match sent.row {
             Some(row) => Ok(Message::from(row)),
-            None => Ok(message(ctx, sent.id, None).await?),
+            None => Ok(message(ctx, sent.id).await?),
         }
     }
 
@@ -583,7 +578,7 @@ impl Mutation {
             s.chat.edit(me, id, body, &meta).await
         })
         .await?;
-        Ok(message(ctx, id, None).await?)
+        Ok(message(ctx, id).await?)
     }
 
     /// `deleteMessage`: the author, or a moderator with a reason.
@@ -602,7 +597,7 @@ impl Mutation {
         if let Err(error) = state(ctx).uploads.withhold_message(id).await {
             tracing::warn!(?error, "cannot withhold a deleted message's attachments");
         }
-        Ok(message(ctx, id, None).await?)
+        Ok(message(ctx, id).await?)
     }
 
     /// `addReaction`: idempotent.
@@ -617,7 +612,7 @@ impl Mutation {
             s.chat.react(me, id, emoji, true, &meta).await
         })
         .await?;
-        Ok(message(ctx, id, None).await?)
+        Ok(message(ctx, id).await?)
     }
 
     /// `removeReaction`: idempotent.
@@ -632,7 +627,7 @@ impl Mutation {
             s.chat.react(me, id, emoji, false, &meta).await
         })
         .await?;
-        Ok(message(ctx, id, None).await?)
+        Ok(message(ctx, id).await?)
     }
 
     /// `markRead`: forward only; an older message changes nothing.
