@@ -283,7 +283,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             filter.check()?;
             let db = open_database(&cli.config).await?;
-            let result = export_events(&db, &filter, format, &output).await;
+            let result = async {
+                if output != "-" {
+                    refuse_parleys_own(&cli.config, &db, std::path::Path::new(&output)).await?;
+                }
+                export_events(&db, &filter, format, &output).await
+            }
+            .await;
             db.close().await;
             result
         }
@@ -344,7 +350,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let chosen = choose_projectors(&names, all || into.is_some())?;
             let db = open_database(&cli.config).await?;
             let result = match (until, into) {
-                (Some(until), Some(into)) => build_as_of(&db, &chosen, until, &into).await,
+                (Some(until), Some(into)) => {
+                    async {
+                        refuse_parleys_own(&cli.config, &db, &into).await?;
+                        build_as_of(&db, &chosen, until, &into).await
+                    }
+                    .await
+                }
                 _ if discard => discard_rebuilds(&db, &chosen).await,
                 _ => rebuild_projections(&db, &chosen).await,
             };
@@ -456,8 +468,76 @@ async fn discard_rebuilds(
     Ok(())
 }
 
-/// Builds the read models as of `until` into `into`, written beside it and renamed into
-/// place when complete.
+/// Refuses a file an analyst asked for when it would land on Parley's own: the live
+/// SQLite database wherever it is, the files SQLite keeps beside it and a rebuild's
+/// shadows (`FILE.rebuild-NAME`), or the keys and blobs in the data directory. A file is
+/// written beside its path and renamed over it, so a symbolic or hard link to one of
+/// those is replaced, not written through; only the name itself needs checking.
+async fn refuse_parleys_own(
+    config: &Config,
+    db: &parley_store::Db,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let Some(resolved) = resolved(path) else {
+        // Its directory does not exist: creating it fails and says so.
+        return Ok(());
+    };
+    let beside = |dir: &std::path::Path, name: &std::ffi::OsStr| {
+        resolved.parent() == Some(dir)
+            && resolved
+                .file_name()
+                .is_some_and(|own| own.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
+    };
+    let mut own = false;
+    if let Ok(data_dir) = config.data_dir.canonicalize() {
+        let first = resolved
+            .strip_prefix(&data_dir)
+            .ok()
+            .and_then(|inside| inside.components().next());
+        own |= first.is_some_and(|first| {
+            let first = first.as_os_str();
+            first == "master-key" || first == "jwt-secret" || first == "blobs"
+        });
+        own |= beside(
+            &data_dir,
+            config.embedded_database().file_name().unwrap_or_default(),
+        );
+    }
+    if db.backend == parley_store::Backend::Sqlite {
+        let live: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&db.read)
+                .await?;
+        if let Some((dir, name)) = resolved_file(std::path::Path::new(&live)) {
+            own |= beside(&dir, &name);
+        }
+    }
+    if own {
+        anyhow::bail!(
+            "{} is one of Parley's own files (the live database, a file kept beside it, its keys or blobs): write it elsewhere",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `path` with its directory resolved (links followed, made absolute) and its own name
+/// kept as given; `None` when the directory does not exist.
+fn resolved(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    resolved_file(path).map(|(dir, name)| dir.join(name))
+}
+
+fn resolved_file(path: &std::path::Path) -> Option<(std::path::PathBuf, std::ffi::OsString)> {
+    let name = path.file_name()?.to_owned();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    Some((dir.canonicalize().ok()?, name))
+}
+
+/// Builds the read models as of `until` into `into`, a new file: written beside it and
+/// linked into place when complete, never over a file that is there.
 async fn build_as_of(
     db: &parley_store::Db,
     chosen: &[std::sync::Arc<dyn parley_projections::Projector>],
@@ -465,6 +545,15 @@ async fn build_as_of(
     into: &std::path::Path,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    let exists = |into: &std::path::Path| {
+        anyhow::anyhow!(
+            "{} exists: --into makes a new file (remove it, or choose another name)",
+            into.display()
+        )
+    };
+    if into.symlink_metadata().is_ok() {
+        return Err(exists(into));
+    }
     let partial = partial_path(into);
     // Left by an earlier attempt that was killed.
     let _ = std::fs::remove_file(&partial);
@@ -484,7 +573,16 @@ async fn build_as_of(
             );
         }
     };
-    std::fs::rename(&partial, into).with_context(|| format!("cannot create {}", into.display()))?;
+    // A link, unlike a rename, fails on a file made meanwhile instead of replacing it.
+    let placed = match std::fs::hard_link(&partial, into) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(into)),
+        // A file system without links: the check before the build stands alone.
+        Err(_) => std::fs::rename(&partial, into)
+            .with_context(|| format!("cannot create {}", into.display())),
+    };
+    let _ = std::fs::remove_file(&partial);
+    placed?;
     eprintln!(
         "rebuild --until {}: {} events applied to {} projectors in {:.1} s, last cursor {}, into {}",
         parley_store::format_time(until),

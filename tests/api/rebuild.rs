@@ -467,6 +467,133 @@ async fn bad_rebuild_requests_fail_with_one_line() {
     app.stop().await;
 }
 
+/// An analyst's file never lands on Parley's own: `--into` or `--output` naming the live
+/// SQLite database, a file SQLite or a rebuild keeps beside it, or the keys in the data
+/// directory is refused before anything is written, and `--into` never replaces a file.
+/// Before, `--into` the live database renamed the built file over it: the log was gone.
+#[tokio::test]
+async fn an_analysts_file_never_replaces_the_live_database_or_an_existing_file() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let alice = user(&app, "alice").await;
+    let bob = user(&app, "bob").await;
+    let group = create_group(&app, &alice, "files", &[&bob]).await;
+    send_ok(&app, &bob, &group, "kept").await;
+    settled(&app).await;
+    let db = &app.state.db;
+    let before = everything(db).await;
+    let log = || async {
+        parley_store::log::count_after(db, parley_store::LogPosition::START)
+            .await
+            .expect("count")
+    };
+    let events = log().await;
+
+    let data = app.database.dir.path().to_path_buf();
+    let live = data.join("parley.db");
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let existing = elsewhere.path().join("kept.sqlite");
+    std::fs::write(&existing, "an analyst's earlier file").expect("write");
+    let path = |path: &std::path::Path| path.to_string_lossy().into_owned();
+    let until = |into: String| -> Vec<String> {
+        [
+            "projections",
+            "rebuild",
+            "--until",
+            "2030-01-01T00:00:00Z",
+            "--into",
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([into])
+        .collect()
+    };
+    let export = |output: String| -> Vec<String> {
+        ["export", "events", "--format", "jsonl", "--output"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([output])
+            .collect()
+    };
+    let own = "is one of Parley's own files";
+    let elsewhere_dir = elsewhere.path().to_path_buf();
+    // (arguments, the data directory the command is given, what it must say)
+    let cases = [
+        (until(path(&live)), &data, own),
+        (export(path(&live)), &data, own),
+        (export(path(&data.join("master-key"))), &data, own),
+        (export(path(&data.join("parley.db-wal"))), &data, own),
+        (
+            until(path(&existing)),
+            &data,
+            "exists: --into makes a new file",
+        ),
+        // The database where the data directory is not: named by its own path.
+        (until(path(&live)), &elsewhere_dir, own),
+        (
+            export(format!(
+                "{}/../{}/parley.db-wal",
+                data.display(),
+                data.file_name().expect("name").to_string_lossy()
+            )),
+            &elsewhere_dir,
+            own,
+        ),
+        (
+            export(path(&data.join("parley.db.rebuild-messages"))),
+            &elsewhere_dir,
+            own,
+        ),
+    ];
+    for (args, data_dir, expected) in cases {
+        let output = parley_command(&app.database)
+            .env("PARLEY_DATA_DIR", data_dir)
+            .args(&args)
+            .output()
+            .expect("parley runs");
+        let text = stderr(&output);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{args:?}: {text}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&existing).expect("read"),
+        "an analyst's earlier file"
+    );
+    assert_eq!(log().await, events, "the log is whole");
+    assert_eq!(
+        everything(db).await,
+        before,
+        "the read models are as they were"
+    );
+    let written: Vec<_> = std::fs::read_dir(&data)
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.contains("partial") || name.contains("rebuild-"))
+        .collect();
+    assert!(
+        written.is_empty(),
+        "left in the data directory: {written:?}"
+    );
+    // And the same commands write where they may.
+    let into = elsewhere.path().join("then.sqlite");
+    let output = parley(
+        &app,
+        &until(path(&into))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(into.exists());
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_projector_of_another_version_is_rebuilt_beside_its_tables_at_start() {
     for backend in backends() {
