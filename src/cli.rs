@@ -636,22 +636,25 @@ async fn export_events(
         crate::export::export(db, filter, format, out, progress).await?
     } else {
         let path = std::path::Path::new(output);
+        // Found now rather than by the rename once the whole log has been written.
+        if path.is_dir() {
+            anyhow::bail!("cannot create {output}: it is a directory (name a file in it)");
+        }
         let partial = partial_path(path);
         let file =
             std::fs::File::create(&partial).with_context(|| format!("cannot create {output}"))?;
         let exported =
             crate::export::export(db, filter, format, BufWriter::new(file), progress).await;
-        match exported {
-            Ok(summary) => {
-                std::fs::rename(&partial, path)
-                    .with_context(|| format!("cannot create {output}"))?;
-                summary
-            }
-            Err(error) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(error.into());
-            }
+        let placed = match exported {
+            Ok(summary) => std::fs::rename(&partial, path)
+                .map(|()| summary)
+                .with_context(|| format!("cannot create {output}")),
+            Err(error) => Err(error.into()),
+        };
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&partial);
         }
+        placed?
     };
     meter.finish();
     for missing in &summary.unmatched_types {

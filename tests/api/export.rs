@@ -313,7 +313,14 @@ async fn bad_export_requests_fail_with_one_line_and_leave_no_file() {
     let out = out.to_string_lossy();
     let unwritable = dir.path().join("missing").join("out.jsonl");
     let unwritable = unwritable.to_string_lossy();
-    let cases: [(&[&str], &str); 4] = [
+    // A directory: found before the log is written, and nothing left beside it.
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).expect("mkdir");
+    let folder = folder.to_string_lossy();
+    let folder_slash = format!("{folder}/");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--output", &folder], "is a directory"),
+        (&["--output", &folder_slash], "is a directory"),
         (
             &["--output", &out, "--after", "not-a-cursor"],
             "not a cursor",
@@ -341,6 +348,11 @@ async fn bad_export_requests_fail_with_one_line_and_leave_no_file() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!dir.path().join("out.jsonl").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["folder"], "{args:?} left files behind");
     }
     app.stop().await;
 }
