@@ -14,6 +14,7 @@ use parley_aggregates::conversation::{
     direct_conversation_id, Conversation, ConversationCommand, ConversationError,
     ConversationEvent, ConversationServices, MemberRef, ReplyTarget, Visibility,
 };
+use parley_aggregates::event::Event;
 use parley_aggregates::inbox::{Inbox, InboxCommand};
 use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, NotificationLevel};
 use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, PostedMessage};
@@ -26,7 +27,7 @@ use parley_projections::messages::MessageRow;
 use parley_projections::moderation::ModerationRow;
 use parley_projections::page::MAX_PAGE;
 use parley_projections::{conversations, messages, notifications, unread, users};
-use parley_store::{log, Db, LogPosition};
+use parley_store::{log, Db, LogPosition, StoredEvent};
 use uuid::Uuid;
 
 use parley_store::{CommandBus, CommandMeta, Committed};
@@ -74,9 +75,18 @@ impl<Row> Made<Row> {
     }
 }
 
-/// What `send` posted: its row as posted, none for a retry (whose message may have
-/// changed since).
-pub type Sent = Made<MessageRow>;
+/// What `send` did.
+pub enum Sent {
+    /// Posted the message: its row as posted.
+    Posted(Made<MessageRow>),
+    /// Found it posted by an earlier attempt with the same `clientMessageId`. It is
+    /// answered as the read model holds it now (it may have changed since), or as it was
+    /// posted (read from the log) while the read model does not show it.
+    Retried {
+        id: Uuid,
+        as_posted: Option<MessageRow>,
+    },
+}
 
 pub struct Chat {
     db: Db,
@@ -652,6 +662,7 @@ impl Chat {
             }
         }
         let named = self.named(&body).await?;
+        let retry_key = client_message_id.clone();
         let command = ConversationCommand::PostMessage {
             message_id,
             author_id: viewer,
@@ -673,18 +684,47 @@ impl Chat {
         {
             Ok(committed) => {
                 let sent = Made::of(message_id, &committed, MessageRow::posted);
-                Ok(Written::new(sent, committed.position))
+                Ok(Written::new(Sent::Posted(sent), committed.position))
             }
             Err(AggregateError::UserError(ConversationError::AlreadyPosted { message_id })) => {
                 // The first attempt may still be settling: wait for everything committed so far.
                 let head = log::head(&self.db).await?;
-                Ok(Written::new(Made::existing(message_id), Some(head)))
+                let as_posted = match retry_key {
+                    Some(key) => self.as_posted(conversation_id, viewer, &key).await?,
+                    None => None,
+                };
+                let sent = Sent::Retried {
+                    id: message_id,
+                    as_posted,
+                };
+                Ok(Written::new(sent, Some(head)))
             }
             Err(error) => {
                 self.release(&claimed, message_id, meta).await;
                 Err(error.into())
             }
         }
+    }
+
+    /// The author's post under `client_message_id` as it was posted, from the log (one
+    /// probe of the index the retry rule itself reads).
+    async fn as_posted(
+        &self,
+        conversation_id: Uuid,
+        author_id: Uuid,
+        client_message_id: &str,
+    ) -> Result<Option<MessageRow>, ChatError> {
+        let stored = log::post_by_client_id(
+            &self.db,
+            &conversation_id.to_string(),
+            &author_id.to_string(),
+            client_message_id,
+        )
+        .await?;
+        Ok(match stored.as_ref().map(StoredEvent::event).transpose()? {
+            Some(Some(Event::Conversation(posted))) => MessageRow::posted(posted),
+            _ => None,
+        })
     }
 
     /// Gives back attachments claimed for a message that was not posted.

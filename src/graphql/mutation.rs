@@ -7,6 +7,7 @@ use parley_aggregates::member::NotificationLevel as DomainLevel;
 use parley_aggregates::policy::Role as DomainRole;
 use parley_projections::attachments::{self, AttachmentRow};
 use parley_projections::conversations::{self, Founding, InvitationRow};
+use parley_projections::messages::MessageRow;
 use parley_projections::moderation;
 use time::OffsetDateTime;
 
@@ -20,7 +21,7 @@ use super::types::{
 use super::{client_ip, state, viewer};
 use crate::app::AppState;
 use crate::auth::{AuthError, AuthTokens};
-use crate::chat::{ChatError, Made, Moderation, Written};
+use crate::chat::{ChatError, Made, Moderation, Sent, Written};
 use crate::live::Signal;
 use parley_aggregates::upload::{UploadError, MAX_PER_MESSAGE as MAX_ATTACHMENTS};
 use parley_aggregates::user::UserError;
@@ -136,9 +137,13 @@ async fn conversation(
 /// The message a mutation wrote. The aggregate authorised the write; read access is not
 /// checked again, so a post accepted just before its author was banned is still
 /// answered with the message rather than an error.
-async fn message(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Message, ApiError> {
+async fn message(
+    ctx: &Context<'_>,
+    id: uuid::Uuid,
+    made: Option<MessageRow>,
+) -> Result<Message, ApiError> {
     let stored = parley_projections::messages::by_id(&state(ctx).db, &id.to_string()).await?;
-    Ok(Message::from(stored_or_made(stored, None, "message")?))
+    Ok(Message::from(stored_or_made(stored, made, "message")?))
 }
 
 async fn invitation(
@@ -487,9 +492,10 @@ impl Mutation {
         .await?;
         // A new post is answered with its row as posted (the read models hold the same
         // by now, unless they missed the consistency wait), saving a read per message.
-        match sent.row {
-            Some(row) => Ok(Message::from(row)),
-            None => Ok(message(ctx, sent.id).await?),
+        match sent {
+            Sent::Posted(Made { row: Some(row), .. }) => Ok(Message::from(row)),
+            Sent::Posted(Made { id, row: None }) => Ok(message(ctx, id, None).await?),
+            Sent::Retried { id, as_posted } => Ok(message(ctx, id, as_posted).await?),
         }
     }
 
@@ -578,7 +584,7 @@ impl Mutation {
             s.chat.edit(me, id, body, &meta).await
         })
         .await?;
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `deleteMessage`: the author, or a moderator with a reason.
@@ -597,7 +603,7 @@ impl Mutation {
         if let Err(error) = state(ctx).uploads.withhold_message(id).await {
             tracing::warn!(?error, "cannot withhold a deleted message's attachments");
         }
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `addReaction`: idempotent.
@@ -612,7 +618,7 @@ impl Mutation {
             s.chat.react(me, id, emoji, true, &meta).await
         })
         .await?;
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `removeReaction`: idempotent.
@@ -627,7 +633,7 @@ impl Mutation {
             s.chat.react(me, id, emoji, false, &meta).await
         })
         .await?;
-        Ok(message(ctx, id).await?)
+        Ok(message(ctx, id, None).await?)
     }
 
     /// `markRead`: forward only; an older message changes nothing.

@@ -588,3 +588,37 @@ async fn a_mutation_behind_failed_read_models_answers_with_what_it_wrote() {
         app.stop().await;
     }
 }
+
+/// A post retried with the same `clientMessageId` while the messages read model cannot
+/// show it is answered with the message as it was posted, as the first attempt was:
+/// before, the retry of a post that stood answered `INTERNAL_SERVER_ERROR`.
+#[tokio::test]
+async fn a_retried_post_behind_a_failed_read_model_answers_with_the_first_post() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app_on(TestDatabase::new(backend).await, |c| {
+            c.consistency_wait_ms = 600_000;
+        })
+        .await;
+        let (alice, bob) = (user(&app, "alice").await, user(&app, "bob").await);
+        let group = create_group(&app, &alice, "retries", &[&bob]).await;
+        poison(&app.state.db).await;
+        marked_failed(&app, "messages").await;
+
+        const POST: &str = "mutation($i: SendMessageInput!) { \
+            sendMessage(input: $i) { id seq body conversationId author { id } } }";
+        let input = |body: &str| json!({ "i": { "conversationId": group, "body": body, "clientMessageId": "once" } });
+        let first = gql_ok(&app, &alice, POST, input("once only")).await;
+        let first = &first["data"]["sendMessage"];
+        assert_eq!(first["body"], "once only");
+        assert_eq!(first["author"]["id"], json!(alice.id));
+        let retried = gql_ok(&app, &alice, POST, input("once only")).await;
+        assert_eq!(&retried["data"]["sendMessage"], first);
+        // The key is the author's own: bob's post under it is a post of his.
+        let his = gql_ok(&app, &bob, POST, input("his own")).await;
+        let his = &his["data"]["sendMessage"];
+        assert_ne!(his["id"], first["id"]);
+        assert_eq!(his["body"], "his own");
+        app.stop().await;
+    }
+}
