@@ -506,24 +506,30 @@ impl Shadow {
                 let options =
                     AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", file.display()))?
                         .disable_statement_logging();
-                let mut conn = options.connect().await?;
                 // The exclusive lock is what keeps a second rebuild of the same
                 // projector out: it is taken by the first write and held until the
-                // connection closes, and another process asking for it fails at once.
-                conn.execute(
-                    "PRAGMA busy_timeout = 0; \
-                     PRAGMA main.locking_mode = EXCLUSIVE; \
-                     PRAGMA main.journal_mode = WAL; \
-                     PRAGMA main.synchronous = NORMAL;",
-                )
-                .await?;
-                if let Err(error) = conn.execute("PRAGMA main.user_version = 1").await {
-                    return Err(if is_busy(&error) {
-                        ProjectionError::RebuildRunning(name)
-                    } else {
-                        error.into()
-                    });
+                // connection closes, and another process asking for it fails at once,
+                // as soon as it opens the file or sets it up.
+                let claimed = async {
+                    let mut conn = options.connect().await?;
+                    conn.execute(
+                        "PRAGMA busy_timeout = 0; \
+                         PRAGMA main.locking_mode = EXCLUSIVE; \
+                         PRAGMA main.journal_mode = WAL; \
+                         PRAGMA main.synchronous = NORMAL;",
+                    )
+                    .await?;
+                    conn.execute("PRAGMA main.user_version = 1").await?;
+                    Ok::<_, sqlx::Error>(conn)
                 }
+                .await;
+                let mut conn = match claimed {
+                    Ok(conn) => conn,
+                    Err(error) if is_busy(&error) => {
+                        return Err(ProjectionError::RebuildRunning(name))
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 // The live database's writer may hold it for a moment at any time.
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 sqlx::query("ATTACH DATABASE $1 AS live")

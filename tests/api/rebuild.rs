@@ -238,6 +238,92 @@ impl Projector for Interrupted {
     }
 }
 
+/// The users projector, stopping at its first event until released: a rebuild that is
+/// running, with its claim on the projector held.
+struct Held {
+    inner: &'static dyn Projector,
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    holding: AtomicBool,
+}
+
+impl Held {
+    fn users() -> Arc<Self> {
+        Arc::new(Self {
+            inner: &parley_projections::users::UsersProjector,
+            reached: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+            holding: AtomicBool::new(true),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Projector for Held {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if self.holding.swap(false, Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.apply(conn, event).await
+    }
+}
+
+/// One rebuild per projector at a time, across processes: while one runs, a second
+/// rebuild or a discard of it is refused in one line and changes nothing. On SQLite
+/// both used to fail with the database's own "database is locked", three times over.
+#[tokio::test]
+async fn a_second_rebuild_or_a_discard_of_a_running_one_is_refused() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let app = spawn_app(backend).await;
+        for name in ["ann", "ben", "cal"] {
+            user(&app, name).await;
+        }
+        settled(&app).await;
+        let tables = dump(&app.state.db, &["users"]).await;
+        let held = Held::users();
+        let running = tokio::spawn({
+            let (state, held) = (app.state.clone(), held.clone());
+            async move {
+                rebuild::rebuild_in_batches(&state.db, held, 2, &mut |_| {})
+                    .await
+                    .map(|_| ())
+            }
+        });
+        held.reached.notified().await;
+        for args in [
+            &["projections", "rebuild", "users"][..],
+            &["projections", "rebuild", "users", "--discard"],
+        ] {
+            let output = parley(&app, args);
+            assert!(!output.status.success(), "{args:?} succeeded");
+            assert_eq!(
+                stderr(&output).trim_end(),
+                "parley: a rebuild of users is already running",
+                "{args:?}"
+            );
+        }
+        held.release.notify_one();
+        running
+            .await
+            .expect("join")
+            .expect("the running rebuild completes");
+        assert_eq!(dump(&app.state.db, &["users"]).await, tables);
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn an_interrupted_rebuild_resumes_or_is_discarded() {
     for backend in backends() {
