@@ -20,7 +20,7 @@ use parley_aggregates::member::{member_state_id, MemberCommand, MemberState, Not
 use parley_aggregates::message::{Actor, Message, MessageCommand, MessageError, PostedMessage};
 use parley_aggregates::upload::{Upload, UploadCommand, UploadError};
 use parley_aggregates::user::User;
-use parley_aggregates::values::{parse_id_list, Slug};
+use parley_aggregates::values::{parse_client_message_id, parse_id_list, Slug};
 use parley_aggregates::InputError;
 use parley_projections::conversations::{Founding, InvitationRow};
 use parley_projections::messages::MessageRow;
@@ -621,6 +621,10 @@ impl Chat {
         attachment_ids: Vec<Uuid>,
         meta: &CommandMeta,
     ) -> Result<Written<Sent>, ChatError> {
+        // Checked before anything is claimed or looked up under it.
+        let client_message_id = client_message_id
+            .map(|key| parse_client_message_id(&key, "clientMessageId"))
+            .transpose()?;
         let reply_to = match reply_to {
             Some(id) => {
                 let row = match self.message_row(id).await {

@@ -413,6 +413,21 @@ pub fn parse_id_list<S: AsRef<str>>(
     Ok(ids)
 }
 
+/// What a search looks for: any text without control characters other than newline
+/// and tab, which no name or message holds (and a NUL no database takes in a query).
+pub fn parse_search_query<'a>(raw: &'a str, field: &'static str) -> Result<&'a str, InputError> {
+    if raw
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(InputError::new(
+            field,
+            "must not contain control characters other than newline and tab",
+        ));
+    }
+    Ok(raw)
+}
+
 /// A client-chosen idempotency key for `sendMessage`: 1–64 characters.
 pub fn parse_client_message_id(raw: &str, field: &'static str) -> Result<String, InputError> {
     let len = raw.chars().count();
@@ -431,6 +446,19 @@ pub fn parse_client_message_id(raw: &str, field: &'static str) -> Result<String,
 #[cfg(test)]
 mod conversation_value_tests {
     use super::*;
+
+    #[test]
+    fn search_queries_refuse_control_characters_but_not_newlines_or_tabs() {
+        assert_eq!(parse_search_query("a\tb\nc", "query"), Ok("a\tb\nc"));
+        assert_eq!(parse_search_query("\"NEAR(*", "query"), Ok("\"NEAR(*"));
+        for bad in ["a\u{0}", "\u{1b}[31m", "x\u{7f}"] {
+            assert_eq!(
+                parse_search_query(bad, "query").map_err(|e| e.field),
+                Err("query"),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn message_bodies_are_trimmed_and_bounded_in_scalar_values() {

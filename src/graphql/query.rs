@@ -7,6 +7,7 @@ use parley_projections::{conversations, messages, moderation, notifications, use
 
 use super::error::ApiError;
 use parley_aggregates::policy::{self, ReadAccess};
+use parley_aggregates::values::{parse_search_query, Slug};
 
 use super::parse_id;
 use super::types::{
@@ -80,9 +81,10 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, User>> {
         viewer(ctx)?;
+        let query = parse_search_query(&query, "query").map_err(ApiError::from)?;
         let page = users::search(
             &state(ctx).db,
-            &query,
+            query,
             after.as_deref(),
             page_size(first).map_err(ApiError::from)?,
         )
@@ -128,10 +130,13 @@ impl Query {
         slug: String,
     ) -> Result<Option<Conversation>> {
         viewer(ctx)?;
-        let row = conversations::by_slug(&state(ctx).db, &slug.trim().to_lowercase())
+        let not_found = || ApiError::NotFound("conversation not found".to_owned());
+        // What cannot be a slug names no channel (and a NUL no database takes).
+        let slug = Slug::parse(&slug, "slug").map_err(|_| not_found())?;
+        let row = conversations::by_slug(&state(ctx).db, slug.as_str())
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))?;
+            .ok_or_else(not_found)?;
         require_access(ctx, &row.id, ReadAccess::Preview).await?;
         Ok(Some(Conversation::from(row)))
     }
@@ -145,11 +150,12 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, Conversation>> {
         let me = viewer(ctx)?;
+        let query = parse_search_query(&query, "query").map_err(ApiError::from)?;
         let page = conversations::search(
             &state(ctx).db,
             &me.to_string(),
             now_ms(ctx),
-            &query,
+            query,
             after.as_deref(),
             page_size(first).map_err(ApiError::from)?,
         )
@@ -249,6 +255,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, Message>> {
         let me = viewer(ctx)?;
+        let query = parse_search_query(&query, "query").map_err(ApiError::from)?;
         let conversation = match conversation_id {
             Some(id) => {
                 let id = parse_id(&id, "conversation")?;
@@ -260,7 +267,7 @@ impl Query {
             &state(ctx).db,
             &me.to_string(),
             now_ms(ctx),
-            &query,
+            query,
             conversation.as_deref(),
             after.as_deref(),
             page_size(first).map_err(ApiError::from)?,

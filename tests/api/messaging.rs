@@ -928,6 +928,29 @@ async fn commands_validate_all_input_and_only_real_changes_become_events() {
                     json!({ "m": alices })).await,
                 "body",
             ),
+            // Checked before anything is claimed or looked up under it: PostgreSQL took
+            // no NUL in that lookup, and answered INTERNAL_SERVER_ERROR.
+            (
+                gql(&app, &alice, "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
+                    json!({ "i": { "conversationId": group, "body": "fine", "clientMessageId": "key\u{0}",
+                                   "attachmentIds": [uuid::Uuid::now_v7().to_string()] } })).await,
+                "clientMessageId",
+            ),
+            (
+                gql(&app, &alice, "query($q: String!) { searchMessages(query: $q) { nodes { id } } }",
+                    json!({ "q": "mine\u{0}" })).await,
+                "query",
+            ),
+            (
+                gql(&app, &alice, "query($q: String!) { searchUsers(query: $q) { nodes { id } } }",
+                    json!({ "q": "bo\u{0}" })).await,
+                "query",
+            ),
+            (
+                gql(&app, &alice, "query($q: String!) { searchConversations(query: $q) { nodes { id } } }",
+                    json!({ "q": "\u{1b}Plans" })).await,
+                "query",
+            ),
         ];
         for (response, field) in &cases {
             assert_eq!(error_code(response), Some("BAD_USER_INPUT"), "{response}");
@@ -941,6 +964,23 @@ async fn commands_validate_all_input_and_only_real_changes_become_events() {
             )
             .await;
         assert_eq!(error_field(&bad_name), Some("displayName"), "{bad_name}");
+        // What cannot be a slug names no channel.
+        let by_slug = gql(
+            &app,
+            &alice,
+            "query($s: String!) { conversationBySlug(slug: $s) { id } }",
+            json!({ "s": "plans\u{0}" }),
+        )
+        .await;
+        assert_eq!(error_code(&by_slug), Some("NOT_FOUND"), "{by_slug}");
+        let searched = gql(
+            &app,
+            &alice,
+            "query($q: String!) { searchMessages(query: $q) { nodes { body } } }",
+            json!({ "q": "mine\n" }),
+        )
+        .await;
+        assert_eq!(ok(&searched)["searchMessages"]["nodes"][0]["body"], "mine");
         let multi_line = send(&app, &alice, &group, "line one\r\n\tline two").await;
         assert_eq!(
             ok(&multi_line)["sendMessage"]["body"],

@@ -11,6 +11,7 @@ use super::commands::{ConversationCommand, ConversationServices};
 use super::error::ConversationError;
 use super::events::{ConversationEvent, ConversationKind, Visibility};
 use crate::policy::{allows, Action, Role};
+use crate::values::parse_client_message_id;
 use crate::values::InputError;
 
 /// How long a `clientMessageId` is remembered for deduplication.
@@ -345,6 +346,10 @@ impl Aggregate for Conversation {
                 named,
                 at,
             } => {
+                // Checked before it is looked up.
+                let client_message_id = client_message_id
+                    .map(|key| parse_client_message_id(&key, "clientMessageId"))
+                    .transpose()?;
                 let earlier = match &client_message_id {
                     Some(client_id) => services
                         .posted

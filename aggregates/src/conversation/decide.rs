@@ -7,9 +7,7 @@ use super::commands::{ConversationServices, MemberRef, ReplyTarget};
 use super::events::{ConversationKind, InitialMember, Visibility};
 use super::mentions::{mentions_in, Named};
 use crate::policy::{Action, Role};
-use crate::values::{
-    parse_client_message_id, parse_description, InputError, MessageBody, Slug, Title,
-};
+use crate::values::{parse_description, InputError, MessageBody, Slug, Title};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -424,9 +422,6 @@ impl Conversation {
             return Err(ConversationError::Muted);
         }
         let body = MessageBody::parse(&body, "body", services.max_body_chars)?;
-        let client_message_id = client_message_id
-            .map(|c| parse_client_message_id(&c, "clientMessageId"))
-            .transpose()?;
         if let Some(ReplyTarget {
             conversation_id, ..
         }) = &reply_to
