@@ -88,6 +88,12 @@ impl DisplayName {
 /// since they corrupt what clients display and what other systems store.
 fn multi_line(raw: &str, field: &'static str) -> Result<String, InputError> {
     let text = raw.trim().replace("\r\n", "\n");
+    only_newline_and_tab_controls(&text, field)?;
+    Ok(text)
+}
+
+/// Refuses control characters other than newline and tab.
+fn only_newline_and_tab_controls(text: &str, field: &'static str) -> Result<(), InputError> {
     if text
         .chars()
         .any(|c| c.is_control() && c != '\n' && c != '\t')
@@ -97,7 +103,7 @@ fn multi_line(raw: &str, field: &'static str) -> Result<String, InputError> {
             "must not contain control characters other than newline and tab",
         ));
     }
-    Ok(text)
+    Ok(())
 }
 
 /// Trimmed text of 1 to `max` Unicode scalar values without control characters.
@@ -416,15 +422,7 @@ pub fn parse_id_list<S: AsRef<str>>(
 /// What a search looks for: any text without control characters other than newline
 /// and tab, which no name or message holds (and a NUL no database takes in a query).
 pub fn parse_search_query<'a>(raw: &'a str, field: &'static str) -> Result<&'a str, InputError> {
-    if raw
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(InputError::new(
-            field,
-            "must not contain control characters other than newline and tab",
-        ));
-    }
+    only_newline_and_tab_controls(raw, field)?;
     Ok(raw)
 }
 
