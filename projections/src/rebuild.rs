@@ -469,7 +469,7 @@ impl Shadow {
             Backend::Postgres => {
                 let mut conn = db.write.connect_options().connect().await?;
                 let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(projector::lock_key(&format!("rebuild:{name}")))
+                    .bind(claim_key(name))
                     .fetch_one(&mut conn)
                     .await?;
                 if !locked {
@@ -969,11 +969,22 @@ impl Shadow {
     }
 
     /// Ends the rebuild's session, releasing its lock; `remove` deletes a SQLite shadow.
-    async fn close(self, remove: bool) {
+    async fn close(mut self, remove: bool) {
         let file = match &self.place {
             Place::Sqlite { file } => Some(file.clone()),
             Place::Postgres { .. } => None,
         };
+        if file.is_none() {
+            // Released now, not once the server notices the session gone: a rebuild
+            // started right after this one returned must not find its claim still held.
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(claim_key(self.name))
+                .execute(&mut self.conn)
+                .await;
+            if let Err(error) = unlocked {
+                tracing::warn!(projector = self.name, %error, "cannot release the rebuild's claim");
+            }
+        }
         if let Some(loader) = self.loader {
             if let Err(error) = loader.close().await {
                 tracing::warn!(projector = self.name, %error, "cannot close the rebuild's loader");
@@ -993,6 +1004,11 @@ impl Shadow {
             }
         }
     }
+}
+
+/// The advisory lock that claims `name`'s rebuild on PostgreSQL, the same on every node.
+fn claim_key(name: &str) -> i64 {
+    projector::lock_key(&format!("rebuild:{name}"))
 }
 
 /// Applies `events` to the shadow and moves its checkpoint to the last, in the
